@@ -1,0 +1,158 @@
+"""MoDL (Aggarwal, Mani, Jacob, 2019) with fastmri VarNet's forward signature.
+
+x₀ = Aᴴy;  for k = 1..K (weights shared):  zₖ = D_θ(xₖ₋₁),  xₖ = (AᴴA + λI)⁻¹(Aᴴy + λzₖ) by CG.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from fastmri.models.varnet import SensitivityModel
+from torch import nn
+
+from ..physics import SenseOp, cg_solve, real_to_complex
+from .denoisers import build_denoiser
+from .registry import register_model
+
+
+def _check_inputs(
+    masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor | None
+) -> None:
+    ks = tuple(masked_kspace.shape)
+    if masked_kspace.ndim != 5 or ks[-1] != 2 or masked_kspace.is_complex():
+        raise ValueError(f"masked_kspace must be real-view [B, C, H, W, 2], got shape {ks}")
+    b, _, h, w, _ = ks
+    ms = tuple(mask.shape)
+    if mask.ndim != 5 or ms[1] != 1 or ms[-1] != 1 or ms[0] not in (1, b):
+        raise ValueError(f"mask must be [B, 1, 1 or H, W, 1] for k-space {ks}, got shape {ms}")
+    if ms[2] not in (1, h) or ms[3] != w:
+        raise ValueError(f"mask shape {ms} does not match k-space shape {ks} (H={h}, W={w})")
+    if sens_maps is not None:
+        ss = tuple(sens_maps.shape)
+        expect = ks if not sens_maps.is_complex() else ks[:-1]
+        if ss != expect:
+            raise ValueError(f"sens_maps shape {ss} does not match k-space shape {ks}")
+    if not bool(torch.isfinite(masked_kspace).all()):
+        raise ValueError(f"masked_kspace {ks} contains NaN or Inf values")
+
+
+@register_model("modl")
+class MoDL(nn.Module):
+    """Model-based deep learning network for multicoil MRI, a drop-in for ``fastmri.models.VarNet``.
+
+    Args:
+        num_unrolls: number of unrolled iterations K (MoDL paper: 10).
+        num_cg_iters: CG iterations per data-consistency solve (MoDL paper: 10).
+        denoiser: ``"resnet"`` (MoDL's conv–BN–ReLU CNN), ``"unet"`` (fastmri NormUnet) or an
+            ``nn.Module`` mapping ``[B, 2, H, W]`` → ``[B, 2, H, W]`` float32.
+        chans, num_layers, batchnorm: ResNet denoiser settings (paper: 64, 5, True).
+        unet_chans, unet_pools: U-Net denoiser settings.
+        lam_init: initial regularisation weight λ (> 0).
+        learn_lam: train λ (parametrised as exp(log λ), so it stays positive).
+        sens_chans, sens_pools: fastmri ``SensitivityModel`` settings, used when no maps are given.
+        cg_tol: relative CG tolerance.
+        implicit_backward: O(1)-memory CG gradients (see :func:`fastmri_pun.physics.cg_solve`).
+    """
+
+    def __init__(
+        self,
+        num_unrolls: int = 10,
+        num_cg_iters: int = 10,
+        denoiser: str | nn.Module = "resnet",
+        chans: int = 64,
+        num_layers: int = 5,
+        batchnorm: bool = True,
+        unet_chans: int = 18,
+        unet_pools: int = 4,
+        lam_init: float = 0.05,
+        learn_lam: bool = True,
+        sens_chans: int = 8,
+        sens_pools: int = 4,
+        mask_center: bool = True,
+        cg_tol: float = 1e-6,
+        implicit_backward: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_unrolls < 1 or num_cg_iters < 1:
+            raise ValueError(
+                f"num_unrolls and num_cg_iters must be >= 1, got {num_unrolls}, {num_cg_iters}"
+            )
+        if lam_init <= 0:
+            raise ValueError(f"lam_init must be > 0, got {lam_init}")
+        if denoiser == "unet":
+            self.denoiser = build_denoiser("unet", chans=unet_chans, num_pools=unet_pools)
+        elif denoiser == "resnet":
+            self.denoiser = build_denoiser(
+                "resnet", chans=chans, num_layers=num_layers, batchnorm=batchnorm
+            )
+        else:
+            self.denoiser = build_denoiser(denoiser)
+        self.sens_net = SensitivityModel(sens_chans, sens_pools, mask_center=mask_center)
+        log_lam = torch.tensor(math.log(lam_init))
+        if learn_lam:
+            self.log_lam = nn.Parameter(log_lam)
+        else:
+            self.register_buffer("log_lam", log_lam)
+        self.num_unrolls = num_unrolls
+        self.num_cg_iters = num_cg_iters
+        self.cg_tol = cg_tol
+        self.implicit_backward = implicit_backward
+
+    @property
+    def lam(self) -> torch.Tensor:
+        """The (positive) regularisation weight λ, ``[]`` float32."""
+        return self.log_lam.exp()
+
+    def _denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, H, W]`` complex → denoised ``[B, H, W]`` complex via the 2-channel CNN."""
+        out = self.denoiser(torch.view_as_real(x).permute(0, 3, 1, 2))
+        return torch.view_as_complex(out.permute(0, 2, 3, 1).contiguous())
+
+    def reconstruct(self, op: SenseOp, aty: torch.Tensor) -> torch.Tensor:
+        """Run the unrolled iterations from ``Aᴴy``. ``[B, H, W]`` complex → ``[B, H, W]`` complex."""
+        lam = self.lam
+        x = aty
+        for _ in range(self.num_unrolls):
+            z = self._denoise(x)
+            x = cg_solve(
+                op.normal,
+                aty + lam * z,
+                lam,
+                x0=z,
+                max_iter=self.num_cg_iters,
+                tol=self.cg_tol,
+                implicit_backward=self.implicit_backward,
+                params=op.grad_tensors,
+            )
+        return x
+
+    def forward(
+        self,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        num_low_frequencies: int | torch.Tensor | None = None,
+        sens_maps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Reconstruct a magnitude image, like ``fastmri.models.VarNet``.
+
+        Args:
+            masked_kspace: ``[B, C, H, W, 2]`` float32 undersampled k-space (fastMRI layout).
+            mask: ``[B, 1, 1, W, 1]`` bool sampling mask.
+            num_low_frequencies: ACS lines, for the learned sensitivity model (as in VarNet).
+            sens_maps: optional precomputed coil maps, ``[B, C, H, W, 2]`` float32 or
+                ``[B, C, H, W]`` complex64 (e.g. ESPIRiT). ``None``: learned ``SensitivityModel``.
+
+        Returns:
+            ``[B, H, W]`` float32 magnitude image on the full k-space grid (crop to the target).
+        """
+        _check_inputs(masked_kspace, mask, sens_maps)
+        if sens_maps is None:
+            sens_maps = self.sens_net(masked_kspace, mask, num_low_frequencies)
+        op = SenseOp(real_to_complex(sens_maps), mask)
+        aty = op.A_adjoint(real_to_complex(masked_kspace))
+        # Scale each sample to unit RMS so the CNN sees inputs of a fixed range whatever the
+        # scanner's k-space scale; the solve is linear in y, so the output is scaled back exactly.
+        scale = aty.detach().abs().pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12)[:, None, None]
+        x = self.reconstruct(op, aty / scale)
+        return (x * scale).abs()
