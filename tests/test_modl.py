@@ -20,9 +20,13 @@ def _sample(b=1, c=4, h=16, w=16, accel=2, seed=0, dtype=torch.float32):
     img = ((xx**2 + yy**2) < 0.6).to(dtype) * (1 + 0.3 * xx) * torch.exp(1j * yy)
     img = img.expand(b, h, w).to(torch.complex128 if dtype == torch.float64 else torch.complex64)
     maps = torch.randn(b, c, 4, 4, 2, generator=g, dtype=dtype)
-    maps = torch.nn.functional.interpolate(
-        maps.permute(0, 1, 4, 2, 3).reshape(b, 2 * c, 4, 4), size=(h, w), mode="bilinear"
-    ).reshape(b, c, 2, h, w).permute(0, 1, 3, 4, 2)
+    maps = (
+        torch.nn.functional.interpolate(
+            maps.permute(0, 1, 4, 2, 3).reshape(b, 2 * c, 4, 4), size=(h, w), mode="bilinear"
+        )
+        .reshape(b, c, 2, h, w)
+        .permute(0, 1, 3, 4, 2)
+    )
     maps = torch.view_as_complex(maps.contiguous())
     maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
     mask = torch.zeros(b, 1, 1, w, 1, dtype=torch.bool)
@@ -50,7 +54,9 @@ def _dense_lsq(maps, mask, masked):
 
 def test_identity_denoiser_reduces_to_cg_sense():
     masked, mask, maps, _ = _sample(dtype=torch.float64)
-    model = MoDL(num_unrolls=40, num_cg_iters=60, denoiser=_Identity2(), lam_init=0.02, cg_tol=1e-12)
+    model = MoDL(
+        num_unrolls=40, num_cg_iters=60, denoiser=_Identity2(), lam_init=0.02, cg_tol=1e-12
+    )
     model = model.double()
     with torch.no_grad():
         out = model(masked, mask, sens_maps=maps)
@@ -78,8 +84,16 @@ def test_implicit_and_unrolled_cg_give_same_gradients_with_learned_maps():
     torch.manual_seed(0)
     masked, mask, _, img = _sample(b=1, c=4, h=16, w=16)
     target = img.abs()
-    kwargs = dict(num_unrolls=2, num_cg_iters=80, chans=8, num_layers=3, batchnorm=False,
-                  sens_chans=4, sens_pools=2, cg_tol=1e-10)
+    kwargs = dict(
+        num_unrolls=2,
+        num_cg_iters=80,
+        chans=8,
+        num_layers=3,
+        batchnorm=False,
+        sens_chans=4,
+        sens_pools=2,
+        cg_tol=1e-10,
+    )
     m_imp = MoDL(implicit_backward=True, **kwargs).double()
     m_unr = MoDL(implicit_backward=False, **kwargs).double()
     m_unr.load_state_dict(m_imp.state_dict())
@@ -140,3 +154,12 @@ def test_bad_inputs():
         model(bad, mask, sens_maps=maps)
     with pytest.raises(ValueError, match="lam_init must be > 0"):
         MoDL(lam_init=0.0)
+
+
+def test_without_learned_maps_requires_maps():
+    masked, mask, maps, _ = _sample(b=1, c=4, h=16, w=16)
+    model = MoDL(num_unrolls=1, num_cg_iters=2, chans=4, learn_sens_maps=False)
+    assert not any(n.startswith("sens_net") for n, _ in model.named_parameters())
+    assert model(masked, mask, sens_maps=maps).shape == (1, 16, 16)
+    with pytest.raises(ValueError, match="learn_sens_maps=False: pass sens_maps"):
+        model(masked, mask)

@@ -125,7 +125,12 @@ def _grads(implicit, maps, mask, rhs, lam, target, max_iter=200):
     lam = lam.clone().requires_grad_(True)
     op = SenseOp(maps, mask)
     x = cg_solve(
-        op.normal, rhs, lam, max_iter=max_iter, tol=1e-13, implicit_backward=implicit,
+        op.normal,
+        rhs,
+        lam,
+        max_iter=max_iter,
+        tol=1e-13,
+        implicit_backward=implicit,
         params=op.grad_tensors,
     )
     loss = (x - target).abs().pow(2).sum()
@@ -173,7 +178,9 @@ def test_cg_lambda_gradient_finite_difference():
     eps = 1e-6
     with torch.no_grad():
         f64 = torch.float64
-        fd = (loss(torch.tensor(0.2 + eps, dtype=f64)) - loss(torch.tensor(0.2 - eps, dtype=f64))) / (2 * eps)
+        fd = (
+            loss(torch.tensor(0.2 + eps, dtype=f64)) - loss(torch.tensor(0.2 - eps, dtype=f64))
+        ) / (2 * eps)
     assert abs(float(lam.grad) - float(fd)) / abs(float(fd)) < 1e-6
 
 

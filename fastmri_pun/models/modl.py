@@ -50,7 +50,10 @@ class MoDL(nn.Module):
         unet_chans, unet_pools: U-Net denoiser settings.
         lam_init: initial regularisation weight λ (> 0).
         learn_lam: train λ (parametrised as exp(log λ), so it stays positive).
-        sens_chans, sens_pools: fastmri ``SensitivityModel`` settings, used when no maps are given.
+        learn_sens_maps: build fastmri's learned ``SensitivityModel`` (used when ``forward`` gets
+            no ``sens_maps``). ``False``: maps must always be given (e.g. ESPIRiT) and the model
+            has no unused sensitivity-network weights (which would otherwise count in pruning).
+        sens_chans, sens_pools: ``SensitivityModel`` settings.
         cg_tol: relative CG tolerance.
         implicit_backward: O(1)-memory CG gradients (see :func:`fastmri_pun.physics.cg_solve`).
     """
@@ -67,6 +70,7 @@ class MoDL(nn.Module):
         unet_pools: int = 4,
         lam_init: float = 0.05,
         learn_lam: bool = True,
+        learn_sens_maps: bool = True,
         sens_chans: int = 8,
         sens_pools: int = 4,
         mask_center: bool = True,
@@ -88,7 +92,11 @@ class MoDL(nn.Module):
             )
         else:
             self.denoiser = build_denoiser(denoiser)
-        self.sens_net = SensitivityModel(sens_chans, sens_pools, mask_center=mask_center)
+        self.sens_net = (
+            SensitivityModel(sens_chans, sens_pools, mask_center=mask_center)
+            if learn_sens_maps
+            else None
+        )
         log_lam = torch.tensor(math.log(lam_init))
         if learn_lam:
             self.log_lam = nn.Parameter(log_lam)
@@ -148,6 +156,10 @@ class MoDL(nn.Module):
         """
         _check_inputs(masked_kspace, mask, sens_maps)
         if sens_maps is None:
+            if self.sens_net is None:
+                raise ValueError(
+                    "this MoDL was built with learn_sens_maps=False: pass sens_maps (e.g. ESPIRiT)"
+                )
             sens_maps = self.sens_net(masked_kspace, mask, num_low_frequencies)
         op = SenseOp(real_to_complex(sens_maps), mask)
         aty = op.A_adjoint(real_to_complex(masked_kspace))

@@ -37,7 +37,9 @@ def _as_lam(lam: float | torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
             f"{tuple(lam_t.shape)}"
         )
     if torch.any(lam_t.detach() <= 0):
-        raise ValueError(f"lam must be > 0 for a well-posed CG solve, got {lam_t.detach().tolist()}")
+        raise ValueError(
+            f"lam must be > 0 for a well-posed CG solve, got {lam_t.detach().tolist()}"
+        )
     return lam_t
 
 
@@ -95,7 +97,9 @@ class _ImplicitCG(torch.autograd.Function):
         grad_lam = None
         if ctx.needs_input_grad[1]:
             per_batch = -_bdot(v, x)
-            grad_lam = per_batch if lam.ndim == 1 and lam.shape[0] == x.shape[0] else per_batch.sum()
+            grad_lam = (
+                per_batch if lam.ndim == 1 and lam.shape[0] == x.shape[0] else per_batch.sum()
+            )
             grad_lam = grad_lam.reshape(lam.shape).to(lam.dtype)
         grad_params: tuple[torch.Tensor | None, ...] = (None,) * len(params)
         wanted = [i for i, p in enumerate(params) if ctx.needs_input_grad[6 + i]]
