@@ -54,6 +54,7 @@ def select_parameters(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     types: tuple[type[nn.Module], ...] = DEFAULT_PRUNABLE_TYPES,
+    trainable_only: bool = False,
 ) -> list[str]:
     """Names of the parameters to prune, in ``named_parameters()`` order.
 
@@ -65,6 +66,8 @@ def select_parameters(
         exclude: patterns removed from the selection (e.g. ``["sens_net.*"]`` when coil maps are
             precomputed and the sensitivity network is unused).
         types: module types used by the default selection.
+        trainable_only: drop parameters with ``requires_grad=False`` (e.g. a frozen, unused
+            coil-sensitivity network), which training would never update.
 
     Returns:
         Parameter names of the unpruned model.
@@ -91,10 +94,12 @@ def select_parameters(
             if not any(fnmatchcase(n, pattern) for n in names):
                 raise ValueError(f"exclude pattern {pattern!r} matches no parameter of the model")
         selected = [n for n in selected if not _matches(n, exclude)]
+    if trainable_only:
+        selected = [n for n in selected if names[n].requires_grad]
     if not selected:
         raise ValueError(
-            f"parameter selection (include={include}, exclude={exclude}) matches no parameter of "
-            f"{type(model).__name__}"
+            f"parameter selection (include={include}, exclude={exclude}, "
+            f"trainable_only={trainable_only}) matches no parameter of {type(model).__name__}"
         )
     _check_not_tied(model, selected)
     return selected

@@ -1,0 +1,301 @@
+"""fastMRI multicoil HDF5 files: writer (deterministic, atomic), ISMRMRD header, validators.
+
+Layout written and checked (the fastMRI multicoil layout, read unchanged by
+``fastmri.data.SliceDataset`` and its metadata parser):
+
+- ``kspace``: ``[slices, coils, H, W]`` complex64 (``H`` readout, ``W`` phase encoding);
+- ``reconstruction_rss``: ``[slices, h, w]`` float32 (optional in files used for inference);
+- ``ismrmrd_header``: ISMRMRD XML with ``encodedSpace``/``reconSpace`` ``matrixSize`` and
+  ``encodingLimits/kspace_encoding_step_1`` ``center``/``maximum``;
+- attrs ``acquisition``, ``max``, ``norm``, ``patient_id``.
+
+Writes are byte-reproducible (``track_times=False``, fixed ``libver``, fixed attribute order) and
+atomic. ``SliceDataset`` opens *every* entry of a data folder, so a temporary file must never sit
+inside one: :func:`write_fastmri_volume` writes into a hidden folder ``.partial`` *beside* the data
+folder (same filesystem) and ``os.replace``-s the finished file into place. An interrupted write
+leaves at most a stale ``.partial/<name>.<pid>.tmp``, never a half-written file in a data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as etree
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from fastmri.data.mri_data import et_query
+
+__all__ = [
+    "ISMRMRD_NAMESPACE",
+    "PARTIAL_DIRNAME",
+    "FastMRIFileInfo",
+    "ismrmrd_header",
+    "list_fastmri_files",
+    "remove_stale_partials",
+    "validate_fastmri_file",
+    "validate_fastmri_folder",
+    "write_fastmri_volume",
+]
+
+ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+PARTIAL_DIRNAME = ".partial"
+_LIBVER = ("earliest", "v108")
+
+
+def ismrmrd_header(
+    encoded_size: tuple[int, int],
+    recon_size: tuple[int, int],
+    num_coils: int,
+    fov_mm: tuple[float, float] = (240.0, 240.0),
+    slice_thickness_mm: float = 1.0,
+    field_strength_t: float = 3.0,
+    protocol: str = "AXT1",
+) -> bytes:
+    """A minimal ISMRMRD header for a 2-D Cartesian multicoil acquisition.
+
+    Args:
+        encoded_size: ``(H, W)`` of the stored k-space (readout, phase encoding).
+        recon_size: ``(h, w)`` of the reconstruction (``reconstruction_rss``).
+        num_coils: receiver channels.
+        fov_mm: reconstruction field of view (readout, phase) in mm; the encoded FOV scales with
+            the oversampling ``H/h``, ``W/w``.
+
+    Returns:
+        UTF-8 XML bytes. ``kspace_encoding_step_1`` has ``center = W // 2`` and
+        ``maximum = W - 1``, so fastMRI's parser gives ``padding_left = 0`` and
+        ``padding_right = W`` (all phase-encoding lines acquired).
+    """
+    h, w = encoded_size
+    rh, rw = recon_size
+    etree.register_namespace("", ISMRMRD_NAMESPACE)
+
+    def sub(parent: etree.Element, tag: str, text: str | None = None) -> etree.Element:
+        el = etree.SubElement(parent, f"{{{ISMRMRD_NAMESPACE}}}{tag}")
+        if text is not None:
+            el.text = text
+        return el
+
+    root = etree.Element(f"{{{ISMRMRD_NAMESPACE}}}ismrmrdHeader")
+    sysinfo = sub(root, "acquisitionSystemInformation")
+    sub(sysinfo, "systemVendor", "fastmri_pun simulation")
+    sub(sysinfo, "systemFieldStrength_T", f"{field_strength_t:g}")
+    sub(sysinfo, "receiverChannels", str(num_coils))
+    meas = sub(root, "measurementInformation")
+    sub(meas, "protocolName", protocol)
+    enc = sub(root, "encoding")
+    for space, (mx, my), (fx, fy) in (
+        ("encodedSpace", (h, w), (fov_mm[0] * h / rh, fov_mm[1] * w / rw)),
+        ("reconSpace", (rh, rw), fov_mm),
+    ):
+        sp = sub(enc, space)
+        ms = sub(sp, "matrixSize")
+        sub(ms, "x", str(mx))
+        sub(ms, "y", str(my))
+        sub(ms, "z", "1")
+        fov = sub(sp, "fieldOfView_mm")
+        sub(fov, "x", f"{fx:g}")
+        sub(fov, "y", f"{fy:g}")
+        sub(fov, "z", f"{slice_thickness_mm:g}")
+    limits = sub(enc, "encodingLimits")
+    for name, maximum, center in (
+        ("kspace_encoding_step_1", w - 1, w // 2),
+        ("kspace_encoding_step_2", 0, 0),
+        ("slice", 0, 0),
+    ):
+        lim = sub(limits, name)
+        sub(lim, "minimum", "0")
+        sub(lim, "maximum", str(maximum))
+        sub(lim, "center", str(center))
+    sub(enc, "trajectory", "cartesian")
+    return etree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _partial_path(path: Path) -> Path:
+    tmp_dir = path.parent.parent / PARTIAL_DIRNAME
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    return tmp_dir / f"{path.parent.name}--{path.name}.{os.getpid()}.tmp"
+
+
+def remove_stale_partials(root: str | os.PathLike) -> int:
+    """Delete temporary files left in ``root/.partial`` by writers that no longer run (their pid
+    is gone). Returns how many were removed."""
+    tmp_dir = Path(root) / PARTIAL_DIRNAME
+    removed = 0
+    for tmp in tmp_dir.glob("*.tmp") if tmp_dir.is_dir() else ():
+        try:
+            pid = int(tmp.suffixes[-2].lstrip("."))
+            os.kill(pid, 0)
+            continue  # writer still alive
+        except (ValueError, IndexError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue  # alive, owned by someone else
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def write_fastmri_volume(
+    path: str | os.PathLike,
+    kspace: np.ndarray,
+    target: np.ndarray | None,
+    header: bytes,
+    attrs: dict[str, str | float],
+) -> Path:
+    """Write one fastMRI multicoil volume, deterministically and atomically.
+
+    Args:
+        path: destination ``.h5`` file (its folder is created).
+        kspace: ``[slices, coils, H, W]`` complex64.
+        target: ``[slices, h, w]`` float32 ``reconstruction_rss`` or ``None``.
+        header: ISMRMRD XML bytes (:func:`ismrmrd_header`).
+        attrs: file attributes, written in sorted key order (strings or floats).
+
+    Returns:
+        The final path. The file only appears there once complete.
+    """
+    path = Path(path)
+    if kspace.ndim != 4 or kspace.dtype != np.complex64:
+        raise ValueError(
+            f"{path}: kspace must be [slices, coils, H, W] complex64, got {kspace.dtype} "
+            f"with shape {kspace.shape}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial_path(path)
+    try:
+        with h5py.File(tmp, "w", libver=_LIBVER, track_order=False) as hf:
+            hf.create_dataset("ismrmrd_header", data=np.bytes_(header), track_times=False)
+            hf.create_dataset("kspace", data=kspace, track_times=False)
+            if target is not None:
+                hf.create_dataset(
+                    "reconstruction_rss", data=target.astype(np.float32), track_times=False
+                )
+            for key in sorted(attrs):
+                hf.attrs[key] = attrs[key]
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:
+        tmp.parent.rmdir()  # only succeeds when no other writer is busy
+    except OSError:
+        pass
+    return path
+
+
+@dataclass(frozen=True)
+class FastMRIFileInfo:
+    """Structure of a validated fastMRI multicoil file."""
+
+    path: Path
+    num_slices: int
+    num_coils: int
+    kspace_shape: tuple[int, int]
+    recon_size: tuple[int, int]
+    has_target: bool
+    has_mask: bool
+
+
+def _fail(path: Path, problem: str) -> ValueError:
+    return ValueError(f"{path}: {problem}")
+
+
+def validate_fastmri_file(path: str | os.PathLike, require_target: bool = False) -> FastMRIFileInfo:
+    """Check that ``path`` is a readable fastMRI *multicoil* HDF5 file.
+
+    Checks structure only (cheap on real data): the file opens, ``kspace`` is a 4-D complex
+    ``[slices, coils, H, W]`` dataset with at least one slice, ``ismrmrd_header`` parses with
+    fastMRI's own query (matrix sizes, ``kspace_encoding_step_1`` limits),
+    ``reconstruction_rss`` (if present, or if ``require_target``) is ``[slices, h, w]``, and an
+    optional ``mask`` has ``W`` entries. Values (NaN/Inf) are checked per slice by
+    :class:`~fastmri_pun.data.transforms.MoDLDataTransform`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: one line naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such fastMRI file")
+    try:
+        hf = h5py.File(path, "r")
+    except OSError as err:
+        raise _fail(path, f"not a readable HDF5 file (truncated or corrupt?): {err}") from None
+    with hf:
+        if "kspace" not in hf:
+            raise _fail(path, f"no 'kspace' dataset (keys: {sorted(hf.keys())})")
+        ks = hf["kspace"]
+        if ks.ndim != 4:
+            hint = " (singlecoil files are not supported)" if ks.ndim == 3 else ""
+            raise _fail(
+                path,
+                f"'kspace' must be 4-D [slices, coils, H, W] multicoil data, got ndim={ks.ndim} "
+                f"shape={ks.shape}{hint}",
+            )
+        if ks.dtype.kind != "c":
+            raise _fail(path, f"'kspace' must be complex, got dtype {ks.dtype}")
+        num_slices, num_coils, h, w = ks.shape
+        if num_slices < 1 or num_coils < 1 or h < 2 or w < 2:
+            raise _fail(path, f"'kspace' has an empty dimension: shape {ks.shape}")
+        if "ismrmrd_header" not in hf:
+            raise _fail(path, "no 'ismrmrd_header' dataset")
+        try:
+            root = etree.fromstring(hf["ismrmrd_header"][()])
+            enc = ["encoding", "encodedSpace", "matrixSize"]
+            rec = ["encoding", "reconSpace", "matrixSize"]
+            lims = ["encoding", "encodingLimits", "kspace_encoding_step_1"]
+            int(et_query(root, enc + ["y"]))
+            recon = (int(et_query(root, rec + ["x"])), int(et_query(root, rec + ["y"])))
+            int(et_query(root, lims + ["center"]))
+            int(et_query(root, lims + ["maximum"]))
+        except (etree.ParseError, TypeError, ValueError, AttributeError) as err:
+            raise _fail(
+                path, f"unreadable 'ismrmrd_header' ({type(err).__name__}: {err})"
+            ) from None
+        has_target = "reconstruction_rss" in hf
+        if require_target and not has_target:
+            raise _fail(path, "no 'reconstruction_rss' target (needed for training/evaluation)")
+        if has_target:
+            tshape = hf["reconstruction_rss"].shape
+            if len(tshape) != 3 or tshape[0] != num_slices:
+                raise _fail(
+                    path,
+                    f"'reconstruction_rss' must be [slices={num_slices}, h, w], got shape {tshape}",
+                )
+        has_mask = "mask" in hf
+        if has_mask and int(np.prod(hf["mask"].shape)) != w:
+            raise _fail(path, f"'mask' must have W={w} entries, got shape {hf['mask'].shape}")
+    return FastMRIFileInfo(path, num_slices, num_coils, (h, w), recon, has_target, has_mask)
+
+
+def list_fastmri_files(root: str | os.PathLike) -> list[Path]:
+    """The entries of a fastMRI data folder, sorted, after checking it is usable by
+    ``fastmri.data.SliceDataset`` (which opens *every* entry as HDF5).
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist or is not a folder.
+        ValueError: the folder is empty, or holds something that is not an ``.h5`` file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data folder does not exist")
+    entries = sorted(root.iterdir())
+    if not entries:
+        raise ValueError(f"{root}: data folder is empty (no .h5 files)")
+    for entry in entries:
+        if not entry.is_file() or entry.suffix != ".h5":
+            raise ValueError(
+                f"{root}: holds '{entry.name}', which is not an .h5 file; fastmri's SliceDataset "
+                "opens every entry of the folder, so move it elsewhere"
+            )
+    return entries
+
+
+def validate_fastmri_folder(
+    root: str | os.PathLike, require_target: bool = False
+) -> list[FastMRIFileInfo]:
+    """Validate every file of a fastMRI data folder (:func:`list_fastmri_files`,
+    :func:`validate_fastmri_file`). Returns their infos, sorted by file name."""
+    return [validate_fastmri_file(p, require_target) for p in list_fastmri_files(root)]

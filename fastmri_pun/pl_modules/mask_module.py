@@ -1,0 +1,172 @@
+"""The PUN mask search as a LightningModule (PUN-IT on initial weights, PUN-AT on trained ones).
+
+Only the mask logits are trained (Adam); the wrapped model runs with frozen ``w0 ⊙ m`` through
+:class:`fastmri_pun.pruning.MaskedWeights`. The reparametrisation is attached in ``setup`` (before
+Lightning wraps the module in DDP, so DDP only sees the logits as trainable) and removed in
+``teardown``: after ``trainer.fit`` the wrapped model is exactly as before.
+
+DDP: logit gradients are all-reduced, every rank starts from the same logits (0) and applies the
+same Adam updates, so the logits agree across ranks; :meth:`MaskSearchModule.hard_masks` still
+broadcasts rank 0's masks so that all ranks use bit-identical masks, and records in
+``rank_mismatch`` whether this rank's own masks differed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.utilities.data import extract_batch_size
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..pruning import (
+    DEFAULT_PRIOR_P,
+    GumbelBernoulliMask,
+    MaskedWeights,
+    Masks,
+    check_density,
+    pun_loss,
+    select_parameters,
+    topk_mask,
+)
+
+
+def sync_masks(masks: Masks) -> tuple[Masks, bool]:
+    """Rank 0's masks on every rank when ``torch.distributed`` is initialised.
+
+    Returns ``(masks, mismatch)``; ``mismatch`` tells whether this rank's own masks differed.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return masks, False
+    box = [masks]
+    dist.broadcast_object_list(box, src=0)
+    mismatch = masks.keys() != box[0].keys() or any(
+        not torch.equal(masks[n], box[0][n]) for n in masks
+    )
+    return box[0], mismatch
+
+
+class MaskSearchModule(pl.LightningModule):
+    """Learn a pruning mask for ``model`` with frozen weights (PUN).
+
+    Args:
+        model: the network (any ``nn.Module``, unpruned); its weights stay frozen.
+        loss_fn: ``loss_fn(model, batch) -> scalar`` mean-reduced supervised loss; ``batch`` is
+            what the train/val dataloaders yield (moved to the device by Lightning).
+        names: parameters to mask (default: :func:`fastmri_pun.pruning.select_parameters`).
+        density: keep fraction of :meth:`hard_masks` and of the validation masks, in (0, 1].
+        temperature: Gumbel-softmax temperature (default 0.2).
+        kl_weight: ``beta`` of ``beta * KL(Bern(p) || Bern(p0))`` (default 1e-3).
+        prior_p: prior keep-probability ``p0`` (default ``sigmoid(-3)``).
+        kl_reduction: ``"sum"`` over weights (default) or ``"mean"``.
+        lr: Adam learning rate of the logits (default 1e-2).
+        min_per_layer: every layer keeps at least this many weights in :meth:`hard_masks`.
+        seed: seed of the Gumbel noise (rank ``r`` uses ``seed + r``).
+
+    Logged (per step): ``search/loss``, ``search/data_loss``, ``search/kl``, ``search/mean_p``,
+    ``search/frac_p_gt_half``; validation (hard top-k mask at ``density``): ``search/val_loss``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+        names: Sequence[str] | None = None,
+        *,
+        density: float = 0.03,
+        temperature: float = 0.2,
+        kl_weight: float = 1e-3,
+        prior_p: float = DEFAULT_PRIOR_P,
+        kl_reduction: str = "sum",
+        lr: float = 1e-2,
+        min_per_layer: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if kl_reduction not in ("sum", "mean"):
+            raise ValueError(f"kl_reduction must be 'sum' or 'mean', got {kl_reduction!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.save_hyperparameters(ignore=["model", "loss_fn", "names"])
+        self.model = model
+        self.loss_fn = loss_fn
+        self.names = list(names) if names is not None else select_parameters(model)
+        self.density = check_density(density)
+        params = dict(model.named_parameters())
+        self.scores = GumbelBernoulliMask(
+            {n: params[n].shape for n in self.names}, temperature=temperature, prior_p=prior_p
+        )
+        self.masked = MaskedWeights(model, self.names)
+        self.rank_mismatch: bool | None = None
+        self._generator: torch.Generator | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, stage: str) -> None:
+        self.masked.attach()  # before DDP wrapping: w0 frozen, only the logits are trainable
+
+    def teardown(self, stage: str) -> None:
+        self.release()
+
+    def on_exception(self, exception: BaseException) -> None:
+        self.release()
+
+    def release(self) -> nn.Module:
+        """Remove the reparametrisation (idempotent); returns the unchanged wrapped model."""
+        self.masked.detach()
+        return self.model
+
+    def on_train_start(self) -> None:
+        seed = self.hparams.seed + self.global_rank
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        total, data, kl = pun_loss(
+            self.masked,
+            self.scores,
+            batch,
+            self.loss_fn,
+            self.hparams.kl_weight,
+            self.hparams.kl_reduction,
+            self._generator,
+        )
+        batch_size = extract_batch_size(batch)
+        self.log_dict(
+            {"search/loss": total, "search/data_loss": data, "search/kl": kl},
+            batch_size=batch_size,
+            prog_bar=False,
+        )
+        stats = self.scores.stats()
+        self.log("search/mean_p", stats["mean_p"], batch_size=batch_size, prog_bar=True)
+        self.log("search/frac_p_gt_half", stats["frac_p_gt_half"], batch_size=batch_size)
+        return total
+
+    def on_validation_epoch_start(self) -> None:
+        masks = topk_mask(self.scores.logit_dict(), self.density, self.hparams.min_per_layer)
+        self.masked.set({n: m.to(self.device, torch.float32) for n, m in masks.items()})
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        with parametrize.cached():
+            loss = self.loss_fn(self.model, batch)
+        self.log("search/val_loss", loss, batch_size=extract_batch_size(batch), sync_dist=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.scores.parameters(), lr=self.hparams.lr)
+
+    # ------------------------------------------------------------------ result
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """name → keep-probabilities ``[*param.shape]`` float32 (detached)."""
+        return {n: p.detach() for n, p in self.scores.probabilities().items()}
+
+    def hard_masks(self, density: float | None = None) -> Masks:
+        """Global top-k masks at ``density`` (default: the module's), CPU bool, identical on all
+        ranks (rank 0's are broadcast when ``torch.distributed`` is initialised)."""
+        density = self.density if density is None else check_density(density)
+        masks = topk_mask(self.scores.logit_dict(), density, self.hparams.min_per_layer)
+        masks, self.rank_mismatch = sync_masks(masks)
+        return masks

@@ -1,0 +1,274 @@
+"""Lightning module training any registered reconstruction model (MoDL by default), dense or pruned.
+
+Batches are collated :class:`fastmri_pun.data.MoDLSample` (or fastmri ``VarNetSample``):
+``masked_kspace [B, C, H, W, 2] f32, mask [B, 1, 1, W, 1] bool, num_low_frequencies [B],
+target [B, h, w] f32, fname list[str], slice_num [B], max_value [B], crop_size, sens_maps``
+(``sens_maps`` ``[B, C, H, W, 2]`` f32, or ``[B, 0]`` when maps are learned).
+
+Pruned models: ``set_prune_masks(masks)`` applies ``dict[str, BoolTensor]`` masks (keys as in
+``model.named_parameters()`` of the unpruned model) with :func:`fastmri_pun.pruning.apply_masks`.
+The masks go into the checkpoint as ``checkpoint["pun_masks"]`` and ``on_load_checkpoint``
+re-applies them *before* Lightning loads the state dict, so the ``weight_orig``/``weight_mask``
+keys of ``torch.nn.utils.prune`` match in ``load_from_checkpoint`` and when resuming a run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import fastmri
+import torch
+from fastmri.data import transforms
+from lightning_fabric.utilities.cloud_io import _load as pl_load
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+from ..models import accepts_sens_maps, build_model
+from .losses import ReconLoss
+from .mri_module import MriModule
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("none", "step", "cosine")
+
+
+def zero_filled(masked_kspace: torch.Tensor) -> torch.Tensor:
+    """fastMRI's zero-filled baseline: RSS of the coil images of the zero-filled k-space.
+
+    ``[B, C, H, W, 2]`` float32 → ``[B, H, W]`` float32 (crop to the target afterwards).
+    """
+    return fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(masked_kspace)), dim=1)
+
+
+def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | None = None) -> None:
+    """Raise ``ValueError`` unless ``checkpoint`` was written by :class:`MoDLModule`.
+
+    Args:
+        checkpoint: the loaded checkpoint dict.
+        source: where it came from (for the message).
+        expected: ``{"model_name": ..., "model_kwargs": ...}`` the checkpoint must match, if given.
+    """
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{source}: not a Lightning checkpoint (no 'state_dict' entry)")
+    hp = checkpoint.get("hyper_parameters") or {}
+    if "model_name" not in hp or "model_kwargs" not in hp:
+        raise ValueError(
+            f"{source}: not a fastmri_pun MoDLModule checkpoint (its hyper-parameters "
+            f"{sorted(hp)} lack 'model_name'/'model_kwargs')"
+        )
+    if expected is not None:
+        got = {"model_name": hp["model_name"], "model_kwargs": dict(hp["model_kwargs"] or {})}
+        want = {
+            "model_name": expected["model_name"],
+            "model_kwargs": dict(expected["model_kwargs"]),
+        }
+        if got != want:
+            diff = sorted(
+                k
+                for k in set(got["model_kwargs"]) | set(want["model_kwargs"])
+                if got["model_kwargs"].get(k) != want["model_kwargs"].get(k)
+            )
+            what = f"model {got['model_name']!r} vs {want['model_name']!r}" + (
+                f", differing settings {diff}" if diff else ""
+            )
+            raise ValueError(
+                f"{source} was saved for another model than this run builds ({what}); "
+                "use the checkpoint's settings or start a new run"
+            )
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` and clear errors.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a torch checkpoint or holds arbitrary python objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return pl_load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"checkpoint {path} cannot be loaded safely with torch.load(weights_only=True): {first}"
+        ) from err
+
+
+class MoDLModule(MriModule):
+    """Train/validate/test a model from the :mod:`fastmri_pun.models` registry.
+
+    Args:
+        model_name: registered model name (``"modl"``, ``"varnet"``, ...).
+        model_kwargs: keyword arguments for :func:`fastmri_pun.models.build_model`.
+        sens_maps: ``"espirit"``: pass the batch's precomputed maps to the model (when it takes
+            ``sens_maps``) and freeze the model's own learned-map network, which would get no
+            gradient (and break DDP's gradient bookkeeping); ``"learned"``: never pass maps.
+        loss: ``"l1"``, ``"ssim"``, ``"ssim_l1"`` or ``"mse"`` (see :class:`ReconLoss`).
+        l1_weight: L1 weight of ``"ssim_l1"``.
+        optimizer: ``"adam"`` or ``"adamw"``.
+        lr, weight_decay: optimiser settings.
+        lr_scheduler: ``"none"``, ``"step"`` (StepLR, ``lr_step_size`` epochs, ``lr_gamma``) or
+            ``"cosine"`` (cosine annealing over the Trainer's ``max_epochs``).
+        lr_step_size, lr_gamma: StepLR settings.
+        num_log_images: validation images logged to TensorBoard.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "modl",
+        model_kwargs: dict[str, Any] | None = None,
+        sens_maps: str = "espirit",
+        loss: str = "ssim_l1",
+        l1_weight: float = 0.16,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_scheduler: str = "none",
+        lr_step_size: int = 40,
+        lr_gamma: float = 0.1,
+        num_log_images: int = 16,
+    ) -> None:
+        super().__init__(num_log_images=num_log_images)
+        if sens_maps not in ("espirit", "learned"):
+            raise ValueError(f"sens_maps must be 'espirit' or 'learned', got {sens_maps!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+        if lr_scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown lr_scheduler {lr_scheduler!r}; choose one of {SCHEDULERS}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a positive number, got {lr}")
+        self.save_hyperparameters()
+        self.model = build_model(model_name, **(model_kwargs or {}))
+        self.loss_fn = ReconLoss(loss, l1_weight)
+        self.uses_sens_maps = sens_maps == "espirit" and accepts_sens_maps(self.model)
+        sens_net = getattr(self.model, "sens_net", None)
+        if self.uses_sens_maps and isinstance(sens_net, torch.nn.Module):
+            sens_net.requires_grad_(False)
+        self.prune_masks: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ pruning masks
+    def set_prune_masks(self, masks: dict[str, torch.Tensor] | None) -> None:
+        """Apply pruning masks (``{param_name: BoolTensor}``) to ``self.model`` and remember them."""
+        if not masks:
+            self.prune_masks = None
+            return
+        if self.prune_masks is not None:
+            raise ValueError("this module's model is already pruned; build a new module")
+        from ..pruning import apply_masks
+
+        apply_masks(self.model, masks)
+        self.prune_masks = {k: v.detach().bool().cpu() for k, v in masks.items()}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.prune_masks is not None:
+            checkpoint["pun_masks"] = self.prune_masks
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected = {
+            "model_name": self.hparams.model_name,
+            "model_kwargs": self.hparams.model_kwargs or {},
+        }
+        check_checkpoint(checkpoint, "checkpoint", expected=expected)
+        masks = checkpoint.get("pun_masks")
+        if masks and self.prune_masks is None:
+            self.set_prune_masks(masks)
+        elif masks and self.prune_masks is not None:
+            same = masks.keys() == self.prune_masks.keys() and all(
+                torch.equal(masks[k].cpu(), self.prune_masks[k]) for k in masks
+            )
+            if not same:
+                raise ValueError("checkpoint's pruning masks differ from this module's masks")
+        elif self.prune_masks is not None:
+            raise ValueError("checkpoint holds a dense model but this module is pruned")
+
+    @classmethod
+    def load_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> MoDLModule:
+        """Build the module a checkpoint was saved from and load its weights (and masks).
+
+        Loads with ``weights_only=True``; raises ``FileNotFoundError``/``ValueError`` with one
+        clear line for a missing file, an unsafe/corrupt file or a checkpoint of another module.
+        """
+        checkpoint = load_checkpoint_file(path, map_location)
+        check_checkpoint(checkpoint, f"checkpoint {path}")
+        module = cls(**checkpoint["hyper_parameters"])
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"])
+        rank_zero_info(f"Loaded {path} (epoch {checkpoint.get('epoch')})")
+        return module
+
+    # ------------------------------------------------------------------ steps
+    def forward(
+        self,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        num_low_frequencies: torch.Tensor | int | None = None,
+        sens_maps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[B, C, H, W, 2]`` k-space, ``[B, 1, 1, W, 1]`` mask → ``[B, H, W]`` float32 image."""
+        if self.uses_sens_maps and sens_maps is not None and sens_maps.numel() > 0:
+            return self.model(masked_kspace, mask, num_low_frequencies, sens_maps=sens_maps)
+        return self.model(masked_kspace, mask, num_low_frequencies)
+
+    def _reconstruct(self, batch: Any) -> torch.Tensor:
+        num_low = batch.num_low_frequencies
+        if isinstance(num_low, torch.Tensor) and num_low.numel() > 1:
+            # fastmri's SensitivityModel takes an int or None (None: read from each mask);
+            # a collated [B] tensor makes it fail for batch sizes > 1.
+            num_low = int(num_low[0]) if bool((num_low == num_low[0]).all()) else None
+        return self(batch.masked_kspace, batch.mask, num_low, getattr(batch, "sens_maps", None))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        output = self._reconstruct(batch)
+        target, output = transforms.center_crop_to_smallest(batch.target, output)
+        loss = self.loss_fn(output, target, batch.max_value)
+        self.log("train_loss", loss, prog_bar=True, batch_size=output.shape[0])
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        output = self._reconstruct(batch)
+        target, output = transforms.center_crop_to_smallest(batch.target, output)
+        return {
+            "batch_idx": batch_idx,
+            "fname": batch.fname,
+            "slice_num": batch.slice_num,
+            "max_value": batch.max_value,
+            "output": output,
+            "target": target,
+            "zero_filled": transforms.center_crop(
+                zero_filled(batch.masked_kspace), target.shape[-2:]
+            ),
+            "val_loss": self.loss_fn(output, target, batch.max_value),
+        }
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        output = self._reconstruct(batch)
+        result: dict[str, Any] = {"fname": batch.fname, "slice_num": batch.slice_num}
+        if batch.target.numel() > 1:  # fastMRI test splits without targets carry tensor(0)
+            target, output = transforms.center_crop_to_smallest(batch.target, output)
+            zf = transforms.center_crop(zero_filled(batch.masked_kspace), target.shape[-2:])
+            result.update(target=target, max_value=batch.max_value, zero_filled=zf)
+        else:
+            crop = (int(batch.crop_size[0][0]), int(batch.crop_size[1][0]))
+            if output.shape[-1] < crop[1]:  # as fastMRI: FLAIR volumes narrower than recon size
+                crop = (output.shape[-1], output.shape[-1])
+            output = transforms.center_crop(output, crop)
+        result["output"] = output
+        return result
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt_cls = torch.optim.Adam if self.hparams.optimizer == "adam" else torch.optim.AdamW
+        optim = opt_cls(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_scheduler == "none":
+            return optim
+        if self.hparams.lr_scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(
+                optim, self.hparams.lr_step_size, self.hparams.lr_gamma
+            )
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optim, T_max=max(1, int(self.trainer.max_epochs or 1))
+            )
+        return {"optimizer": optim, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

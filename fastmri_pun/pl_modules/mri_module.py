@@ -1,0 +1,331 @@
+"""Lightning-2 port of fastMRI's ``MriModule``: per-volume NMSE/SSIM/PSNR, image logging, test saving.
+
+fastMRI 0.3.0's ``fastmri.pl_modules.MriModule`` relies on hooks that pytorch-lightning 2 removed
+(``validation_step_end``, ``validation_epoch_end``, ``test_epoch_end``) and on the argparse Trainer.
+This module keeps its behaviour with Lightning-2 hooks:
+
+* subclasses return from ``validation_step`` the same dict as fastMRI's VarNetModule
+  (``batch_idx, fname, slice_num, max_value, output, target, val_loss``; optional ``zero_filled``);
+  ``on_validation_batch_end`` turns it into per-slice records (MSE, target energy, SSIM with
+  :mod:`fastmri.evaluate`'s functions and the volume's ``max_value``) kept in an instance list;
+* ``on_validation_epoch_end`` gathers the records of all DDP ranks (``all_gather_object``), drops
+  duplicate ``(fname, slice_num)`` pairs -- the padding that ``DistributedSampler`` adds so ranks
+  get equal shares -- and reduces slices to volumes exactly like fastMRI: per volume
+  ``NMSE = mean(MSE) / mean(‖target‖²/N)``, ``PSNR = 20 log10(max_value) − 10 log10(mean MSE)``,
+  ``SSIM = mean over slices``; the logged value is the mean over volumes. With whole volumes and
+  ``max_value`` = the volume's target maximum these equal ``fastmri.evaluate.nmse/psnr/ssim`` on
+  the stacked volume;
+* on test, reconstructions are gathered on rank 0, stacked per volume in slice order and written
+  with :func:`fastmri.save_reconstructions`, so ``python -m fastmri.evaluate`` scores them as is.
+  When the test batches carry targets, test metrics are computed the same way.
+
+Gathering per-slice records (a few floats each) instead of summing per-rank volume means is what
+makes the reduction exact when a volume's slices are split across ranks, which Lightning's
+default ``DistributedSampler`` does (fastMRI needed its ``VolumeSampler`` for that).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import fastmri
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from fastmri import evaluate
+
+REQUIRED_VAL_KEYS = ("batch_idx", "fname", "slice_num", "max_value", "output", "target", "val_loss")
+METRICS = ("nmse", "ssim", "psnr")
+
+
+def _as_batch(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``[h, w]`` or ``[B, h, w]`` tensor/array → ``[B, h, w]`` float32 numpy array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise RuntimeError(f"expected images of shape [B, h, w] or [h, w], got {x.shape}")
+    return x.astype(np.float32, copy=False)
+
+
+def _as_list(x: Any, n: int) -> list:
+    """Batch field (tensor, list, tuple or scalar) → python list of length ``n``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().reshape(-1).tolist()
+    elif isinstance(x, str | int | float):
+        x = [x]
+    x = list(x)
+    if len(x) != n:
+        raise RuntimeError(f"batch field has {len(x)} entries for {n} images")
+    return x
+
+
+def slice_records(
+    fnames: list[str],
+    slice_nums: list[int],
+    max_values: list[float],
+    output: np.ndarray,
+    target: np.ndarray,
+    prefix: str = "",
+) -> list[dict[str, Any]]:
+    """Per-slice metric records with :mod:`fastmri.evaluate`'s definitions.
+
+    Args:
+        fnames, slice_nums, max_values: one entry per image.
+        output, target: ``[B, h, w]`` float32 reconstructions and targets.
+        prefix: prepended to the metric keys (``"zf_"`` for the zero-filled baseline).
+
+    Returns:
+        one dict per image: ``fname, slice_num, max_value, {prefix}mse, {prefix}target_norm,
+        {prefix}ssim`` (python floats).
+    """
+    records = []
+    for i, (fname, slice_num, max_value) in enumerate(
+        zip(fnames, slice_nums, max_values, strict=True)
+    ):
+        tgt, out = target[i], output[i]
+        records.append(
+            {
+                "fname": str(fname),
+                "slice_num": int(slice_num),
+                "max_value": float(max_value),
+                f"{prefix}mse": float(evaluate.mse(tgt, out)),
+                f"{prefix}target_norm": float(evaluate.mse(tgt, np.zeros_like(tgt))),
+                f"{prefix}ssim": float(evaluate.ssim(tgt[None], out[None], maxval=max_value)[0]),
+            }
+        )
+    return records
+
+
+def aggregate_volumes(
+    records: list[dict[str, Any]],
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Reduce per-slice records to per-volume metrics, then to their mean over volumes.
+
+    Duplicate ``(fname, slice_num)`` records (DDP sampler padding) count once.
+
+    Returns:
+        ``(summary, per_volume)``: ``summary`` has ``nmse, ssim, psnr`` (and ``zf_*`` when the
+        records have zero-filled entries, ``loss`` when they have ``loss``), plus
+        ``num_volumes`` and ``num_slices``; ``per_volume[fname]`` has the per-volume values.
+    """
+    unique: dict[tuple[str, int], dict[str, Any]] = {}
+    for rec in records:
+        unique[(rec["fname"], rec["slice_num"])] = rec
+    volumes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (fname, _), rec in sorted(unique.items()):
+        volumes[fname].append(rec)
+    if not volumes:
+        raise RuntimeError("no slices were evaluated (empty data loader?)")
+    prefixes = [p for p in ("", "zf_") if f"{p}mse" in next(iter(unique.values()))]
+    per_volume: dict[str, dict[str, float]] = {}
+    for fname, recs in volumes.items():
+        vol: dict[str, float] = {"num_slices": float(len(recs))}
+        max_value = recs[0]["max_value"]
+        for p in prefixes:
+            mse = float(np.mean([r[f"{p}mse"] for r in recs]))
+            target_norm = float(np.mean([r[f"{p}target_norm"] for r in recs]))
+            vol[f"{p}nmse"] = mse / target_norm
+            vol[f"{p}psnr"] = 20 * math.log10(max_value) - 10 * math.log10(mse)
+            vol[f"{p}ssim"] = float(np.mean([r[f"{p}ssim"] for r in recs]))
+        per_volume[fname] = vol
+    summary = {
+        f"{p}{m}": float(np.mean([v[f"{p}{m}"] for v in per_volume.values()]))
+        for p in prefixes
+        for m in METRICS
+    }
+    if all("loss" in r for r in unique.values()):
+        summary["loss"] = float(np.mean([r["loss"] for r in unique.values()]))
+    summary["num_volumes"] = float(len(per_volume))
+    summary["num_slices"] = float(len(unique))
+    return summary, per_volume
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_gather_list(items: list) -> list:
+    """Concatenate a python list across DDP ranks (every rank gets the full list)."""
+    if not _distributed():
+        return list(items)
+    parts: list[list | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in (part or [])]
+
+
+def gather_list_to_zero(items: list) -> list | None:
+    """Concatenate a python list across DDP ranks on rank 0 (other ranks get ``None``)."""
+    if not _distributed():
+        return list(items)
+    parts: list[list | None] | None = (
+        [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    )
+    dist.gather_object(items, parts, dst=0)
+    if parts is None:
+        return None
+    return [x for part in parts for x in (part or [])]
+
+
+def save_reconstructions_atomic(reconstructions: dict[str, np.ndarray], out_dir: Path) -> None:
+    """:func:`fastmri.save_reconstructions` into a temporary folder, then move files into place.
+
+    ``reconstructions[fname]``: ``[slices, h, w]`` float32. Each ``out_dir/fname`` appears whole.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".recon-", dir=out_dir))
+    try:
+        fastmri.save_reconstructions(reconstructions, tmp)
+        for fname in reconstructions:
+            os.replace(tmp / fname, out_dir / fname)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class MriModule(pl.LightningModule):
+    """Base class for fastMRI reconstruction models under pytorch-lightning 2.
+
+    Subclasses implement ``training_step``, ``validation_step`` (returning the dict described in
+    the module docstring), ``test_step`` (returning ``fname, slice_num, output`` and optionally
+    ``target, max_value``) and ``configure_optimizers``.
+
+    After a validation/test epoch, ``self.val_results`` / ``self.test_results`` hold
+    ``{"summary": {...}, "per_volume": {...}}`` from :func:`aggregate_volumes` (identical on all
+    ranks); logged keys are ``validation_loss``, ``val_metrics/{nmse,ssim,psnr}`` (fastMRI's names),
+    ``val_metrics/zf_*`` for the zero-filled baseline and ``test_metrics/*``.
+
+    Args:
+        num_log_images: number of validation images logged to TensorBoard (evenly spaced over
+            the validation batches, so no global random state is consumed).
+    """
+
+    def __init__(self, num_log_images: int = 16) -> None:
+        super().__init__()
+        self.num_log_images = num_log_images
+        self.reconstruction_dir: Path | None = None
+        self.val_results: dict[str, Any] | None = None
+        self.test_results: dict[str, Any] | None = None
+        self._val_records: list[dict[str, Any]] = []
+        self._test_records: list[dict[str, Any]] = []
+        self._test_outputs: list[tuple[str, int, np.ndarray]] = []
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_records = []
+
+    def on_validation_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if not isinstance(outputs, dict):
+            raise RuntimeError("validation_step must return a dict (see MriModule's docstring)")
+        missing = [k for k in REQUIRED_VAL_KEYS if k not in outputs]
+        if missing:
+            raise RuntimeError(f"validation_step output lacks keys {missing}")
+        output, target = _as_batch(outputs["output"]), _as_batch(outputs["target"])
+        n = output.shape[0]
+        fnames = _as_list(outputs["fname"], n)
+        slices = _as_list(outputs["slice_num"], n)
+        max_values = _as_list(outputs["max_value"], n)
+        records = slice_records(fnames, slices, max_values, output, target)
+        if outputs.get("zero_filled") is not None:
+            zf = slice_records(
+                fnames, slices, max_values, _as_batch(outputs["zero_filled"]), target, "zf_"
+            )
+            for rec, zrec in zip(records, zf, strict=True):
+                rec.update(zrec)
+        loss = float(torch.as_tensor(outputs["val_loss"]).detach().float().mean())
+        for rec in records:
+            rec["loss"] = loss
+        self._val_records.extend(records)
+        if batch_idx in self._val_log_indices():
+            self._log_images(f"val_images_idx_{batch_idx}", output[0], target[0])
+
+    def on_validation_epoch_end(self) -> None:
+        summary, per_volume = aggregate_volumes(all_gather_list(self._val_records))
+        self._val_records = []
+        self.val_results = {"summary": summary, "per_volume": per_volume}
+        self.log("validation_loss", summary["loss"], prog_bar=True, sync_dist=True)
+        for key, value in summary.items():
+            if key.split("_")[-1] in METRICS:
+                self.log(f"val_metrics/{key}", value, prog_bar=key == "psnr", sync_dist=True)
+
+    def _val_log_indices(self) -> set[int]:
+        trainer = self._trainer
+        if trainer is None or self.num_log_images <= 0:
+            return set()
+        num_batches = trainer.num_val_batches[0] if trainer.num_val_batches else 0
+        if trainer.sanity_checking or not num_batches or not math.isfinite(num_batches):
+            return set()
+        idx = np.linspace(0, num_batches - 1, min(self.num_log_images, int(num_batches)))
+        return set(np.round(idx).astype(int).tolist())
+
+    def _log_images(self, key: str, output: np.ndarray, target: np.ndarray) -> None:
+        """Log target / reconstruction / |error| ``[1, h, w]`` images, each scaled to max 1."""
+        writers = [lg.experiment for lg in self.loggers if hasattr(lg.experiment, "add_image")]
+        if not writers or not self.trainer.is_global_zero:
+            return
+        error = np.abs(target - output)
+        for name, img in (("target", target), ("reconstruction", output), ("error", error)):
+            img = img / max(float(img.max()), 1e-12)
+            for writer in writers:
+                writer.add_image(f"{key}/{name}", img[None], global_step=self.global_step)
+
+    # ------------------------------------------------------------------ test
+    def _default_reconstruction_dir(self) -> Path:
+        return Path(self.trainer.default_root_dir) / "reconstructions"
+
+    def on_test_epoch_start(self) -> None:
+        self._test_records, self._test_outputs = [], []
+
+    def on_test_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if not isinstance(outputs, dict) or not {"fname", "slice_num", "output"} <= outputs.keys():
+            raise RuntimeError("test_step must return a dict with fname, slice_num and output")
+        output = _as_batch(outputs["output"])
+        n = output.shape[0]
+        fnames = _as_list(outputs["fname"], n)
+        slices = _as_list(outputs["slice_num"], n)
+        self._test_outputs.extend(
+            (str(f), int(s), output[i]) for i, (f, s) in enumerate(zip(fnames, slices, strict=True))
+        )
+        target = outputs.get("target")
+        if target is not None and torch.as_tensor(target).numel() > 0:
+            target = _as_batch(target)
+            max_values = _as_list(outputs["max_value"], n)
+            records = slice_records(fnames, slices, max_values, output, target)
+            if outputs.get("zero_filled") is not None:
+                zf = slice_records(
+                    fnames, slices, max_values, _as_batch(outputs["zero_filled"]), target, "zf_"
+                )
+                for rec, zrec in zip(records, zf, strict=True):
+                    rec.update(zrec)
+            self._test_records.extend(records)
+
+    def on_test_epoch_end(self) -> None:
+        gathered = gather_list_to_zero(self._test_outputs)
+        self._test_outputs = []
+        if gathered is not None:  # rank 0
+            volumes: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+            for fname, slice_num, image in gathered:
+                volumes[fname][slice_num] = image  # dict: DDP padding duplicates count once
+            recons = {f: np.stack([v[s] for s in sorted(v)]) for f, v in volumes.items()}
+            out_dir = Path(self.reconstruction_dir or self._default_reconstruction_dir())
+            save_reconstructions_atomic(recons, out_dir)
+            self.print(f"Saved {len(recons)} reconstructed volumes to {out_dir}")
+        records = all_gather_list(self._test_records)
+        self._test_records = []
+        if records:
+            summary, per_volume = aggregate_volumes(records)
+            self.test_results = {"summary": summary, "per_volume": per_volume}
+            for key, value in summary.items():
+                if key.split("_")[-1] in METRICS:
+                    self.log(f"test_metrics/{key}", value, sync_dist=True)

@@ -1,0 +1,286 @@
+"""PUN mask learning (PUN-IT at initialisation, PUN-AT on trained weights) for any ``nn.Module``.
+
+The network runs with frozen weights ``w0 ⊙ m`` where ``m`` is a relaxed Bernoulli sample from
+:class:`~fastmri_pun.pruning.scores.GumbelBernoulliMask`; only the mask logits are optimised:
+
+    loss = loss_fn(model, batch) + beta * KL(Bern(p) || Bern(p0))
+
+The reparametrisation uses ``torch.nn.utils.parametrize`` so that ``loss_fn`` keeps calling the
+model object itself (``model(masked_kspace, mask, ...)``, attribute look-ups and signature checks
+unchanged). The final hard mask keeps the top-k weights by logit, globally across layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .apply import Masks, is_pruned
+from .scores import DEFAULT_PRIOR_P, GumbelBernoulliMask
+from .select import select_parameters
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+def check_density(density: float) -> float:
+    """Return ``density`` as float if it lies in (0, 1]; else ValueError naming ``density``."""
+    if not isinstance(density, (int, float)) or not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    return float(density)
+
+
+def topk_mask(scores: Mapping[str, torch.Tensor], density: float, min_per_layer: int = 1) -> Masks:
+    """Global top-k hard mask: keep the ``k = round(density * N)`` highest-scoring weights.
+
+    Args:
+        scores: name → ``[*param.shape]`` float scores (keep-probabilities, logits, ``|w|``...);
+            ``-inf`` marks weights that must not be kept (unless a layer would end empty).
+        density: fraction of the ``N`` weights (all layers together) to keep, in (0, 1].
+        min_per_layer: guard — every layer keeps at least this many weights (its best ones), the
+            rest of the budget goes to the global ranking, so the total stays exactly ``k``.
+
+    Returns:
+        name → bool mask on CPU (True = keep). Ties are broken by position (stable sort), so
+        the result is deterministic.
+
+    Raises:
+        ValueError: density outside (0, 1], empty ``scores``, NaN scores, or ``k`` too small to
+            give every layer ``min_per_layer`` weights.
+    """
+    density = check_density(density)
+    if not scores:
+        raise ValueError("scores: no parameter to rank")
+    names = list(scores)
+    flat = [scores[n].detach().reshape(-1).float().cpu() for n in names]
+    for name, s in zip(names, flat, strict=True):
+        if torch.isnan(s).any():
+            raise ValueError(f"scores of parameter {name!r} contain NaN")
+    sizes = [s.numel() for s in flat]
+    total = sum(sizes)
+    k = round(density * total)
+    forced_per_layer = [min(min_per_layer, n) for n in sizes]
+    if k < sum(forced_per_layer):
+        raise ValueError(
+            f"density {density} keeps {k} of {total} weights, fewer than {min_per_layer} per "
+            f"layer for {len(names)} layers"
+        )
+    keep = torch.zeros(total, dtype=torch.bool)
+    offset = 0
+    for s, n_forced in zip(flat, forced_per_layer, strict=True):
+        best = torch.sort(s, descending=True, stable=True).indices[:n_forced]
+        keep[best + offset] = True
+        offset += s.numel()
+    order = torch.sort(torch.cat(flat), descending=True, stable=True).indices
+    rest = order[~keep[order]]
+    keep[rest[: k - int(keep.sum())]] = True
+    return {
+        n: chunk.reshape(scores[n].shape)
+        for n, chunk in zip(names, torch.split(keep, sizes), strict=True)
+    }
+
+
+def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
+    """Re-iterate ``batches`` forever (unlike ``itertools.cycle``, without keeping them all)."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError(
+                "batches: the iterable yielded no batch (pass a list or a DataLoader, which can "
+                "be iterated again)"
+            )
+
+
+class _MaskState:
+    """Current mask per parameter name, shared by the parametrisations of one model."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, torch.Tensor] = {}
+
+
+class _Multiply(nn.Module):
+    """Parametrisation ``w -> w * state.current[name]``."""
+
+    def __init__(self, state: _MaskState, name: str) -> None:
+        super().__init__()
+        self._state = state
+        self._name = name
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        mask = self._state.current.get(self._name)
+        return weight if mask is None else weight * mask
+
+
+class MaskedWeights:
+    """Run ``model`` with ``w0 ⊙ m`` for the named parameters, ``w0`` frozen.
+
+    While attached (``with MaskedWeights(model, names) as mw:`` or :meth:`attach`):
+    every parameter of ``model`` has ``requires_grad=False``; each named weight is computed as
+    ``w0 * mask`` with the tensor set by :meth:`set` (a ``[*param.shape]`` float tensor that may
+    carry gradients to mask logits). :meth:`detach` removes the parametrisations (the original
+    ``nn.Parameter`` objects come back), restores ``requires_grad`` and the buffers (e.g.
+    BatchNorm running statistics updated by the search), so the model leaves as it entered.
+
+    Raises:
+        ValueError: ``model`` is already pruned with ``torch.nn.utils.prune``.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        if is_pruned(model):
+            raise ValueError("model is already pruned; search masks on the unpruned model")
+        params = dict(model.named_parameters())
+        for name in names:
+            if name not in params:
+                raise ValueError(f"parameter {name!r} not found in {type(model).__name__}")
+        self.model = model
+        self.names = list(names)
+        self._state = _MaskState()
+        self._requires_grad: dict[str, bool] | None = None
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._orders: dict[str, list[str]] = {}
+
+    @property
+    def attached(self) -> bool:
+        return self._requires_grad is not None
+
+    def attach(self) -> MaskedWeights:
+        if self.attached:
+            return self
+        self._requires_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        self._buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for name in self.names:
+            module_name, _, attr = name.rpartition(".")
+            module = self.model.get_submodule(module_name)
+            self._orders.setdefault(module_name, list(module._parameters))
+            parametrize.register_parametrization(module, attr, _Multiply(self._state, name))
+        return self
+
+    def detach(self) -> None:
+        if not self.attached:
+            return
+        for name in self.names:
+            module_name, _, attr = name.rpartition(".")
+            module = self.model.get_submodule(module_name)
+            parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        # restored parameters come back last: keep the named_parameters()/state_dict order
+        for module_name, order in self._orders.items():
+            params = self.model.get_submodule(module_name)._parameters
+            for key in order:
+                params[key] = params.pop(key)
+        requires_grad = self._requires_grad
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(requires_grad.get(n, True))
+        buffers = dict(self.model.named_buffers())
+        with torch.no_grad():
+            for n, b in self._buffers.items():
+                buffers[n].copy_(b)
+        self._state.current = {}
+        self._orders = {}
+        self._requires_grad = None
+        self._buffers = {}
+
+    def set(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Masks used by the next forward passes: name → ``[*param.shape]`` float tensor."""
+        self._state.current = dict(masks)
+
+    def __enter__(self) -> MaskedWeights:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+
+def pun_loss(
+    masked: MaskedWeights,
+    scores: GumbelBernoulliMask,
+    batch: Any,
+    loss_fn: LossFn,
+    kl_weight: float,
+    kl_reduction: str = "sum",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One PUN objective evaluation on ``batch`` with a fresh relaxed mask sample.
+
+    Returns:
+        ``(total, data_loss, kl)`` scalars; ``total = data_loss + kl_weight * kl`` carries the
+        gradient to the logits only.
+    """
+    masked.set(scores.sample(generator=generator))
+    with parametrize.cached():  # w0 * m computed once per forward, not once per unroll
+        data = loss_fn(masked.model, batch)
+    kl = scores.kl(kl_reduction)
+    return data + kl_weight * kl, data, kl
+
+
+def search_masks(
+    model: nn.Module,
+    batches: Iterable[Any],
+    loss_fn: LossFn,
+    *,
+    density: float,
+    steps: int,
+    names: Sequence[str] | None = None,
+    temperature: float = 0.2,
+    kl_weight: float = 1e-3,
+    prior_p: float = DEFAULT_PRIOR_P,
+    lr: float = 1e-2,
+    kl_reduction: str = "sum",
+    min_per_layer: int = 1,
+    seed: int = 0,
+    log: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[Masks, GumbelBernoulliMask]:
+    """PUN mask search in a plain PyTorch loop (the Lightning version is ``MaskSearchModule``).
+
+    Args:
+        model: network with the weights to keep frozen (initial → PUN-IT, trained → PUN-AT). It
+            leaves the search unchanged (parameters, buffers, ``requires_grad``, train/eval mode).
+        batches: iterable of batches, cycled until ``steps`` steps; passed to ``loss_fn`` as is.
+        loss_fn: ``loss_fn(model, batch) -> scalar`` mean-reduced supervised loss.
+        density: fraction of the selected weights the returned mask keeps, in (0, 1].
+        steps: number of Adam steps on the logits.
+        names: parameters to mask (default :func:`select_parameters`).
+        temperature, kl_weight, prior_p, kl_reduction: see :class:`GumbelBernoulliMask`.
+        lr: Adam learning rate of the logits.
+        min_per_layer: see :func:`topk_mask`.
+        seed: seed of the Gumbel noise generator.
+        log: optional ``log(step, {"loss", "data_loss", "kl", "mean_p", "frac_p_gt_half"})``.
+
+    Returns:
+        ``(masks, scores)``: the hard top-k masks (CPU bool) and the learned logits.
+    """
+    density = check_density(density)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    names = list(names) if names is not None else select_parameters(model)
+    params = dict(model.named_parameters())
+    device = params[names[0]].device
+    scores = GumbelBernoulliMask(
+        {n: params[n].shape for n in names}, temperature=temperature, prior_p=prior_p
+    ).to(device)
+    optimizer = torch.optim.Adam(scores.parameters(), lr=lr)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.train()
+    try:
+        with MaskedWeights(model, names) as masked:
+            for step, batch in zip(range(steps), _cycle(batches), strict=False):
+                optimizer.zero_grad(set_to_none=True)
+                total, data, kl = pun_loss(
+                    masked, scores, batch, loss_fn, kl_weight, kl_reduction, generator
+                )
+                total.backward()
+                optimizer.step()
+                if log is not None:
+                    values = {"loss": total.item(), "data_loss": data.item(), "kl": kl.item()}
+                    log(step, values | scores.stats())
+    finally:
+        model.train(was_training)
+    return topk_mask(scores.logit_dict(), density, min_per_layer), scores

@@ -1,0 +1,136 @@
+"""MriModule's metric reduction, the losses and MoDLModule checkpoints (no training, no data)."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from fastmri import evaluate
+
+from fastmri_pun.pl_modules import MoDLModule, ReconLoss, aggregate_volumes, load_checkpoint_file
+from fastmri_pun.pl_modules.modl_module import check_checkpoint
+from fastmri_pun.pl_modules.mri_module import slice_records
+
+TINY_MODL = {"num_unrolls": 1, "num_cg_iters": 2, "chans": 4, "num_layers": 3, "sens_chans": 2,
+             "sens_pools": 1}  # fmt: skip
+
+
+def _volumes(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    vols = {}
+    for name, slices in (("a.h5", 3), ("b.h5", 2)):
+        target = rng.random((slices, 24, 20)).astype(np.float32) + 0.2
+        recon = (target + 0.1 * rng.standard_normal(target.shape)).astype(np.float32)
+        vols[name] = (target, recon)
+    return vols
+
+
+def test_volume_reduction_equals_fastmri_evaluate_and_ignores_ddp_duplicates():
+    vols = _volumes(np.random.default_rng(0))
+    records = []
+    for name, (target, recon) in vols.items():
+        n = target.shape[0]
+        records += slice_records([name] * n, list(range(n)), [float(target.max())] * n, recon, target)
+    summary, per_volume = aggregate_volumes(records)
+
+    expect = {
+        "nmse": np.mean([evaluate.nmse(t, r) for t, r in vols.values()]),
+        "psnr": np.mean([evaluate.psnr(t, r) for t, r in vols.values()]),
+        "ssim": np.mean([evaluate.ssim(t, r) for t, r in vols.values()]),
+    }
+    for key, value in expect.items():
+        assert summary[key] == pytest.approx(float(value), rel=1e-5), key
+    assert per_volume["b.h5"]["psnr"] == pytest.approx(float(evaluate.psnr(*vols["b.h5"])), rel=1e-5)
+    assert summary["num_volumes"] == 2 and summary["num_slices"] == 5
+
+    # DistributedSampler pads ranks with repeated slices; they must not count twice
+    padded, _ = aggregate_volumes(records + records[3:4] + records[:1])
+    assert padded == summary
+    # ... whereas counting them would change the result (the check above can fail)
+    naive_ssim_b = np.mean([r["ssim"] for r in records[3:] + records[3:4]])
+    assert naive_ssim_b != pytest.approx(per_volume["b.h5"]["ssim"], rel=1e-9)
+
+
+def test_losses():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 16, 16, generator=gen) * 3
+    output = target + 0.1 * torch.randn(2, 16, 16, generator=gen)
+    max_value = target.flatten(1).amax(1)
+    l1 = ReconLoss("l1")(output, target, max_value)
+    scale = max_value[:, None, None]
+    assert l1 == pytest.approx(float(F.l1_loss(output / scale, target / scale)), rel=1e-6)
+    assert float(ReconLoss("ssim")(target, target, max_value)) == pytest.approx(0.0, abs=1e-6)
+    ssim = ReconLoss("ssim")(output, target, max_value)
+    mixed = ReconLoss("ssim_l1", l1_weight=0.25)(output, target, max_value)
+    assert mixed == pytest.approx(float(0.75 * ssim + 0.25 * l1), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown loss 'l3'"):
+        ReconLoss("l3")
+
+
+def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """``masked_kspace [1, 2, 8, 8, 2]``, ``mask [1, 1, 1, 8, 1]``."""
+    kspace = torch.randn(1, 2, 8, 8, 2, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(1, 1, 1, 8, 1, dtype=torch.bool)
+    mask[..., 2:6, :] = True
+    return kspace * mask, mask
+
+
+def _checkpoint(module: MoDLModule) -> dict:
+    ckpt = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": pl.__version__,
+        "epoch": 0,
+    }
+    module.on_save_checkpoint(ckpt)
+    return ckpt
+
+
+def test_pruned_checkpoint_reloads_with_masks(tmp_path):
+    torch.manual_seed(0)
+    module = MoDLModule(model_kwargs=TINY_MODL)
+    name = "denoiser.layers.0.weight"
+    weight = dict(module.model.named_parameters())[name]
+    mask = torch.rand(weight.shape) < 0.3
+    module.set_prune_masks({name: mask})
+    path = tmp_path / "pruned.ckpt"
+    torch.save(_checkpoint(module), path)
+
+    raw = torch.load(path, weights_only=True)  # only tensors and plain python values inside
+    assert torch.equal(raw["pun_masks"][name], mask)
+    for loaded in (MoDLModule.load_checkpoint(path), MoDLModule.load_from_checkpoint(path)):
+        assert torch.equal(loaded.prune_masks[name], mask)
+        sparse = dict(loaded.model.named_buffers())["denoiser.layers.0.weight_mask"]
+        assert torch.equal(sparse.bool(), mask)
+        conv = loaded.model.denoiser.layers[0]
+        assert torch.equal(conv.weight_orig, module.model.denoiser.layers[0].weight_orig)
+        loaded.model(*_inputs())  # torch.nn.utils.prune recomputes .weight in the forward hook
+        assert int((conv.weight[~mask] != 0).sum()) == 0
+        assert torch.equal(conv.weight, module.model.denoiser.layers[0].weight)
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint_file(tmp_path / "missing.ckpt")
+
+    evil = tmp_path / "evil.ckpt"
+    with open(evil, "wb") as fh:  # a pickle that would run code: refused by weights_only=True
+        pickle.dump({"state_dict": {}, "args": argparse.Namespace(lr=1.0)}, fh, protocol=2)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_checkpoint_file(evil)
+
+    # a fastMRI VarNetModule-style checkpoint (other hyper-parameters)
+    other = {"state_dict": {}, "hyper_parameters": {"num_cascades": 12, "lr": 3e-4}}
+    with pytest.raises(ValueError, match="not a fastmri_pun MoDLModule checkpoint"):
+        check_checkpoint(other, "x.ckpt")
+
+    module = MoDLModule(model_kwargs=TINY_MODL)
+    path = tmp_path / "small.ckpt"
+    torch.save(_checkpoint(module), path)
+    wider = MoDLModule(model_kwargs={**TINY_MODL, "chans": 6})
+    with pytest.raises(ValueError, match=r"another model .*differing settings \['chans'\]"):
+        wider.on_load_checkpoint(load_checkpoint_file(path))

@@ -1,0 +1,305 @@
+"""Pruning core: selection, masks via torch.nn.utils.prune, top-k, Gumbel scores, baselines, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from fastmri.models import Unet
+from torch import nn
+
+from fastmri_pun.pruning import (
+    DEFAULT_PRIOR_P,
+    GumbelBernoulliMask,
+    MaskedWeights,
+    apply_masks,
+    dense_state_dict,
+    density_report,
+    get_masks,
+    imp_prune_step,
+    imp_schedule,
+    magnitude_masks,
+    make_permanent,
+    masks_from_state_dict,
+    random_masks,
+    select_parameters,
+    snip_masks,
+    topk_mask,
+    validate_masks,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and timing-stable on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.up(torch.relu(self.norm(self.conv(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def _unet(seed: int = 0) -> Unet:
+    torch.manual_seed(seed)
+    return Unet(1, 1, chans=8, num_pool_layers=2)
+
+
+def test_default_selection_conv_linear_weights_only():
+    model = Small()
+    assert select_parameters(model) == ["conv.weight", "up.weight", "head.weight"]
+    assert select_parameters(model, include=["*.bias"]) == [
+        "conv.bias",
+        "norm.bias",
+        "up.bias",
+        "head.bias",
+    ]
+    assert select_parameters(model, exclude=["head.*"]) == ["conv.weight", "up.weight"]
+    model.up.weight.requires_grad_(False)
+    assert select_parameters(model, trainable_only=True) == ["conv.weight", "head.weight"]
+    # same names once the model is pruned (weight -> weight_orig)
+    pruned = apply_masks(Small(), {"conv.weight": torch.ones(8, 2, 3, 3, dtype=torch.bool)})
+    assert select_parameters(pruned) == ["conv.weight", "up.weight", "head.weight"]
+
+
+def test_selection_errors_name_the_problem():
+    with pytest.raises(ValueError, match="'nothing.*' matches no parameter"):
+        select_parameters(Small(), include=["nothing.*"])
+    with pytest.raises(ValueError, match="matches no parameter of Small"):
+        select_parameters(Small(), exclude=["*"])
+    tied = Small()
+    tied.other = nn.Linear(8, 3)
+    tied.other.weight = tied.head.weight
+    with pytest.raises(ValueError, match="shared with"):
+        select_parameters(tied, include=["*.weight"])
+
+
+def test_topk_exact_count_global_ranking_and_layer_guard():
+    scores = {"a": torch.arange(100.0).reshape(10, 10), "b": -torch.arange(50.0)}
+    masks = topk_mask(scores, 0.1)
+    assert sum(int(m.sum()) for m in masks.values()) == round(0.1 * 150) == 15
+    # layer "b" would get nothing from the global ranking; the guard keeps its best weight
+    assert int(masks["b"].sum()) == 1 and bool(masks["b"][0])
+    assert masks["a"].flatten()[-14:].all() and int(masks["a"].sum()) == 14
+    assert masks["a"].dtype == torch.bool and masks["a"].shape == (10, 10)
+    # without the guard, plain global top-k
+    plain = topk_mask(scores, 0.1, min_per_layer=0)
+    assert int(plain["b"].sum()) == 0 and int(plain["a"].sum()) == 15
+    # deterministic tie-breaking
+    ties = {"a": torch.zeros(64), "b": torch.zeros(64)}
+    assert all(torch.equal(topk_mask(ties, 0.25)[k], topk_mask(ties, 0.25)[k]) for k in ties)
+
+
+@pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan")])
+def test_bad_density_raises(density):
+    with pytest.raises(ValueError, match="density must be in"):
+        topk_mask({"a": torch.rand(10)}, density)
+    with pytest.raises(ValueError, match="density must be in"):
+        random_masks(Small(), density)
+
+
+def test_density_too_small_for_guard_and_nan_scores():
+    with pytest.raises(ValueError, match="fewer than 1 per layer"):
+        topk_mask({"a": torch.rand(100), "b": torch.rand(100)}, 0.004)
+    with pytest.raises(ValueError, match="'a' contain NaN"):
+        topk_mask({"a": torch.tensor([1.0, float("nan")])}, 0.5)
+
+
+def test_mask_validation_errors():
+    model = Small()
+    good = {"conv.weight": torch.ones(8, 2, 3, 3, dtype=torch.bool)}
+    validate_masks(model, good)
+    with pytest.raises(ValueError, match="'conv.wieght' names no parameter"):
+        apply_masks(model, {"conv.wieght": torch.ones(8, 2, 3, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"'conv.weight' has shape \(8, 2, 3\)"):
+        apply_masks(model, {"conv.weight": torch.ones(8, 2, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="'conv.weight' must be a torch.bool tensor"):
+        apply_masks(model, {"conv.weight": torch.ones(8, 2, 3, 3)})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        apply_masks(model, {})
+    with pytest.raises(ValueError, match="masks miss parameter 'up.weight'"):
+        validate_masks(model, good, names=["conv.weight", "up.weight"])
+    apply_masks(model, good)
+    with pytest.raises(ValueError, match="'conv.weight' is already pruned"):
+        apply_masks(model, good)
+
+
+def test_pruned_weights_stay_exactly_zero_while_training():
+    torch.manual_seed(0)
+    model = Small()
+    masks = magnitude_masks(model, 0.2)
+    n_total = sum(m.numel() for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == round(0.2 * n_total)
+    apply_masks(model, masks)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-1, weight_decay=1e-2)
+    x, y = torch.randn(4, 2, 6, 6), torch.randn(4, 3)
+    for _ in range(5):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    for name, mask in masks.items():
+        module = model.get_submodule(name.rpartition(".")[0])
+        assert torch.count_nonzero(module.weight_orig.grad[~mask]) == 0
+        assert torch.count_nonzero(module.weight[~mask]) == 0
+        assert torch.count_nonzero(module.weight[mask]) == int(mask.sum())
+    report = density_report(model)
+    assert report["kept"] == round(0.2 * n_total) and report["total"] == n_total
+    assert set(report["layers"]) == set(masks)
+    assert all(torch.equal(get_masks(model)[k], masks[k]) for k in masks)
+    # baked: plain parameters, zeros where pruned, no hooks left
+    make_permanent(model)
+    assert get_masks(model) == {}
+    assert "conv.weight" in dict(model.named_parameters())
+    assert torch.count_nonzero(model.conv.weight[~masks["conv.weight"]]) == 0
+    assert density_report(model)["kept"] == round(0.2 * n_total)
+
+
+def test_masks_survive_save_load_bit_identical(tmp_path):
+    torch.manual_seed(0)
+    model = Small()
+    masks = random_masks(model, 0.3, seed=3)
+    torch.save(masks, tmp_path / "masks.pt")
+    loaded = torch.load(tmp_path / "masks.pt", weights_only=True)
+    assert loaded.keys() == masks.keys()
+    assert all(torch.equal(loaded[k], masks[k]) and loaded[k].dtype == torch.bool for k in masks)
+    # through the pruned model's state dict
+    apply_masks(model, masks)
+    torch.save(model.state_dict(), tmp_path / "pruned.pt")
+    state = torch.load(tmp_path / "pruned.pt", weights_only=True)
+    from_state = masks_from_state_dict(state)
+    assert all(torch.equal(from_state[k], masks[k]) for k in masks)
+    fresh = apply_masks(Small(), from_state)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(get_masks(fresh)[k], masks[k]) for k in masks)
+    x = torch.randn(2, 2, 6, 6)
+    model.eval(), fresh.eval()
+    assert torch.equal(model(x), fresh(x))
+    plain = Small().eval()
+    plain.load_state_dict(dense_state_dict(state))
+    assert torch.equal(plain(x), model(x))
+
+
+def test_gumbel_relaxation_gradients_and_kl():
+    scores = GumbelBernoulliMask({"w": (200,)}, temperature=0.2)
+    assert torch.allclose(scores.probabilities()["w"], torch.full((200,), 0.5))
+    gen = torch.Generator().manual_seed(0)
+    sample = scores.sample(generator=gen)["w"]
+    assert 0 <= float(sample.detach().min()) and float(sample.detach().max()) <= 1
+    # low temperature: the relaxed sample is close to {0, 1}
+    assert float(((sample - 0.5).abs() > 0.4).float().mean()) > 0.7
+    weights = torch.randn(200)
+    (sample * weights).sum().backward()
+    grad = scores.logits[0].grad
+    # every logit gets a gradient except where sigmoid((s + L) / 0.2) saturates in float32
+    assert torch.count_nonzero(grad) >= 190 and torch.isfinite(grad).all()
+    # straight-through hard sample: values in {0, 1}, gradient of the relaxed sample
+    scores.zero_grad()
+    hard = scores.sample(hard=True, generator=gen)["w"]
+    assert set(hard.detach().unique().tolist()) <= {0.0, 1.0}
+    (hard * weights).sum().backward()
+    assert torch.count_nonzero(scores.logits[0].grad) > 0
+    # KL(Bern(0.5) || Bern(p0)) summed over 200 weights, against the closed form
+    p0 = DEFAULT_PRIOR_P
+    expected = 200 * (0.5 * math.log(0.5 / p0) + 0.5 * math.log(0.5 / (1 - p0)))
+    assert scores.kl().item() == pytest.approx(expected, rel=1e-5)
+    assert scores.kl("mean").item() == pytest.approx(expected / 200, rel=1e-5)
+    # minimising the KL alone lowers the mean keep-probability towards p0
+    opt = torch.optim.Adam(scores.parameters(), lr=1e-1)
+    for _ in range(50):
+        opt.zero_grad()
+        scores.kl().backward()
+        opt.step()
+    assert scores.stats()["mean_p"] < 0.1
+    with pytest.raises(ValueError, match="temperature"):
+        GumbelBernoulliMask({"w": (2,)}, temperature=0)
+    with pytest.raises(ValueError, match="prior_p"):
+        GumbelBernoulliMask({"w": (2,)}, prior_p=1.0)
+
+
+def test_masked_weights_leaves_model_unchanged():
+    model = Small()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    with MaskedWeights(model, select_parameters(model)) as masked:
+        assert not any(p.requires_grad for p in model.parameters())
+        masked.set({"conv.weight": torch.zeros(())})
+        assert torch.count_nonzero(model.conv.weight) == 0
+        model(torch.randn(4, 2, 6, 6))  # updates BatchNorm running statistics
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+    assert list(before) == list(model.state_dict())
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert type(model.conv) is nn.Conv2d
+    apply_masks(model, {"conv.weight": torch.ones(8, 2, 3, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="already pruned"):
+        MaskedWeights(model, ["up.weight"])
+
+
+def _denoise_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randn(4, 1, 16, 16, generator=g).cumsum(-1).cumsum(-2) / 16
+    return clean + 0.1 * torch.randn(clean.shape, generator=g), clean
+
+
+def _mse(model, batch):
+    noisy, clean = batch
+    return nn.functional.mse_loss(model(noisy), clean)
+
+
+def test_baselines_magnitude_random_snip():
+    model = _unet()
+    names = select_parameters(model)
+    n_total = sum(dict(model.named_parameters())[n].numel() for n in names)
+    k = round(0.05 * n_total)
+    mag = magnitude_masks(model, 0.05)
+    rnd = random_masks(model, 0.05, seed=0)
+    snip = snip_masks(model, 0.05, [_denoise_batch()], _mse)
+    for masks in (mag, rnd, snip):
+        assert sum(int(m.sum()) for m in masks.values()) == k
+        assert all(int(m.sum()) >= 1 for m in masks.values())
+    # magnitude keeps the largest |w| overall: every kept |w| >= every pruned |w| (guard aside)
+    weights = dict(model.named_parameters())
+    kept = torch.cat([weights[n].detach().abs()[m] for n, m in mag.items()])
+    pruned = torch.cat([weights[n].detach().abs()[~m] for n, m in mag.items()])
+    assert (kept >= pruned.max()).float().mean() > 0.99
+    # random: per-layer densities near the global one for big layers, reproducible per seed
+    big = max(names, key=lambda n: weights[n].numel())
+    assert abs(rnd[big].float().mean().item() - 0.05) < 0.01
+    assert all(torch.equal(rnd[n], random_masks(model, 0.05, seed=0)[n]) for n in names)
+    assert not all(torch.equal(rnd[n], random_masks(model, 0.05, seed=1)[n]) for n in names)
+    # SNIP differs from magnitude and leaves the model's gradients alone
+    assert any(not torch.equal(snip[n], mag[n]) for n in names)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_imp_schedule_and_prune_step():
+    assert imp_schedule(0.03, rate=0.5) == pytest.approx([0.5, 0.25, 0.125, 0.0625, 0.03])
+    sched = imp_schedule(0.03, rounds=3)
+    assert len(sched) == 3 and sched[-1] == 0.03
+    assert sched[0] == pytest.approx(0.03 ** (1 / 3))
+    with pytest.raises(ValueError, match="imp rate"):
+        imp_schedule(0.1, rate=1.0)
+    model = _unet()
+    first = imp_prune_step(model, 0.5)
+    # the second round keeps a subset of the first, of the scheduled size
+    apply_masks(model, first)
+    with torch.no_grad():  # perturb the kept weights as training would
+        for name in first:
+            module = model.get_submodule(name.rpartition(".")[0])
+            module.weight_orig.mul_(torch.rand_like(module.weight_orig))
+    second = imp_prune_step(model, 0.25, first)
+    n_total = sum(m.numel() for m in first.values())
+    assert sum(int(m.sum()) for m in second.values()) == round(0.25 * n_total)
+    assert all(not (second[n] & ~first[n]).any() for n in first)
