@@ -350,6 +350,18 @@ def _verdict(ok: bool) -> str:
     return "**met**" if ok else "**MISSED**"
 
 
+def _baseline_note(base: int | None, unrolled_peak: int) -> str:
+    """Sentence on how much of the unrolled peak the no-CG step already takes."""
+    if base is None:
+        return ""
+    share = base / unrolled_peak
+    return f" The no-CG step alone peaks at {share:.2f}× the unrolled peak" + (
+        f", so no backward scheme can reach ≤ {TARGET_MEMORY_RATIO} on the total peak here."
+        if share > TARGET_MEMORY_RATIO
+        else "."
+    )
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
@@ -498,6 +510,7 @@ def render(
             + ")"
             + ("" if above is None else f"; above the no-CG baseline {above:.3f}")
             + f"; saved-for-backward ratio {saved_ratio:.3f}."
+            + _baseline_note(base, unr["peak_rss_bytes"])
         )
     lines += [
         "",

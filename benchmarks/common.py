@@ -257,6 +257,12 @@ def _split_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
     return "".join(preamble), [(t, "".join(b)) for t, b in sections]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def _dir_lock(folder: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
@@ -294,10 +300,13 @@ def write_section(title: str, body: str, path: Path | str = RESULTS_PATH) -> Non
         else:
             sections.append((title.strip(), block))
         out = preamble.rstrip("\n") + "\n\n" + "".join(b.rstrip("\n") + "\n\n" for _, b in sections)
+        # mkstemp creates 0600 files: give the result the old file's mode, or the umask default
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(out.rstrip("\n") + "\n")
+            os.chmod(tmp, mode)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):

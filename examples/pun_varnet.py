@@ -73,7 +73,11 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.1, help="fraction of weights kept")
     parser.add_argument("--search-steps", type=int, default=60, help="PUN mask-search steps")
     parser.add_argument("--train-steps", type=int, default=60, help="sparse training steps")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (tiny tensors: 1 is fastest)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)

@@ -34,51 +34,97 @@ def build_parser() -> argparse.ArgumentParser:
         "per-image results, a summary with paired bootstrap CIs and the paper's figures.",
         allow_abbrev=False,
     )
-    p.add_argument("--checkpoints", nargs="+", required=True,
-                   help="Checkpoints written by fastmri_pun.train (MoDLModule; pruning masks "
-                   "are applied from the checkpoint).")
-    p.add_argument("--names", nargs="+", default=None,
-                   help="Model names, one per checkpoint (default: the training run folder, "
-                   "RUN/checkpoints/x.ckpt -> RUN, else the file stem).")
-    p.add_argument("--data_path", default=None,
-                   help="Dataset root holding multicoil_test/ and the shifted folders. Default: "
-                   "the demo set (built on first use, see --demo_size/--demo_coils).")
+    p.add_argument(
+        "--checkpoints",
+        nargs="+",
+        required=True,
+        help="Checkpoints written by fastmri_pun.train (MoDLModule; pruning masks "
+        "are applied from the checkpoint).",
+    )
+    p.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        help="Model names, one per checkpoint (default: the training run folder, "
+        "RUN/checkpoints/x.ckpt -> RUN, else the file stem).",
+    )
+    p.add_argument(
+        "--data_path",
+        default=None,
+        help="Dataset root holding multicoil_test/ and the shifted folders. Default: "
+        "the demo set (built on first use, see --demo_size/--demo_coils).",
+    )
     p.add_argument("--demo_size", type=int, default=128, help="Demo set only: image size N.")
     p.add_argument("--demo_coils", type=int, default=8, help="Demo set only: coils.")
-    p.add_argument("--shifts", default=DEFAULT_SHIFTS,
-                   help=f"Comma-separated shift names (default: {DEFAULT_SHIFTS}); see "
-                   "fastmri_pun.data.shifts for all.")
-    p.add_argument("--reference", default=None,
-                   help="Model the others are compared with (paired differences; default: the "
-                   "first).")
+    p.add_argument(
+        "--shifts",
+        default=DEFAULT_SHIFTS,
+        help=f"Comma-separated shift names (default: {DEFAULT_SHIFTS}); see "
+        "fastmri_pun.data.shifts for all.",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="Model the others are compared with (paired differences; default: the first).",
+    )
     p.add_argument("--output_dir", default="outputs/eval", help="Output folder.")
-    p.add_argument("--seed", type=int, default=0,
-                   help="Seed of the noise shift's k-space noise and of the bootstrap.")
-    p.add_argument("--mask_type", default="equispaced_fraction",
-                   help="Training (in-distribution) mask type, as fastmri_pun.train's.")
-    p.add_argument("--center_fraction", type=float, default=0.08,
-                   help="Training centre fraction.")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of the noise shift's k-space noise and of the bootstrap.",
+    )
+    p.add_argument(
+        "--mask_type",
+        default="equispaced_fraction",
+        help="Training (in-distribution) mask type, as fastmri_pun.train's.",
+    )
+    p.add_argument("--center_fraction", type=float, default=0.08, help="Training centre fraction.")
     p.add_argument("--acceleration", type=float, default=4, help="Training acceleration.")
-    p.add_argument("--noise_snr_db", type=float, default=None,
-                   help="SNR (dB) of the noise shift (default: the registry's, 20 dB).")
-    p.add_argument("--test_split", default="test",
-                   help="Folder suffix for the test data: multicoil_<split>[_anatomy|...]; use "
-                   "'val' on real fastMRI (its test split has no targets).")
-    p.add_argument("--crop_readout", action=argparse.BooleanOptionalAction, default=True,
-                   help="Remove the readout oversampling before reconstruction (must match "
-                   "training; fastmri_pun.train's default is on).")
+    p.add_argument(
+        "--noise_snr_db",
+        type=float,
+        default=None,
+        help="SNR (dB) of the noise shift (default: the registry's, 20 dB).",
+    )
+    p.add_argument(
+        "--test_split",
+        default="test",
+        help="Folder suffix for the test data: multicoil_<split>[_anatomy|...]; use "
+        "'val' on real fastMRI (its test split has no targets).",
+    )
+    p.add_argument(
+        "--crop_readout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Remove the readout oversampling before reconstruction (must match "
+        "training; fastmri_pun.train's default is on).",
+    )
     p.add_argument("--maps_cache_dir", default=None, help="ESPIRiT map cache folder.")
-    p.add_argument("--annotations", default=None,
-                   help="fastMRI+ CSV (file,slice,study_level,x,y,width,height,label) used on "
-                   "every shift; rows of files outside a shift's folder are ignored there.")
-    p.add_argument("--zero_filled", action="store_true",
-                   help="Also score fastMRI's zero-filled RSS baseline as model 'zero-filled'.")
-    p.add_argument("--max_slices", type=int, default=None,
-                   help="At most this many (evenly spaced) slices per shift; default all.")
+    p.add_argument(
+        "--annotations",
+        default=None,
+        help="fastMRI+ CSV (file,slice,study_level,x,y,width,height,label) used on "
+        "every shift; rows of files outside a shift's folder are ignored there.",
+    )
+    p.add_argument(
+        "--zero_filled",
+        action="store_true",
+        help="Also score fastMRI's zero-filled RSS baseline as model 'zero-filled'.",
+    )
+    p.add_argument(
+        "--max_slices",
+        type=int,
+        default=None,
+        help="At most this many (evenly spaced) slices per shift; default all.",
+    )
     p.add_argument("--n_boot", type=int, default=10000, help="Bootstrap resamples.")
-    p.add_argument("--by_volume", action="store_true",
-                   help="Bootstrap whole volumes instead of images (slices of a volume are "
-                   "correlated; needs several volumes).")
+    p.add_argument(
+        "--by_volume",
+        action="store_true",
+        help="Bootstrap whole volumes instead of images (slices of a volume are "
+        "correlated; needs several volumes).",
+    )
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
     p.add_argument("--no_progress", action="store_true", help="Hide the tqdm progress bars.")
     return p
@@ -134,8 +180,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except (ValueError, FileNotFoundError) as err:
         print(f"python -m fastmri_pun.evaluate: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"results: {out['results_csv']}\nsummary: {out['summary_md']}\n"
-          f"figures: {Path(cfg.output_dir) / 'figures'}")  # fmt: skip
+    print(
+        f"results: {out['results_csv']}\nsummary: {out['summary_md']}\n"
+        f"figures: {Path(cfg.output_dir) / 'figures'}"
+    )
     return out
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import json
 import os
 import sys
 import warnings
@@ -33,9 +34,11 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from .models import list_models
 
+ACCOUNTING_FILE = "compute_accounting.json"
 PRUNE_METHODS = ("none", "pun-it", "pun-at", "magnitude", "magnitude-at", "random", "snip", "imp")
 MASK_TYPES = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction")
 _NOT_KEYS = {"help", "config", "print_config"}
@@ -137,10 +140,13 @@ OPTIONS: list[tuple[str, str, Any, Any, str]] = [
     ("pruning", "temperature", float, 0.2, "PUN: Gumbel-softmax temperature."),
     ("pruning", "kl_weight", float, 1e-3, "PUN: weight beta of the KL term."),
     ("pruning", "prior_p", float, 0.05, "PUN: prior keep-probability p0 of the KL term."),
-    ("pruning", "search_steps", int, 200, "PUN: mask-search steps."),
+    ("pruning", "search_steps", int, 250, "PUN: mask-search steps (about 1/4 of training)."),
     ("pruning", "search_lr", float, 1e-2, "PUN: Adam learning rate of the mask logits."),
-    ("pruning", "imp_rounds", int, 3, "IMP: train-prune-rewind rounds."),
-    ("pruning", "imp_rate", float, 0.5, "IMP: fraction of the remaining weights pruned per round."),
+    ("pruning", "imp_rounds", int | None, None,
+     "IMP: train-prune-rewind rounds, pruning 1 - density**(1/rounds) of the rest per round; "
+     "null = as many rounds of --imp_rate as reach --density."),
+    ("pruning", "imp_rate", float, 0.5,
+     "IMP: fraction of the remaining weights pruned per round (when --imp_rounds is null)."),
 ]  # fmt: skip
 
 
@@ -228,6 +234,11 @@ def read_config_file(path: str | Path, keys: Sequence[str]) -> dict[str, Any]:
     unknown = [k for k in data if k not in keys]
     if unknown:
         raise ValueError(_unknown_message([str(k) for k in unknown], keys, f"config file {path}"))
+    for name in (o[1] for o in OPTIONS if o[2] in (list[float], list[int])):
+        if name in data and not isinstance(data[name], list):
+            raise ValueError(
+                f"config file {path}: {name!r} must be a list, e.g. {name}: [{data[name]}]"
+            )
     return data
 
 
@@ -401,6 +412,8 @@ def build_trainer(cfg: Namespace, callbacks: Sequence[pl.Callback] = ()) -> pl.T
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+    from .pl_modules.accounting import ComputeAccounting
+
     out = Path(cfg.output_dir)
     # separate roots: each logger numbers its runs (version_0, version_1 after --resume, ...)
     loggers = [
@@ -416,20 +429,33 @@ def build_trainer(cfg: Namespace, callbacks: Sequence[pl.Callback] = ()) -> pl.T
         save_last=True,
         auto_insert_metric_name=False,
     )
+    phase = "dense" if cfg.prune == "none" else "sparse"
     return pl.Trainer(
-        default_root_dir=out,
         max_epochs=cfg.max_epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        strategy=cfg.strategy,
-        num_nodes=cfg.num_nodes,
-        deterministic=cfg.deterministic,
-        gradient_clip_val=cfg.gradient_clip_val,
-        log_every_n_steps=cfg.log_every_n_steps,
-        enable_progress_bar=cfg.enable_progress_bar,
         logger=loggers,
-        callbacks=[ckpt, LearningRateMonitor(logging_interval="epoch"), *callbacks],
+        callbacks=[
+            ckpt,
+            LearningRateMonitor(logging_interval="epoch"),
+            ComputeAccounting(phase, out / ACCOUNTING_FILE),
+            *callbacks,
+        ],
+        **_trainer_kwargs(cfg),
     )
+
+
+def _trainer_kwargs(cfg: Namespace) -> dict[str, Any]:
+    """Trainer settings shared by the main training and the pruning phases."""
+    return {
+        "default_root_dir": Path(cfg.output_dir),
+        "accelerator": cfg.accelerator,
+        "devices": cfg.devices,
+        "strategy": cfg.strategy,
+        "num_nodes": cfg.num_nodes,
+        "deterministic": cfg.deterministic,
+        "gradient_clip_val": cfg.gradient_clip_val,
+        "log_every_n_steps": cfg.log_every_n_steps,
+        "enable_progress_bar": cfg.enable_progress_bar,
+    }
 
 
 # =================================================================================== outputs
@@ -469,8 +495,11 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_metrics_table(out: Path, rows: list[dict[str, Any]], note: str = "") -> tuple[Path, Path]:
-    """Write ``metrics.csv`` and ``metrics.md`` (NMSE, SSIM, PSNR per split and method)."""
+def write_metrics_table(
+    out: Path, rows: list[dict[str, Any]], note: str = "", compute: list[dict] | None = None
+) -> tuple[Path, Path]:
+    """Write ``metrics.csv`` and ``metrics.md`` (NMSE, SSIM, PSNR per split and method; the
+    compute per training phase from ``compute_accounting.json`` when given)."""
     fields = ["split", "reconstruction", "nmse", "ssim", "psnr", "volumes", "slices"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -490,6 +519,19 @@ def write_metrics_table(out: Path, rows: list[dict[str, Any]], note: str = "") -
         f"{r['psnr']:.2f} | {r['volumes']} | {r['slices']} |"
         for r in rows
     ]
+    if compute:
+        lines += [
+            "",
+            "## Compute per phase",
+            "",
+            "| phase | optimiser steps | training samples | validation samples | wall time (s) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['phase']} | {r['train_steps']} | {r['train_samples']} | {r['val_samples']} | "
+            f"{r['wall_time_s']:.1f} |"
+            for r in compute
+        ]
     _atomic_write(out / "metrics.md", "\n".join(lines) + "\n")
     return out / "metrics.md", out / "metrics.csv"
 
@@ -549,6 +591,12 @@ def prepare(cfg: Namespace) -> dict[str, Any]:
     check_config(cfg)
     data_path = resolve_data_path(cfg)
     ckpt_path = resolve_checkpoint(cfg)
+    old = sorted((Path(cfg.output_dir) / "checkpoints").glob("*.ckpt"))
+    if cfg.mode == "train" and ckpt_path is None and old:
+        raise ValueError(
+            f"--output_dir {cfg.output_dir} holds checkpoints of an earlier run ({old[0].name}); "
+            "continue it with --resume last, or choose another --output_dir"
+        )
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.mode == "test":
         module = MoDLModule.load_checkpoint(ckpt_path)
@@ -556,6 +604,11 @@ def prepare(cfg: Namespace) -> dict[str, Any]:
     else:
         module = build_module(cfg)
         sens_maps = cfg.sens_maps
+        if sens_maps == "espirit" and not module.uses_sens_maps:
+            raise ValueError(
+                f"--model {cfg.model} estimates its own coil maps (it takes no sens_maps); "
+                "use --sens_maps learned"
+            )
         if ckpt_path is not None:
             expected = {
                 "model_name": module.hparams.model_name,
@@ -582,7 +635,7 @@ def execute(prepared: dict[str, Any], callbacks: Sequence[pl.Callback] = ()) -> 
     warnings.filterwarnings("ignore", message=r".*Using `DistributedSampler` with the dataloaders")
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
     if cfg.prune != "none" and cfg.mode == "train" and ckpt_path is None:
-        _prune(cfg, module, dm)
+        prune_module(cfg, module, dm)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(cfg, callbacks)
@@ -613,8 +666,12 @@ def execute(prepared: dict[str, Any], callbacks: Sequence[pl.Callback] = ()) -> 
         rows = _metric_rows("val", result["val"], label) + _metric_rows(
             "test", result["test"], label
         )
+        accounting = out / ACCOUNTING_FILE
+        compute = json.loads(accounting.read_text()) if accounting.is_file() else None
         if rows:
-            result["metrics_md"], result["metrics_csv"] = write_metrics_table(out, rows, note)
+            result["metrics_md"], result["metrics_csv"] = write_metrics_table(
+                out, rows, note, compute
+            )
         result["figure"] = save_example_figure(
             module.reconstruction_dir, dm.split_dir("test"), out / "figures" / "test_example.png"
         )
@@ -627,8 +684,81 @@ def run(cfg: Namespace, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]
     return execute(prepare(cfg), callbacks)
 
 
-def _prune(cfg: Namespace, module: Any, dm: Any) -> None:
-    raise NotImplementedError("--prune is wired once fastmri_pun.pl_modules.prune_procedures lands")
+def _phase_trainer(cfg: Namespace, phase: str, **limits: Any) -> pl.Trainer:
+    """Trainer of a pruning phase (dense pre-training, mask search, IMP round): its own CSV log
+    under ``logs/phases``, compute accounting, no checkpoints (phases are not resumable)."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    from .pl_modules.accounting import ComputeAccounting
+
+    out = Path(cfg.output_dir)
+    kwargs = _trainer_kwargs(cfg)
+    if phase == "search":  # the logits' Adam steps are not clipped
+        kwargs["gradient_clip_val"] = None
+    return pl.Trainer(
+        enable_checkpointing=False,
+        logger=CSVLogger(out / "logs" / "phases", name=phase),
+        callbacks=[ComputeAccounting(phase, out / ACCOUNTING_FILE)],
+        **(limits or {"max_epochs": cfg.max_epochs}),
+        **kwargs,
+    )
+
+
+def prune_config(cfg: Namespace):
+    """:class:`~fastmri_pun.pl_modules.prune_procedures.PruneConfig` from the flags."""
+    from .pl_modules.prune_procedures import PruneConfig
+
+    return PruneConfig(
+        density=cfg.density,
+        temperature=cfg.temperature,
+        kl_weight=cfg.kl_weight,
+        prior_p=cfg.prior_p,
+        search_steps=cfg.search_steps,
+        search_lr=cfg.search_lr,
+        imp_rounds=cfg.imp_rounds,
+        imp_rate=cfg.imp_rate,
+        seed=cfg.seed,
+    )
+
+
+def prune_module(cfg: Namespace, module: Any, dm: Any) -> dict[str, Any]:
+    """Run ``--prune`` up to the final sparse training; ``module`` ends up pruned.
+
+    Uses :func:`fastmri_pun.pl_modules.prune_procedures.find_masks`; its training phases
+    (``dense`` for pun-at/magnitude-at, ``imp-k``) run the normal budget (``--max_epochs``) with
+    this run's settings, the PUN search ``--search_steps`` steps; each phase's compute goes to
+    ``compute_accounting.json``. Returns the density report (also written to
+    ``density_report.json``).
+    """
+    from .pl_modules.prune_procedures import find_masks, search_limits
+
+    pcfg = prune_config(cfg)
+
+    def train_fn(model: Any, phase: str) -> None:
+        if model is not module.model:
+            raise ValueError("train_fn got a model other than the module's")
+        _phase_trainer(cfg, phase).fit(module, datamodule=dm)
+
+    result = find_masks(
+        cfg.prune,
+        module.model,
+        train_loader=dm.train_dataloader(),
+        loss_fn=module.prune_loss,
+        train_fn=train_fn,
+        make_trainer=lambda phase: _phase_trainer(cfg, phase, **search_limits(pcfg)),
+        cfg=pcfg,
+    )
+    module.set_prune_masks(result.masks)
+    report = {"method": cfg.prune, "phases": result.phases, **result.report}
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:
+        _atomic_write(out / "density_report.json", json.dumps(report, indent=2) + "\n")
+    rank_zero_info(
+        f"{cfg.prune}: kept {report['kept']} of {report['total']} prunable weights "
+        f"(density {report['density']:.4f}, smallest layer {report['min_layer_density']:.4f})"
+    )
+    return report
 
 
 def _report(result: dict[str, Any]) -> None:

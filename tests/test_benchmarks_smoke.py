@@ -106,6 +106,7 @@ def test_render_and_write_section(results, tmp_path):
     assert "kept as is\n\n### sub" in text and text.index("## Other") < text.index("## Physics")
     assert "ours: `SenseOp.normal`" in text
     assert not list(tmp_path.glob(".RESULTS.md.*"))  # no temp file left behind
+    assert out.stat().st_mode & 0o777 == 0o666 & ~common._umask()  # not mkstemp's 0600
 
 
 def test_write_section_rejects_bad_input(tmp_path):

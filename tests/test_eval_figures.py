@@ -16,9 +16,17 @@ def results():
     for shift in ("in-dist", "noise"):
         for model in ("dense", "pun-it"):
             for i in range(7):
-                rows.append({"model": model, "shift": shift, "fname": f"v{i % 2}.h5",
-                             "slice_num": i, "psnr": 30 + i + rng.random(), "ssim": 0.9,
-                             "roi_psnr": np.nan if shift == "in-dist" else 25.0})
+                rows.append(
+                    {
+                        "model": model,
+                        "shift": shift,
+                        "fname": f"v{i % 2}.h5",
+                        "slice_num": i,
+                        "psnr": 30 + i + rng.random(),
+                        "ssim": 0.9,
+                        "roi_psnr": np.nan if shift == "in-dist" else 25.0,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -49,6 +57,12 @@ def test_recon_panel(tmp_path):
     rng = np.random.default_rng(0)
     t = rng.random((32, 32)).astype(np.float32)
     recons = {"dense": t + 0.1 * rng.random(t.shape), "pun-it": t + 0.05 * rng.random(t.shape)}
-    p = recon_panel(t, recons, tmp_path / "panel.png", title="x", captions={"dense": "30 dB"},
-                    boxes=[(slice(2, 8), slice(3, 9))])
+    p = recon_panel(
+        t,
+        recons,
+        tmp_path / "panel.png",
+        title="x",
+        captions={"dense": "30 dB"},
+        boxes=[(slice(2, 8), slice(3, 9))],
+    )
     assert _is_png(p)

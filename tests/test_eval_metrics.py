@@ -29,7 +29,9 @@ def test_image_metrics_equal_fastmri_evaluate(pair):
     maxv = 2.5  # a file's `max` attribute, different from gt.max()
     m = image_metrics(gt, torch.from_numpy(pred), maxv)
     assert m["psnr"] == pytest.approx(float(evaluate.psnr(gt, pred, maxval=maxv)), abs=1e-6)
-    assert m["ssim"] == pytest.approx(float(evaluate.ssim(gt[None], pred[None], maxval=maxv)[0]), abs=1e-6)
+    assert m["ssim"] == pytest.approx(
+        float(evaluate.ssim(gt[None], pred[None], maxval=maxv)[0]), abs=1e-6
+    )
     assert m["nmse"] == pytest.approx(float(evaluate.nmse(gt, pred)), rel=1e-6)
     # an independent check of the PSNR definition
     mse = np.mean((gt.astype(np.float64) - pred) ** 2)
@@ -49,7 +51,9 @@ def test_roi_metrics_equal_metrics_on_the_crop(pair):
     roi[5:17, 20:30] = True
     m = roi_metrics(gt, pred, roi, max_value=2.0)
     crop_gt, crop_pred = gt[5:17, 20:30], pred[5:17, 20:30]
-    assert m["roi_psnr"] == pytest.approx(float(evaluate.psnr(crop_gt, crop_pred, maxval=2.0)), abs=1e-6)
+    assert m["roi_psnr"] == pytest.approx(
+        float(evaluate.psnr(crop_gt, crop_pred, maxval=2.0)), abs=1e-6
+    )
     assert m["roi_ssim"] == pytest.approx(
         float(evaluate.ssim(crop_gt[None], crop_pred[None], maxval=2.0)[0]), abs=1e-6
     )
@@ -67,7 +71,9 @@ def test_small_box_grows_to_ssim_window_and_averaging(pair):
     rows, cols = roi_bbox(roi, 7)
     assert (rows, cols) == (slice(0, 7), slice(29, 36))
     m = roi_metrics(gt, pred, roi, 2.0)
-    assert m["roi_psnr"] == pytest.approx(float(evaluate.psnr(gt[0:3, 34:36], pred[0:3, 34:36], maxval=2.0)))
+    assert m["roi_psnr"] == pytest.approx(
+        float(evaluate.psnr(gt[0:3, 34:36], pred[0:3, 34:36], maxval=2.0))
+    )
     assert m["roi_ssim"] == pytest.approx(
         float(evaluate.ssim(gt[None, 0:7, 29:36], pred[None, 0:7, 29:36], maxval=2.0)[0])
     )

@@ -13,10 +13,26 @@ def _results(offset: float, n: int = 40, seed: int = 0, noise: float = 1.0) -> p
     rows = []
     for i in range(n):
         fname, sl = f"vol{i % 4}.h5", i
-        rows.append({"model": "dense", "shift": "in-dist", "fname": fname, "slice_num": sl,
-                     "psnr": base[i], "nmse": 0.01})
-        rows.append({"model": "pun-it", "shift": "in-dist", "fname": fname, "slice_num": sl,
-                     "psnr": base[i] + offset + noise * rng.standard_normal(), "nmse": 0.02})
+        rows.append(
+            {
+                "model": "dense",
+                "shift": "in-dist",
+                "fname": fname,
+                "slice_num": sl,
+                "psnr": base[i],
+                "nmse": 0.01,
+            }
+        )
+        rows.append(
+            {
+                "model": "pun-it",
+                "shift": "in-dist",
+                "fname": fname,
+                "slice_num": sl,
+                "psnr": base[i] + offset + noise * rng.standard_normal(),
+                "nmse": 0.02,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -222,3 +222,23 @@ def test_bad_inputs_are_clear_errors():
         op.A(_crandn(2, 15, 12))
     with pytest.raises(ValueError, match="x0 shape"):
         cg_solve(op.normal, rhs, 0.1, x0=rhs[:1])
+
+
+def test_normal_full_2d_mask_and_no_grad_paths_agree():
+    """1-D FFT shortcut (mask constant along H), full [B,1,H,W] masks and the in-place no-grad
+    path all give AᴴA."""
+    maps, mask, g = _problem(h=16, w=12)
+    x = _crandn(2, 16, 12, gen=g)
+    op_1d = SenseOp(maps, mask)
+    op_2d = SenseOp(maps, mask.expand(2, 1, 16, 12))
+    ref = op_1d.A_adjoint(op_1d.A(x))
+    assert _rel(op_1d.normal(x), ref) < 1e-5
+    assert _rel(op_2d.normal(x), ref) < 1e-5
+    with torch.no_grad():
+        assert _rel(op_1d.normal(x), ref) < 1e-5
+    # a mask that varies along H changes the operator (the 2-D path is really used)
+    mask2 = mask.expand(2, 1, 16, 12).clone()
+    mask2[:, :, ::2] = False
+    op_var = SenseOp(maps, mask2)
+    assert _rel(op_var.normal(x), op_var.A_adjoint(op_var.A(x))) < 1e-5
+    assert _rel(op_var.normal(x), ref) > 1e-2

@@ -34,7 +34,9 @@ def test_volume_reduction_equals_fastmri_evaluate_and_ignores_ddp_duplicates():
     records = []
     for name, (target, recon) in vols.items():
         n = target.shape[0]
-        records += slice_records([name] * n, list(range(n)), [float(target.max())] * n, recon, target)
+        records += slice_records(
+            [name] * n, list(range(n)), [float(target.max())] * n, recon, target
+        )
     summary, per_volume = aggregate_volumes(records)
 
     expect = {
@@ -44,7 +46,9 @@ def test_volume_reduction_equals_fastmri_evaluate_and_ignores_ddp_duplicates():
     }
     for key, value in expect.items():
         assert summary[key] == pytest.approx(float(value), rel=1e-5), key
-    assert per_volume["b.h5"]["psnr"] == pytest.approx(float(evaluate.psnr(*vols["b.h5"])), rel=1e-5)
+    assert per_volume["b.h5"]["psnr"] == pytest.approx(
+        float(evaluate.psnr(*vols["b.h5"])), rel=1e-5
+    )
     assert summary["num_volumes"] == 2 and summary["num_slices"] == 5
 
     # DistributedSampler pads ranks with repeated slices; they must not count twice

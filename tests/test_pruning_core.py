@@ -158,8 +158,9 @@ def test_pruned_weights_stay_exactly_zero_while_training():
     assert report["kept"] == round(0.2 * n_total) and report["total"] == n_total
     assert set(report["layers"]) == set(masks)
     assert all(torch.equal(get_masks(model)[k], masks[k]) for k in masks)
-    # baked: plain parameters, zeros where pruned, no hooks left
+    # baked: plain parameters, zeros where pruned, no hooks left, original parameter order
     make_permanent(model)
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in Small().named_parameters()]
     assert get_masks(model) == {}
     assert "conv.weight" in dict(model.named_parameters())
     assert torch.count_nonzero(model.conv.weight[~masks["conv.weight"]]) == 0

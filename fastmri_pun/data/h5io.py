@@ -52,6 +52,7 @@ def ismrmrd_header(
     slice_thickness_mm: float = 1.0,
     field_strength_t: float = 3.0,
     protocol: str = "AXT1",
+    enc_limits: tuple[int, int] | None = None,
 ) -> bytes:
     """A minimal ISMRMRD header for a 2-D Cartesian multicoil acquisition.
 
@@ -62,12 +63,17 @@ def ismrmrd_header(
         fov_mm: reconstruction field of view (readout, phase) in mm; the encoded FOV scales with
             the oversampling ``H/h``, ``W/w``.
 
+        enc_limits: ``(center, maximum)`` of ``kspace_encoding_step_1``; default
+            ``(W // 2, W - 1)``: fastMRI's parser then gives ``padding_left = 0`` and
+            ``padding_right = W`` (all phase-encoding lines acquired). Real fastMRI files may
+            acquire fewer lines: ``padding_left = W // 2 - center``,
+            ``padding_right = padding_left + maximum + 1``.
+
     Returns:
-        UTF-8 XML bytes. ``kspace_encoding_step_1`` has ``center = W // 2`` and
-        ``maximum = W - 1``, so fastMRI's parser gives ``padding_left = 0`` and
-        ``padding_right = W`` (all phase-encoding lines acquired).
+        UTF-8 XML bytes.
     """
     h, w = encoded_size
+    center, maximum = enc_limits if enc_limits is not None else (w // 2, w - 1)
     rh, rw = recon_size
     etree.register_namespace("", ISMRMRD_NAMESPACE)
 
@@ -99,15 +105,15 @@ def ismrmrd_header(
         sub(fov, "y", f"{fy:g}")
         sub(fov, "z", f"{slice_thickness_mm:g}")
     limits = sub(enc, "encodingLimits")
-    for name, maximum, center in (
-        ("kspace_encoding_step_1", w - 1, w // 2),
+    for name, lim_max, lim_center in (
+        ("kspace_encoding_step_1", maximum, center),
         ("kspace_encoding_step_2", 0, 0),
         ("slice", 0, 0),
     ):
         lim = sub(limits, name)
         sub(lim, "minimum", "0")
-        sub(lim, "maximum", str(maximum))
-        sub(lim, "center", str(center))
+        sub(lim, "maximum", str(lim_max))
+        sub(lim, "center", str(lim_center))
     sub(enc, "trajectory", "cartesian")
     return etree.tostring(root, encoding="utf-8", xml_declaration=True)
 

@@ -116,7 +116,7 @@ class MoDLDataTransform:
         sens_maps: str = "espirit",
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
-        espirit_kernel_width: int | None = None,
+        espirit_kernel_width: int = 5,
         espirit_crop: float = 0.70,
         espirit_thresh: float = 0.02,
         espirit_max_iter: int = 100,

@@ -49,12 +49,13 @@ def _order(values: pd.Series) -> list[str]:
     return list(dict.fromkeys(values.tolist()))
 
 
-def metric_boxplots(
-    results: pd.DataFrame, path: str | os.PathLike, metric: str = "psnr"
-) -> Path:
+def metric_boxplots(results: pd.DataFrame, path: str | os.PathLike, metric: str = "psnr") -> Path:
     """Box plots of the per-image ``metric`` per model, one panel per shift (paper Fig 3)."""
-    shifts = [s for s in _order(results["shift"]) if results.loc[results["shift"] == s, metric]
-              .notna().any()]
+    shifts = [
+        s
+        for s in _order(results["shift"])
+        if results.loc[results["shift"] == s, metric].notna().any()
+    ]
     if not shifts:
         raise ValueError(f"no finite {metric!r} values to plot")
     models = _order(results["model"])
@@ -86,8 +87,9 @@ def shift_bars(results: pd.DataFrame, path: str | os.PathLike, metric: str = "ps
     for i, model in enumerate(models):
         mean = [stats["mean"].get((s, model), np.nan) for s in shifts]
         std = [stats["std"].get((s, model), np.nan) for s in shifts]
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, mean, width, yerr=std, label=model,
-               capsize=2)
+        ax.bar(
+            x + (i - (len(models) - 1) / 2) * width, mean, width, yerr=std, label=model, capsize=2
+        )
     ax.set_xticks(x, shifts, rotation=30, ha="right")
     ax.set_ylabel(LABELS.get(metric, metric) + " (mean ± std)")
     lo = np.nanmin(stats["mean"] - stats["std"].fillna(0))
@@ -150,24 +152,45 @@ def recon_panel(
         label = name if not captions or name not in captions else f"{name}\n{captions[name]}"
         axes[0][j].set_title(label, fontsize=8)
         for rs, cs in boxes or []:
-            axes[0][j].add_patch(plt.Rectangle((cs.start - 0.5, rs.start - 0.5),
-                                               cs.stop - cs.start, rs.stop - rs.start,
-                                               fill=False, ec="yellow", lw=0.8))
+            axes[0][j].add_patch(
+                plt.Rectangle(
+                    (cs.start - 0.5, rs.start - 0.5),
+                    cs.stop - cs.start,
+                    rs.stop - rs.start,
+                    fill=False,
+                    ec="yellow",
+                    lw=0.8,
+                )
+            )
         if name == "target":
             axes[1][j].axis("off")
             axes[2][j].imshow(target[zoom], cmap="gray", vmin=0, vmax=vmax)
         else:
             axes[1][j].imshow(errors[name], cmap="inferno", vmin=0, vmax=emax)
-            axes[1][j].add_patch(plt.Rectangle((zoom[1].start - 0.5, zoom[0].start - 0.5),
-                                               zoom[1].stop - zoom[1].start,
-                                               zoom[0].stop - zoom[0].start,
-                                               fill=False, ec="cyan", lw=0.8, ls="--"))
+            axes[1][j].add_patch(
+                plt.Rectangle(
+                    (zoom[1].start - 0.5, zoom[0].start - 0.5),
+                    zoom[1].stop - zoom[1].start,
+                    zoom[0].stop - zoom[0].start,
+                    fill=False,
+                    ec="cyan",
+                    lw=0.8,
+                    ls="--",
+                )
+            )
             axes[2][j].imshow(errors[name][zoom], cmap="inferno", vmin=0, vmax=emax)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[1][0].text(0.5, 0.5, f"|error|\n0 … {emax:.3g}", ha="center", va="center", fontsize=8,
-                    transform=axes[1][0].transAxes)
+    axes[1][0].text(
+        0.5,
+        0.5,
+        f"|error|\n0 … {emax:.3g}",
+        ha="center",
+        va="center",
+        fontsize=8,
+        transform=axes[1][0].transAxes,
+    )
     axes[2][0].set_ylabel("zoom", fontsize=8)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)

@@ -40,7 +40,9 @@ def _as_2d(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.ndim != 2 or np.iscomplexobj(x):
-        raise ValueError(f"{name} must be a real 2-D magnitude image [h, w], got {x.dtype} {x.shape}")
+        raise ValueError(
+            f"{name} must be a real 2-D magnitude image [h, w], got {x.dtype} {x.shape}"
+        )
     return x.astype(np.float64, copy=False)
 
 

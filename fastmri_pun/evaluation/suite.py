@@ -41,11 +41,26 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from . import figures
-from .metrics import METRICS, ROI_METRICS, crop_to_target, image_metrics, image_roi_metrics, roi_bbox
+from .metrics import (
+    METRICS,
+    ROI_METRICS,
+    crop_to_target,
+    image_metrics,
+    image_roi_metrics,
+    roi_bbox,
+)
 from .stats import paired_differences, summarize
 
-RESULT_COLUMNS = ["model", "shift", "fname", "slice_num", "max_value", *METRICS, *ROI_METRICS,
-                  "n_rois"]  # fmt: skip
+RESULT_COLUMNS = [
+    "model",
+    "shift",
+    "fname",
+    "slice_num",
+    "max_value",
+    *METRICS,
+    *ROI_METRICS,
+    "n_rois",
+]
 ZERO_FILLED = "zero-filled"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _FINGERPRINT_VERSION = 1
@@ -127,8 +142,10 @@ def model_names(checkpoints: Sequence[str | os.PathLike], names: Sequence[str] |
             out.append(p.parent.parent.name if p.parent.name == "checkpoints" else p.stem)
     for n in out:
         if not _NAME_RE.match(n) or "__" in n:
-            raise ValueError(f"model name {n!r} must be letters, digits, '.', '_', '+', '-' "
-                             "(no '__'); pass --names")
+            raise ValueError(
+                f"model name {n!r} must be letters, digits, '.', '_', '+', '-' "
+                "(no '__'); pass --names"
+            )
     dup = sorted({n for n in out if out.count(n) > 1} | ({ZERO_FILLED} & set(out)))
     if dup:
         raise ValueError(f"model names {dup} are not unique (or reserved); pass --names")
@@ -149,8 +166,19 @@ def load_model(path: str | os.PathLike, device: torch.device) -> torch.nn.Module
         raise
     except (TypeError, KeyError, RuntimeError) as err:  # unknown model name/kwargs, bad weights
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"checkpoint {path} cannot be loaded as a fastmri_pun model: {first}") from err
+        raise ValueError(
+            f"checkpoint {path} cannot be loaded as a fastmri_pun model: {first}"
+        ) from err
     return module.to(device).eval()
+
+
+def _register_train_shift() -> None:
+    """Add a ``train`` pseudo-shift (the training folder scored like a test set) to the shift
+    registry, so reports can show the train–test gap."""
+    from ..data.shifts import SHIFTS, ShiftSpec, register_shift
+
+    if "train" not in SHIFTS:
+        register_shift(ShiftSpec("train", "training slices (train-test gap)", "multicoil_train"))
 
 
 def resolve_shifts(cfg: SuiteConfig) -> list[Any]:
@@ -158,6 +186,7 @@ def resolve_shifts(cfg: SuiteConfig) -> list[Any]:
     ``ValueError`` listing the valid ones)."""
     from ..data.shifts import list_shifts, resolve_shift
 
+    _register_train_shift()
     unknown = [s for s in cfg.shifts if s not in list_shifts()]
     if unknown:
         raise ValueError(f"unknown shift(s) {unknown}; valid shifts: {', '.join(list_shifts())}")
@@ -257,14 +286,17 @@ def _fingerprint(cfg: SuiteConfig, shift: Any, checkpoint: Path | None) -> dict[
     if checkpoint is not None:
         st = checkpoint.stat()
         ck = {"path": str(checkpoint.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    ann = cfg.annotations
+    csvs = [cfg.annotations, shift.annotations_path(cfg.data_path)]
     return {
         "version": _FINGERPRINT_VERSION,
         "checkpoint": ck,
         "shift": asdict(shift),
         "data_dir": str(shift_dir(shift, cfg).resolve()),
-        "annotations": None if ann is None else [str(Path(ann).resolve()),
-                                                 Path(ann).stat().st_mtime_ns],
+        "annotations": [
+            [str(Path(a).resolve()), Path(a).stat().st_mtime_ns]
+            for a in csvs
+            if a is not None and Path(a).is_file()
+        ],
         "crop_readout": cfg.crop_readout,
         "max_slices": cfg.max_slices,
         "seed": cfg.seed,
@@ -272,8 +304,8 @@ def _fingerprint(cfg: SuiteConfig, shift: Any, checkpoint: Path | None) -> dict[
 
 
 def _partial_paths(cfg: SuiteConfig, model: str, shift: str) -> tuple[Path, Path]:
-    base = Path(cfg.output_dir) / "partial" / f"{model}__{shift}"
-    return base.with_suffix(".csv"), base.with_suffix(".json")
+    base = Path(cfg.output_dir) / "partial"
+    return base / f"{model}__{shift}.csv", base / f"{model}__{shift}.json"
 
 
 def _load_partial(cfg: SuiteConfig, model: str, shift: str, fp: dict) -> pd.DataFrame | None:
@@ -315,8 +347,13 @@ def _rows_for_slice(
     from ..data.annotations import roi_mask
 
     max_value = float(sample.max_value)
-    row = {"model": model, "shift": shift, "fname": sample.fname,
-           "slice_num": int(sample.slice_num), "max_value": max_value}  # fmt: skip
+    row = {
+        "model": model,
+        "shift": shift,
+        "fname": sample.fname,
+        "slice_num": int(sample.slice_num),
+        "max_value": max_value,
+    }
     row.update(image_metrics(target, recon, max_value))
     rois = [roi_mask([a], target.shape) for a in anns]
     row.update(image_roi_metrics(target, recon, [r for r in rois if r.any()], max_value))
@@ -335,8 +372,13 @@ def evaluate_shift(
     """Score every model on the dataset's slices; returns ``{model: [row per image]}``."""
     indices = range(len(dataset)) if indices is None else indices
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
-    for i in tqdm(indices, desc=f"{shift} ({len(models)} models)", unit="slice",
-                  disable=not progress, leave=False):  # fmt: skip
+    for i in tqdm(
+        indices,
+        desc=f"{shift} ({len(models)} models)",
+        unit="slice",
+        disable=not progress,
+        leave=False,
+    ):
         sample = dataset[i]
         if sample.target.numel() <= 1:
             raise ValueError(
@@ -369,19 +411,59 @@ def _check_run_config(checkpoints: dict[str, Path], cfg: SuiteConfig) -> None:
             run = yaml.safe_load(conf.read_text()) or {}
         except yaml.YAMLError:
             continue
-        want = {"mask_type": cfg.mask_type, "crop_readout": cfg.crop_readout,
-                "center_fractions": [cfg.center_fraction], "accelerations": [cfg.acceleration]}
-        bad = {k: run[k] for k, v in want.items()
-               if k in run and run[k] != v and not (isinstance(v, list) and
-                                                    [float(x) for x in run[k]] == v)}  # fmt: skip
+        want = {
+            "mask_type": cfg.mask_type,
+            "crop_readout": cfg.crop_readout,
+            "center_fractions": [cfg.center_fraction],
+            "accelerations": [cfg.acceleration],
+        }
+        bad = {k: run[k] for k, v in want.items() if k in run and run[k] != v}
         if bad:
-            warnings.warn(f"model {name!r} was trained with {bad} ({conf}), but the in-distribution "
-                          f"settings of this evaluation are {want}", stacklevel=2)
+            warnings.warn(
+                f"model {name!r} was trained with {bad} ({conf}), but the in-distribution "
+                f"settings of this evaluation are {want}",
+                stacklevel=2,
+            )
 
 
-def run_suite(
-    checkpoints: dict[str, str | os.PathLike], cfg: SuiteConfig
-) -> dict[str, Any]:
+def _collect(
+    shifts: list[Any],
+    names: list[str],
+    ckpts: dict[str, Path],
+    get: Callable[[str], torch.nn.Module | None],
+    cfg: SuiteConfig,
+    device: torch.device,
+) -> tuple[list[pd.DataFrame], dict[str, Any], dict[str, dict]]:
+    """Per shift: reuse the finished partial results, evaluate the models without, save their
+    partials. Returns (result frames, datasets by shift, annotations by shift)."""
+    sens_mode = _sens_maps_mode({n: get(n) for n in ckpts})
+    frames: list[pd.DataFrame] = []
+    datasets: dict[str, Any] = {}
+    rois: dict[str, dict] = {}
+    for shift in shifts:
+        dataset = shift_dataset(shift, cfg, sens_mode)
+        datasets[shift.name], rois[shift.name] = dataset, shift_annotations(shift, cfg, dataset)
+        fps = {n: _fingerprint(cfg, shift, ckpts.get(n)) for n in names}
+        todo = {}
+        for name in names:
+            done = _load_partial(cfg, name, shift.name, fps[name])
+            if done is not None:
+                frames.append(done)
+            else:
+                todo[name] = get(name)
+        if not todo:
+            continue
+        indices = _subset(len(dataset), cfg.max_slices)
+        rows = evaluate_shift(
+            todo, dataset, shift.name, rois[shift.name], device, indices, cfg.progress
+        )
+        for name, r in rows.items():
+            _save_partial(cfg, name, shift.name, fps[name], r)
+            frames.append(pd.DataFrame(r, columns=RESULT_COLUMNS))
+    return frames, datasets, rois
+
+
+def run_suite(checkpoints: dict[str, str | os.PathLike], cfg: SuiteConfig) -> dict[str, Any]:
     """Evaluate every model × shift and write results, summary and figures (module docstring).
 
     Args:
@@ -390,7 +472,8 @@ def run_suite(
 
     Returns:
         ``{"results": DataFrame, "results_csv", "summary_md", "summary_csv", "differences_csv",
-        "figures": [Path, ...], "summary": DataFrame, "differences": DataFrame}``.
+        "figures": [Path, ...], "summary": DataFrame, "differences": DataFrame,
+        "shifts": [ResolvedShift, ...]}``.
     """
     ckpts = {n: Path(p) for n, p in checkpoints.items()}
     if not ckpts:
@@ -409,10 +492,13 @@ def run_suite(
     for shift in shifts:  # fail on a missing folder before any model runs
         d = shift_dir(shift, cfg)
         if not d.is_dir():
-            raise FileNotFoundError(f"shift {shift.name!r} needs the data folder {d}, which does "
-                                    f"not exist under --data_path {cfg.data_path}")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                          if cfg.device == "auto" else cfg.device)  # fmt: skip
+            raise FileNotFoundError(
+                f"shift {shift.name!r} needs the data folder {d}, which does "
+                f"not exist under --data_path {cfg.data_path}"
+            )
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
     torch.manual_seed(cfg.seed)
     _check_run_config(ckpts, cfg)
 
@@ -425,34 +511,15 @@ def run_suite(
 
     for name in ckpts:  # load (and so validate) every checkpoint up front
         get(name)
-    sens_mode = _sens_maps_mode(modules)
-    frames: list[pd.DataFrame] = []
-    datasets: dict[str, Any] = {}
-    rois: dict[str, dict] = {}
-    for shift in shifts:
-        dataset = shift_dataset(shift, cfg, sens_mode)
-        datasets[shift.name], rois[shift.name] = dataset, shift_annotations(shift, cfg, dataset)
-        fps = {n: _fingerprint(cfg, shift, ckpts.get(n)) for n in all_names}
-        todo = {}
-        for name in all_names:
-            done = _load_partial(cfg, name, shift.name, fps[name])
-            if done is not None:
-                frames.append(done)
-            else:
-                todo[name] = get(name)
-        if not todo:
-            continue
-        rows = evaluate_shift(todo, dataset, shift.name, rois[shift.name], device,
-                              _subset(len(dataset), cfg.max_slices), cfg.progress)  # fmt: skip
-        for name, r in rows.items():
-            _save_partial(cfg, name, shift.name, fps[name], r)
-            frames.append(pd.DataFrame(r, columns=RESULT_COLUMNS))
+    frames, datasets, rois = _collect(shifts, all_names, ckpts, get, cfg, device)
     results = pd.concat(frames, ignore_index=True)
     order = {n: i for i, n in enumerate(all_names)}
     sorder = {s.name: i for i, s in enumerate(shifts)}
     results = results.sort_values(
         ["shift", "model", "fname", "slice_num"],
-        key=lambda c: c.map(sorder) if c.name == "shift" else c.map(order) if c.name == "model" else c,
+        key=lambda c: (
+            c.map(sorder) if c.name == "shift" else c.map(order) if c.name == "model" else c
+        ),
         kind="mergesort",
     ).reset_index(drop=True)
     out = Path(cfg.output_dir)
@@ -462,14 +529,20 @@ def run_suite(
     diffs = paired_differences(results, reference, metrics, cfg.n_boot, cfg.seed, cfg.by_volume)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(out / "differences.csv", diffs.to_csv(index=False))
-    figs = make_figures(results, reference, shifts, datasets, rois,
-                        lambda n: get(n), device, out / "figures")  # fmt: skip
+    figs = make_figures(results, reference, shifts, datasets, rois, get, device, out / "figures")
     md = summary_markdown(summary, diffs, shifts, ckpts, cfg, reference, figs)
     atomic_write_text(out / "summary.md", md)
-    return {"results": results, "summary": summary, "differences": diffs,
-            "results_csv": out / "results.csv", "summary_md": out / "summary.md",
-            "summary_csv": out / "summary.csv", "differences_csv": out / "differences.csv",
-            "figures": figs}  # fmt: skip
+    return {
+        "results": results,
+        "summary": summary,
+        "differences": diffs,
+        "results_csv": out / "results.csv",
+        "summary_md": out / "summary.md",
+        "summary_csv": out / "summary.csv",
+        "differences_csv": out / "differences.csv",
+        "figures": figs,
+        "shifts": shifts,
+    }
 
 
 # ----------------------------------------------------------------------------- figures & tables
@@ -522,10 +595,18 @@ def make_figures(
             captions[m] = f"{met['psnr']:.2f} dB, SSIM {met['ssim']:.3f}"
         anns = rois[shift.name].get((Path(fname).stem, sl), [])
         boxes = [roi_bbox(b) for b in (roi_mask([a], target.shape) for a in anns) if b.any()]
-        title = (f"{shift.name}: {shift.description} — {fname} slice {sl} "
-                 f"(median {reference} PSNR)")  # fmt: skip
-        figs.append(figures.recon_panel(target, recons, out / f"recon_{shift.name}.png", title,
-                                        captions, _zoom(target.shape, boxes), boxes))  # fmt: skip
+        title = f"{shift.name}: {shift.description} — {fname} slice {sl} (median {reference} PSNR)"
+        figs.append(
+            figures.recon_panel(
+                target,
+                recons,
+                out / f"recon_{shift.name}.png",
+                title,
+                captions,
+                _zoom(target.shape, boxes),
+                boxes,
+            )
+        )
     return figs
 
 
@@ -544,31 +625,54 @@ def summary_markdown(
     reference: str,
     figs: Sequence[Path] = (),
     heading: str = "#",
+    base: Path | None = None,
 ) -> str:
-    """Markdown: settings, per-metric tables (mean ± std, median) and paired differences."""
+    """Markdown: settings, per-metric tables (mean ± std, median) and paired differences.
+
+    ``heading`` is the top heading level; figure links are relative to ``base`` (default
+    ``cfg.output_dir``, where ``summary.md`` lives)."""
     from .figures import LABELS
 
-    lines = [f"{heading} Robustness evaluation", "",
-             f"Data: `{cfg.data_path}`; in-distribution mask: {cfg.mask_type}, "
-             f"{cfg.acceleration:g}x, centre fraction {cfg.center_fraction:g}; seed {cfg.seed}; "
-             f"bootstrap: {cfg.n_boot} resamples of {'volumes' if cfg.by_volume else 'images'}.",
-             "", "| shift | data | mask | noise SNR (dB) | description |", "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"{heading} Robustness evaluation",
+        "",
+        f"Data: `{cfg.data_path}`; in-distribution mask: {cfg.mask_type}, "
+        f"{cfg.acceleration:g}x, centre fraction {cfg.center_fraction:g}; seed {cfg.seed}; "
+        f"bootstrap: {cfg.n_boot} resamples of {'volumes' if cfg.by_volume else 'images'}.",
+        "",
+        "| shift | data | mask | noise SNR (dB) | description |",
+        "|---|---|---|---|---|",
+    ]
     for s in shifts:
-        lines.append(f"| {s.name} | `{s.data_subdir}` | {s.mask_type}, {s.acceleration:g}x, cf "
-                     f"{s.center_fraction:g} | {s.noise_snr_db if s.noise_snr_db else '–'} | "
-                     f"{s.description} |")  # fmt: skip
-    lines += ["", "Models: " + ", ".join(f"`{n}` (`{p}`)" for n, p in checkpoints.items())
-              + (f", `{ZERO_FILLED}` (fastMRI zero-filled RSS)" if cfg.zero_filled else ""), ""]
+        lines.append(
+            f"| {s.name} | `{s.data_subdir}` | {s.mask_type}, {s.acceleration:g}x, cf "
+            f"{s.center_fraction:g} | {s.noise_snr_db if s.noise_snr_db else '–'} | "
+            f"{s.description} |"
+        )
+    lines += [
+        "",
+        "Models: "
+        + ", ".join(f"`{n}` (`{p}`)" for n, p in checkpoints.items())
+        + (f", `{ZERO_FILLED}` (fastMRI zero-filled RSS)" if cfg.zero_filled else ""),
+        "",
+    ]
     if any(s.annotations for s in shifts) or cfg.annotations:
-        lines += ["ROI metrics are computed inside the fastMRI+-format boxes (on the demo data: "
-                  "**simulated lesions**); ROI SSIM on the box crop (grown to 7 px), peak = the "
-                  "image's max.", ""]  # fmt: skip
+        lines += [
+            "ROI metrics are computed inside the fastMRI+-format boxes (on the demo data: "
+            "**simulated lesions**); ROI SSIM on the box crop (grown to 7 px), peak = the "
+            "image's max.",
+            "",
+        ]
     shift_names = [s.name for s in shifts]
     for metric in dict.fromkeys(summary["metric"]):
         sub = summary[summary["metric"] == metric]
         cols = [s for s in shift_names if s in set(sub["shift"])]
-        lines += [f"{heading}# {LABELS.get(metric, metric)}: mean ± std (median), n images", "",
-                  "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]  # fmt: skip
+        lines += [
+            f"{heading}# {LABELS.get(metric, metric)}: mean ± std (median), n images",
+            "",
+            "| model | " + " | ".join(cols) + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
         for model in dict.fromkeys(sub["model"]):
             cells = []
             for s in cols:
@@ -577,29 +681,43 @@ def summary_markdown(
                     cells.append("–")
                     continue
                 r = r.iloc[0]
-                cells.append(f"{_fmt(r['mean'], metric)} ± {_fmt(r['std'], metric)} "
-                             f"({_fmt(r['median'], metric)}), {r['n']}")  # fmt: skip
+                cells.append(
+                    f"{_fmt(r['mean'], metric)} ± {_fmt(r['std'], metric)} "
+                    f"({_fmt(r['median'], metric)}), {r['n']}"
+                )
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
     if not diffs.empty:
-        lines += [f"{heading}# Paired differences to `{reference}` (model − reference, per image)",
-                  "", "| metric | shift | model | n | mean Δ | 95 % CI | median Δ | std Δ | verdict |",
-                  "|---|---|---|---:|---:|---|---:|---:|---|"]  # fmt: skip
+        lines += [
+            f"{heading}# Paired differences to `{reference}` (model − reference, per image)",
+            "",
+            "| metric | shift | model | n | mean Δ | 95 % CI | median Δ | std Δ | verdict |",
+            "|---|---|---|---:|---:|---|---:|---:|---|",
+        ]
         for _, r in diffs.iterrows():
             m = r["metric"]
-            lines.append(f"| {m} | {r['shift']} | {r['model']} | {r['n']} | "
-                         f"{_fmt(r['mean_diff'], m)} | [{_fmt(r['ci_low'], m)}, "
-                         f"{_fmt(r['ci_high'], m)}] | {_fmt(r['median_diff'], m)} | "
-                         f"{_fmt(r['std_diff'], m)} | {r['verdict']} |")  # fmt: skip
-        lines += ["", "Verdict: the 95 % bootstrap CI of the mean difference excludes 0 "
-                  "(better/worse for the model; lower NMSE is better), else no significant "
-                  "difference.", ""]  # fmt: skip
+            lines.append(
+                f"| {m} | {r['shift']} | {r['model']} | {r['n']} | "
+                f"{_fmt(r['mean_diff'], m)} | [{_fmt(r['ci_low'], m)}, "
+                f"{_fmt(r['ci_high'], m)}] | {_fmt(r['median_diff'], m)} | "
+                f"{_fmt(r['std_diff'], m)} | {r['verdict']} |"
+            )
+        lines += [
+            "",
+            "Verdict: the 95 % bootstrap CI of the mean difference excludes 0 "
+            "(better/worse for the model; lower NMSE is better), else no significant "
+            "difference.",
+            "",
+        ]
     if figs:
         lines += [f"{heading}# Figures", ""]
-        base = Path(cfg.output_dir)
+        base = Path(base or cfg.output_dir)
         for f in figs:
             rel = os.path.relpath(f, base)
             lines += [f"![{Path(f).stem}]({rel})", ""]
-        lines += ["Reconstruction panels show, per shift, the slice with the reference model's "
-                  "median PSNR (a fixed rule, not a chosen example).", ""]  # fmt: skip
+        lines += [
+            "Reconstruction panels show, per shift, the slice with the reference model's "
+            "median PSNR (a fixed rule, not a chosen example).",
+            "",
+        ]
     return "\n".join(lines)

@@ -66,6 +66,9 @@ class SenseOp:
             self._kmod = mask
         self._mask = mask
         self._mask_sq = mask * mask
+        # A mask constant along H (every fastMRI Cartesian mask) commutes with the FFT along H, so
+        # that FFT and its inverse cancel in AᴴA and 1-D FFTs along W suffice.
+        self._normal_dims = (-1,) if mask.shape[-2] == 1 else _DIMS
 
     @property
     def grad_tensors(self) -> tuple[torch.Tensor, ...]:
@@ -102,10 +105,17 @@ class SenseOp:
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """Normal operator ``AᴴA``. ``[B, H, W]`` complex → ``[B, H, W]`` complex."""
+        # in-place products only where autograd records nothing (e.g. inside cg_solve's solves):
+        # measured peak 3 coil-sized buffers instead of 4 (18.8 vs 24.9 MiB at 320² x 8 coils)
+        inplace = not torch.is_grad_enabled()
         coil_imgs = self._maps * x.unsqueeze(1)
         if self.even:
-            k = torch.fft.fft2(coil_imgs, dim=_DIMS, norm="ortho")
-            coil_imgs = torch.fft.ifft2(self._mask_sq * k, dim=_DIMS, norm="ortho")
+            k = torch.fft.fftn(coil_imgs, dim=self._normal_dims, norm="ortho")
+            del coil_imgs
+            k = k.mul_(self._mask_sq) if inplace else self._mask_sq * k
+            coil_imgs = torch.fft.ifftn(k, dim=self._normal_dims, norm="ortho")
         else:
             coil_imgs = ifft2c(self._mask_sq * fft2c(coil_imgs))
+        if inplace:
+            return coil_imgs.mul_(self._maps.conj()).sum(dim=1)
         return (self._maps.conj() * coil_imgs).sum(dim=1)

@@ -26,7 +26,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from fastmri.data import SliceDataset
-from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, get_worker_info
 
 SPLITS = ("train", "val", "test")
 
@@ -53,6 +53,12 @@ def check_split_dir(path: str | Path) -> Path:
             "fastmri's SliceDataset reads every entry, move them elsewhere"
         )
     return path
+
+
+def keep_all(raw_sample: Any) -> bool:
+    """``SliceDataset`` filter keeping every slice (fastmri's default is a lambda, which cannot
+    be pickled for ``ddp_spawn`` or spawned DataLoader workers)."""
+    return True
 
 
 def _mask_rng(dataset: Any) -> np.random.RandomState | None:
@@ -160,6 +166,7 @@ class MoDLDataModule(pl.LightningDataModule):
                     challenge=self.challenge,
                     transform=self.transforms[split],
                     sample_rate=self.sample_rates[split],
+                    raw_sample_filter=keep_all,
                 )
             except (OSError, KeyError) as err:
                 raise ValueError(
@@ -187,10 +194,23 @@ class MoDLDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled training loader.
+
+        Attached to a Trainer: an :class:`EpochSeededSampler` for that trainer's rank and world
+        size. Standalone (e.g. handed to the pruning search's own Trainer): a ``RandomSampler``
+        with a seeded generator, which Lightning swaps for its ``DistributedSampler`` under DDP.
+        """
+        dataset = self.dataset("train")
         trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if trainer is None:
+            generator = torch.Generator().manual_seed(self.seed)
+            return self._loader("train", RandomSampler(dataset, generator=generator))
         sampler = EpochSeededSampler(
-            self.dataset("train"), num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+            dataset,
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
+            shuffle=True,
+            seed=self.seed,
         )
         return self._loader("train", sampler)
 

@@ -25,6 +25,7 @@ from lightning_fabric.utilities.cloud_io import _load as pl_load
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ..models import accepts_sens_maps, build_model
+from ..pruning import apply_masks, get_masks, is_pruned
 from .losses import ReconLoss
 from .mri_module import MriModule
 
@@ -156,10 +157,16 @@ class MoDLModule(MriModule):
             return
         if self.prune_masks is not None:
             raise ValueError("this module's model is already pruned; build a new module")
-        from ..pruning import apply_masks
-
-        apply_masks(self.model, masks)
-        self.prune_masks = {k: v.detach().bool().cpu() for k, v in masks.items()}
+        masks = {k: v.detach().bool().cpu() for k, v in masks.items()}
+        if is_pruned(self.model):  # pruned by the caller (e.g. find_masks): check, don't re-apply
+            current = get_masks(self.model)
+            if current.keys() != masks.keys() or any(
+                not torch.equal(current[k], masks[k]) for k in masks
+            ):
+                raise ValueError("the model is pruned with other masks than the ones given")
+        else:
+            apply_masks(self.model, masks)
+        self.prune_masks = masks
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.prune_masks is not None:
@@ -207,23 +214,47 @@ class MoDLModule(MriModule):
         sens_maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``[B, C, H, W, 2]`` k-space, ``[B, 1, 1, W, 1]`` mask → ``[B, H, W]`` float32 image."""
-        if self.uses_sens_maps and sens_maps is not None and sens_maps.numel() > 0:
-            return self.model(masked_kspace, mask, num_low_frequencies, sens_maps=sens_maps)
-        return self.model(masked_kspace, mask, num_low_frequencies)
+        return self._run(self.model, masked_kspace, mask, num_low_frequencies, sens_maps)
 
-    def _reconstruct(self, batch: Any) -> torch.Tensor:
-        num_low = batch.num_low_frequencies
+    def _run(
+        self,
+        model: torch.nn.Module,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        num_low: torch.Tensor | int | None,
+        sens_maps: torch.Tensor | None,
+    ) -> torch.Tensor:
         if isinstance(num_low, torch.Tensor) and num_low.numel() > 1:
             # fastmri's SensitivityModel takes an int or None (None: read from each mask);
             # a collated [B] tensor makes it fail for batch sizes > 1.
             num_low = int(num_low[0]) if bool((num_low == num_low[0]).all()) else None
-        return self(batch.masked_kspace, batch.mask, num_low, getattr(batch, "sens_maps", None))
+        if self.uses_sens_maps and sens_maps is not None and sens_maps.numel() > 0:
+            return model(masked_kspace, mask, num_low, sens_maps=sens_maps)
+        return model(masked_kspace, mask, num_low)
+
+    def _reconstruct(self, batch: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Run ``model`` (default ``self.model``) on a collated batch → ``[B, H, W]`` float32."""
+        return self._run(
+            self.model if model is None else model,
+            batch.masked_kspace,
+            batch.mask,
+            batch.num_low_frequencies,
+            getattr(batch, "sens_maps", None),
+        )
+
+    def batch_loss(self, batch: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Training loss of ``model`` (default ``self.model``) on a batch, ``[]`` float32."""
+        output = self._reconstruct(batch, model)
+        target, output = transforms.center_crop_to_smallest(batch.target, output)
+        return self.loss_fn(output, target, batch.max_value)
+
+    def prune_loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        """``loss_fn(model, batch)`` of the pruning procedures (``find_masks``, the PUN search)."""
+        return self.batch_loss(batch, model)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        output = self._reconstruct(batch)
-        target, output = transforms.center_crop_to_smallest(batch.target, output)
-        loss = self.loss_fn(output, target, batch.max_value)
-        self.log("train_loss", loss, prog_bar=True, batch_size=output.shape[0])
+        loss = self.batch_loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch.masked_kspace.shape[0])
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 ``find_masks(method, model, ...)`` runs everything a method needs *before* the final sparse
 training (dense pre-training, PUN search, IMP rounds) and returns the masks and the weights that
-final training starts from. The caller then trains ``model`` (left loaded and pruned) once more.
+final training starts from. ``model`` comes back unpruned, loaded with those weights; the caller
+applies the masks and trains once more.
 
 =============  ==============================================  ======================  =========
 method         before the final sparse training                mask from               starts at
@@ -245,9 +246,11 @@ def find_masks(
         cfg: :class:`PruneConfig` (default settings if ``None``).
 
     Returns:
-        :class:`PruneResult`. ``model`` is left loaded with ``result.init_state_dict`` and pruned
-        with ``result.masks`` (``torch.nn.utils.prune``), ready for the final sparse training;
-        its parameters are new objects, so build optimisers afterwards.
+        :class:`PruneResult`. ``model`` is left *unpruned* and loaded with
+        ``result.init_state_dict``; prune it for the final sparse training with
+        ``MoDLModule.set_prune_masks(result.masks)`` or ``apply_masks(model, result.masks)``
+        (``result.apply_to(model)`` does load + apply for a fresh model). Its parameters may be
+        new objects (IMP), so build optimisers afterwards.
 
     Raises:
         ValueError: unknown method, bad config, an already pruned model, a missing callable.
@@ -295,7 +298,6 @@ def find_masks(
         masks = _imp(model, names, init, train_fn, cfg, phases)
     masks, _ = sync_masks(masks)
 
-    result = PruneResult(masks, init, phases)
-    result.apply_to(model)
-    result.report = density_report(model)
-    return result
+    make_permanent(model)  # IMP leaves masks applied; hand back the plain model
+    model.load_state_dict(init)
+    return PruneResult(masks, init, phases, density_report(model, masks))

@@ -86,8 +86,21 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
         if hasattr(module, attr + _MASK):
             raise ValueError(f"parameter {name!r} is already pruned; call make_permanent first")
         param = getattr(module, attr)
+        order = [attr + _ORIG if k == attr else k for k in module._parameters]
         prune.custom_from_mask(module, attr, mask.to(device=param.device, dtype=param.dtype))
+        _reorder(module._parameters, order)
     return model
+
+
+def _reorder(params: dict[str, object], order: list[str]) -> None:
+    """Put ``params`` (a module's ``_parameters``) in ``order``.
+
+    ``prune`` re-registers ``<attr>_orig`` / ``<attr>`` last; restoring the position keeps
+    ``named_parameters()`` and ``state_dict()`` in the unpruned model's order (same optimiser
+    parameter order and checkpoint layout as a dense run).
+    """
+    for key in order:
+        params[key] = params.pop(key)
 
 
 def _pruned_entries(model: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:
@@ -117,7 +130,9 @@ def make_permanent(model: nn.Module) -> nn.Module:
     creates new ``nn.Parameter`` objects: build optimisers after calling this. Returns ``model``.
     """
     for _, module, attr in list(_pruned_entries(model)):
+        order = [attr if k == attr + _ORIG else k for k in module._parameters]
         prune.remove(module, attr)
+        _reorder(module._parameters, order)
     return model
 
 

@@ -1,0 +1,228 @@
+"""The model × shift suite on the tiny demo set: rows, numbers, resume, abort safety, bad input."""
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from fastmri_pun.evaluation import suite as suite_mod
+from fastmri_pun.evaluation.metrics import image_metrics
+from fastmri_pun.evaluation.suite import SuiteConfig, run_suite
+
+SHIFTS = ["in-dist", "lesions"]
+
+
+def _save_checkpoint(path: Path, pruned: bool, seed: int, model_name: str = "modl") -> Path:
+    """A minimal untrained MoDLModule checkpoint (what Lightning writes, less the trainer state)."""
+    from fastmri_pun.pl_modules import MoDLModule
+    from fastmri_pun.pruning import random_masks
+
+    torch.manual_seed(seed)
+    kwargs = dict(num_unrolls=1, num_cg_iters=2, chans=8, num_layers=3)
+    module = MoDLModule(model_kwargs=kwargs)
+    if pruned:
+        module.set_prune_masks(random_masks(module.model, 0.3, seed=seed))
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(ckpt)
+    if model_name != "modl":
+        ckpt["hyper_parameters"]["model_name"] = model_name
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpts")
+    return {
+        "dense": _save_checkpoint(d / "dense.ckpt", False, 0),
+        "sparse": _save_checkpoint(d / "sparse.ckpt", True, 1),
+    }
+
+
+def _cfg(root, out, **kw):
+    # centre fraction 0.16: 10 ACS columns at width 64, enough for ESPIRiT (see conftest)
+    kw = {"shifts": list(SHIFTS), "center_fraction": 0.16, "n_boot": 500, **kw}
+    return SuiteConfig(data_path=root, output_dir=out, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def first_run(demo_root, ckpts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    return out, run_suite(ckpts, _cfg(demo_root, out, zero_filled=True))
+
+
+def test_rows_numbers_summary_and_figures(first_run, demo_root):
+    out, res = first_run
+    df = pd.read_csv(out / "results.csv")
+    # 3 models x (4 in-dist + 4 lesion slices), one row each
+    assert len(df) == 24
+    assert set(df["model"]) == {"dense", "sparse", "zero-filled"}
+    assert df.groupby(["model", "shift"]).size().to_dict() == {
+        (m, s): 4 for m in ("dense", "sparse", "zero-filled") for s in SHIFTS
+    }
+    lesion = df[df["shift"] == "lesions"]
+    assert lesion["roi_psnr"].notna().all() and (lesion["n_rois"] >= 1).all()
+    assert df.loc[df["shift"] == "in-dist", "roi_psnr"].isna().all()
+    # the zero-filled row equals an independent recomputation with fastMRI's own pieces
+    import fastmri
+    from fastmri.data import SliceDataset
+    from fastmri.data.transforms import VarNetDataTransform, center_crop
+
+    from fastmri_pun.data.shifts import resolve_shift
+
+    shift = resolve_shift("in-dist", "equispaced_fraction", 0.16, 4)
+    ds = SliceDataset(
+        demo_root / "multicoil_test",
+        "multicoil",
+        transform=VarNetDataTransform(shift.mask_func(), use_seed=True),
+    )
+    s = ds[0]
+    zf = fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(s.masked_kspace)), dim=0)
+    zf = center_crop(zf, s.target.shape).numpy()
+    ref = image_metrics(s.target.numpy(), zf, s.max_value)
+    row = df[(df["model"] == "zero-filled") & (df["shift"] == "in-dist")]
+    row = row[(row["fname"] == s.fname) & (row["slice_num"] == s.slice_num)].iloc[0]
+    assert row["psnr"] == pytest.approx(ref["psnr"], abs=1e-3)
+    assert row["ssim"] == pytest.approx(ref["ssim"], abs=1e-4)
+    assert row["max_value"] == pytest.approx(s.max_value)
+    # summary: every model x shift x metric; differences against the first model
+    summ = pd.read_csv(out / "summary.csv")
+    assert len(summ[summ["metric"] == "psnr"]) == 6
+    diffs = pd.read_csv(out / "differences.csv")
+    assert set(diffs["model"]) == {"sparse", "zero-filled"}
+    assert set(diffs["verdict"]) <= {"better", "worse", "no significant difference"}
+    zf_ss = diffs[(diffs["model"] == "zero-filled") & (diffs["metric"] == "psnr")]
+    assert len(zf_ss) == 2
+    md = (out / "summary.md").read_text()
+    for name in ("dense", "sparse", "zero-filled", "in-dist", "lesions", "simulated lesions"):
+        assert name in md
+    for fig in res["figures"]:
+        assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 2000
+    assert {f.name for f in res["figures"]} >= {
+        "boxplot_psnr.png",
+        "bars_psnr.png",
+        "recon_in-dist.png",
+        "recon_lesions.png",
+    }
+
+
+def test_rerun_skips_finished_work_and_aborts_keep_results(
+    first_run, demo_root, ckpts, tmp_path, monkeypatch
+):
+    src, _ = first_run
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    # mark a finished partial: a rerun must reuse it, not recompute
+    part = out / "partial" / "sparse__in-dist.csv"
+    df = pd.read_csv(part)
+    df.loc[0, "psnr"] = 123.0
+    part.write_text(df.to_csv(index=False))
+    # touching the dense checkpoint invalidates (only) its partials
+    dense = tmp_path / "dense.ckpt"
+    shutil.copy(ckpts["dense"], dense)
+    calls = []
+    real = suite_mod.evaluate_shift
+
+    def spy(models, *a, **k):
+        calls.append(sorted(models))
+        return real(models, *a, **k)
+
+    monkeypatch.setattr(suite_mod, "evaluate_shift", spy)
+    run_suite({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out, zero_filled=True))
+    assert calls == [["dense"], ["dense"]]  # sparse and zero-filled were skipped on both shifts
+    res = pd.read_csv(out / "results.csv")
+    assert (res["psnr"] == 123.0).sum() == 1
+
+    # an abort in the middle leaves results.csv and the finished partials untouched
+    before = (out / "results.csv").read_bytes()
+    os.utime(dense, ns=(1, 1))
+
+    def boom(models, dataset, shift, *a, **k):
+        if shift == "lesions":
+            raise KeyboardInterrupt
+        return real(models, dataset, shift, *a, **k)
+
+    monkeypatch.setattr(suite_mod, "evaluate_shift", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out))
+    assert (out / "results.csv").read_bytes() == before
+    assert not list(out.glob(".*tmp")) and not list((out / "partial").glob(".*tmp"))
+    meta = (out / "partial" / "dense__in-dist.json").read_text()
+    assert '"mtime_ns": 1' in meta  # the finished shift of the new checkpoint was kept
+
+
+def test_bad_inputs(demo_root, ckpts, tmp_path):
+    cfg = _cfg(demo_root, tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        run_suite({"a": tmp_path / "nope.ckpt"}, cfg)
+    foreign = _save_checkpoint(tmp_path / "foreign.ckpt", False, 0, model_name="nosuchnet")
+    with pytest.raises(ValueError, match="nosuchnet"):
+        run_suite({"a": foreign}, cfg)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.ckpt"):
+        run_suite({"a": junk}, cfg)
+    bad = _cfg(demo_root, tmp_path / "o", shifts=["in-dist", "moon-phase"])
+    with pytest.raises(ValueError, match=r"moon-phase.*valid shifts: .*in-dist.*lesions"):
+        run_suite(ckpts, bad)
+    # a data folder without the needed split
+    partial_root = tmp_path / "root"
+    partial_root.mkdir()
+    (partial_root / "multicoil_test").symlink_to(demo_root / "multicoil_test")
+    with pytest.raises(FileNotFoundError, match="multicoil_test_lesions"):
+        run_suite(ckpts, _cfg(partial_root, tmp_path / "o"))
+    with pytest.raises(ValueError, match="--reference 'zz'"):
+        run_suite(ckpts, _cfg(demo_root, tmp_path / "o", reference="zz"))
+
+
+def test_annotation_rows_for_missing_files(demo_root, ckpts, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "multicoil_test_lesions").symlink_to(demo_root / "multicoil_test_lesions")
+    (root / "annotations").mkdir()
+    csv = (demo_root / "annotations" / "lesions.csv").read_text()
+    (root / "annotations" / "lesions.csv").write_text(
+        csv + "file_not_there,0,No,3,3,5,5,simulated bright lesion\n"
+    )
+    cfg = _cfg(root, tmp_path / "o", shifts=["lesions"])
+    with pytest.raises(ValueError, match="file_not_there.*has no file_not_there.h5"):
+        run_suite(ckpts, cfg)
+    stem = csv.splitlines()[1].split(",")[0]
+    (root / "annotations" / "lesions.csv").write_text(csv + f"{stem},99,No,3,3,5,5,x\n")
+    with pytest.raises(ValueError, match="row names slice 99"):
+        run_suite(ckpts, cfg)
+
+
+def test_cli_errors(capsys, ckpts, demo_root, tmp_path):
+    from fastmri_pun.evaluate import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["--checkpoints", str(ckpts["dense"]), "--data_path", str(demo_root),
+              "--shifts", "in-dist,bogus", "--output_dir", str(tmp_path)])  # fmt: skip
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert "bogus" in msg and "accel-8x" in msg and msg.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["--checkpoints", str(ckpts["dense"]), str(ckpts["sparse"]), "--names", "a"])
+    assert "--names has 1 entries for 2 checkpoints" in capsys.readouterr().err
+
+
+def test_warns_when_training_mask_differs(tmp_path, ckpts):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ck = run / "checkpoints" / "best.ckpt"
+    shutil.copy(ckpts["dense"], ck)
+    conf = {"mask_type": "equispaced_fraction", "center_fractions": [0.08], "accelerations": [4]}
+    (run / "config.yaml").write_text(yaml.safe_dump({**conf, "crop_readout": True}))
+    cfg = _cfg(tmp_path, tmp_path / "o")  # centre fraction 0.16
+    with pytest.warns(UserWarning, match=r"center_fractions.*0\.08"):
+        suite_mod._check_run_config({"run": ck}, cfg)
+    cfg.center_fraction = 0.08
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        suite_mod._check_run_config({"run": ck}, cfg)  # same settings: silent
