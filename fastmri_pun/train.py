@@ -31,12 +31,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import h5py
 import pytorch_lightning as pl
 import yaml
+from fastmri.data.subsample import create_mask_for_mask_type
+from fastmri.data.transforms import center_crop
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from matplotlib.figure import Figure  # not pyplot: no global backend or figure state
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_only
 
+from .data import MoDLDataTransform
+from .data.demo import ensure_demo_dataset
 from .models import list_models
+from .pl_modules import MoDLDataModule, MoDLModule
+from .pl_modules.accounting import ComputeAccounting
+from .pl_modules.modl_module import check_checkpoint, load_checkpoint_file
+from .pl_modules.prune_procedures import PruneConfig, find_masks, search_limits
 
 ACCOUNTING_FILE = "compute_accounting.json"
 PRUNE_METHODS = ("none", "pun-it", "pun-at", "magnitude", "magnitude-at", "random", "snip", "imp")
@@ -59,7 +71,8 @@ OPTIONS: list[tuple[str, str, Any, Any, str]] = [
      "reconstructions/, figures/, metrics.md, metrics.csv and the resolved config.yaml."),
     ("run", "resume", str | None, None,
      "Checkpoint to continue training from (train) or to evaluate (test); 'last' / 'best' = "
-     "OUTPUT_DIR/checkpoints/last.ckpt / best.ckpt."),
+     "OUTPUT_DIR/checkpoints/last.ckpt / best.ckpt. In train mode an existing "
+     "OUTPUT_DIR/checkpoints/last.ckpt is continued even without this flag (as fastMRI does)."),
     ("run", "seed", int, 42,
      "Seed of weights, data order and random training masks (pl.seed_everything)."),
     ("run", "deterministic", bool | Literal["warn"], True,
@@ -84,7 +97,7 @@ OPTIONS: list[tuple[str, str, Any, Any, str]] = [
      "Acceleration(s); with several, each slice draws one."),
     ("data", "sens_maps", Literal["espirit", "learned"], "espirit",
      "Coil maps: 'espirit' = ESPIRiT (sigpy) from the ACS lines, cached on disk; 'learned' = "
-     "the model's own fastmri SensitivityModel."),
+     "the model's own fastmri SensitivityModel. --mode test uses the checkpoint's setting."),
     ("data", "maps_cache_dir", str | None, None,
      "Folder for cached ESPIRiT maps (default: the transform's cache folder)."),
     ("data", "crop_readout", bool, True,
@@ -139,7 +152,7 @@ OPTIONS: list[tuple[str, str, Any, Any, str]] = [
     ("pruning", "density", float, 0.03, "Fraction of prunable weights kept (paper: ~3%)."),
     ("pruning", "temperature", float, 0.2, "PUN: Gumbel-softmax temperature."),
     ("pruning", "kl_weight", float, 1e-3, "PUN: weight beta of the KL term."),
-    ("pruning", "prior_p", float, 0.05, "PUN: prior keep-probability p0 of the KL term."),
+    ("pruning", "prior_p", float, PruneConfig.prior_p, "PUN: prior keep-probability p0 of the KL term (default sigmoid(-3))."),
     ("pruning", "search_steps", int, 250, "PUN: mask-search steps (about 1/4 of training)."),
     ("pruning", "search_lr", float, 1e-2, "PUN: Adam learning rate of the mask logits."),
     ("pruning", "imp_rounds", int | None, None,
@@ -284,8 +297,6 @@ def check_config(cfg: Namespace) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.mode == "test" and not cfg.resume:
         raise ValueError("--mode test needs a checkpoint: --resume PATH (or 'best'/'last')")
-    if cfg.prune != "none" and cfg.model != "modl":
-        pass  # pruning is model-agnostic
 
 
 def dump_config(cfg: Namespace) -> str:
@@ -318,15 +329,16 @@ def model_spec(cfg: Namespace) -> tuple[str, dict[str, Any]]:
         "learn_lam": cfg.learn_lam,
         "unet_chans": cfg.unet_chans,
         "unet_pools": cfg.unet_pools,
+        # with ESPIRiT maps the learned sensitivity network would be dead weight (and count in
+        # pruning and checkpoint size): do not build it.
+        "learn_sens_maps": cfg.sens_maps == "learned",
         "sens_chans": cfg.sens_chans,
         "sens_pools": cfg.sens_pools,
     }
 
 
-def build_module(cfg: Namespace):
+def build_module(cfg: Namespace) -> MoDLModule:
     """A fresh :class:`~fastmri_pun.pl_modules.MoDLModule` from the flags."""
-    from .pl_modules import MoDLModule
-
     name, kwargs = model_spec(cfg)
     return MoDLModule(
         model_name=name,
@@ -344,16 +356,12 @@ def build_module(cfg: Namespace):
     )
 
 
-def build_datamodule(cfg: Namespace, data_path: Path, sens_maps: str):
+def build_datamodule(cfg: Namespace, data_path: Path, sens_maps: str) -> MoDLDataModule:
     """:class:`~fastmri_pun.pl_modules.MoDLDataModule` with MoDL transforms.
 
     Training masks are random per slice (``use_seed=False``, reseeded per epoch by the data
     module); validation/test masks are fixed per volume (``use_seed=True``), as in fastMRI.
     """
-    from fastmri.data.subsample import create_mask_for_mask_type
-
-    from .data import MoDLDataTransform
-    from .pl_modules import MoDLDataModule
 
     def transform(use_seed: bool) -> MoDLDataTransform:
         mask = create_mask_for_mask_type(cfg.mask_type, cfg.center_fractions, cfg.accelerations)
@@ -385,8 +393,6 @@ def build_datamodule(cfg: Namespace, data_path: Path, sens_maps: str):
 def resolve_data_path(cfg: Namespace) -> Path:
     """``--data_path`` checked, or the demo set (built if absent)."""
     if cfg.data_path is None:
-        from .data.demo import ensure_demo_dataset
-
         return Path(ensure_demo_dataset(size=cfg.demo_size, coils=cfg.demo_coils))
     path = Path(cfg.data_path)
     if not path.is_dir():
@@ -409,11 +415,6 @@ def resolve_checkpoint(cfg: Namespace) -> Path | None:
 
 def build_trainer(cfg: Namespace, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """Trainer with last + best (validation SSIM) checkpoints, TensorBoard and CSV loggers."""
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-
-    from .pl_modules.accounting import ComputeAccounting
-
     out = Path(cfg.output_dir)
     # separate roots: each logger numbers its runs (version_0, version_1 after --resume, ...)
     loggers = [
@@ -460,33 +461,21 @@ def _trainer_kwargs(cfg: Namespace) -> dict[str, Any]:
 
 # =================================================================================== outputs
 def _metric_rows(split: str, results: dict | None, label: str) -> list[dict[str, Any]]:
+    """Table rows (model, then the zero-filled baseline) of ``MriModule.val/test_results``."""
     if not results:
         return []
     s = results["summary"]
-    rows = [
+    methods = [("", label)] + ([("zf_", "zero-filled (RSS)")] if "zf_nmse" in s else [])
+    return [
         {
             "split": split,
-            "reconstruction": label,
-            "nmse": s["nmse"],
-            "ssim": s["ssim"],
-            "psnr": s["psnr"],
+            "reconstruction": name,
+            **{m: s[prefix + m] for m in ("nmse", "ssim", "psnr")},
             "volumes": int(s["num_volumes"]),
             "slices": int(s["num_slices"]),
         }
+        for prefix, name in methods
     ]
-    if "zf_nmse" in s:
-        rows.append(
-            {
-                "split": split,
-                "reconstruction": "zero-filled (RSS)",
-                "nmse": s["zf_nmse"],
-                "ssim": s["zf_ssim"],
-                "psnr": s["zf_psnr"],
-                "volumes": int(s["num_volumes"]),
-                "slices": int(s["num_slices"]),
-            }
-        )
-    return rows
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -538,13 +527,6 @@ def write_metrics_table(
 
 def save_example_figure(recon_dir: Path, target_dir: Path, out_png: Path) -> Path | None:
     """Target / reconstruction / |error| of the middle slice of the first test volume."""
-    import h5py
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from fastmri.data.transforms import center_crop
-
     recons = sorted(recon_dir.glob("*.h5"))
     if not recons or not (target_dir / recons[0].name).is_file():
         return None
@@ -556,7 +538,8 @@ def save_example_figure(recon_dir: Path, target_dir: Path, out_png: Path) -> Pat
         tgt = ht["reconstruction_rss"][i]
     rec = center_crop(rec, tgt.shape) if rec.shape != tgt.shape else rec
     vmax = float(tgt.max())
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    axes = fig.subplots(1, 3)
     for ax, img, title, v in zip(
         axes,
         (tgt, rec, abs(tgt - rec)),
@@ -572,12 +555,28 @@ def save_example_figure(recon_dir: Path, target_dir: Path, out_png: Path) -> Pat
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(f".{out_png.stem}.tmp{os.getpid()}.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, out_png)
     return out_png
 
 
 # =================================================================================== run
+def _earlier_run(out: Path) -> Path | None:
+    """``OUTPUT_DIR/checkpoints/last.ckpt`` of an earlier run, which a new run continues (as
+    fastMRI's training scripts do); ``ValueError`` if there are checkpoints but no last one."""
+    last = out / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        rank_zero_info(f"Continuing the earlier run in {out} from {last} (another --output_dir "
+                       "starts afresh)")  # fmt: skip
+        return last
+    old = sorted((out / "checkpoints").glob("*.ckpt"))
+    if old:
+        raise ValueError(
+            f"--output_dir {out} holds checkpoints of an earlier run ({old[0].name}) but no "
+            "last.ckpt to continue from; pass --resume PATH or choose another --output_dir"
+        )
+    return None
+
+
 def prepare(cfg: Namespace) -> dict[str, Any]:
     """Validate a parsed configuration and build what a run needs (no training yet).
 
@@ -585,18 +584,11 @@ def prepare(cfg: Namespace) -> dict[str, Any]:
     that :func:`main` can report bad input as one line. Returns ``{"cfg", "module", "datamodule",
     "ckpt_path"}``.
     """
-    from .pl_modules import MoDLModule
-    from .pl_modules.modl_module import check_checkpoint, load_checkpoint_file
-
     check_config(cfg)
     data_path = resolve_data_path(cfg)
     ckpt_path = resolve_checkpoint(cfg)
-    old = sorted((Path(cfg.output_dir) / "checkpoints").glob("*.ckpt"))
-    if cfg.mode == "train" and ckpt_path is None and old:
-        raise ValueError(
-            f"--output_dir {cfg.output_dir} holds checkpoints of an earlier run ({old[0].name}); "
-            "continue it with --resume last, or choose another --output_dir"
-        )
+    if cfg.mode == "train" and ckpt_path is None:
+        ckpt_path = _earlier_run(Path(cfg.output_dir))
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.mode == "test":
         module = MoDLModule.load_checkpoint(ckpt_path)
@@ -629,11 +621,17 @@ def execute(prepared: dict[str, Any], callbacks: Sequence[pl.Callback] = ()) -> 
         "reconstructions", "figure", "val": results | None, "test": results | None}``
         (``results`` as ``MriModule.val_results``).
     """
+    with warnings.catch_warnings():
+        # MriModule drops DistributedSampler's padded duplicates before reducing metrics, and
+        # the demo's data loading is cheap next to the model: both warnings are noise here.
+        warnings.filterwarnings("ignore", message=r".*Using `DistributedSampler` with the data")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers")
+        return _execute(prepared, callbacks)
+
+
+def _execute(prepared: dict[str, Any], callbacks: Sequence[pl.Callback]) -> dict[str, Any]:
     cfg, module, dm = prepared["cfg"], prepared["module"], prepared["datamodule"]
     ckpt_path = prepared["ckpt_path"]
-    # Our MriModule removes DistributedSampler's padded duplicates before reducing metrics.
-    warnings.filterwarnings("ignore", message=r".*Using `DistributedSampler` with the dataloaders")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers")
     if cfg.prune != "none" and cfg.mode == "train" and ckpt_path is None:
         prune_module(cfg, module, dm)
     out = Path(cfg.output_dir)
@@ -687,10 +685,6 @@ def run(cfg: Namespace, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]
 def _phase_trainer(cfg: Namespace, phase: str, **limits: Any) -> pl.Trainer:
     """Trainer of a pruning phase (dense pre-training, mask search, IMP round): its own CSV log
     under ``logs/phases``, compute accounting, no checkpoints (phases are not resumable)."""
-    from pytorch_lightning.loggers import CSVLogger
-
-    from .pl_modules.accounting import ComputeAccounting
-
     out = Path(cfg.output_dir)
     kwargs = _trainer_kwargs(cfg)
     if phase == "search":  # the logits' Adam steps are not clipped
@@ -704,10 +698,8 @@ def _phase_trainer(cfg: Namespace, phase: str, **limits: Any) -> pl.Trainer:
     )
 
 
-def prune_config(cfg: Namespace):
+def prune_config(cfg: Namespace) -> PruneConfig:
     """:class:`~fastmri_pun.pl_modules.prune_procedures.PruneConfig` from the flags."""
-    from .pl_modules.prune_procedures import PruneConfig
-
     return PruneConfig(
         density=cfg.density,
         temperature=cfg.temperature,
@@ -721,7 +713,7 @@ def prune_config(cfg: Namespace):
     )
 
 
-def prune_module(cfg: Namespace, module: Any, dm: Any) -> dict[str, Any]:
+def prune_module(cfg: Namespace, module: MoDLModule, dm: MoDLDataModule) -> dict[str, Any]:
     """Run ``--prune`` up to the final sparse training; ``module`` ends up pruned.
 
     Uses :func:`fastmri_pun.pl_modules.prune_procedures.find_masks`; its training phases
@@ -730,8 +722,6 @@ def prune_module(cfg: Namespace, module: Any, dm: Any) -> dict[str, Any]:
     ``compute_accounting.json``. Returns the density report (also written to
     ``density_report.json``).
     """
-    from .pl_modules.prune_procedures import find_masks, search_limits
-
     pcfg = prune_config(cfg)
 
     def train_fn(model: Any, phase: str) -> None:
@@ -780,8 +770,9 @@ def _report(result: dict[str, Any]) -> None:
         print(Path(result["metrics_md"]).read_text())
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
-    """Console entry point: parse, then :func:`run`; bad input exits with one error line."""
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m fastmri_pun.train``: parse and :func:`prepare` (bad input exits with status 2
+    and one error line), then :func:`execute`; returns its result dict (paths and metrics)."""
     try:
         prepared = prepare(parse_config(argv))
     except (ValueError, FileNotFoundError) as err:
@@ -790,5 +781,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     return execute(prepared)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point (``fastmri-pun-train``): :func:`main`, exit status 0."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

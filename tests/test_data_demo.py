@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from fastmri.data import SliceDataset
 from fastmri.data.mri_data import AnnotatedSliceDataset
 from fastmri.data.transforms import VarNetDataTransform
@@ -173,7 +174,7 @@ def test_lesion_boxes_land_on_the_inserted_lesions(demo_root: Path) -> None:
     lesion_dir = demo_root / "multicoil_test_lesions"
     seen = 0
     for path in sorted(lesion_dir.glob("*.h5")):
-        clean_path = demo_root / "multicoil_test" / path.name.replace("_lesions", "_test")
+        clean_path = demo_root / "multicoil_test" / path.name  # paired by file name
         with h5py.File(path) as hf, h5py.File(clean_path) as hc:
             # same seeds: coils, phase and noise identical, so the difference is the lesions
             diff = hf["reconstruction_rss"][()] - hc["reconstruction_rss"][()]
@@ -191,6 +192,12 @@ def test_lesion_boxes_land_on_the_inserted_lesions(demo_root: Path) -> None:
                 assert sign == (1 if "bright" in ann.label else -1)
             seen += len(anns)
     assert seen == len(annotations)
+    # paired with the clean test volume: same name, so the same fastMRI mask
+    transform = VarNetDataTransform(make_mask_func("random", 0.08, 4))
+    clean = SliceDataset(demo_root / "multicoil_test", "multicoil", transform=transform)
+    lesioned = SliceDataset(lesion_dir, "multicoil", transform=transform)
+    assert [s.fname.name for s in clean.raw_samples] == [s.fname.name for s in lesioned.raw_samples]
+    assert torch.equal(clean[-1].mask, lesioned[-1].mask)
 
 
 def test_lesion_csv_uses_the_fastmri_plus_convention(demo_root: Path) -> None:
@@ -283,3 +290,16 @@ def test_resample_maps_pixel_centres_consistently() -> None:
     img[10, 20] = 1.0
     fine = resample_to_grid(img, 64, 64)
     assert np.unravel_index(fine.argmax(), fine.shape) == (20, 40)
+
+
+def test_command_line_builds_and_reports(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli"
+    argv = ["--out", str(out), "--size", "32", "--coils", "2", "--layout", "tiny", "--quiet"]
+    assert demo_mod.main(argv) == 0
+    report = capsys.readouterr().out
+    assert "MiB" in report and "multicoil_test_lesions: 2" in report
+    assert demo_mod.main([*argv[:-1], "--seed", "3", "--quiet"]) == 2  # other settings, no --force
+    assert "other settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo_mod.main(["--help"])
+    assert "--force" in capsys.readouterr().out

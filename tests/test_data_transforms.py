@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fastmri.data import SliceDataset
-from fastmri.data.transforms import VarNetDataTransform, center_crop
+from fastmri.data.transforms import VarNetDataTransform, center_crop, complex_center_crop
 from torch.utils.data import default_collate
 
 from fastmri_pun.data import sensitivity as sens_mod
@@ -166,7 +166,7 @@ def test_crop_readout_keeps_the_image_in_the_recon_fov() -> None:
         k = torch.randn(3, h, w, 2, generator=g)
         out = crop_readout(k, height)
         assert out.shape == (3, height, w, 2)
-        ref = center_crop(fastmri.ifft2c(k), (height, w))  # fastmri's image crop
+        ref = complex_center_crop(fastmri.ifft2c(k), (height, w))  # fastmri's image crop
         torch.testing.assert_close(fastmri.ifft2c(out), ref, atol=1e-5, rtol=1e-4)
     assert crop_readout(k, 100) is k  # nothing to remove
 
@@ -222,11 +222,10 @@ def _fastmri_like_file(demo_root: Path, path: Path, coils: int = 15) -> Path:
 
 
 @pytest.mark.parametrize("crop", [False, True])
-def test_odd_sizes_many_coils_and_padding(
-    demo_root: Path, demo_mask_func, tmp_path: Path, crop: bool
-) -> None:
+def test_odd_sizes_many_coils_and_padding(demo_root: Path, tmp_path: Path, crop: bool) -> None:
     path = _fastmri_like_file(demo_root, tmp_path / "data" / "file_odd.h5")
-    transform = MoDLDataTransform(demo_mask_func, cache_dir=tmp_path / "cache", crop_readout=crop)
+    mask_func = make_mask_func("random", 0.16, 2)  # 15 virtual coils hold 4 coils' information
+    transform = MoDLDataTransform(mask_func, cache_dir=tmp_path / "cache", crop_readout=crop)
     ds = SliceDataset(path.parent, "multicoil", transform=transform)
     meta = ds.raw_samples[0].metadata
     assert meta["padding_left"] == 2 and meta["encoding_size"] == (123, 61, 1)
@@ -238,7 +237,7 @@ def test_odd_sizes_many_coils_and_padding(
     maps = torch.view_as_complex(s.sens_maps)
     assert torch.isfinite(maps).all() and maps.abs().pow(2).sum(0).max() <= 1.0 + 1e-4
     target = s.target.numpy()
-    assert _psnr(_cg_sense(s), target) >= _psnr(_zero_filled(s), target) + 3.0
+    assert _psnr(_cg_sense(s), target) >= _psnr(_zero_filled(s), target) + 6.0  # 12 dB measured
 
 
 def test_espirit_settings_validation() -> None:
@@ -256,3 +255,22 @@ def test_espirit_settings_validation() -> None:
         sens_mod.acs_bounds(np.zeros(64, bool))
     with pytest.raises(ValueError, match="sens_maps"):
         MoDLDataTransform(sens_maps="sigpy")
+
+
+def test_precompute_command_fills_the_transform_cache(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    args = [str(demo_root / "multicoil_val"), "--cache-dir", str(tmp_path), "--center-fraction"]
+    assert sens_mod.main([*args, "0.16", "--acceleration", "4"]) == 0
+    assert "maps for 2 slices" in capsys.readouterr().out
+    assert len(list(tmp_path.rglob("*.npy"))) == 2
+
+    def boom(*a, **k):
+        raise AssertionError("cache miss")
+
+    monkeypatch.setattr(sens_mod, "espirit_maps", boom)
+    transform = MoDLDataTransform(make_mask_func("random", 0.16, 8), cache_dir=tmp_path)
+    ds = SliceDataset(demo_root / "multicoil_val", "multicoil", transform=transform)
+    assert all(ds[i].sens_maps.shape[0] == DEMO_COILS for i in range(len(ds)))  # all cache hits
+    assert sens_mod.main([str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

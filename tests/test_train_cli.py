@@ -133,8 +133,10 @@ def test_run_level_input_errors(demo_root, tmp_path):
     with pytest.raises(ValueError, match="--model varnet estimates its own coil maps"):
         prepare(parse_config([*base, "--model", "varnet"]))
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="holds checkpoints of an earlier run .*--resume last"):
+    (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="holds checkpoints of an earlier run .* no last.ckpt"):
         prepare(parse_config(base))
-    with pytest.raises(ValueError, match="cannot be loaded safely with torch.load"):
-        prepare(parse_config([*base, "--resume", "last"]))
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    for extra in ([], ["--resume", "last"]):  # an earlier run's last.ckpt is continued
+        with pytest.raises(ValueError, match="last.ckpt cannot be loaded safely with torch.load"):
+            prepare(parse_config([*base, *extra]))

@@ -34,7 +34,7 @@ def _args(demo_root: Path, out: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def dense_run(demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("dense")
-    return main(_args(demo_root, out)), out
+    return run(parse_config(_args(demo_root, out))), out
 
 
 def test_dense_run_beats_zero_filled_and_writes_outputs(dense_run):
@@ -114,7 +114,7 @@ def test_resume_after_crash_matches_uninterrupted_run(dense_run, demo_root, tmp_
 def test_pruned_run_checkpoint_reloads_and_resumes(demo_root, tmp_path):
     args = _args(demo_root, tmp_path, "--prune", "pun-it", "--density", "0.2",
                  "--search_steps", "3", "--max_epochs", "1")  # fmt: skip
-    result = main(args)
+    result = run(parse_config(args))
     report = json.loads((tmp_path / "density_report.json").read_text())
     assert report["method"] == "pun-it" and report["phases"] == ["search"]
     assert report["density"] == pytest.approx(0.2, abs=1e-3)
@@ -128,8 +128,10 @@ def test_pruned_run_checkpoint_reloads_and_resumes(demo_root, tmp_path):
     for name, mask in masks.items():  # torch.nn.utils.prune buffers hold the same masks
         assert torch.equal(ckpt["state_dict"][f"model.{name}_mask"].bool(), mask)
     # --mode test rebuilds the pruned model from the checkpoint alone
-    again = main(_args(demo_root, tmp_path / "test", "--mode", "test", "--resume",
-                       str(tmp_path / "checkpoints" / "best.ckpt")))  # fmt: skip
+    best = str(tmp_path / "checkpoints" / "best.ckpt")
+    again = run(
+        parse_config(_args(demo_root, tmp_path / "test", "--mode", "test", "--resume", best))
+    )
     assert again["test"]["summary"] == result["test"]["summary"]
     # resuming a pruned run re-applies its masks before the state dict loads
     resumed = run(parse_config([*args, "--max_epochs", "2", "--resume", "last"]))

@@ -6,7 +6,8 @@
     multicoil_train/  multicoil_val/  multicoil_test/     brain T1 (mricron-data ch2), by slab
     multicoil_test_anatomy/                                shoulder + abdomen (pydicom-data)
     multicoil_test_contrast/                               T2-weighted b0 brain (dipy)
-    multicoil_test_lesions/                                the test slices + simulated lesions
+    multicoil_test_lesions/                                the test volumes + simulated lesions
+                                                           (same file names as multicoil_test/)
     annotations/lesions.csv                                fastMRI+-format boxes of the lesions
     demo_manifest.json                                     settings, sources, slice provenance
 
@@ -22,7 +23,9 @@ the same settings are byte-identical. Idempotent: complete files are skipped (``
 rebuilds); writes are atomic, so an interrupted build never leaves a half-written file.
 
 Lesions ("simulated lesions"): 1–3 soft-edged bright or dark ellipses per test slice, inserted into
-the magnitude image *before* the acquisition simulation. Their boxes are written in the fastMRI+
+the magnitude image *before* the acquisition simulation. A lesion volume has the same file name,
+coils, phase and noise as its clean test volume, so it gets the same fastMRI mask (seeded by the
+file name) and the lesion shift isolates the effect of the lesions. Their boxes are written in the fastMRI+
 convention: ``x`` = left column, ``y`` = top row counted in the *vertically flipped*
 ``reconstruction_rss`` image (fastMRI+ labelled flipped images), i.e. ``y = h - top - height``
 (fastmri's ``AnnotatedSliceDataset`` applies the inverse).
@@ -199,9 +202,10 @@ def _plan(
             test_vols.append(vol)
         z += n + layout.gap
     for vol in sorted(test_vols, key=lambda v: v.stem):
-        stem = vol.stem.replace("_test", "_lesions")
+        # same file name as the clean test volume: fastMRI seeds masks (and we seed added noise)
+        # from the name, so the lesion shift differs from in-distribution by the lesions only
         volumes.append(
-            _Volume("multicoil_test_lesions", stem, brain, vol.slice_ids, vol.stem, True)
+            _Volume("multicoil_test_lesions", vol.stem, brain, vol.slice_ids, vol.stem, True)
         )
     # contrast: consecutive slices from the middle of the contrast volume
     total = min(sum(layout.contrast), contrast.slices.shape[0])

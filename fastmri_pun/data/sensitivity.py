@@ -104,11 +104,21 @@ class EspiritSettings:
         return calib, kernel
 
 
-def acs_bounds(mask_cols: np.ndarray) -> tuple[int, int]:
-    """``(start, stop)`` of the contiguous run of sampled columns containing the centre column
-    ``W // 2`` of a ``[W]`` boolean mask (the ACS / autocalibration lines)."""
+def acs_bounds(mask_cols: np.ndarray, num_low_frequencies: int | None = None) -> tuple[int, int]:
+    """``(start, stop)`` of the ACS (fully sampled centre) columns of a ``[W]`` boolean mask.
+
+    With ``num_low_frequencies`` (what fastMRI's mask functions report) the ACS is fastMRI's
+    centre block ``[(W - n + 1) // 2, … + n)``, so masks of any acceleration with the same centre
+    fraction share their ACS (and ESPIRiT cache entries); otherwise (e.g. a mask stored in the
+    file) it is the contiguous run of sampled columns around ``W // 2``.
+    """
     mask_cols = np.asarray(mask_cols).reshape(-1).astype(bool)
     w = mask_cols.shape[0]
+    if num_low_frequencies:
+        start = (w - int(num_low_frequencies) + 1) // 2
+        stop = start + int(num_low_frequencies)
+        if mask_cols[start:stop].all():
+            return start, stop
     center = w // 2
     if not mask_cols[center]:
         raise ValueError(f"the sampling mask does not sample the k-space centre column {center}")
@@ -121,11 +131,14 @@ def acs_bounds(mask_cols: np.ndarray) -> tuple[int, int]:
 
 
 def _calibration_block(
-    masked_kspace: np.ndarray, mask_cols: np.ndarray, settings: EspiritSettings
+    masked_kspace: np.ndarray,
+    mask_cols: np.ndarray,
+    settings: EspiritSettings,
+    num_low_frequencies: int | None,
 ) -> tuple[np.ndarray, int]:
     """The centred ``[C, calib, calib]`` block inside the ACS, and the kernel width to use."""
     _, h, _ = masked_kspace.shape
-    start, stop = acs_bounds(mask_cols)
+    start, stop = acs_bounds(mask_cols, num_low_frequencies)
     calib, kernel = settings.resolve(stop - start, h)
     c0 = start + (stop - start - calib) // 2
     r0 = h // 2 - calib // 2
@@ -134,7 +147,10 @@ def _calibration_block(
 
 
 def espirit_maps(
-    masked_kspace: np.ndarray, mask_cols: np.ndarray, settings: EspiritSettings | None = None
+    masked_kspace: np.ndarray,
+    mask_cols: np.ndarray,
+    settings: EspiritSettings | None = None,
+    num_low_frequencies: int | None = None,
 ) -> np.ndarray:
     """ESPIRiT sensitivity maps from the ACS of undersampled multicoil k-space.
 
@@ -142,6 +158,7 @@ def espirit_maps(
         masked_kspace: ``[C, H, W]`` complex k-space (zeros where not sampled).
         mask_cols: ``[W]`` boolean column mask.
         settings: calibration settings (defaults: :class:`EspiritSettings`).
+        num_low_frequencies: ACS width reported by the mask function (:func:`acs_bounds`).
 
     Returns:
         ``[C, H, W]`` complex64 maps (phase relative to coil 0, zero outside the ``crop`` support).
@@ -149,7 +166,7 @@ def espirit_maps(
     import sigpy.mri
 
     settings = settings or EspiritSettings()
-    block, kernel = _calibration_block(masked_kspace, mask_cols, settings)
+    block, kernel = _calibration_block(masked_kspace, mask_cols, settings, num_low_frequencies)
     calib = block.shape[-1]
     # sigpy only reads the centred calib×calib square of its input (plus the shape): hand it the
     # exact ACS block at that position, so the region never includes unsampled columns.
@@ -187,9 +204,10 @@ class SensitivityCache:
         fname: str,
         slice_num: int,
         settings: EspiritSettings,
+        num_low_frequencies: int | None = None,
     ) -> Path:
         """Cache file of the maps for this slice, ACS data and settings."""
-        block, kernel = _calibration_block(masked_kspace, mask_cols, settings)
+        block, kernel = _calibration_block(masked_kspace, mask_cols, settings, num_low_frequencies)
         digest = hashlib.sha256(_KEY_VERSION)
         resolved = {**asdict(settings), "kernel_width": kernel, "calib_width": block.shape[-1]}
         digest.update(
@@ -206,10 +224,13 @@ class SensitivityCache:
         fname: str,
         slice_num: int,
         settings: EspiritSettings | None = None,
+        num_low_frequencies: int | None = None,
     ) -> np.ndarray:
         """Cached maps ``[C, H, W]`` complex64, computed with :func:`espirit_maps` on a miss."""
         settings = settings or EspiritSettings()
-        path = self.path_for(masked_kspace, mask_cols, fname, slice_num, settings)
+        path = self.path_for(
+            masked_kspace, mask_cols, fname, slice_num, settings, num_low_frequencies
+        )
         if path.is_file():
             try:
                 maps = np.load(path, allow_pickle=False)
@@ -217,7 +238,7 @@ class SensitivityCache:
                     return maps
             except (OSError, ValueError):
                 pass  # unreadable (e.g. disk was full): recompute and overwrite
-        maps = espirit_maps(masked_kspace, mask_cols, settings)
+        maps = espirit_maps(masked_kspace, mask_cols, settings, num_low_frequencies)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:

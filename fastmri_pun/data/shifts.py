@@ -7,12 +7,16 @@ A shift resolves, relative to the in-distribution (training) mask settings, to a
 |---|---|---|---|
 | ``in-dist`` | ``multicoil_test`` | training mask | — |
 | ``accel-8x`` | ``multicoil_test`` | acceleration 8, *same* centre fraction (ACS and so ESPIRiT calibration unchanged; only the outer k-space is sparser) | — |
-| ``accel-8x-fastmri`` | ``multicoil_test`` | acceleration 8, centre fraction 0.04 (fastMRI's 8× protocol; 5 ACS lines on the 128² demo — too few for ESPIRiT, fine on real 320+-column data) | — |
 | ``mask-type`` | ``multicoil_test`` | other pattern, same acceleration/centre fraction: random → equispaced_fraction, anything else → random | — |
 | ``noise`` | ``multicoil_test`` | training mask | 20 dB |
 | ``anatomy`` | ``multicoil_test_anatomy`` | training mask | — |
 | ``contrast`` | ``multicoil_test_contrast`` | training mask | — |
 | ``lesions`` | ``multicoil_test_lesions`` (+ ``annotations/lesions.csv``) | training mask | — |
+
+fastMRI's own 8× protocol also halves the centre fraction (0.04). On the 128² demo that leaves 5
+ACS lines, too few for ESPIRiT (kernel 5 needs ≥ 7), so it is not registered by default; on real
+data (320+ columns) add it with
+``register_shift(ShiftSpec("accel-8x-cf004", "fastMRI 8x", center_fraction=0.04, acceleration=8))``.
 
 Noise SNR (dB) is defined on the fully sampled k-space: ``10·log10(mean|k|² / σ²)``, the mean over
 coils and all acquired k-space samples, ``σ²`` the power of the added white circular complex
@@ -96,12 +100,6 @@ def register_shift(spec: ShiftSpec) -> ShiftSpec:
 for _spec in (
     ShiftSpec("in-dist", "test split, training mask"),
     ShiftSpec("accel-8x", "8x acceleration, training centre fraction", acceleration=8),
-    ShiftSpec(
-        "accel-8x-fastmri",
-        "8x acceleration, centre fraction 0.04 (fastMRI 8x)",
-        center_fraction=0.04,
-        acceleration=8,
-    ),
     ShiftSpec("mask-type", "other sampling pattern, same acceleration", mask_type="other"),
     ShiftSpec("noise", "added k-space noise at 20 dB SNR", noise_snr_db=20.0),
     ShiftSpec("anatomy", "shoulder and abdomen (pydicom-data)", "multicoil_test_anatomy"),
@@ -116,7 +114,7 @@ for _spec in (
     register_shift(_spec)
 
 #: shifts the robustness suite runs by default (all work on the 128² demo with ESPIRiT maps)
-DEFAULT_SHIFTS = ("in-dist", "accel-8x", "mask-type", "noise", "anatomy", "contrast", "lesions")
+DEFAULT_SHIFTS = tuple(SHIFTS)
 
 
 def list_shifts() -> list[str]:

@@ -159,17 +159,24 @@ class MoDLDataTransform:
             raise ValueError(f"{where}: k-space contains NaN or Inf values")
 
     def estimate_sens_maps(
-        self, masked_kspace: torch.Tensor, mask: torch.Tensor, fname: str, slice_num: int
+        self,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        fname: str,
+        slice_num: int,
+        num_low_frequencies: int | None = None,
     ) -> torch.Tensor:
         """ESPIRiT maps ``[C, H, W, 2]`` float32 for real-view masked k-space ``[C, H, W, 2]``
-        and mask ``[1, 1, W, 1]``."""
+        and mask ``[1, 1, W, 1]`` (ACS: ``num_low_frequencies`` centre columns if given, else
+        the sampled run around the centre)."""
         ksp = torch.view_as_complex(masked_kspace.contiguous()).numpy()
         cols = mask.reshape(-1).numpy().astype(bool)
+        nlow = int(num_low_frequencies) if num_low_frequencies else None
         try:
             if self.cache is not None:
-                maps = self.cache.get_or_compute(ksp, cols, fname, slice_num, self.espirit)
+                maps = self.cache.get_or_compute(ksp, cols, fname, slice_num, self.espirit, nlow)
             else:
-                maps = espirit_maps(ksp, cols, self.espirit)
+                maps = espirit_maps(ksp, cols, self.espirit, nlow)
         except ValueError as err:
             raise ValueError(f"{fname} slice {slice_num}: {err}") from None
         return torch.view_as_real(torch.from_numpy(maps)).contiguous()
@@ -198,7 +205,9 @@ class MoDLDataTransform:
         if self.crop_readout:
             masked_kspace = crop_readout(masked_kspace, int(sample.crop_size[0]))
         if self.sens_maps == "espirit":
-            sens = self.estimate_sens_maps(masked_kspace, sample.mask, fname, slice_num)
+            sens = self.estimate_sens_maps(
+                masked_kspace, sample.mask, fname, slice_num, sample.num_low_frequencies
+            )
         else:
             sens = torch.zeros(0)
         return MoDLSample(

@@ -18,6 +18,7 @@ Datasets are :class:`fastmri.data.SliceDataset`; the transforms (e.g.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from fastmri.data import SliceDataset
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, get_worker_info
 
 SPLITS = ("train", "val", "test")
@@ -87,7 +89,10 @@ class EpochSeededSampler(DistributedSampler):
 
 def seed_mask_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: give each worker its own mask stream, derived from the
-    stream :meth:`EpochSeededSampler.set_epoch` set in the parent process."""
+    stream :meth:`EpochSeededSampler.set_epoch` set in the parent process; with
+    ``pl.seed_everything(..., workers=True)`` also Lightning's seeding of the global RNGs."""
+    if os.environ.get("PL_SEED_WORKERS") == "1":
+        pl_worker_init_function(worker_id)
     info = get_worker_info()
     rng = _mask_rng(info.dataset) if info is not None else None
     if rng is not None:
@@ -132,16 +137,15 @@ class MoDLDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}"
             )
-        for name, rate in (("sample_rate", sample_rate), ("val_sample_rate", val_sample_rate),
-                           ("test_sample_rate", test_sample_rate)):  # fmt: skip
+        self.sample_rates = {"train": sample_rate, "val": val_sample_rate, "test": test_sample_rate}
+        for split, rate in self.sample_rates.items():
             if rate is not None and not 0.0 < rate <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1], got {rate}")
+                raise ValueError(f"sample rate of the {split} split must be in (0, 1], got {rate}")
         self.data_path = Path(data_path)
         if not self.data_path.is_dir():
             raise FileNotFoundError(f"data_path {self.data_path} does not exist")
         self.challenge = challenge
         self.transforms = {"train": train_transform, "val": val_transform, "test": test_transform}
-        self.sample_rates = {"train": sample_rate, "val": val_sample_rate, "test": test_sample_rate}
         self.test_split = test_split
         self.test_path = Path(test_path) if test_path is not None else None
         self.batch_size = batch_size

@@ -105,6 +105,25 @@ def slice_records(
     return records
 
 
+def _batch_records(
+    outputs: dict[str, Any], output: np.ndarray, target: np.ndarray
+) -> list[dict[str, Any]]:
+    """:func:`slice_records` of a step's output dict, with ``zf_*`` entries when it has
+    ``zero_filled`` images. ``output``, ``target``: ``[B, h, w]`` float32."""
+    n = output.shape[0]
+    fnames = _as_list(outputs["fname"], n)
+    slices = _as_list(outputs["slice_num"], n)
+    max_values = _as_list(outputs["max_value"], n)
+    records = slice_records(fnames, slices, max_values, output, target)
+    if outputs.get("zero_filled") is not None:
+        zf = _as_batch(outputs["zero_filled"])
+        for rec, zrec in zip(
+            records, slice_records(fnames, slices, max_values, zf, target, "zf_"), strict=True
+        ):
+            rec.update(zrec)
+    return records
+
+
 def aggregate_volumes(
     records: list[dict[str, Any]],
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -230,17 +249,7 @@ class MriModule(pl.LightningModule):
         if missing:
             raise RuntimeError(f"validation_step output lacks keys {missing}")
         output, target = _as_batch(outputs["output"]), _as_batch(outputs["target"])
-        n = output.shape[0]
-        fnames = _as_list(outputs["fname"], n)
-        slices = _as_list(outputs["slice_num"], n)
-        max_values = _as_list(outputs["max_value"], n)
-        records = slice_records(fnames, slices, max_values, output, target)
-        if outputs.get("zero_filled") is not None:
-            zf = slice_records(
-                fnames, slices, max_values, _as_batch(outputs["zero_filled"]), target, "zf_"
-            )
-            for rec, zrec in zip(records, zf, strict=True):
-                rec.update(zrec)
+        records = _batch_records(outputs, output, target)
         loss = float(torch.as_tensor(outputs["val_loss"]).detach().float().mean())
         for rec in records:
             rec["loss"] = loss
@@ -299,16 +308,7 @@ class MriModule(pl.LightningModule):
         )
         target = outputs.get("target")
         if target is not None and torch.as_tensor(target).numel() > 0:
-            target = _as_batch(target)
-            max_values = _as_list(outputs["max_value"], n)
-            records = slice_records(fnames, slices, max_values, output, target)
-            if outputs.get("zero_filled") is not None:
-                zf = slice_records(
-                    fnames, slices, max_values, _as_batch(outputs["zero_filled"]), target, "zf_"
-                )
-                for rec, zrec in zip(records, zf, strict=True):
-                    rec.update(zrec)
-            self._test_records.extend(records)
+            self._test_records.extend(_batch_records(outputs, output, _as_batch(target)))
 
     def on_test_epoch_end(self) -> None:
         gathered = gather_list_to_zero(self._test_outputs)
