@@ -193,10 +193,8 @@ def _plan(
     test_vols = []
     for split, i, n in _slab_order(layout):
         tag = split.removeprefix("multicoil_")
-        vol = _Volume(
-            split, f"file_demo_{brain.name}_{tag}{i:02d}", brain, list(range(z, z + n)), ""
-        )
-        vol.seed_stem = vol.stem
+        stem = f"file_demo_{brain.name}_{tag}{i:02d}"
+        vol = _Volume(split, stem, brain, list(range(z, z + n)), stem)
         volumes.append(vol)
         if split == "multicoil_test":
             test_vols.append(vol)
@@ -365,7 +363,7 @@ def build_demo_dataset(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown demo layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    cfg = AcquisitionConfig(size=size, num_coils=coils, snr_db=30.0)
+    cfg = AcquisitionConfig(size=size, num_coils=coils)
     lay = LAYOUTS[layout]
     out = Path(out)
     settings = _settings(cfg, seed, layout)
