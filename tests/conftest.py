@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 DEMO_SIZE = 64  # tests/test_data_*.py rely on these two values
 DEMO_COILS = 4
@@ -48,3 +49,12 @@ def demo_mask_func():
     from fastmri_pun.data.masks import make_mask_func
 
     return make_mask_func("random", 0.16, 4)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster and timing-stable on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -78,8 +78,8 @@ def test_espirit_cg_sense_beats_zero_filled(demo_root: Path, demo_mask_func, tmp
 
 def test_espirit_maps_reproduce_fully_sampled_coil_images(demo_root: Path, demo_mask_func) -> None:
     """Projecting the fully sampled coil images onto the ESPIRiT maps (x_c ≈ S_c Σ S*x) keeps
-    them to within 12 % relative L2 error inside the object (stated accuracy at 64², 4 coils,
-    10 ACS lines, 30 dB k-space SNR; noise alone accounts for a few %)."""
+    them to within 9 % relative L2 error inside the object (stated accuracy at 64², 4 coils,
+    10 ACS lines, 30 dB k-space SNR; measured 5.5–6.4 %, noise alone accounts for a few %)."""
     raw_ds = _test_dataset(demo_root)
     errors = []
     for i in range(len(raw_ds)):
@@ -92,7 +92,7 @@ def test_espirit_maps_reproduce_fully_sampled_coil_images(demo_root: Path, demo_
         top = (full.shape[1] - DEMO_SIZE) // 2
         fg[top : top + DEMO_SIZE] = target > 0.1 * target.max()
         errors.append(np.linalg.norm((full - proj)[:, fg]) / np.linalg.norm(full[:, fg]))
-    assert max(errors) < 0.12, errors
+    assert max(errors) < 0.09, errors
 
 
 def test_espirit_reads_only_the_acs(demo_root: Path, demo_mask_func) -> None:

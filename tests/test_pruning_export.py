@@ -27,13 +27,7 @@ from fastmri_pun.pruning.export import from_sparse, to_sparse
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and timing-stable on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pruned_unet(density: float, seed: int = 0) -> tuple[Unet, dict]:
