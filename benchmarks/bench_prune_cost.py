@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from common import format_machine, machine_description, write_section
 
 from fastmri_pun import train
@@ -137,8 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--density", type=float, default=0.03, help="kept fraction of weights")
     parser.add_argument("--sample_rate", type=float, default=None, help="fraction of train data")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: stable on a shared machine, where 2 threads spin-wait)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     warm_map_cache()
     machine = format_machine(machine_description())
     with tempfile.TemporaryDirectory(prefix="bench_prune_cost_") as tmp:
