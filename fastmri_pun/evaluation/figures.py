@@ -49,8 +49,11 @@ def _order(values: pd.Series) -> list[str]:
     return list(dict.fromkeys(values.tolist()))
 
 
-def metric_boxplots(results: pd.DataFrame, path: str | os.PathLike, metric: str = "psnr") -> Path:
-    """Box plots of the per-image ``metric`` per model, one panel per shift (paper Fig 3)."""
+def metric_boxplots(
+    results: pd.DataFrame, path: str | os.PathLike, metric: str = "psnr", ncols: int = 4
+) -> Path:
+    """Box plots of the per-image ``metric`` per model (mean as a triangle), one panel per shift,
+    ``ncols`` panels per row (paper Fig 3)."""
     shifts = [
         s
         for s in _order(results["shift"])
@@ -59,17 +62,23 @@ def metric_boxplots(results: pd.DataFrame, path: str | os.PathLike, metric: str 
     if not shifts:
         raise ValueError(f"no finite {metric!r} values to plot")
     models = _order(results["model"])
+    cols = min(ncols, len(shifts))
+    rows = -(-len(shifts) // cols)
     fig, axes = plt.subplots(
-        1, len(shifts), figsize=(0.6 * len(models) * len(shifts) + 2, 3.6), squeeze=False
+        rows, cols, figsize=(0.6 * len(models) * cols + 2, 3.6 * rows), squeeze=False
     )
-    for ax, shift in zip(axes[0], shifts, strict=True):
+    for ax in axes.ravel()[len(shifts) :]:
+        ax.axis("off")
+    for ax, shift in zip(axes.ravel(), shifts, strict=False):
         sub = results[results["shift"] == shift]
         data = [sub.loc[sub["model"] == m, metric].dropna().to_numpy() for m in models]
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(models) + 1), models, rotation=45, ha="right")
         ax.set_title(f"{shift} (n={max(len(d) for d in data)})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(LABELS.get(metric, metric))
+    for row in axes:
+        row[0].set_ylabel(LABELS.get(metric, metric))
+    fig.tight_layout()
     return _save(fig, path)
 
 
