@@ -15,6 +15,17 @@ from .metrics import HIGHER_IS_BETTER
 KEY = ("fname", "slice_num")
 
 
+def describe(values: np.ndarray, suffix: str = "") -> dict[str, float | int]:
+    """``n``, ``mean``, ``std`` (ddof 1; NaN for one value) and ``median`` of a 1-D array; every
+    key but ``n`` gets ``suffix`` (e.g. ``mean_diff``)."""
+    return {
+        "n": int(values.size),
+        f"mean{suffix}": float(values.mean()),
+        f"std{suffix}": float(values.std(ddof=1)) if values.size > 1 else float("nan"),
+        f"median{suffix}": float(np.median(values)),
+    }
+
+
 def summarize(results: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Per (model, shift, metric): ``n``, ``mean``, ``std`` (ddof 1), ``median``; NaNs dropped.
 
@@ -34,10 +45,7 @@ def summarize(results: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                     "model": model,
                     "shift": shift,
                     "metric": metric,
-                    "n": int(v.size),
-                    "mean": float(v.mean()),
-                    "std": float(v.std(ddof=1)) if v.size > 1 else float("nan"),
-                    "median": float(np.median(v)),
+                    **describe(v),
                 }
             )
     return pd.DataFrame(rows, columns=["model", "shift", "metric", "n", "mean", "std", "median"])
@@ -123,10 +131,7 @@ def paired_differences(
                         "reference": reference,
                         "shift": shift,
                         "metric": metric,
-                        "n": int(d.size),
-                        "mean_diff": float(d.mean()),
-                        "std_diff": float(d.std(ddof=1)) if d.size > 1 else float("nan"),
-                        "median_diff": float(np.median(d)),
+                        **describe(d, suffix="_diff"),
                         "ci_low": lo,
                         "ci_high": hi,
                         "verdict": verdict(lo, hi, HIGHER_IS_BETTER.get(metric, True)),
