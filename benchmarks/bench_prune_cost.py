@@ -8,7 +8,7 @@ Run from the repository root (writes the ``## Pruning compute`` section of
 Every method runs through the real training CLI (``fastmri_pun.train.main``) with the same data,
 model and per-phase training budget (``--max_epochs``); each phase's forward/backward passes and
 wall time come from the ``compute_accounting.json`` that
-:class:`~fastmri_pun.pl_modules.ComputeAccounting` writes. Costs counted:
+:class:`~fastmri_pun.training.ComputeAccounting` writes. Costs counted:
 
 * PUN-IT: mask search on w0 + one sparse training;
 * PUN-AT: dense training + mask search on the trained weights + sparse fine-tuning;
@@ -30,8 +30,8 @@ import torch
 from common import format_machine, machine_description, write_section
 
 from fastmri_pun import train
-from fastmri_pun.data import sensitivity
-from fastmri_pun.data.demo import ensure_demo_dataset
+from fastmri_pun.data import espirit as sensitivity
+from fastmri_pun.demo.builder import ensure_demo_dataset
 
 SECTION = "Pruning compute"
 TARGET_VS_AT = 0.6

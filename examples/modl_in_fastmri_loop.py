@@ -1,6 +1,6 @@
 """MoDL in a plain fastMRI training loop: no Lightning, only fastmri's own data path.
 
-fastmri's ``SliceDataset`` reads the h5 files, our ``MoDLDataTransform`` (fastmri's
+fastmri's ``SliceDataset`` reads the h5 files, our ``SenseDataTransform`` (fastmri's
 ``VarNetDataTransform`` + ESPIRiT coil maps) prepares the slices, and ``fastmri_pun.MoDL`` takes
 exactly the inputs fastmri's ``VarNet`` takes (plus the maps). A few Adam steps with fastmri's
 ``SSIMLoss``, then PSNR (``fastmri.evaluate.psnr``) on validation slices against zero-filling.
@@ -25,7 +25,7 @@ from fastmri.data.transforms import center_crop_to_smallest
 from torch.utils.data import DataLoader
 
 from fastmri_pun import MoDL
-from fastmri_pun.data import MoDLDataTransform, ensure_demo_dataset
+from fastmri_pun.data import SenseDataTransform, ensure_demo_dataset
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,10 +62,10 @@ def main() -> None:
     train = SliceDataset(
         root / "multicoil_train",
         "multicoil",
-        transform=MoDLDataTransform(mask, use_seed=False, crop_readout=True),
+        transform=SenseDataTransform(mask, use_seed=False, crop_readout=True),
     )
     val = SliceDataset(root / "multicoil_val", "multicoil",
-                       transform=MoDLDataTransform(mask, use_seed=True, crop_readout=True))  # fmt: skip
+                       transform=SenseDataTransform(mask, use_seed=True, crop_readout=True))  # fmt: skip
     loader = DataLoader(train, batch_size=1, shuffle=True,
                         generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
 

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoints",
         nargs="+",
         required=True,
-        help="Checkpoints written by fastmri_pun.train (MoDLModule; pruning masks "
+        help="Checkpoints written by fastmri_pun.train (ReconstructionModule; pruning masks "
         "are applied from the checkpoint).",
     )
     p.add_argument(
@@ -141,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[dict[str, Path], SuiteCo
         raise ValueError("--shifts is empty")
     names = model_names(args.checkpoints, args.names)
     if args.data_path is None:
-        from .data.demo import ensure_demo_dataset
+        from .demo.builder import ensure_demo_dataset
 
         data_path = Path(ensure_demo_dataset(size=args.demo_size, coils=args.demo_coils))
     else:

@@ -3,7 +3,7 @@
     python -m fastmri_pun.export CKPT OUT [--check] [--prefix model.]
 
 ``CKPT`` is a Lightning checkpoint with ``state_dict`` and ``pun_masks`` (written by
-``MoDLModule``); ``OUT`` holds the model's weights in dense form (pruned entries are zero), stored
+``ReconstructionModule``); ``OUT`` holds the model's weights in dense form (pruned entries are zero), stored
 as kept values + bit-mask/indices (see :mod:`fastmri_pun.pruning.export`), and the masks. Load it
 with ``fastmri_pun.pruning.load_sparse_into(model, OUT)`` or ``load_sparse(OUT)``.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .pl_modules.modl_module import load_checkpoint_file
 from .pruning import dense_state_dict, load_sparse, save_sparse
+from .training.recon_module import load_checkpoint_file
 
 
 def infer_prefix(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, Any]) -> str:

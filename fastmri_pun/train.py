@@ -42,13 +42,13 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_only
 
-from .data import MoDLDataTransform
-from .data.demo import ensure_demo_dataset
+from .data import SenseDataTransform
+from .demo.builder import ensure_demo_dataset
 from .models import list_models
-from .pl_modules import MoDLDataModule, MoDLModule
-from .pl_modules.accounting import ComputeAccounting
-from .pl_modules.modl_module import check_checkpoint, load_checkpoint_file
-from .pl_modules.prune_procedures import PruneConfig, find_masks, search_limits
+from .training import ReconstructionModule, SliceDataModule
+from .training.accounting import ComputeAccounting
+from .training.recon_module import check_checkpoint, load_checkpoint_file
+from .workflows.prune import PruneConfig, find_masks, search_limits
 
 ACCOUNTING_FILE = "compute_accounting.json"
 PRUNE_METHODS = ("none", "pun-it", "pun-at", "magnitude", "magnitude-at", "random", "snip", "imp")
@@ -337,10 +337,10 @@ def model_spec(cfg: Namespace) -> tuple[str, dict[str, Any]]:
     }
 
 
-def build_module(cfg: Namespace) -> MoDLModule:
-    """A fresh :class:`~fastmri_pun.pl_modules.MoDLModule` from the flags."""
+def build_module(cfg: Namespace) -> ReconstructionModule:
+    """A fresh :class:`~fastmri_pun.training.ReconstructionModule` from the flags."""
     name, kwargs = model_spec(cfg)
-    return MoDLModule(
+    return ReconstructionModule(
         model_name=name,
         model_kwargs=kwargs,
         sens_maps=cfg.sens_maps,
@@ -356,16 +356,16 @@ def build_module(cfg: Namespace) -> MoDLModule:
     )
 
 
-def build_datamodule(cfg: Namespace, data_path: Path, sens_maps: str) -> MoDLDataModule:
-    """:class:`~fastmri_pun.pl_modules.MoDLDataModule` with MoDL transforms.
+def build_datamodule(cfg: Namespace, data_path: Path, sens_maps: str) -> SliceDataModule:
+    """:class:`~fastmri_pun.training.SliceDataModule` with MoDL transforms.
 
     Training masks are random per slice (``use_seed=False``, reseeded per epoch by the data
     module); validation/test masks are fixed per volume (``use_seed=True``), as in fastMRI.
     """
 
-    def transform(use_seed: bool) -> MoDLDataTransform:
+    def transform(use_seed: bool) -> SenseDataTransform:
         mask = create_mask_for_mask_type(cfg.mask_type, cfg.center_fractions, cfg.accelerations)
-        return MoDLDataTransform(
+        return SenseDataTransform(
             mask_func=mask,
             use_seed=use_seed,
             sens_maps=sens_maps,
@@ -373,7 +373,7 @@ def build_datamodule(cfg: Namespace, data_path: Path, sens_maps: str) -> MoDLDat
             crop_readout=cfg.crop_readout,
         )
 
-    return MoDLDataModule(
+    return SliceDataModule(
         data_path=data_path,
         train_transform=transform(False),
         val_transform=transform(True),
@@ -591,7 +591,7 @@ def prepare(cfg: Namespace) -> dict[str, Any]:
         ckpt_path = _earlier_run(Path(cfg.output_dir))
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.mode == "test":
-        module = MoDLModule.load_checkpoint(ckpt_path)
+        module = ReconstructionModule.load_checkpoint(ckpt_path)
         sens_maps = module.hparams.sens_maps
     else:
         module = build_module(cfg)
@@ -699,7 +699,7 @@ def _phase_trainer(cfg: Namespace, phase: str, **limits: Any) -> pl.Trainer:
 
 
 def prune_config(cfg: Namespace) -> PruneConfig:
-    """:class:`~fastmri_pun.pl_modules.prune_procedures.PruneConfig` from the flags."""
+    """:class:`~fastmri_pun.workflows.prune.PruneConfig` from the flags."""
     return PruneConfig(
         density=cfg.density,
         temperature=cfg.temperature,
@@ -713,10 +713,10 @@ def prune_config(cfg: Namespace) -> PruneConfig:
     )
 
 
-def prune_module(cfg: Namespace, module: MoDLModule, dm: MoDLDataModule) -> dict[str, Any]:
+def prune_module(cfg: Namespace, module: ReconstructionModule, dm: SliceDataModule) -> dict[str, Any]:
     """Run ``--prune`` up to the final sparse training; ``module`` ends up pruned.
 
-    Uses :func:`fastmri_pun.pl_modules.prune_procedures.find_masks`; its training phases
+    Uses :func:`fastmri_pun.workflows.prune.find_masks`; its training phases
     (``dense`` for pun-at/magnitude-at, ``imp-k``) run the normal budget (``--max_epochs``) with
     this run's settings, the PUN search ``--search_steps`` steps; each phase's compute goes to
     ``compute_accounting.json``. Returns the density report (also written to

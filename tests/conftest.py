@@ -35,7 +35,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a tiny demo dataset (``multicoil_train/``, ``multicoil_val/``, ``multicoil_test/``,
     ``multicoil_test_{anatomy,contrast,lesions}/``, ``annotations/lesions.csv``)."""
-    from fastmri_pun.data.demo import build_demo_dataset
+    from fastmri_pun.demo.builder import build_demo_dataset
 
     out = tmp_path_factory.mktemp("demo") / "tiny"
     return build_demo_dataset(

@@ -18,7 +18,7 @@ from fastmri_pun.data.h5io import (
     write_fastmri_volume,
 )
 from fastmri_pun.data.masks import make_mask_func
-from fastmri_pun.data.transforms import MoDLDataTransform
+from fastmri_pun.data.transforms import SenseDataTransform
 
 TEST_FILE = Path("multicoil_test") / "file_demo_ch2_test00.h5"
 
@@ -118,7 +118,7 @@ def test_transform_rejects_bad_kspace(demo_root: Path, demo_mask_func) -> None:
         kspace = hf["kspace"][0]
         target = hf["reconstruction_rss"][0]
     attrs = {"padding_left": 0, "padding_right": 64, "recon_size": (64, 64, 1), "max": 1.0}
-    t = MoDLDataTransform(demo_mask_func, sens_maps="learned")
+    t = SenseDataTransform(demo_mask_func, sens_maps="learned")
     for bad in (np.nan, np.inf):
         k = kspace.copy()
         k[1, 5, 7] = bad
@@ -129,14 +129,14 @@ def test_transform_rejects_bad_kspace(demo_root: Path, demo_mask_func) -> None:
     with pytest.raises(ValueError, match="must be complex"):
         t(np.abs(kspace), None, target, attrs, "file_y.h5", 0)
     with pytest.raises(ValueError, match="no mask_func given and the file has no 'mask'"):
-        MoDLDataTransform(None, sens_maps="learned")(kspace, None, target, attrs, "file_y.h5", 0)
+        SenseDataTransform(None, sens_maps="learned")(kspace, None, target, attrs, "file_y.h5", 0)
 
 
 def test_espirit_error_names_slice_when_acs_too_small(demo_root: Path, tmp_path: Path) -> None:
     with h5py.File(demo_root / TEST_FILE) as hf:
         kspace = hf["kspace"][0]
     attrs = {"padding_left": 0, "padding_right": 64, "recon_size": (64, 64, 1), "max": 1.0}
-    t = MoDLDataTransform(make_mask_func("random", 0.08, 4), cache_dir=tmp_path)  # 5 ACS lines
+    t = SenseDataTransform(make_mask_func("random", 0.08, 4), cache_dir=tmp_path)  # 5 ACS lines
     with pytest.raises(ValueError, match=r"file_z\.h5 slice 2: ESPIRiT needs .* the mask has 5"):
         t(kspace, None, None, attrs, "file_z.h5", 2)
 
@@ -158,7 +158,7 @@ def test_mask_arguments(kwargs: dict, message: str) -> None:
 
 def test_transform_rejects_raw_fastmri_mask_with_acceleration_one() -> None:
     with pytest.raises(ValueError, match="accelerations must all be > 1"):
-        MoDLDataTransform(RandomMaskFunc([0.08], [1]))
+        SenseDataTransform(RandomMaskFunc([0.08], [1]))
 
 
 def test_every_mask_type_builds_and_accelerates() -> None:

@@ -24,7 +24,7 @@ from fastmri_pun.data.shifts import (
     register_shift,
     resolve_shift,
 )
-from fastmri_pun.data.transforms import MoDLDataTransform
+from fastmri_pun.data.transforms import SenseDataTransform
 
 
 def _sampled_fraction(mask_func, width: int = 320) -> float:
@@ -83,9 +83,9 @@ def test_noise_shift_reaches_its_snr_on_demo_data(demo_root: Path) -> None:
     noisy_ds = SliceDataset(
         shift.data_dir(demo_root),
         "multicoil",
-        transform=MoDLDataTransform(**kwargs, noise_snr_db=shift.noise_snr_db),
+        transform=SenseDataTransform(**kwargs, noise_snr_db=shift.noise_snr_db),
     )
-    clean_ds = SliceDataset(shift.data_dir(demo_root), "multicoil", MoDLDataTransform(**kwargs))
+    clean_ds = SliceDataset(shift.data_dir(demo_root), "multicoil", SenseDataTransform(**kwargs))
     raw_ds = SliceDataset(shift.data_dir(demo_root), "multicoil")
     for i in range(len(raw_ds)):
         noisy, clean = noisy_ds[i], clean_ds[i]

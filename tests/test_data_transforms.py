@@ -1,4 +1,4 @@
-"""MoDLDataTransform: agreement with fastMRI's VarNet transform, ESPIRiT maps (quality, ACS-only,
+"""SenseDataTransform: agreement with fastMRI's VarNet transform, ESPIRiT maps (quality, ACS-only,
 cache keys, concurrent writers), readout cropping, the noise option, odd/fastMRI-like shapes."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from fastmri.data import SliceDataset
 from fastmri.data.transforms import VarNetDataTransform, center_crop, complex_center_crop
 from torch.utils.data import default_collate
 
-from fastmri_pun.data import sensitivity as sens_mod
+from fastmri_pun.data import espirit as sens_mod
 from fastmri_pun.data.h5io import ismrmrd_header, write_fastmri_volume
 from fastmri_pun.data.masks import make_mask_func
-from fastmri_pun.data.sensitivity import EspiritSettings, SensitivityCache, espirit_maps
-from fastmri_pun.data.simulate import center_crop as np_center_crop
-from fastmri_pun.data.simulate import ifft2c, rss
-from fastmri_pun.data.transforms import MoDLDataTransform, MoDLSample, crop_readout
+from fastmri_pun.data.espirit import EspiritSettings, SensitivityCache, espirit_maps
+from fastmri_pun.demo.simulate import center_crop as np_center_crop
+from fastmri_pun.demo.simulate import ifft2c, rss
+from fastmri_pun.data.transforms import SenseDataTransform, SenseSample, crop_readout
 from fastmri_pun.physics import SenseOp, cg_solve
 
 DEMO_SIZE, DEMO_COILS = 64, 4  # as built by the demo_root fixture (tests/conftest.py)
@@ -35,14 +35,14 @@ def _test_dataset(demo_root: Path, transform=None, split: str = "multicoil_test"
     return SliceDataset(demo_root / split, "multicoil", transform=transform)
 
 
-def _cg_sense(sample: MoDLSample, lam: float = 1e-3, iters: int = 30) -> np.ndarray:
+def _cg_sense(sample: SenseSample, lam: float = 1e-3, iters: int = 30) -> np.ndarray:
     k = torch.view_as_complex(sample.masked_kspace)[None]
     op = SenseOp(torch.view_as_complex(sample.sens_maps)[None], sample.mask[None])
     x = cg_solve(op.normal, op.A_adjoint(k), lam, max_iter=iters, tol=1e-10)
     return center_crop(x.abs()[0], sample.crop_size).numpy()
 
 
-def _zero_filled(sample: MoDLSample) -> np.ndarray:
+def _zero_filled(sample: SenseSample) -> np.ndarray:
     img = fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(sample.masked_kspace)), 0)
     return center_crop(img, sample.crop_size).numpy()
 
@@ -50,10 +50,10 @@ def _zero_filled(sample: MoDLSample) -> np.ndarray:
 def test_matches_varnet_transform_and_collates(demo_root: Path, demo_mask_func, tmp_path) -> None:
     raw = _test_dataset(demo_root)[1]
     ref = VarNetDataTransform(demo_mask_func)(*raw)
-    learned = MoDLDataTransform(demo_mask_func, sens_maps="learned")(*raw)
-    esp = MoDLDataTransform(demo_mask_func, cache_dir=tmp_path)(*raw)
+    learned = SenseDataTransform(demo_mask_func, sens_maps="learned")(*raw)
+    esp = SenseDataTransform(demo_mask_func, cache_dir=tmp_path)(*raw)
     for out in (learned, esp):
-        assert isinstance(out, MoDLSample)
+        assert isinstance(out, SenseSample)
         assert torch.equal(out.masked_kspace, ref.masked_kspace)
         assert torch.equal(out.mask, ref.mask) and out.mask.dtype == torch.bool
         for a, b in zip(out[2:8], ref[2:8], strict=True):  # the other VarNetSample fields
@@ -67,7 +67,7 @@ def test_matches_varnet_transform_and_collates(demo_root: Path, demo_mask_func, 
 
 
 def test_espirit_cg_sense_beats_zero_filled(demo_root: Path, demo_mask_func, tmp_path) -> None:
-    ds = _test_dataset(demo_root, MoDLDataTransform(demo_mask_func, cache_dir=tmp_path))
+    ds = _test_dataset(demo_root, SenseDataTransform(demo_mask_func, cache_dir=tmp_path))
     gains = []
     for i in range(len(ds)):
         s = ds[i]
@@ -84,7 +84,7 @@ def test_espirit_maps_reproduce_fully_sampled_coil_images(demo_root: Path, demo_
     errors = []
     for i in range(len(raw_ds)):
         kspace, _, target, attrs, fname, slice_num = raw_ds[i]
-        s = MoDLDataTransform(demo_mask_func, use_cache=False)(*raw_ds[i])
+        s = SenseDataTransform(demo_mask_func, use_cache=False)(*raw_ds[i])
         maps = torch.view_as_complex(s.sens_maps).numpy()
         full = ifft2c(kspace)
         proj = maps * np.sum(np.conj(maps) * full, axis=0, keepdims=True)
@@ -96,7 +96,7 @@ def test_espirit_maps_reproduce_fully_sampled_coil_images(demo_root: Path, demo_
 
 
 def test_espirit_reads_only_the_acs(demo_root: Path, demo_mask_func) -> None:
-    s = MoDLDataTransform(demo_mask_func, sens_maps="learned")(*_test_dataset(demo_root)[0])
+    s = SenseDataTransform(demo_mask_func, sens_maps="learned")(*_test_dataset(demo_root)[0])
     k = torch.view_as_complex(s.masked_kspace).numpy()
     cols = s.mask.reshape(-1).numpy()
     start, stop = sens_mod.acs_bounds(cols)
@@ -110,7 +110,7 @@ def test_cache_hits_and_never_serves_other_settings(
     demo_root: Path, demo_mask_func, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw = _test_dataset(demo_root)[0]
-    first = MoDLDataTransform(demo_mask_func, cache_dir=tmp_path)(*raw)
+    first = SenseDataTransform(demo_mask_func, cache_dir=tmp_path)(*raw)
     files = list(tmp_path.rglob("*.npy"))
     assert len(files) == 1 and raw[4].removesuffix(".h5") in files[0].name
     assert not list(tmp_path.rglob("*.tmp"))
@@ -119,16 +119,16 @@ def test_cache_hits_and_never_serves_other_settings(
         raise AssertionError("cache miss")
 
     monkeypatch.setattr(sens_mod, "espirit_maps", boom)
-    again = MoDLDataTransform(demo_mask_func, cache_dir=tmp_path)(*raw)  # served from disk
+    again = SenseDataTransform(demo_mask_func, cache_dir=tmp_path)(*raw)  # served from disk
     assert torch.equal(again.sens_maps, first.sens_maps)
     monkeypatch.undo()
 
     variants = {
-        "crop": MoDLDataTransform(demo_mask_func, cache_dir=tmp_path, espirit_crop=0.5),
-        "kernel": MoDLDataTransform(demo_mask_func, cache_dir=tmp_path, espirit_kernel_width=4),
-        "acs": MoDLDataTransform(make_mask_func("random", 0.2, 4), cache_dir=tmp_path),
-        "noise": MoDLDataTransform(demo_mask_func, cache_dir=tmp_path, noise_snr_db=15.0),
-        "readout": MoDLDataTransform(demo_mask_func, cache_dir=tmp_path, crop_readout=True),
+        "crop": SenseDataTransform(demo_mask_func, cache_dir=tmp_path, espirit_crop=0.5),
+        "kernel": SenseDataTransform(demo_mask_func, cache_dir=tmp_path, espirit_kernel_width=4),
+        "acs": SenseDataTransform(make_mask_func("random", 0.2, 4), cache_dir=tmp_path),
+        "noise": SenseDataTransform(demo_mask_func, cache_dir=tmp_path, noise_snr_db=15.0),
+        "readout": SenseDataTransform(demo_mask_func, cache_dir=tmp_path, crop_readout=True),
     }
     for name, transform in variants.items():
         cached = transform(*raw)
@@ -137,7 +137,7 @@ def test_cache_hits_and_never_serves_other_settings(
         assert torch.equal(cached.sens_maps, fresh.sens_maps), name
         assert not torch.equal(cached.sens_maps, first.sens_maps), name
     assert len(list(tmp_path.rglob("*.npy"))) == 1 + len(variants)
-    other_slice = MoDLDataTransform(demo_mask_func, cache_dir=tmp_path)(
+    other_slice = SenseDataTransform(demo_mask_func, cache_dir=tmp_path)(
         *_test_dataset(demo_root)[1]
     )
     assert not torch.equal(other_slice.sens_maps, first.sens_maps)
@@ -145,7 +145,7 @@ def test_cache_hits_and_never_serves_other_settings(
 
 def _worker(args: tuple) -> bytes:
     root, cache_dir, index = args
-    transform = MoDLDataTransform(make_mask_func("random", 0.16, 4), cache_dir=cache_dir)
+    transform = SenseDataTransform(make_mask_func("random", 0.16, 4), cache_dir=cache_dir)
     sample = SliceDataset(Path(root) / "multicoil_test", "multicoil", transform=transform)[index]
     return sample.sens_maps.numpy().tobytes()
 
@@ -175,10 +175,10 @@ def test_crop_readout_sample_reconstructs_the_same(
     demo_root: Path, demo_mask_func, tmp_path: Path
 ) -> None:
     raw = _test_dataset(demo_root)[2]
-    s = MoDLDataTransform(demo_mask_func, cache_dir=tmp_path, crop_readout=True)(*raw)
+    s = SenseDataTransform(demo_mask_func, cache_dir=tmp_path, crop_readout=True)(*raw)
     assert s.masked_kspace.shape == (DEMO_COILS, DEMO_SIZE, DEMO_SIZE, 2)
     assert s.sens_maps.shape == (DEMO_COILS, DEMO_SIZE, DEMO_SIZE, 2)
-    full = MoDLDataTransform(demo_mask_func, sens_maps="learned")(*raw)
+    full = SenseDataTransform(demo_mask_func, sens_maps="learned")(*raw)
     torch.testing.assert_close(_zero_filled(s), _zero_filled(full), rtol=1e-4, atol=1e-7)
     target = s.target.numpy()
     assert _psnr(_cg_sense(s), target) >= _psnr(_zero_filled(s), target) + 3.0
@@ -186,10 +186,10 @@ def test_crop_readout_sample_reconstructs_the_same(
 
 def test_noise_option_gives_the_requested_snr(demo_root: Path, demo_mask_func) -> None:
     raw = _test_dataset(demo_root)[0]
-    clean = MoDLDataTransform(demo_mask_func, sens_maps="learned")(*raw)
+    clean = SenseDataTransform(demo_mask_func, sens_maps="learned")(*raw)
     full_power = np.mean(np.abs(raw[0]) ** 2)  # SNR is defined on the fully sampled k-space
     for snr_db in (10.0, 20.0, 30.0):
-        t = MoDLDataTransform(demo_mask_func, sens_maps="learned", noise_snr_db=snr_db)
+        t = SenseDataTransform(demo_mask_func, sens_maps="learned", noise_snr_db=snr_db)
         noisy = t(*raw)
         cols = noisy.mask.reshape(-1)
         noise = torch.view_as_complex(noisy.masked_kspace - clean.masked_kspace)[..., cols]
@@ -198,7 +198,7 @@ def test_noise_option_gives_the_requested_snr(demo_root: Path, demo_mask_func) -
         unsampled = torch.view_as_complex(noisy.masked_kspace)[..., ~cols]
         assert torch.count_nonzero(unsampled) == 0  # noise only where data are acquired
         assert torch.equal(t(*raw).masked_kspace, noisy.masked_kspace)  # deterministic
-    other = MoDLDataTransform(demo_mask_func, sens_maps="learned", noise_snr_db=20.0, noise_seed=1)
+    other = SenseDataTransform(demo_mask_func, sens_maps="learned", noise_snr_db=20.0, noise_seed=1)
     assert not torch.equal(other(*raw).masked_kspace, t(*raw).masked_kspace)
 
 
@@ -225,7 +225,7 @@ def _fastmri_like_file(demo_root: Path, path: Path, coils: int = 15) -> Path:
 def test_odd_sizes_many_coils_and_padding(demo_root: Path, tmp_path: Path, crop: bool) -> None:
     path = _fastmri_like_file(demo_root, tmp_path / "data" / "file_odd.h5")
     mask_func = make_mask_func("random", 0.16, 2)  # 15 virtual coils hold 4 coils' information
-    transform = MoDLDataTransform(mask_func, cache_dir=tmp_path / "cache", crop_readout=crop)
+    transform = SenseDataTransform(mask_func, cache_dir=tmp_path / "cache", crop_readout=crop)
     ds = SliceDataset(path.parent, "multicoil", transform=transform)
     meta = ds.raw_samples[0].metadata
     assert meta["padding_left"] == 2 and meta["encoding_size"] == (123, 61, 1)
@@ -254,7 +254,7 @@ def test_espirit_settings_validation() -> None:
     with pytest.raises(ValueError, match="centre column"):
         sens_mod.acs_bounds(np.zeros(64, bool))
     with pytest.raises(ValueError, match="sens_maps"):
-        MoDLDataTransform(sens_maps="sigpy")
+        SenseDataTransform(sens_maps="sigpy")
 
 
 def test_precompute_command_fills_the_transform_cache(
@@ -269,7 +269,7 @@ def test_precompute_command_fills_the_transform_cache(
         raise AssertionError("cache miss")
 
     monkeypatch.setattr(sens_mod, "espirit_maps", boom)
-    transform = MoDLDataTransform(make_mask_func("random", 0.16, 8), cache_dir=tmp_path)
+    transform = SenseDataTransform(make_mask_func("random", 0.16, 8), cache_dir=tmp_path)
     ds = SliceDataset(demo_root / "multicoil_val", "multicoil", transform=transform)
     assert all(ds[i].sens_maps.shape[0] == DEMO_COILS for i in range(len(ds)))  # all cache hits
     assert sens_mod.main([str(tmp_path / "nowhere")]) == 2

@@ -18,13 +18,13 @@ SHIFTS = ["in-dist", "lesions"]
 
 
 def _save_checkpoint(path: Path, pruned: bool, seed: int, model_name: str = "modl") -> Path:
-    """A minimal untrained MoDLModule checkpoint (what Lightning writes, less the trainer state)."""
-    from fastmri_pun.pl_modules import MoDLModule
+    """A minimal untrained ReconstructionModule checkpoint (what Lightning writes, less the trainer state)."""
+    from fastmri_pun.training import ReconstructionModule
     from fastmri_pun.pruning import random_masks
 
     torch.manual_seed(seed)
     kwargs = dict(num_unrolls=1, num_cg_iters=2, chans=8, num_layers=3)
-    module = MoDLModule(model_kwargs=kwargs)
+    module = ReconstructionModule(model_kwargs=kwargs)
     if pruned:
         module.set_prune_masks(random_masks(module.model, 0.3, seed=seed))
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}

@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 import torch
 from fastmri.data.subsample import create_mask_for_mask_type
 
-from fastmri_pun.data import MoDLDataTransform
-from fastmri_pun.pl_modules import MoDLDataModule, MoDLModule
+from fastmri_pun.data import SenseDataTransform
+from fastmri_pun.training import SliceDataModule, ReconstructionModule
 
 TINY_MODL = {"num_unrolls": 2, "num_cg_iters": 3, "chans": 8, "num_layers": 3, "sens_chans": 2,
              "sens_pools": 1}  # fmt: skip
@@ -64,13 +64,13 @@ def test_ddp_validation_metrics_equal_single_process(demo_root, tmp_path):
     _copy_volume(tests[0], val / "vol_a.h5", 2)
     _copy_volume(tests[1], val / "vol_b.h5", 1)
 
-    def transform() -> MoDLDataTransform:
+    def transform() -> SenseDataTransform:
         mask = create_mask_for_mask_type("equispaced_fraction", [0.16], [4])
-        return MoDLDataTransform(mask, use_seed=True, cache_dir=tmp_path / "maps")
+        return SenseDataTransform(mask, use_seed=True, cache_dir=tmp_path / "maps")
 
-    dm = MoDLDataModule(tmp_path / "data", transform(), transform(), transform())
+    dm = SliceDataModule(tmp_path / "data", transform(), transform(), transform())
     torch.manual_seed(0)
-    module = MoDLModule(model_kwargs=TINY_MODL, num_log_images=0)
+    module = ReconstructionModule(model_kwargs=TINY_MODL, num_log_images=0)
 
     single = _validate(module, dm, tmp_path, devices=1)
     ddp = _validate(module, dm, tmp_path, devices=2, strategy="ddp_spawn")

@@ -1,4 +1,4 @@
-"""MriModule's metric reduction, the losses and MoDLModule checkpoints (no training, no data)."""
+"""MriModule's metric reduction, the losses and ReconstructionModule checkpoints (no training, no data)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from fastmri import evaluate
 
-from fastmri_pun.pl_modules import MoDLModule, ReconLoss, aggregate_volumes, load_checkpoint_file
-from fastmri_pun.pl_modules.modl_module import check_checkpoint
-from fastmri_pun.pl_modules.mri_module import slice_records
+from fastmri_pun.training import ReconstructionModule, ReconLoss, aggregate_volumes, load_checkpoint_file
+from fastmri_pun.training.recon_module import check_checkpoint
+from fastmri_pun.training.mri_module import slice_records
 
 TINY_MODL = {"num_unrolls": 1, "num_cg_iters": 2, "chans": 4, "num_layers": 3, "sens_chans": 2,
              "sens_pools": 1}  # fmt: skip
@@ -83,7 +83,7 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return kspace * mask, mask
 
 
-def _checkpoint(module: MoDLModule) -> dict:
+def _checkpoint(module: ReconstructionModule) -> dict:
     ckpt = {
         "state_dict": module.state_dict(),
         "hyper_parameters": dict(module.hparams),
@@ -96,7 +96,7 @@ def _checkpoint(module: MoDLModule) -> dict:
 
 def test_pruned_checkpoint_reloads_with_masks(tmp_path):
     torch.manual_seed(0)
-    module = MoDLModule(model_kwargs=TINY_MODL)
+    module = ReconstructionModule(model_kwargs=TINY_MODL)
     name = "denoiser.layers.0.weight"
     weight = dict(module.model.named_parameters())[name]
     mask = torch.rand(weight.shape) < 0.3
@@ -106,7 +106,7 @@ def test_pruned_checkpoint_reloads_with_masks(tmp_path):
 
     raw = torch.load(path, weights_only=True)  # only tensors and plain python values inside
     assert torch.equal(raw["pun_masks"][name], mask)
-    for loaded in (MoDLModule.load_checkpoint(path), MoDLModule.load_from_checkpoint(path)):
+    for loaded in (ReconstructionModule.load_checkpoint(path), ReconstructionModule.load_from_checkpoint(path)):
         assert torch.equal(loaded.prune_masks[name], mask)
         sparse = dict(loaded.model.named_buffers())["denoiser.layers.0.weight_mask"]
         assert torch.equal(sparse.bool(), mask)
@@ -129,12 +129,12 @@ def test_checkpoint_errors(tmp_path):
 
     # a fastMRI VarNetModule-style checkpoint (other hyper-parameters)
     other = {"state_dict": {}, "hyper_parameters": {"num_cascades": 12, "lr": 3e-4}}
-    with pytest.raises(ValueError, match="not a fastmri_pun MoDLModule checkpoint"):
+    with pytest.raises(ValueError, match="not a fastmri_pun ReconstructionModule checkpoint"):
         check_checkpoint(other, "x.ckpt")
 
-    module = MoDLModule(model_kwargs=TINY_MODL)
+    module = ReconstructionModule(model_kwargs=TINY_MODL)
     path = tmp_path / "small.ckpt"
     torch.save(_checkpoint(module), path)
-    wider = MoDLModule(model_kwargs={**TINY_MODL, "chans": 6})
+    wider = ReconstructionModule(model_kwargs={**TINY_MODL, "chans": 6})
     with pytest.raises(ValueError, match=r"another model .*differing settings \['chans'\]"):
         wider.on_load_checkpoint(load_checkpoint_file(path))

@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fastmri_pun.models import MoDL, accepts_sens_maps
-from fastmri_pun.pl_modules.accounting import ComputeAccounting
-from fastmri_pun.pl_modules.mask_module import MaskSearchModule
-from fastmri_pun.pl_modules.prune_procedures import (
+from fastmri_pun.training.accounting import ComputeAccounting
+from fastmri_pun.training.mask_search import MaskSearchModule
+from fastmri_pun.workflows.prune import (
     METHODS,
     PruneConfig,
     find_masks,

@@ -1,10 +1,10 @@
 """Data layer: fastMRI-format demo data from real MR images, the MoDL data transform with ESPIRiT
 coil maps, test-time shifts and fastMRI+ annotations.
 
-Commands: ``python -m fastmri_pun.data.demo --help`` (build the demo dataset) and
-``python -m fastmri_pun.data.sensitivity --help`` (precompute ESPIRiT maps for a fastMRI folder).
+Commands: ``python -m fastmri_pun.demo.builder --help`` (build the demo dataset) and
+``python -m fastmri_pun.data.espirit --help`` (precompute ESPIRiT maps for a fastMRI folder).
 
-Names are imported lazily (PEP 562), so ``python -m fastmri_pun.data.demo`` does not import its
+Names are imported lazily (PEP 562), so ``python -m fastmri_pun.demo.builder`` does not import its
 own module twice and ``import fastmri_pun.data`` stays cheap.
 """
 
@@ -19,18 +19,15 @@ _EXPORTS = {
     "read_annotations": "annotations",
     "roi_mask": "annotations",
     "write_annotations": "annotations",
-    "SPLITS": "demo",
-    "build_demo_dataset": "demo",
-    "ensure_demo_dataset": "demo",
     "list_fastmri_files": "h5io",
     "validate_fastmri_file": "h5io",
     "validate_fastmri_folder": "h5io",
     "write_fastmri_volume": "h5io",
     "MASK_TYPES": "masks",
     "make_mask_func": "masks",
-    "EspiritSettings": "sensitivity",
-    "SensitivityCache": "sensitivity",
-    "espirit_maps": "sensitivity",
+    "EspiritSettings": "espirit",
+    "SensitivityCache": "espirit",
+    "espirit_maps": "espirit",
     "DEFAULT_SHIFTS": "shifts",
     "SHIFTS": "shifts",
     "ResolvedShift": "shifts",
@@ -38,8 +35,8 @@ _EXPORTS = {
     "list_shifts": "shifts",
     "register_shift": "shifts",
     "resolve_shift": "shifts",
-    "MoDLDataTransform": "transforms",
-    "MoDLSample": "transforms",
+    "SenseDataTransform": "transforms",
+    "SenseSample": "transforms",
     "add_noise_at_snr": "transforms",
     "crop_readout": "transforms",
 }

@@ -216,7 +216,7 @@ def validate_fastmri_file(path: str | os.PathLike, require_target: bool = False)
     fastMRI's own query (matrix sizes, ``kspace_encoding_step_1`` limits),
     ``reconstruction_rss`` (if present, or if ``require_target``) is ``[slices, h, w]``, and an
     optional ``mask`` has ``W`` entries. Values (NaN/Inf) are checked per slice by
-    :class:`~fastmri_pun.data.transforms.MoDLDataTransform`.
+    :class:`~fastmri_pun.data.transforms.SenseDataTransform`.
 
     Raises:
         FileNotFoundError: the file does not exist.

@@ -1,10 +1,10 @@
-"""``MoDLDataTransform``: fastMRI's ``VarNetDataTransform`` plus coil sensitivity maps.
+"""``SenseDataTransform``: fastMRI's ``VarNetDataTransform`` plus coil sensitivity maps.
 
 Per slice (``SliceDataset`` calls it with ``kspace, mask, target, attrs, fname, slice_num``):
 
 1. check the k-space (``[coils, H, W]`` complex, finite) with a one-line error naming the slice;
 2. optionally add complex Gaussian k-space noise at ``noise_snr_db`` (the ``noise`` shift; SNR as
-   defined in :mod:`fastmri_pun.data.simulate`: ``10·log10(mean|k|² / σ²)`` over the acquired
+   defined in :mod:`fastmri_pun.demo.simulate`: ``10·log10(mean|k|² / σ²)`` over the acquired
    samples of the stored k-space, white across coils, seeded by ``noise_seed``, file and slice);
 3. mask with fastMRI's own ``VarNetDataTransform`` (same masks, seeds and padding handling);
 4. optionally remove the readout oversampling (``crop_readout=True``): inverse FFT along the
@@ -12,7 +12,7 @@ Per slice (``SliceDataset`` calls it with ``kspace, mask, target, attrs, fname, 
    reconstruction FOV is unchanged, k-space shrinks from ``[C, H, W]`` to ``[C, h, W]`` (e.g.
    640 → 320 rows on fastMRI brain/knee), halving memory and compute of unrolled networks.
    Sampling is along columns, so cropping rows commutes with the mask;
-5. coil maps: ESPIRiT from the ACS of the *masked* k-space (:mod:`fastmri_pun.data.sensitivity`,
+5. coil maps: ESPIRiT from the ACS of the *masked* k-space (:mod:`fastmri_pun.data.espirit`,
    disk-cached), or ``sens_maps="learned"`` to leave them to MoDL's ``SensitivityModel``.
 """
 
@@ -26,13 +26,14 @@ import torch
 from fastmri.data.subsample import MaskFunc
 from fastmri.data.transforms import VarNetDataTransform
 
+from ..utils.seeding import stable_seed
+from .espirit import EspiritSettings, SensitivityCache, espirit_maps
 from .masks import check_mask_func
-from .sensitivity import EspiritSettings, SensitivityCache, espirit_maps, stable_seed
 
-__all__ = ["MoDLDataTransform", "MoDLSample", "add_noise_at_snr", "crop_readout"]
+__all__ = ["SenseDataTransform", "SenseSample", "add_noise_at_snr", "crop_readout"]
 
 
-class MoDLSample(NamedTuple):
+class SenseSample(NamedTuple):
     """fastMRI's ``VarNetSample`` fields plus ``sens_maps``.
 
     ``masked_kspace`` ``[C, H, W, 2]`` float32; ``mask`` ``[1, 1, W, 1]`` bool;
@@ -90,7 +91,7 @@ def add_noise_at_snr(
     return out
 
 
-class MoDLDataTransform:
+class SenseDataTransform:
     """Data transform for MoDL (and any model taking fastMRI VarNet inputs + coil maps).
 
     Args:
@@ -103,7 +104,7 @@ class MoDLDataTransform:
             ``~/.cache/fastmri_pun/sens_maps``).
         use_cache: ``False`` recomputes maps every call (no disk writes).
         espirit_kernel_width, espirit_crop, espirit_thresh, espirit_max_iter,
-        espirit_calib_width: :class:`~fastmri_pun.data.sensitivity.EspiritSettings`.
+        espirit_calib_width: :class:`~fastmri_pun.data.espirit.EspiritSettings`.
         crop_readout: remove the readout oversampling (module docstring, step 4).
         noise_snr_db: add k-space noise at this SNR (``None``: no noise); ``noise_seed`` seeds it
             (with the file name and slice, so every epoch/run sees the same noise).
@@ -189,8 +190,8 @@ class MoDLDataTransform:
         attrs: dict,
         fname: str,
         slice_num: int,
-    ) -> MoDLSample:
-        """Transform one slice. ``kspace`` ``[C, H, W]`` complex; returns a :class:`MoDLSample`."""
+    ) -> SenseSample:
+        """Transform one slice. ``kspace`` ``[C, H, W]`` complex; returns a :class:`SenseSample`."""
         self._check_kspace(kspace, fname, slice_num)
         if self.mask_func is None and mask is None:
             raise ValueError(
@@ -210,7 +211,7 @@ class MoDLDataTransform:
             )
         else:
             sens = torch.zeros(0)
-        return MoDLSample(
+        return SenseSample(
             masked_kspace=masked_kspace,
             mask=sample.mask,
             num_low_frequencies=sample.num_low_frequencies,

@@ -1,7 +1,7 @@
 """Robustness suite: every model × shift → per-image metric rows, summary tables and figures.
 
 Each shift (:mod:`fastmri_pun.data.shifts`) names a data folder, a mask and a noise level. For a
-shift, one :class:`fastmri.data.SliceDataset` with :class:`~fastmri_pun.data.MoDLDataTransform`
+shift, one :class:`fastmri.data.SliceDataset` with :class:`~fastmri_pun.data.SenseDataTransform`
 (masks seeded by file name as in fastMRI's validation, noise seeded by ``seed``, file and slice)
 feeds every model that still has work on that shift, so all models see identical inputs and the
 per-image differences between them are exactly paired. Outputs are centre-cropped to the target
@@ -153,15 +153,15 @@ def model_names(checkpoints: Sequence[str | os.PathLike], names: Sequence[str] |
 
 
 def load_model(path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
-    """Load a trained :class:`~fastmri_pun.pl_modules.MoDLModule` (pruning masks applied) in eval
+    """Load a trained :class:`~fastmri_pun.training.ReconstructionModule` (pruning masks applied) in eval
     mode. Missing, unreadable or foreign checkpoints raise one-line errors."""
-    from ..pl_modules import MoDLModule
+    from ..training import ReconstructionModule
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        module = MoDLModule.load_checkpoint(path, map_location="cpu")
+        module = ReconstructionModule.load_checkpoint(path, map_location="cpu")
     except (FileNotFoundError, ValueError):
         raise
     except (TypeError, KeyError, RuntimeError) as err:  # unknown model name/kwargs, bad weights
@@ -208,8 +208,8 @@ def shift_dataset(shift: Any, cfg: SuiteConfig, sens_maps: str):
     """``SliceDataset`` of a shift with its mask/noise; missing folders raise clear errors."""
     from fastmri.data import SliceDataset
 
-    from ..data import MoDLDataTransform
-    from ..pl_modules import check_split_dir
+    from ..data import SenseDataTransform
+    from ..training import check_split_dir
 
     root = shift_dir(shift, cfg)
     if not root.is_dir():
@@ -218,7 +218,7 @@ def shift_dataset(shift: Any, cfg: SuiteConfig, sens_maps: str):
             f"--data_path {cfg.data_path}"
         )
     check_split_dir(root)
-    transform = MoDLDataTransform(
+    transform = SenseDataTransform(
         mask_func=shift.mask_func(),
         use_seed=True,
         sens_maps=sens_maps,
@@ -329,10 +329,10 @@ def _save_partial(cfg: SuiteConfig, model: str, shift: str, fp: dict, rows: list
 def reconstruct(model: torch.nn.Module | None, sample: Any, device: torch.device) -> np.ndarray:
     """One slice → reconstruction ``[h, w]`` float (centre-cropped to the target).
 
-    ``model`` is a :class:`~fastmri_pun.pl_modules.MoDLModule`, or ``None`` for fastMRI's
+    ``model`` is a :class:`~fastmri_pun.training.ReconstructionModule`, or ``None`` for fastMRI's
     zero-filled RSS baseline.
     """
-    from ..pl_modules import zero_filled
+    from ..training import zero_filled
 
     batch = default_collate([sample])
     batch = type(batch)(*[v.to(device) if isinstance(v, torch.Tensor) else v for v in batch])

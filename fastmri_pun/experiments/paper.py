@@ -40,7 +40,7 @@ import yaml
 
 from ..evaluation.suite import SuiteConfig, atomic_write_text, run_suite, summary_markdown
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DONE = "DONE.json"
 TOP_KEYS = {
     "train_volumes",
@@ -188,10 +188,10 @@ def train_run(run_dir: Path, flags: dict[str, Any], progress: bool = True) -> di
 
 def density_of(checkpoint: Path) -> dict[str, Any]:
     """:func:`fastmri_pun.pruning.density_report` of a trained checkpoint's model."""
-    from ..pl_modules import MoDLModule
     from ..pruning import density_report
+    from ..training import ReconstructionModule
 
-    return density_report(MoDLModule.load_checkpoint(checkpoint).model)
+    return density_report(ReconstructionModule.load_checkpoint(checkpoint).model)
 
 
 def read_compute(run_dir: Path) -> list[dict[str, Any]]:
@@ -461,7 +461,7 @@ def run_experiment(
         if not data_path.is_dir():
             raise FileNotFoundError(f"data_path {data_path} does not exist")
     else:
-        from ..data.demo import ensure_demo_dataset
+        from ..demo.builder import ensure_demo_dataset
 
         demo = {"seed": seed, **(cfg.get("demo") or {})}
         data_path = Path(

@@ -1,6 +1,6 @@
 """Lightning module training any registered reconstruction model (MoDL by default), dense or pruned.
 
-Batches are collated :class:`fastmri_pun.data.MoDLSample` (or fastmri ``VarNetSample``):
+Batches are collated :class:`fastmri_pun.data.SenseSample` (or fastmri ``VarNetSample``):
 ``masked_kspace [B, C, H, W, 2] f32, mask [B, 1, 1, W, 1] bool, num_low_frequencies [B],
 target [B, h, w] f32, fname list[str], slice_num [B], max_value [B], crop_size, sens_maps``
 (``sens_maps`` ``[B, C, H, W, 2]`` f32, or ``[B, 0]`` when maps are learned).
@@ -42,7 +42,7 @@ def zero_filled(masked_kspace: torch.Tensor) -> torch.Tensor:
 
 
 def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | None = None) -> None:
-    """Raise ``ValueError`` unless ``checkpoint`` was written by :class:`MoDLModule`.
+    """Raise ``ValueError`` unless ``checkpoint`` was written by :class:`ReconstructionModule`.
 
     Args:
         checkpoint: the loaded checkpoint dict.
@@ -54,7 +54,7 @@ def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | N
     hp = checkpoint.get("hyper_parameters") or {}
     if "model_name" not in hp or "model_kwargs" not in hp:
         raise ValueError(
-            f"{source}: not a fastmri_pun MoDLModule checkpoint (its hyper-parameters "
+            f"{source}: not a fastmri_pun ReconstructionModule checkpoint (its hyper-parameters "
             f"{sorted(hp)} lack 'model_name'/'model_kwargs')"
         )
     if expected is not None:
@@ -97,7 +97,7 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
         ) from err
 
 
-class MoDLModule(MriModule):
+class ReconstructionModule(MriModule):
     """Train/validate/test a model from the :mod:`fastmri_pun.models` registry.
 
     Args:
@@ -191,7 +191,7 @@ class MoDLModule(MriModule):
             raise ValueError("checkpoint holds a dense model but this module is pruned")
 
     @classmethod
-    def load_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> MoDLModule:
+    def load_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> ReconstructionModule:
         """Build the module a checkpoint was saved from and load its weights (and masks).
 
         Loads with ``weights_only=True``; raises ``FileNotFoundError``/``ValueError`` with one

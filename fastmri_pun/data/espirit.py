@@ -20,7 +20,7 @@ never served for other data or settings. Files are written to a temporary name a
 
 Precompute maps for a whole fastMRI folder (same code path and keys as training)::
 
-    python -m fastmri_pun.data.sensitivity /data/multicoil_train --cache-dir /data/sens_maps \\
+    python -m fastmri_pun.data.espirit /data/multicoil_train --cache-dir /data/sens_maps \\
         --mask-type random --center-fraction 0.08 --acceleration 4 --workers 2
 
 Disk: ``C·H·W·8`` bytes per slice, e.g. 30 MB for a 16-coil 640×368 brain slice (15 MB with
@@ -34,11 +34,12 @@ import hashlib
 import os
 import sys
 import threading
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..utils.seeding import default_cache_dir, stable_seed
 
 __all__ = [
     "EspiritSettings",
@@ -53,16 +54,6 @@ __all__ = [
 _KEY_VERSION = b"fastmri_pun-espirit-v1"
 
 
-def default_cache_dir(kind: str) -> Path:
-    """``$FASTMRI_PUN_CACHE/<kind>`` if set, else ``~/.cache/fastmri_pun/<kind>``."""
-    base = os.environ.get("FASTMRI_PUN_CACHE")
-    root = Path(base) if base else Path.home() / ".cache" / "fastmri_pun"
-    return root / kind
-
-
-def stable_seed(*parts: object) -> int:
-    """A process-independent 32-bit seed from strings/ints (``hash()`` is salted per process)."""
-    return zlib.crc32("\x1f".join(map(str, parts)).encode())
 
 
 @dataclass(frozen=True)
@@ -256,9 +247,9 @@ def _sample_fname(sample: object) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m fastmri_pun.data.sensitivity",
+        prog="python -m fastmri_pun.data.espirit",
         description="Precompute ESPIRiT coil sensitivity maps for every slice of a fastMRI "
-        "multicoil folder into the cache used by MoDLDataTransform (same keys, so training and "
+        "multicoil folder into the cache used by SenseDataTransform (same keys, so training and "
         "evaluation with the same mask/calibration settings read them instead of recomputing).",
     )
     p.add_argument("data_dir", type=Path, help="folder of fastMRI multicoil .h5 files")
@@ -308,7 +299,7 @@ def _parser() -> argparse.ArgumentParser:
         "--crop-readout",
         action="store_true",
         help="compute maps on k-space with the readout oversampling removed "
-        "(as MoDLDataTransform(crop_readout=True))",
+        "(as SenseDataTransform(crop_readout=True))",
     )
     p.add_argument(
         "--noise-snr-db",
@@ -329,12 +320,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from .h5io import validate_fastmri_folder
     from .masks import make_mask_func
-    from .transforms import MoDLDataTransform
+    from .transforms import SenseDataTransform
 
     args = _parser().parse_args(argv)
     try:
         validate_fastmri_folder(args.data_dir)
-        transform = MoDLDataTransform(
+        transform = SenseDataTransform(
             mask_func=make_mask_func(args.mask_type, args.center_fraction, args.acceleration),
             sens_maps="espirit",
             cache_dir=args.cache_dir,

@@ -48,7 +48,7 @@ from ..pruning import (
     select_parameters,
     snip_masks,
 )
-from .mask_module import MaskSearchModule, sync_masks
+from ..training.mask_search import MaskSearchModule, sync_masks
 
 METHODS = ("pun-it", "pun-at", "magnitude", "magnitude-at", "random", "snip", "imp")
 
@@ -248,7 +248,7 @@ def find_masks(
     Returns:
         :class:`PruneResult`. ``model`` is left *unpruned* and loaded with
         ``result.init_state_dict``; prune it for the final sparse training with
-        ``MoDLModule.set_prune_masks(result.masks)`` or ``apply_masks(model, result.masks)``
+        ``ReconstructionModule.set_prune_masks(result.masks)`` or ``apply_masks(model, result.masks)``
         (``result.apply_to(model)`` does load + apply for a fresh model). Its parameters may be
         new objects (IMP), so build optimisers afterwards.
 

@@ -1,7 +1,7 @@
 """Lightning data module for fastMRI-layout folders (``{challenge}_{train,val,test}/*.h5``).
 
 Datasets are :class:`fastmri.data.SliceDataset`; the transforms (e.g.
-:class:`fastmri_pun.data.MoDLDataTransform`) are passed in. Differences from fastMRI's
+:class:`fastmri_pun.data.SenseDataTransform`) are passed in. Differences from fastMRI's
 ``FastMriDataModule``, and why this is not a subclass of it:
 
 * clear errors for a missing data folder, an empty split folder or unreadable files;
@@ -12,7 +12,7 @@ Datasets are :class:`fastmri.data.SliceDataset`; the transforms (e.g.
   the same batches and masks as an uninterrupted run (fastMRI's ``worker_init_fn`` seeds from
   the DataLoader's base seed, which is drawn from the global RNG and not checkpointed);
 * validation/test loaders are plain sequential loaders; under DDP Lightning adds its
-  ``DistributedSampler`` and :class:`~fastmri_pun.pl_modules.MriModule` removes the padded
+  ``DistributedSampler`` and :class:`~fastmri_pun.training.MriModule` removes the padded
   duplicates when it reduces metrics.
 """
 
@@ -99,7 +99,7 @@ def seed_mask_worker(worker_id: int) -> None:
         rng.seed(_derive_seed(rng.randint(2**31), worker_id))
 
 
-class MoDLDataModule(pl.LightningDataModule):
+class SliceDataModule(pl.LightningDataModule):
     """fastMRI folders → DataLoaders of transformed slices.
 
     Args:

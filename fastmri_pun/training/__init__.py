@@ -2,18 +2,17 @@
 the pruning procedures (PUN mask search, baselines) with compute accounting."""
 
 from .accounting import ComputeAccounting
-from .data_module import MoDLDataModule, check_split_dir
+from .data_module import SliceDataModule, check_split_dir
 from .losses import ReconLoss
-from .mask_module import MaskSearchModule
-from .modl_module import MoDLModule, load_checkpoint_file, zero_filled
+from .mask_search import MaskSearchModule
 from .mri_module import MriModule, aggregate_volumes
-from .prune_procedures import PruneConfig, PruneResult, find_masks
+from .recon_module import ReconstructionModule, load_checkpoint_file, zero_filled
 
 __all__ = [
     "ComputeAccounting",
     "MaskSearchModule",
-    "MoDLDataModule",
-    "MoDLModule",
+    "SliceDataModule",
+    "ReconstructionModule",
     "MriModule",
     "PruneConfig",
     "PruneResult",

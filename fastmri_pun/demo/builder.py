@@ -1,6 +1,6 @@
 """Demo dataset: real MR images, simulated multicoil acquisition, fastMRI multicoil layout.
 
-``python -m fastmri_pun.data.demo --out DIR [--size 128] [--coils 8] [--seed 0] [--force]``
+``python -m fastmri_pun.demo.builder --out DIR [--size 128] [--coils 8] [--seed 0] [--force]``
 (``--help`` for all flags) or :func:`ensure_demo_dataset` from Python. Layout of ``DIR``::
 
     multicoil_train/  multicoil_val/  multicoil_test/     brain T1 (mricron-data ch2), by slab
@@ -14,7 +14,7 @@
 Splits are contiguous axial slabs ("volumes", one ``.h5`` each) interleaved along the head
 (train, test, train, val, ...) with ``gap`` unused slices between neighbouring slabs, so no
 neighbouring slices leak between splits while every split covers the whole head. The acquisition
-of each slice is simulated by :func:`fastmri_pun.data.simulate.simulate_slice` (fine grid, smooth
+of each slice is simulated by :func:`fastmri_pun.demo.simulate.simulate_slice` (fine grid, smooth
 phase, unnormalised loop coils, 2× readout oversampling, correlated noise, RSS target).
 
 Determinism: every volume's randomness derives from ``(seed, file name)`` only, and files are
@@ -47,15 +47,15 @@ import numpy as np
 from scipy.ndimage import binary_erosion
 from tqdm import tqdm
 
-from . import sources as src_mod
-from .annotations import Annotation, write_annotations
-from .h5io import (
+from ..data.annotations import Annotation, write_annotations
+from ..data.h5io import (
     ismrmrd_header,
     remove_stale_partials,
     validate_fastmri_file,
     write_fastmri_volume,
 )
-from .sensitivity import default_cache_dir, stable_seed
+from ..utils.seeding import default_cache_dir, stable_seed
+from . import sources as src_mod
 from .simulate import (
     AcquisitionConfig,
     Lesion,
@@ -383,7 +383,7 @@ def build_demo_dataset(
     remove_stale_partials(out)
 
     def _warn(msg: str) -> None:
-        print(f"[fastmri_pun.data.demo] {msg}", file=sys.stderr)
+        print(f"[fastmri_pun.demo.builder] {msg}", file=sys.stderr)
 
     brain = src_mod.brain_source(lay.span, ch2_path, warn or _warn)
     contrast = src_mod.contrast_source(brain)
@@ -479,7 +479,7 @@ def _iter_split_counts(root: Path) -> Iterator[tuple[str, int]]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m fastmri_pun.data.demo",
+        prog="python -m fastmri_pun.demo.builder",
         description="Build the fastMRI-format demo dataset from real MR images shipped by "
         "mricron-data, dipy and pydicom-data (simulated multicoil acquisition). Never downloads.",
     )

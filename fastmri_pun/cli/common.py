@@ -1,0 +1,40 @@
+"""What every command shares: bad input becomes one line on stderr and exit status 2.
+
+Library functions raise (``ValueError`` for bad values, ``FileNotFoundError`` for missing paths,
+``KeyError``/``OSError`` for unreadable files); only the command-line layer turns those into a
+message and an exit status. Nothing else is caught: a bug keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["USER_ERRORS", "one_line", "run_command"]
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (newlines and runs of spaces folded)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, FileNotFoundError) and err.filename and not text.startswith("["):
+        return text
+    if isinstance(err, FileNotFoundError) and err.filename:
+        return f"{err.filename}: {err.strerror or 'no such file or folder'}"
+    return text or type(err).__name__
+
+
+def run_command(prog: str, body: Callable[[], Any]) -> int:
+    """Run ``body()``; return 0, or print ``"<prog>: error: <message>"`` and return 2 when it
+    raises one of :data:`USER_ERRORS`. ``KeyboardInterrupt`` returns 130 after one line."""
+    try:
+        body()
+    except USER_ERRORS as err:
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0

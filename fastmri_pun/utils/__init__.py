@@ -1,0 +1,27 @@
+"""Helpers every layer may use (they import nothing else from the package): atomic file writes,
+Markdown tables, the run folder's names, stable seeds and cache folders."""
+
+from .io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temp_files,
+    save_figure,
+)
+from .markdown import markdown_table
+from .run_dir import RunDir
+from .seeding import default_cache_dir, stable_seed
+
+__all__ = [
+    "RunDir",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "default_cache_dir",
+    "markdown_table",
+    "remove_stale_temp_files",
+    "save_figure",
+    "stable_seed",
+]
