@@ -16,10 +16,10 @@ from fastmri.data import SliceDataset
 from fastmri.data.mri_data import AnnotatedSliceDataset
 from fastmri.data.transforms import VarNetDataTransform
 
-from fastmri_pun.demo import builder as demo_mod
 from fastmri_pun.data.annotations import annotations_for, read_annotations, roi_mask
-from fastmri_pun.demo.builder import SPLITS, build_demo_dataset, ensure_demo_dataset
 from fastmri_pun.data.masks import make_mask_func
+from fastmri_pun.demo import builder as demo_mod
+from fastmri_pun.demo.builder import SPLITS, build_demo_dataset, ensure_demo_dataset
 from fastmri_pun.demo.simulate import (
     AcquisitionConfig,
     center_crop,

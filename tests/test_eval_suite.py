@@ -19,8 +19,8 @@ SHIFTS = ["in-dist", "lesions"]
 
 def _save_checkpoint(path: Path, pruned: bool, seed: int, model_name: str = "modl") -> Path:
     """A minimal untrained ReconstructionModule checkpoint (what Lightning writes, less the trainer state)."""
-    from fastmri_pun.training import ReconstructionModule
     from fastmri_pun.pruning import random_masks
+    from fastmri_pun.training import ReconstructionModule
 
     torch.manual_seed(seed)
     kwargs = dict(num_unrolls=1, num_cg_iters=2, chans=8, num_layers=3)

@@ -16,7 +16,7 @@ import torch
 from fastmri.data.subsample import create_mask_for_mask_type
 
 from fastmri_pun.data import SenseDataTransform
-from fastmri_pun.training import SliceDataModule, ReconstructionModule
+from fastmri_pun.training import ReconstructionModule, SliceDataModule
 
 TINY_MODL = {"num_unrolls": 2, "num_cg_iters": 3, "chans": 8, "num_layers": 3, "sens_chans": 2,
              "sens_pools": 1}  # fmt: skip

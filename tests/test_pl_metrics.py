@@ -12,9 +12,14 @@ import torch
 import torch.nn.functional as F
 from fastmri import evaluate
 
-from fastmri_pun.training import ReconstructionModule, ReconLoss, aggregate_volumes, load_checkpoint_file
-from fastmri_pun.training.recon_module import check_checkpoint
+from fastmri_pun.training import (
+    ReconLoss,
+    ReconstructionModule,
+    aggregate_volumes,
+    load_checkpoint_file,
+)
 from fastmri_pun.training.mri_module import slice_records
+from fastmri_pun.training.recon_module import check_checkpoint
 
 TINY_MODL = {"num_unrolls": 1, "num_cg_iters": 2, "chans": 4, "num_layers": 3, "sens_chans": 2,
              "sens_pools": 1}  # fmt: skip
@@ -106,7 +111,10 @@ def test_pruned_checkpoint_reloads_with_masks(tmp_path):
 
     raw = torch.load(path, weights_only=True)  # only tensors and plain python values inside
     assert torch.equal(raw["pun_masks"][name], mask)
-    for loaded in (ReconstructionModule.load_checkpoint(path), ReconstructionModule.load_from_checkpoint(path)):
+    for loaded in (
+        ReconstructionModule.load_checkpoint(path),
+        ReconstructionModule.load_from_checkpoint(path),
+    ):
         assert torch.equal(loaded.prune_masks[name], mask)
         sparse = dict(loaded.model.named_buffers())["denoiser.layers.0.weight_mask"]
         assert torch.equal(sparse.bool(), mask)

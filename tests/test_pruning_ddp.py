@@ -27,8 +27,8 @@ def _worker(out_dir: str) -> None:
     from fastmri.models import Unet
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fastmri_pun.training.mask_search import MaskSearchModule
     from fastmri_pun.pruning import topk_mask
+    from fastmri_pun.training.mask_search import MaskSearchModule
 
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)

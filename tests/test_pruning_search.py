@@ -13,14 +13,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fastmri_pun.models import MoDL, accepts_sens_maps
-from fastmri_pun.training.accounting import ComputeAccounting
-from fastmri_pun.training.mask_search import MaskSearchModule
-from fastmri_pun.workflows.prune import (
-    METHODS,
-    PruneConfig,
-    find_masks,
-    search_limits,
-)
 from fastmri_pun.pruning import (
     apply_masks,
     density_report,
@@ -28,6 +20,14 @@ from fastmri_pun.pruning import (
     random_masks,
     search_masks,
     select_parameters,
+)
+from fastmri_pun.training.accounting import ComputeAccounting
+from fastmri_pun.training.mask_search import MaskSearchModule
+from fastmri_pun.workflows.prune import (
+    METHODS,
+    PruneConfig,
+    find_masks,
+    search_limits,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")

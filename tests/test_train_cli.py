@@ -32,14 +32,18 @@ def test_every_config_parses_and_demo_yaml_is_the_default():
     demo = parse_config(["--config", str(REPO / "fastmri_pun" / "configs" / "demo.yaml")]).as_dict()
     demo.pop("config"), defaults.pop("config")
     assert demo == defaults
-    brain = parse_config(["--config", str(REPO / "fastmri_pun" / "configs" / "modl_dense_brain.yaml")])
+    brain = parse_config(
+        ["--config", str(REPO / "fastmri_pun" / "configs" / "modl_dense_brain.yaml")]
+    )
     assert (brain.num_unrolls, brain.num_cg_iters, brain.chans, brain.num_layers) == (10, 10, 64, 5)
     assert (brain.lam_init, brain.lr, brain.optimizer) == (0.05, 1e-3, "adam")
 
 
 def test_flags_override_config_and_every_key_is_a_flag(tmp_path):
     dense = str(REPO / "fastmri_pun" / "configs" / "dense.yaml")
-    cfg = parse_config(["--config", dense, "--config", str(REPO / "fastmri_pun" / "configs" / "pun_it.yaml")])
+    cfg = parse_config(
+        ["--config", dense, "--config", str(REPO / "fastmri_pun" / "configs" / "pun_it.yaml")]
+    )
     assert (cfg.chans, cfg.prune, cfg.output_dir) == (64, "pun-it", "outputs/pun_it")
     cfg = parse_config(["--config", dense, "--max_epochs", "2", "--accelerations", "4", "8",
                         "--center_fractions", "0.08", "0.04"])  # fmt: skip
