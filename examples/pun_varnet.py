@@ -1,6 +1,7 @@
 """PUN-IT on fastmri's VarNet in a few lines (synthetic multi-coil data, CPU, < 1 minute).
 
-1. learn a mask on the *initial* weights (only the mask logits are trained),
+1. learn a mask on the *initial* weights (only the mask logits are trained; temperature, KL
+   weight, prior and learning rate are the defaults of ``fastmri_pun.pruning.config``),
 2. prune with torch.nn.utils.prune and train the sparse VarNet from those initial weights,
 3. compare with a random mask of the same density trained the same way.
 
@@ -71,8 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="seed for data, weights and noise")
     parser.add_argument("--density", type=float, default=0.1, help="fraction of weights kept")
-    parser.add_argument("--search-steps", type=int, default=60, help="PUN mask-search steps")
-    parser.add_argument("--train-steps", type=int, default=60, help="sparse training steps")
+    parser.add_argument("--search_steps", type=int, default=60, help="PUN mask-search steps")
+    parser.add_argument("--train_steps", type=int, default=60, help="sparse training steps")
     parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads (tiny tensors: 1 is fastest)"
     )

@@ -1,8 +1,15 @@
-"""Pruning core: selection, masks via torch.nn.utils.prune, top-k, Gumbel scores, baselines, errors."""
+"""Pruning core: selection, masks via torch.nn.utils.prune, top-k, Gumbel scores, baselines,
+errors; the methods registry and the one source of the pruning defaults."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib
+import inspect
 import math
+import pkgutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +34,14 @@ from fastmri_pun.pruning import (
     snip_masks,
     topk_mask,
     validate_masks,
+)
+from fastmri_pun.pruning.config import PruneConfig
+from fastmri_pun.pruning.methods import (
+    PruningMethod,
+    get_pruning_method,
+    list_pruning_methods,
+    pruning_methods_table,
+    register_pruning_method,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -297,3 +312,166 @@ def test_imp_schedule_and_prune_step():
     n_total = sum(m.numel() for m in first.values())
     assert sum(int(m.sum()) for m in second.values()) == round(0.25 * n_total)
     assert all(not (second[n] & ~first[n]).any() for n in first)
+
+
+# ----------------------------------------------------------------------------- methods registry
+def test_registry_lists_the_seven_methods_with_their_docs_table():
+    assert list_pruning_methods() == [
+        "pun-it",
+        "pun-at",
+        "magnitude",
+        "magnitude-at",
+        "random",
+        "snip",
+        "imp",
+    ]
+    assert pruning_methods_table() == [
+        "| method | mask from | final training starts from |",
+        "|---|---|---|",
+        "| `pun-it` | PUN search on the frozen initial weights w₀ | w₀ (kept weights only) |",
+        "| `pun-at` | dense training, then PUN search on the trained weights | trained weights "
+        "(fine-tune) |",
+        "| `magnitude` | global \\|w\\| at init | w₀ |",
+        "| `magnitude-at` | global \\|w\\| after dense training | trained weights |",
+        "| `random` | uniform random mask | w₀ |",
+        "| `snip` | \\|g ⊙ w\\| at init on one batch | w₀ |",
+        "| `imp` | iterative magnitude pruning with rewinding to w₀ | w₀ |",
+    ]
+    needs = {m: get_pruning_method(m).required_arguments for m in list_pruning_methods()}
+    search = ("make_trainer", "loss_fn", "train_loader")
+    assert needs == {
+        "pun-it": search,
+        "pun-at": ("train_fn", *search),
+        "magnitude": (),
+        "magnitude-at": ("train_fn",),
+        "random": (),
+        "snip": ("loss_fn", "train_loader"),
+        "imp": ("train_fn",),
+    }
+
+
+def test_registry_errors_name_the_valid_methods():
+    valid = "pun-it, pun-at, magnitude, magnitude-at, random, snip, imp"
+    with pytest.raises(
+        ValueError, match=f"unknown pruning method 'lottery'; choose one of {valid}"
+    ):
+        get_pruning_method("lottery")
+    with pytest.raises(ValueError, match="reserved for dense training"):
+        register_pruning_method(PruningMethod("none", "dense", "-", "-", procedure="random"))
+    other = dataclasses.replace(get_pruning_method("random"), description="another random")
+    with pytest.raises(ValueError, match="'random' is already registered"):
+        register_pruning_method(other)
+    assert register_pruning_method(get_pruning_method("random")) is get_pruning_method("random")
+    assert list_pruning_methods()[-1] == "imp"
+
+
+# ----------------------------------------------------------------------------- one source of defaults
+#: parameter names that mean a PruneConfig field under another name
+_ALIASES = {
+    "lr": "search_lr",
+    "steps": "search_steps",
+    "rate": "imp_rate",
+    "rounds": "imp_rounds",
+    "reduction": "kl_reduction",
+}
+#: (callable, parameter) whose default differs from PruneConfig's on purpose:
+#: select_parameters is the generic helper; the workflow passes cfg.trainable_only
+_EXEMPT = {("select_parameters", "trainable_only")}
+_DEFAULT_MODULES = ("fastmri_pun.training.mask_search", "fastmri_pun.workflows.prune")
+
+
+def _defined_callables(module):
+    """Functions and classes defined in ``module``, and the methods of those classes."""
+    for obj in vars(module).values():
+        if getattr(obj, "__module__", None) != module.__name__:
+            continue
+        if inspect.isfunction(obj):
+            yield obj.__qualname__, obj
+        elif inspect.isclass(obj) and not dataclasses.is_dataclass(obj):
+            for attr in vars(obj).values():
+                if inspect.isfunction(attr):
+                    yield attr.__qualname__, attr
+
+
+def _default_mismatches(callables) -> tuple[list[str], int]:
+    """``(mismatches, checked)``: parameters named like a PruneConfig field whose default is not
+    the field's default, and the number of parameters compared. ``None`` means "not given, use
+    the configured value" (``find_masks(density=None)``) and is not compared."""
+    fields = {f.name: f.default for f in dataclasses.fields(PruneConfig)}
+    bad, checked = [], 0
+    for qualname, fn in callables:
+        for param in inspect.signature(fn).parameters.values():
+            field = _ALIASES.get(param.name, param.name)
+            if field not in fields or param.default in (inspect.Parameter.empty, None):
+                continue
+            if (qualname.rpartition(".")[2], param.name) in _EXEMPT:
+                continue
+            checked += 1
+            if param.default != fields[field] or type(param.default) is not type(fields[field]):
+                bad.append(f"{fn.__module__}.{qualname}({param.name}={param.default!r})")
+    return bad, checked
+
+
+def _pruning_callables():
+    import fastmri_pun.pruning as pruning
+
+    names = [f"fastmri_pun.pruning.{m.name}" for m in pkgutil.iter_modules(pruning.__path__)]
+    for name in [*names, *_DEFAULT_MODULES]:
+        yield from _defined_callables(importlib.import_module(name))
+
+
+def test_no_function_default_disagrees_with_prune_config():
+    bad, checked = _default_mismatches(_pruning_callables())
+    assert bad == []
+    assert checked >= 25  # search_masks, GumbelBernoulliMask, MaskSearchModule, baselines, ...
+
+    # the checker catches a re-typed default
+    def search(temperature=0.25, lr=1e-2, min_per_layer=1, seed=0):
+        pass
+
+    def schedule(rate=0.2):
+        pass
+
+    bad, checked = _default_mismatches([("search", search), ("schedule", schedule)])
+    assert checked == 5
+    assert [b.removeprefix(f"{__name__}.") for b in bad] == [
+        "search(temperature=0.25)",
+        "schedule(rate=0.2)",
+    ]
+
+
+def _literal_defaults(source: str, filename: str) -> list[str]:
+    """Parameters named like a PruneConfig field whose default is typed as a literal (``0.2``)
+    in ``source`` instead of naming the constant of ``fastmri_pun.pruning.config``."""
+    fields = {f.name for f in dataclasses.fields(PruneConfig)}
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        args = node.args
+        positional = [*args.posonlyargs, *args.args]
+        pairs = list(
+            zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+        )
+        pairs += [
+            (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+        ]
+        for arg, default in pairs:
+            if _ALIASES.get(arg.arg, arg.arg) not in fields or (node.name, arg.arg) in _EXEMPT:
+                continue
+            if isinstance(default, ast.Constant) and default.value is not None:
+                bad.append(f"{filename}:{default.lineno} {node.name}({arg.arg}={default.value!r})")
+    return bad
+
+
+def test_pruning_defaults_are_never_retyped():
+    import fastmri_pun.pruning as pruning
+
+    root = Path(pruning.__file__).parents[1]
+    files = [p for p in Path(pruning.__file__).parent.glob("*.py") if p.name != "config.py"]
+    files += [root / "training" / "mask_search.py", root / "workflows" / "prune.py"]
+    bad = [b for f in files for b in _literal_defaults(f.read_text(), f.name)]
+    assert bad == []
+    # the checker catches a re-typed default
+    source = "def f(x, temperature=0.2, *, lr=DEFAULT_SEARCH_LR, seed=0, density=None): pass"
+    assert _literal_defaults(source, "m.py") == ["m.py:1 f(temperature=0.2)", "m.py:1 f(seed=0)"]

@@ -1,4 +1,5 @@
-"""PUN search: beats a random mask, prunes VarNet/Unet/MoDL alike, Lightning module, procedures."""
+"""PUN search: beats a random mask, prunes VarNet/Unet/MoDL alike, Lightning module, procedures,
+dispatch of registered methods."""
 
 from __future__ import annotations
 
@@ -12,21 +13,33 @@ from fastmri.models import Unet, VarNet
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import fastmri_pun.pruning.methods as methods_registry
+import fastmri_pun.workflows.prune as prune_workflow
 from fastmri_pun.models import MoDL, accepts_sens_maps
 from fastmri_pun.pruning import (
     apply_masks,
     density_report,
     get_masks,
+    magnitude_scores,
     random_masks,
     search_masks,
     select_parameters,
+    topk_mask,
+)
+from fastmri_pun.pruning.config import PruneConfig
+from fastmri_pun.pruning.methods import (
+    PruningMethod,
+    list_pruning_methods,
+    pruning_methods_table,
+    register_pruning_method,
 )
 from fastmri_pun.training.accounting import ComputeAccounting
 from fastmri_pun.training.mask_search import MaskSearchModule
 from fastmri_pun.workflows.prune import (
     METHODS,
-    PruneConfig,
+    MaskRequest,
     find_masks,
+    register_mask_procedure,
     search_limits,
 )
 
@@ -237,7 +250,9 @@ def test_find_masks_runs_each_method_and_returns_the_right_start_weights():
         "snip": ["snip"],
         "imp": ["imp-1", "imp-2"],
     }
-    assert set(expected_phases) == set(METHODS)
+    assert set(expected_phases) == set(list_pruning_methods())
+    assert METHODS == tuple(list_pruning_methods())
+    assert prune_workflow.PruneConfig is PruneConfig
     for method, phases in expected_phases.items():
         calls.clear()
         model = _unet(0, chans=4)
@@ -276,3 +291,66 @@ def test_find_masks_runs_each_method_and_returns_the_right_start_weights():
         PruneConfig(temperature=0.0)
     with pytest.raises(ValueError, match="density must be in"):
         PruneConfig(density=1.2)
+
+
+@pytest.fixture
+def scratch_registries(monkeypatch):
+    """Methods and procedures registered in a test disappear after it."""
+    monkeypatch.setattr(methods_registry, "PRUNING_METHODS", dict(methods_registry.PRUNING_METHODS))
+    monkeypatch.setattr(prune_workflow, "MASK_PROCEDURES", dict(prune_workflow.MASK_PROCEDURES))
+
+
+def test_a_registered_method_dispatches_through_find_masks(scratch_registries):
+    """A new method = one PruningMethod + (for a new procedure) one registered procedure."""
+
+    @register_mask_procedure("smallest")
+    def smallest(request: MaskRequest):
+        request.phases.append("smallest")
+        scores = {n: -s for n, s in magnitude_scores(request.model, request.names).items()}
+        return topk_mask(scores, request.cfg.density, request.cfg.min_per_layer)
+
+    register_pruning_method(
+        PruningMethod(
+            "smallest-at",
+            "keep the smallest trained weights",
+            "smallest |w|",
+            "trained weights",
+            procedure="smallest",
+            dense_first=True,
+        )
+    )
+    register_pruning_method(
+        PruningMethod("magnitude-copy", "copy", "global |w| at init", "w₀", procedure="magnitude")
+    )
+    assert list_pruning_methods()[-2:] == ["smallest-at", "magnitude-copy"]
+    assert pruning_methods_table()[-2] == "| `smallest-at` | smallest \\|w\\| | trained weights |"
+
+    cfg = PruneConfig(density=0.1)
+    trained = {}
+
+    def train_fn(model: nn.Module, phase: str) -> None:
+        _train(model, [b for b in _loader()], 2, lr=1e-2)
+        trained[phase] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    model = _unet(0, chans=4)
+    with pytest.raises(ValueError, match="'smallest-at' needs train_fn"):
+        find_masks("smallest-at", model, cfg=cfg)
+    result = find_masks("smallest-at", model, train_fn=train_fn, cfg=cfg)
+    assert result.phases == ["dense", "smallest"]
+    assert all(torch.equal(trained["dense"][k], v) for k, v in result.init_state_dict.items())
+    names = select_parameters(model)
+    expected = topk_mask({n: -s for n, s in magnitude_scores(model, names).items()}, 0.1)
+    assert all(torch.equal(result.masks[n], expected[n]) for n in names)
+    n_total = sum(m.numel() for m in result.masks.values())
+    assert result.report["kept"] == round(0.1 * n_total)
+    # a new method reusing a built-in procedure gives that procedure's masks
+    copy = find_masks("magnitude-copy", _unet(0, chans=4), cfg=cfg)
+    built_in = find_masks("magnitude", _unet(0, chans=4), cfg=cfg)
+    assert copy.phases == built_in.phases == []
+    assert all(torch.equal(copy.masks[n], built_in.masks[n]) for n in names)
+    # a method whose procedure nobody registered fails with one clear line
+    register_pruning_method(PruningMethod("ghost", "none", "-", "-", procedure="nowhere"))
+    with pytest.raises(ValueError, match="'ghost': no mask procedure 'nowhere'; registered: pun"):
+        find_masks("ghost", _unet(), cfg=cfg)
+    with pytest.raises(ValueError, match="procedure 'smallest' is already registered"):
+        register_mask_procedure("smallest")(lambda request: {})

@@ -1,7 +1,8 @@
 """Model-agnostic pruning: PUN mask learning, classic baselines, masks via torch.nn.utils.prune.
 
 Masks are ``dict[str, torch.BoolTensor]`` keyed by ``named_parameters()`` names of the unpruned
-model; True keeps a weight.
+model; True keeps a weight. :class:`PruneConfig` (``config.py``) holds every pruning default;
+``methods.py`` is the registry of the pruning methods.
 """
 
 from .apply import (
@@ -24,34 +25,51 @@ from .baselines import (
     snip_masks,
     snip_scores,
 )
+from .config import DEFAULT_PRIOR_P, DEFAULTS, PruneConfig, check_density
 from .export import SparseCheckpoint, load_sparse, load_sparse_into, save_sparse
-from .pun import MaskedWeights, check_density, pun_loss, search_masks, topk_mask
-from .scores import DEFAULT_PRIOR_P, GumbelBernoulliMask
+from .methods import (
+    PruningMethod,
+    get_pruning_method,
+    list_pruning_methods,
+    pruning_methods_help,
+    pruning_methods_table,
+    register_pruning_method,
+)
+from .pun import MaskedWeights, pun_loss, search_masks, topk_mask
+from .scores import GumbelBernoulliMask
 from .select import DEFAULT_PRUNABLE_TYPES, select_parameters
 
 __all__ = [
+    "DEFAULTS",
     "DEFAULT_PRIOR_P",
     "DEFAULT_PRUNABLE_TYPES",
     "GumbelBernoulliMask",
     "MaskedWeights",
     "Masks",
+    "PruneConfig",
+    "PruningMethod",
     "SparseCheckpoint",
     "apply_masks",
     "check_density",
     "dense_state_dict",
     "density_report",
     "get_masks",
+    "get_pruning_method",
     "imp_prune_step",
     "imp_schedule",
     "is_pruned",
+    "list_pruning_methods",
     "load_sparse",
     "load_sparse_into",
     "magnitude_masks",
     "magnitude_scores",
     "make_permanent",
     "masks_from_state_dict",
+    "pruning_methods_help",
+    "pruning_methods_table",
     "pun_loss",
     "random_masks",
+    "register_pruning_method",
     "save_sparse",
     "search_masks",
     "select_parameters",

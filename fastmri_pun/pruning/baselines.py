@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from .apply import Masks
-from .pun import LossFn, check_density, topk_mask
+from .config import DEFAULTS, check_density
+from .pun import LossFn, topk_mask
 from .select import named_weights, select_parameters
 
 
@@ -68,7 +69,10 @@ def snip_scores(
 
 
 def magnitude_masks(
-    model: nn.Module, density: float, names: Sequence[str] | None = None, min_per_layer: int = 1
+    model: nn.Module,
+    density: float,
+    names: Sequence[str] | None = None,
+    min_per_layer: int = DEFAULTS.min_per_layer,
 ) -> Masks:
     """Global magnitude pruning of the current weights (at init or after training)."""
     names = list(names) if names is not None else select_parameters(model)
@@ -79,8 +83,8 @@ def random_masks(
     model: nn.Module,
     density: float,
     names: Sequence[str] | None = None,
-    seed: int = 0,
-    min_per_layer: int = 1,
+    seed: int = DEFAULTS.seed,
+    min_per_layer: int = DEFAULTS.min_per_layer,
 ) -> Masks:
     """A uniformly random mask keeping ``round(density * N)`` weights (per-layer ≈ density)."""
     names = list(names) if names is not None else select_parameters(model)
@@ -94,14 +98,16 @@ def snip_masks(
     batches: Iterable[Any],
     loss_fn: LossFn,
     names: Sequence[str] | None = None,
-    min_per_layer: int = 1,
+    min_per_layer: int = DEFAULTS.min_per_layer,
 ) -> Masks:
     """SNIP at initialisation on ``batches`` (usually one)."""
     names = list(names) if names is not None else select_parameters(model)
     return topk_mask(snip_scores(model, names, batches, loss_fn), density, min_per_layer)
 
 
-def imp_schedule(density: float, rounds: int | None = None, rate: float = 0.5) -> list[float]:
+def imp_schedule(
+    density: float, rounds: int | None = None, rate: float = DEFAULTS.imp_rate
+) -> list[float]:
     """Target densities after each IMP round, ending exactly at ``density``.
 
     Args:
@@ -134,7 +140,7 @@ def imp_prune_step(
     density: float,
     masks: Mapping[str, torch.Tensor] | None = None,
     names: Sequence[str] | None = None,
-    min_per_layer: int = 1,
+    min_per_layer: int = DEFAULTS.min_per_layer,
 ) -> Masks:
     """One IMP pruning step: keep the ``round(density * N)`` largest current weights, chosen
     only among those kept by ``masks`` (the previous round's masks; ``None`` = all).

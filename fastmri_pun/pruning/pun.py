@@ -20,20 +20,18 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .apply import Masks, is_pruned
-from .scores import DEFAULT_PRIOR_P, GumbelBernoulliMask
+from .config import DEFAULTS, check_density
+from .scores import GumbelBernoulliMask
 from .select import select_parameters
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
-def check_density(density: float) -> float:
-    """Return ``density`` as float if it lies in (0, 1]; else ValueError naming ``density``."""
-    if not isinstance(density, (int, float)) or not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density!r}")
-    return float(density)
-
-
-def topk_mask(scores: Mapping[str, torch.Tensor], density: float, min_per_layer: int = 1) -> Masks:
+def topk_mask(
+    scores: Mapping[str, torch.Tensor],
+    density: float,
+    min_per_layer: int = DEFAULTS.min_per_layer,
+) -> Masks:
     """Global top-k hard mask: keep the ``k = round(density * N)`` highest-scoring weights.
 
     Args:
@@ -204,7 +202,7 @@ def pun_loss(
     batch: Any,
     loss_fn: LossFn,
     kl_weight: float,
-    kl_reduction: str = "sum",
+    kl_reduction: str = DEFAULTS.kl_reduction,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One PUN objective evaluation on ``batch`` with a fresh relaxed mask sample.
@@ -228,13 +226,13 @@ def search_masks(
     density: float,
     steps: int,
     names: Sequence[str] | None = None,
-    temperature: float = 0.2,
-    kl_weight: float = 1e-3,
-    prior_p: float = DEFAULT_PRIOR_P,
-    lr: float = 1e-2,
-    kl_reduction: str = "sum",
-    min_per_layer: int = 1,
-    seed: int = 0,
+    temperature: float = DEFAULTS.temperature,
+    kl_weight: float = DEFAULTS.kl_weight,
+    prior_p: float = DEFAULTS.prior_p,
+    lr: float = DEFAULTS.search_lr,
+    kl_reduction: str = DEFAULTS.kl_reduction,
+    min_per_layer: int = DEFAULTS.min_per_layer,
+    seed: int = DEFAULTS.seed,
     log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[Masks, GumbelBernoulliMask]:
     """PUN mask search in a plain PyTorch loop (the Lightning version is ``MaskSearchModule``).
@@ -247,8 +245,9 @@ def search_masks(
         density: fraction of the selected weights the returned mask keeps, in (0, 1].
         steps: number of Adam steps on the logits.
         names: parameters to mask (default :func:`select_parameters`).
-        temperature, kl_weight, prior_p, kl_reduction: see :class:`GumbelBernoulliMask`.
-        lr: Adam learning rate of the logits.
+        temperature, kl_weight, prior_p, kl_reduction: see :class:`GumbelBernoulliMask`;
+            defaults: :class:`~fastmri_pun.pruning.config.PruneConfig`'s.
+        lr: Adam learning rate of the logits (``PruneConfig.search_lr``).
         min_per_layer: see :func:`topk_mask`.
         seed: seed of the Gumbel noise generator.
         log: optional ``log(step, {"loss", "data_loss", "kl", "mean_p", "frac_p_gt_half"})``.

@@ -13,15 +13,13 @@ which makes a search reproducible independently of other random draws in the pro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.distributions import Bernoulli, kl_divergence
 
-#: Default prior keep-probability ``p0 = sigmoid(-3) ≈ 0.047`` (team notes, pun-method.md).
-DEFAULT_PRIOR_P: float = 1.0 / (1.0 + math.exp(3.0))
+from .config import DEFAULTS, KL_REDUCTIONS
 
 
 class GumbelBernoulliMask(nn.Module):
@@ -41,8 +39,8 @@ class GumbelBernoulliMask(nn.Module):
     def __init__(
         self,
         shapes: Mapping[str, torch.Size | tuple[int, ...]],
-        temperature: float = 0.2,
-        prior_p: float = DEFAULT_PRIOR_P,
+        temperature: float = DEFAULTS.temperature,
+        prior_p: float = DEFAULTS.prior_p,
         init_logit: float = 0.0,
     ) -> None:
         super().__init__()
@@ -95,16 +93,19 @@ class GumbelBernoulliMask(nn.Module):
             out[name] = relaxed
         return out
 
-    def kl(self, reduction: str = "sum") -> torch.Tensor:
+    def kl(self, reduction: str = DEFAULTS.kl_reduction) -> torch.Tensor:
         """``KL(Bern(p) || Bern(p0))`` over all weights, a scalar.
 
-        ``reduction="sum"`` (default, used by PUN): the KL of the factorised mask distribution,
-        i.e. the sum over weights. With a mean-reduced data loss and ``beta = 1e-3`` the prior then
-        pulls every logit with a force of order ``beta`` independent of the network size, which is
-        the regime of the team's trial (mean p 0.5 → ~0.3 in a few hundred Adam steps).
+        ``reduction="sum"`` (used by PUN): the KL of the factorised mask distribution, i.e. the
+        sum over weights. With a mean-reduced data loss and a KL weight ``beta`` the prior then
+        pulls every logit with a force of order ``beta`` independent of the network size (with
+        the default ``beta``: mean p 0.5 → ~0.3 in a few hundred Adam steps).
         ``"mean"`` divides by the number of weights.
+
+        Raises:
+            ValueError: ``reduction`` not one of :data:`~fastmri_pun.pruning.config.KL_REDUCTIONS`.
         """
-        if reduction not in ("sum", "mean"):
+        if reduction not in KL_REDUCTIONS:
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         total = sum(
             kl_divergence(

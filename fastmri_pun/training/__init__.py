@@ -1,5 +1,6 @@
-"""pytorch-lightning 2 modules: fastMRI's MriModule ported, MoDL training, the data module, and
-the pruning procedures (PUN mask search, baselines) with compute accounting."""
+"""pytorch-lightning 2 building blocks: fastMRI's MriModule ported, the module training any
+registered reconstruction model, the fastMRI folder data module, losses, the PUN mask search as a
+LightningModule and compute accounting per training phase."""
 
 from .accounting import ComputeAccounting
 from .data_module import SliceDataModule, check_split_dir
@@ -11,15 +12,12 @@ from .recon_module import ReconstructionModule, load_checkpoint_file, zero_fille
 __all__ = [
     "ComputeAccounting",
     "MaskSearchModule",
-    "SliceDataModule",
-    "ReconstructionModule",
     "MriModule",
-    "PruneConfig",
-    "PruneResult",
     "ReconLoss",
+    "ReconstructionModule",
+    "SliceDataModule",
     "aggregate_volumes",
     "check_split_dir",
-    "find_masks",
     "load_checkpoint_file",
     "zero_filled",
 ]

@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..pruning import (
-    DEFAULT_PRIOR_P,
     GumbelBernoulliMask,
     MaskedWeights,
     Masks,
@@ -33,6 +32,7 @@ from ..pruning import (
     select_parameters,
     topk_mask,
 )
+from ..pruning.config import DEFAULTS, KL_REDUCTIONS
 
 
 def sync_masks(masks: Masks) -> tuple[Masks, bool]:
@@ -59,13 +59,15 @@ class MaskSearchModule(pl.LightningModule):
             what the train/val dataloaders yield (moved to the device by Lightning).
         names: parameters to mask (default: :func:`fastmri_pun.pruning.select_parameters`).
         density: keep fraction of :meth:`hard_masks` and of the validation masks, in (0, 1].
-        temperature: Gumbel-softmax temperature (default 0.2).
-        kl_weight: ``beta`` of ``beta * KL(Bern(p) || Bern(p0))`` (default 1e-3).
-        prior_p: prior keep-probability ``p0`` (default ``sigmoid(-3)``).
-        kl_reduction: ``"sum"`` over weights (default) or ``"mean"``.
-        lr: Adam learning rate of the logits (default 1e-2).
+        temperature: Gumbel-softmax temperature.
+        kl_weight: ``beta`` of ``beta * KL(Bern(p) || Bern(p0))``.
+        prior_p: prior keep-probability ``p0``.
+        kl_reduction: ``"sum"`` over weights or ``"mean"``.
+        lr: Adam learning rate of the logits (``PruneConfig.search_lr``).
         min_per_layer: every layer keeps at least this many weights in :meth:`hard_masks`.
         seed: seed of the Gumbel noise (rank ``r`` uses ``seed + r``).
+
+    Defaults: those of :class:`fastmri_pun.pruning.config.PruneConfig`.
 
     Logged (per step): ``search/loss``, ``search/data_loss``, ``search/kl``, ``search/mean_p``,
     ``search/frac_p_gt_half``; validation (hard top-k mask at ``density``): ``search/val_loss``.
@@ -77,17 +79,17 @@ class MaskSearchModule(pl.LightningModule):
         loss_fn: Callable[[nn.Module, Any], torch.Tensor],
         names: Sequence[str] | None = None,
         *,
-        density: float = 0.03,
-        temperature: float = 0.2,
-        kl_weight: float = 1e-3,
-        prior_p: float = DEFAULT_PRIOR_P,
-        kl_reduction: str = "sum",
-        lr: float = 1e-2,
-        min_per_layer: int = 1,
-        seed: int = 0,
+        density: float = DEFAULTS.density,
+        temperature: float = DEFAULTS.temperature,
+        kl_weight: float = DEFAULTS.kl_weight,
+        prior_p: float = DEFAULTS.prior_p,
+        kl_reduction: str = DEFAULTS.kl_reduction,
+        lr: float = DEFAULTS.search_lr,
+        min_per_layer: int = DEFAULTS.min_per_layer,
+        seed: int = DEFAULTS.seed,
     ) -> None:
         super().__init__()
-        if kl_reduction not in ("sum", "mean"):
+        if kl_reduction not in KL_REDUCTIONS:
             raise ValueError(f"kl_reduction must be 'sum' or 'mean', got {kl_reduction!r}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
