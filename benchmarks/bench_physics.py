@@ -1,13 +1,13 @@
 """Physics benchmark: speed of the SENSE normal operator, memory and gradients of implicit-backward CG.
 
-Run from the repository root (writes the ``## Physics`` section of ``benchmarks/RESULTS.md``)::
+Run from the repository root (writes ``benchmarks/results/physics.json``; then
+``python benchmarks/render.py``)::
 
     python benchmarks/bench_physics.py [--size 320] [--coils 8] [--repeats 30] [--seed 0]
 
 1. ``SenseOp.normal`` (AᴴA) against the same operator written with fastmri's real-view
    ``fft2c``/``ifft2c``/``complex_mul``/``complex_conj`` and against the floor of the 2·C bare FFTs
-   it must run (``torch.fft.fft2`` + ``ifft2`` on ``[B, C, H, W]`` complex64). Also times two
-   candidate speed-ups of ``normal`` (see :class:`ProposedNormal`).
+   it must run (``torch.fft.fft2`` + ``ifft2`` on ``[B, C, H, W]`` complex64).
 2. One MoDL data-consistency step ``x = (AᴴA + λI)⁻¹ (Aᴴy + λz)`` with coil maps, ``z`` and ``λ``
    requiring grad: peak memory of forward + backward with the implicit backward against autograd
    through the CG iterations, and the relative difference of the gradients.
@@ -17,281 +17,91 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-import fastmri
 import numpy as np
 import torch
 from common import (
-    RESULTS_PATH,
-    Timing,
-    format_machine,
+    RESULTS_DIR,
+    command_line,
+    load_average,
     machine_description,
     peak_rss_delta,
     run_children,
     saved_tensor_bytes,
+    table,
+    target,
     time_interleaved,
-    write_section,
+    write_results,
 )
-from fastmri.data.subsample import EquispacedMaskFractionFunc
+from physics_problem import (
+    GRAD_NAMES,
+    MEMORY_MODES,
+    Problem,
+    dc_step,
+    fastmri_normal,
+    make_problem,
+    rel_diff,
+)
 
-from fastmri_pun.physics import SenseOp, cg_solve, complex_to_real
-from fastmri_pun.physics.fft import checkerboard
+from fastmri_pun.physics import SenseOp, complex_to_real
 
-SECTION = "Physics"
+RESULTS_FILE = "physics.json"
 TARGET_VS_FASTMRI = 2.5  # ours must be at least this many times faster than fastmri's real view
 TARGET_VS_FLOOR = 1.5  # ours may take at most this many times the bare-FFT floor
 TARGET_MEMORY_RATIO = 0.2  # implicit / unrolled peak memory of forward + backward
 TARGET_GRAD_REL = 1e-4  # implicit vs unrolled gradient, relative L2 difference
 
 
-# --------------------------------------------------------------------------- test problem
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One data-consistency problem.
-
-    ``maps [B, C, H, W]`` complex (root-sum-of-squares 1), ``mask [B, 1, 1, W]`` bool (fastMRI
-    equispaced, 4x, 8 % centre), ``y [B, C, H, W]`` noisy masked k-space, ``z [B, H, W]``
-    zero-filled image (stands in for the denoiser output), ``target [B, H, W]`` ground truth.
-    """
-
-    maps: torch.Tensor
-    mask: torch.Tensor
-    y: torch.Tensor
-    z: torch.Tensor
-    target: torch.Tensor
-    lam: float
-
-    def save(self, path: Path) -> None:
-        """Write the problem with ``torch.save`` (for the memory-measuring children)."""
-        torch.save({f.name: getattr(self, f.name) for f in fields(self)}, path)
-
-    @classmethod
-    def load(cls, path: Path) -> Problem:
-        """Read a problem written by :meth:`save`."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"problem file {path} does not exist")
-        return cls(**torch.load(path, weights_only=True))
-
-    def to(self, dtype: torch.dtype) -> Problem:
-        """The same problem in another complex dtype (mask unchanged)."""
-        return replace(
-            self,
-            maps=self.maps.to(dtype),
-            y=self.y.to(dtype),
-            z=self.z.to(dtype),
-            target=self.target.to(dtype),
-        )
-
-
-def make_problem(
-    size: int, coils: int, batch: int = 1, seed: int = 0, lam: float = 0.05
-) -> Problem:
-    """Shepp-Logan phantom, sigpy birdcage coil maps, fastMRI equispaced mask; complex64."""
-    import sigpy.mri  # here, not at the top: the memory children load a saved problem instead
-
-    if size < 8 or size % 2:
-        raise ValueError(f"--size must be an even number >= 8, got {size}")
-    if coils < 1 or batch < 1:
-        raise ValueError(f"--coils and --batch must be >= 1, got {coils} and {batch}")
-    gen = torch.Generator().manual_seed(seed)
-    maps = torch.from_numpy(sigpy.mri.birdcage_maps((coils, size, size))).to(torch.complex64)
-    maps = (maps / maps.abs().pow(2).sum(0, keepdim=True).sqrt()).expand(batch, -1, -1, -1)
-    mask_func = EquispacedMaskFractionFunc(center_fractions=[0.08], accelerations=[4])
-    mask = torch.stack(
-        [mask_func((1, size, size, 2), seed=seed + b)[0].reshape(1, 1, size) for b in range(batch)]
-    ).bool()
-    phantom = torch.from_numpy(sigpy.shepp_logan((size, size))).to(torch.complex64)
-    phase = torch.exp(1j * 2 * math.pi * torch.rand(batch, 1, 1, generator=gen))
-    target = phantom * phase
-    op = SenseOp(maps, mask)
-    noise = torch.randn(batch, coils, size, size, dtype=torch.complex64, generator=gen)
-    y = op.A(target) + 0.01 * noise * mask
-    return Problem(maps.contiguous(), mask, y, op.A_adjoint(y), target, lam)
-
-
 # --------------------------------------------------------------------------- part 1: normal op
 
 
-def fastmri_normal(
-    maps: torch.Tensor, mask: torch.Tensor
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """AᴴA written with fastmri's real-view ops. ``[B, H, W, 2]`` float32 → ``[B, H, W, 2]``."""
-    s, s_conj = complex_to_real(maps), fastmri.complex_conj(complex_to_real(maps))
-    m = mask.unsqueeze(-1).to(s.dtype)  # [B, 1, 1, W, 1]
-
-    def normal(x: torch.Tensor) -> torch.Tensor:
-        k = m * fastmri.fft2c(fastmri.complex_mul(s, x.unsqueeze(1)))
-        return fastmri.complex_mul(s_conj, fastmri.ifft2c(m * k)).sum(dim=1)
-
-    return normal
-
-
-class ProposedNormal:
-    """Candidate faster ``SenseOp.normal`` for even sizes, measured here as a patch proposal.
-
-    Same folding of the FFT centering into the maps as :class:`SenseOp` (the global sign cancels in
-    AᴴA), plus: conj(maps) resolved once (multiplying by a lazily conjugated tensor is slower),
-    in-place mask and map products (valid with autograd off, as inside ``cg_solve``'s solves) and,
-    with ``along_w_only``, 1-D FFTs along W: for a mask constant along H (every fastMRI Cartesian
-    mask) the H-direction FFT and inverse FFT cancel, ``F₂ᴴ M F₂ = F_Wᴴ M F_W``.
-    """
-
-    def __init__(self, maps: torch.Tensor, mask: torch.Tensor, along_w_only: bool) -> None:
-        _, _, h, w = maps.shape
-        if h % 2 or w % 2:
-            raise ValueError(f"ProposedNormal needs even H and W, got {h} and {w}")
-        if along_w_only and mask.shape[-2] != 1:
-            raise ValueError(
-                f"1-D FFTs need a mask constant along H, got shape {tuple(mask.shape)}"
-            )
-        self.maps = maps * checkerboard(h, w, dtype=maps.real.dtype)
-        self.maps_conj = self.maps.conj().resolve_conj()
-        self.mask_sq = mask.to(maps.real.dtype).square()
-        self.dims = (-1,) if along_w_only else (-2, -1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, H, W]`` complex → ``[B, H, W]`` complex; autograd must be off."""
-        k = torch.fft.fftn(self.maps * x.unsqueeze(1), dim=self.dims, norm="ortho")
-        coil_imgs = torch.fft.ifftn(k.mul_(self.mask_sq), dim=self.dims, norm="ortho")
-        return coil_imgs.mul_(self.maps_conj).sum(dim=1)
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().norm() / b.abs().norm())
-
-
-NORMAL_VARIANTS = {
+VARIANTS = {
     "ours": "ours: `SenseOp.normal`",
     "fastmri": "fastmri real view (`fft2c`, `complex_mul`)",
     "floor": "floor: `fft2` + `ifft2` on [B, C, H, W]",
-    "proposed_a": "proposal A: cached conj(maps), in-place products",
-    "proposed_b": "proposal B: A + 1-D FFTs along W",
 }
 
 
-def bench_normal(
-    size: int,
-    coils: int,
-    batch: int,
-    repeats: int,
-    seed: int,
-    cg_iters: int = 10,
-    clock: str = "wall",
-) -> dict:
-    """Time the normal-operator variants (and a no-grad CG solve with ours vs proposal B).
+def bench_normal(size: int, coils: int, batch: int, repeats: int, seed: int) -> dict:
+    """Time the normal-operator variants of :data:`VARIANTS` side by side.
 
-    Returns ``{"ms": {variant: median ms of `clock`}, "wall_ms", "min_ms" (wall), "cpu_ms":
-    ..., "rel_err": {variant: rel. L2 difference from ours}, "cg_ms": {...} (`clock`)}``.
+    Returns ``{"batch", "repeats", "wall_ms", "min_ms" (wall), "cpu_ms": {variant: median ms},
+    "rel_err": {"fastmri": relative L2 difference of fastmri's AᴴA x from ours}}``.
     """
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     p = make_problem(size, coils, batch, seed)
     op = SenseOp(p.maps, p.mask)
     x = p.z.contiguous()
     x_real = complex_to_real(x).contiguous()
     coil_x = p.maps * x.unsqueeze(1)
     ref_fastmri = fastmri_normal(p.maps, p.mask)
-    prop_a = ProposedNormal(p.maps, p.mask, along_w_only=False)
-    prop_b = ProposedNormal(p.maps, p.mask, along_w_only=True)
     fns: dict[str, Callable[[], object]] = {
         "ours": lambda: op.normal(x),
         "fastmri": lambda: ref_fastmri(x_real),
         "floor": lambda: torch.fft.ifft2(torch.fft.fft2(coil_x, norm="ortho"), norm="ortho"),
-        "proposed_a": lambda: prop_a(x),
-        "proposed_b": lambda: prop_b(x),
     }
     with torch.no_grad():
-        want = op.normal(x)
-        rel_err = {
-            "fastmri": _rel(torch.view_as_complex(ref_fastmri(x_real)), want),
-            "proposed_a": _rel(prop_a(x), want),
-            "proposed_b": _rel(prop_b(x), want),
-        }
+        rel_err = {"fastmri": rel_diff(torch.view_as_complex(ref_fastmri(x_real)), op.normal(x))}
     timings = time_interleaved(fns, repeats)
-
-    def solve(normal: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], object]:
-        return lambda: cg_solve(normal, x, p.lam, max_iter=cg_iters, tol=0.0)
-
-    cg_t = time_interleaved(
-        {"ours": solve(op.normal), "proposed_b": solve(prop_b)}, max(3, repeats // 5), warmup=1
-    )
-
-    def pick(t: Timing) -> float:
-        return t.cpu_median_ms if clock == "cpu" else t.median_ms
-
     return {
         "batch": batch,
-        "ms": {k: pick(t) for k, t in timings.items()},
+        "repeats": repeats,
         "wall_ms": {k: t.median_ms for k, t in timings.items()},
         "min_ms": {k: t.min_ms for k, t in timings.items()},
         "cpu_ms": {k: t.cpu_median_ms for k, t in timings.items()},
-        "repeats": repeats,
         "rel_err": rel_err,
-        "cg_ms": {k: pick(t) for k, t in cg_t.items()},
     }
 
 
 # --------------------------------------------------------------------------- part 2: CG backward
 
-GRAD_NAMES = ("rhs", "lam", "maps", "z")
-MEMORY_MODES = ("none", "implicit", "unrolled")  # "none": no CG, x = rhs / (1 + λ) (baseline)
-
-
-def dc_step(
-    p: Problem,
-    mode: str,
-    max_iter: int,
-    tol: float = 0.0,
-    keep_grads: bool = True,
-    maps_grad: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Forward + backward of ``x = cg_solve(AᴴA, Aᴴy + λz, λ)`` with loss ``‖x - target‖²``.
-
-    ``mode``: ``"implicit"`` or ``"unrolled"`` backward, or ``"none"`` (no CG, ``x = rhs/(1+λ)``,
-    the memory baseline). ``z``, ``λ`` and (if ``maps_grad``) the coil maps require grad, so the
-    rhs comes out of a differentiable computation and autograd stores the whole graph. Returns
-    the gradients w.r.t. ``rhs``, ``λ``, maps and ``z`` (empty dict when ``keep_grads`` is false,
-    so nothing extra stays alive).
-    """
-    if mode not in MEMORY_MODES:
-        raise ValueError(f"mode must be one of {MEMORY_MODES}, got {mode!r}")
-    maps = p.maps.clone().requires_grad_(maps_grad)
-    z = p.z.clone().requires_grad_(True)
-    lam = torch.tensor(p.lam, dtype=maps.real.dtype, requires_grad=True)
-    op = SenseOp(maps, p.mask)
-    rhs = op.A_adjoint(p.y) + lam * z
-    if keep_grads:
-        rhs.retain_grad()
-    if mode == "none":
-        x = rhs / (1 + lam)
-    else:
-        x = cg_solve(
-            op.normal,
-            rhs,
-            lam,
-            max_iter=max_iter,
-            tol=tol,
-            implicit_backward=mode == "implicit",
-            params=op.grad_tensors,
-        )
-    (x - p.target).abs().pow(2).sum().backward()
-    if not keep_grads:
-        return {}
-    return {"rhs": rhs.grad, "lam": lam.grad, "maps": maps.grad, "z": z.grad}
-
 
 def grad_rel_diffs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
     """Relative L2 difference ``‖a - b‖ / ‖b‖`` for each gradient."""
-    return {k: _rel(a[k].to(b[k].dtype), b[k]) for k in GRAD_NAMES}
+    return {k: rel_diff(a[k].to(b[k].dtype), b[k]) for k in GRAD_NAMES}
 
 
 def bench_gradients(p: Problem, iters: Sequence[int], exact_iters: int = 1000) -> list[dict]:
@@ -336,216 +146,137 @@ def bench_memory(
     with tempfile.TemporaryDirectory() as tmp:
         problem_file = Path(tmp) / "problem.pt"
         p.save(problem_file)
-        argv = [script, "--problem-file", str(problem_file), "--cg-iters", str(iters)]
-        if not maps_grad:
-            argv.append("--fixed-maps")
-        res = run_children([[*argv, "--memory-child", m] for m in modes])
+        argv = [script, "--problem_file", str(problem_file), "--cg_iters", str(iters)]
+        argv += ["--maps", "learned" if maps_grad else "fixed"]
+        res = run_children([[*argv, "--memory_child", m] for m in modes])
     return dict(zip(modes, res, strict=True))
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- results
+
+NOT_SETTINGS = ("note", "output_dir", "memory_child", "problem_file", "maps")
+MODE_LABELS = {
+    "none": "no CG (baseline)",
+    "implicit": "implicit",
+    "unrolled": "autograd through the CG iterations",
+}
+NOTES = [
+    "Operator timings: medians of `repeats` interleaved rounds after 2 warm-up calls (every round "
+    "runs each variant once, in rotating order); ratios use the `clock` medians. fastmri works on "
+    "real-view `[..., 2]` float32 tensors; the floor is `fft2` + `ifft2` on `[B, C, H, W]` "
+    "complex64, the 2·C FFTs that AᴴA needs.",
+    "Memory and gradients: one MoDL data-consistency step (batch 1) `rhs = Aᴴy + λz`, "
+    "`x = cg_solve(AᴴA, rhs, λ, tol=0)`, loss `‖x − target‖²`, with `z`, λ and learned coil maps "
+    "requiring grad (fixed maps: e.g. precomputed ESPIRiT); Shepp-Logan phantom, birdcage maps, "
+    "equispaced 4× mask with 8 % centre, 1 % noise. `no CG` is `x = rhs / (1 + λ)`: what every "
+    "backward pays.",
+    "Peak memory: peak RSS growth of forward + backward in a fresh one-thread subprocess per "
+    "configuration (`MALLOC_MMAP_THRESHOLD_=65536`, peak mark reset through "
+    "`/proc/self/clear_refs`, median of 3 steps); `saved` = distinct storages autograd keeps for "
+    "backward, inputs excluded.",
+    "Gradients: relative L2 difference; `exact` is the converged solve (complex128, tol 1e-12). "
+    "The implicit backward differentiates the converged solve, autograd the truncated iteration.",
+]
 
 
-def _verdict(ok: bool) -> str:
-    return "**met**" if ok else "**MISSED**"
+def _mib(n: float) -> float:
+    return n / 2**20
 
 
-def _baseline_note(base: int | None, unrolled_peak: int) -> str:
-    """Sentence on how much of the unrolled peak the no-CG step already takes."""
-    if base is None:
-        return ""
-    share = base / unrolled_peak
-    return f" The no-CG step alone peaks at {share:.2f}× the unrolled peak" + (
-        f", so no backward scheme can reach ≤ {TARGET_MEMORY_RATIO} on the total peak here."
-        if share > TARGET_MEMORY_RATIO
-        else "."
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None  # a tiny problem may not grow the RSS at all
+
+
+def speed_results(rows: list[dict], clock: str, size: int, coils: int) -> tuple[list, dict]:
+    """Targets and table of the operator timings (``rows`` from :func:`bench_normal`)."""
+    targets, table_rows = [], []
+    for row in rows:
+        ms, b = row[f"{clock}_ms"], row["batch"]
+        for key, label in VARIANTS.items():
+            times = [row["wall_ms"][key], row["min_ms"][key], row["cpu_ms"][key]]
+            ratios = [ms[key] / ms["ours"], ms[key] / ms["floor"], row["rel_err"].get(key)]
+            table_rows.append([b, label, *times, *ratios])
+        speedup, floor = ms["fastmri"] / ms["ours"], ms["ours"] / ms["floor"]
+        targets.append(target(f"B={b}: fastmri time / ours", speedup, ">=", TARGET_VS_FASTMRI))
+        targets.append(target(f"B={b}: ours / bare-FFT floor", floor, "<=", TARGET_VS_FLOOR))
+    header = (
+        "B|variant|wall median ms|wall min ms|CPU median ms|× ours|× floor|rel. diff. from ours"
     )
+    caption = f"SENSE normal operator AᴴA ({size}×{size}, {coils} coils, complex64, no autograd)"
+    formats = ["", "", ".2f", ".2f", ".2f", ".2f", ".2f", ".1e"]
+    return targets, table(caption, header.split("|"), table_rows, formats, "rlrrrrrr")
 
 
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
-def render(
-    args: argparse.Namespace,
-    machine: dict,
-    normal_rows: list[dict],
-    memory: dict,
-    grads: list[dict],
-    load_end: str,
-) -> str:
-    """Markdown body of the ``## Physics`` section."""
-    b, c, s = args.batch, args.coils, args.size
-    lines = [
-        f"`python benchmarks/bench_physics.py --size {s} --coils {c} --batch "
-        f"{' '.join(map(str, b))} --repeats {args.repeats} --cg-iters {args.cg_iters} "
-        f"--seed {args.seed} --clock {args.clock}"
-        + ("" if args.threads is None else f" --threads {args.threads}")
-        + "`",
-        "",
-        "Machine:",
-        "",
-        format_machine(machine),
-        f"- load average at end: {load_end}",
-    ]
-    if args.note:
-        lines.append(f"- note: {args.note}")
-    lines += [
-        "",
-        f"### 1. SENSE normal operator AᴴA ({s}×{s}, {c} coils, complex64, no autograd)",
-        "",
-        f"Median of {args.repeats} interleaved repeats after 2 warm-up calls (each round runs every "
-        "variant once, in rotating order, so other load on the machine hits all alike). Ratios "
-        f"and verdicts use the **{args.clock}** medians"
-        + (
-            " (process CPU time with one torch thread: the operator's own work, without the time "
-            "slices lost to other processes)"
-            if args.clock == "cpu"
-            else ""
-        )
-        + ". fastmri works on real-view `[..., 2]` float32 tensors with maps already "
-        "in that layout; the floor runs `fft2` then `ifft2` (ortho) on a `[B, C, H, W]` complex64 "
-        "tensor, i.e. only the 2·C FFTs that AᴴA needs.",
-        "",
-        "| B | variant | wall median ms | wall min ms | CPU median ms | × ours | × floor "
-        "| rel. diff. from ours |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    verdicts = []
-    for row in normal_rows:
-        ms, ours = row["ms"], row["ms"]["ours"]
-        for key, label in NORMAL_VARIANTS.items():
-            err = row["rel_err"].get(key)
-            lines.append(
-                f"| {row['batch']} | {label} | {row['wall_ms'][key]:.2f} | "
-                f"{row['min_ms'][key]:.2f} | {row['cpu_ms'][key]:.2f} | {ms[key] / ours:.2f} | {ms[key] / ms['floor']:.2f} | "
-                f"{'—' if err is None else f'{err:.1e}'} |"
-            )
-        speedup, floor_ratio = ms["fastmri"] / ours, ours / ms["floor"]
-        verdicts.append(
-            f"- B={row['batch']}: ours is {speedup:.2f}× faster than fastmri's real view (target ≥ "
-            f"{TARGET_VS_FASTMRI}×: {_verdict(speedup >= TARGET_VS_FASTMRI)}) and takes "
-            f"{floor_ratio:.2f}× the bare-FFT floor (target ≤ {TARGET_VS_FLOOR}×: "
-            f"{_verdict(floor_ratio <= TARGET_VS_FLOOR)}"
-            + (
-                ""
-                if floor_ratio <= TARGET_VS_FLOOR
-                else f", over by {floor_ratio / TARGET_VS_FLOOR - 1:.0%}"
-            )
-            + f"). Proposal A: {ms['proposed_a'] / ms['floor']:.2f}× floor; proposal B: "
-            f"{ms['proposed_b'] / ms['floor']:.2f}× floor, {ours / ms['proposed_b']:.2f}× faster "
-            f"than ours. Whole no-grad CG solve ({args.cg_iters} iterations, {args.clock}): ours "
-            f"{row['cg_ms']['ours']:.1f} ms, proposal B {row['cg_ms']['proposed_b']:.1f} ms."
-        )
-    lines += ["", *verdicts]
-
-    at_k = next(r for r in grads if r["iters"] == args.cg_iters)
-    worst_k = max(at_k["implicit_vs_unrolled"].values())
-    lines += [
-        "",
-        f"### 2. CG with implicit backward vs autograd through {args.cg_iters} CG iterations",
-        "",
-        f"One MoDL data-consistency step, batch 1, {s}×{s}, {c} coils, complex64, λ = "
-        f"{args.lam}: `rhs = Aᴴy + λz`, `x = cg_solve(AᴴA, rhs, λ, max_iter="
-        f"{args.cg_iters}, tol=0)`, loss `‖x − target‖²`, with `z` (stand-in for the denoiser "
-        "output) and λ requiring grad, so the rhs comes out of a differentiable computation and "
-        "the graph of every CG iteration is stored. Two cases: learned coil maps (maps require "
-        "grad and reach CG via `params=op.grad_tensors`; the gradients below are for this case) "
-        "and fixed maps (e.g. precomputed ESPIRiT). Problem: Shepp-Logan phantom, sigpy birdcage "
-        "maps normalised to root-sum-of-squares 1, fastMRI equispaced mask (4×, 8 % centre), "
-        "1 % noise.",
-        "",
-        "Memory method: each configuration runs in its own fresh subprocess (one thread) with "
-        "`MALLOC_MMAP_THRESHOLD_=65536`: every allocation ≥ 64 KiB is mmap'ed and returned to "
-        "the OS on free, so the resident set follows the live tensors instead of glibc's retained "
-        "heap. After one warm-up step (FFT plans) the kernel's peak-RSS mark is reset "
-        "(`echo 5 > /proc/self/clear_refs`); peak = `VmHWM` after forward + backward − `VmRSS` "
-        "before (median of 3 steps). This is the true peak of forward + backward, including "
-        "the CG work vectors, the operator's temporaries and the gradients. `no CG` is the same "
-        "step with `x = rhs / (1 + λ)`: the memory of the rhs graph, the loss and the gradients "
-        "that every variant pays; `above no CG` subtracts it. `saved` = bytes of the distinct "
-        "storages autograd keeps for backward (`torch.autograd.graph.saved_tensors_hooks`), "
-        "inputs excluded. `tracemalloc` is not used: torch's CPU allocator calls `malloc` "
-        "directly and is invisible to it.",
-        "",
-        "| coil maps | backward | peak RSS growth, fwd + bwd | above no CG | saved for backward |",
-        "|---|---|---|---|---|",
-    ]
-    mem_verdicts = []
+def memory_results(memory: dict, cg_iters: int) -> tuple[list, list[dict]]:
+    """Targets and tables of the peak memory (``{case: bench_memory(...)}``)."""
+    targets, rows, ratio_rows = [], [], []
     for case, res in memory.items():
-        base = res.get("none", {}).get("peak_rss_bytes")
-        labels = {
-            "none": "no CG (baseline)",
-            "implicit": "implicit",
-            "unrolled": f"autograd through {args.cg_iters} iterations",
-        }
-        for mode, label in labels.items():
-            if mode in res:
-                peak = res[mode]["peak_rss_bytes"]
-                above = "—" if base is None or mode == "none" else _mib(peak - base)
-                lines.append(
-                    f"| {case} | {label} | {_mib(peak)} | {above} | "
-                    f"{_mib(res[mode]['saved_bytes'])} |"
-                )
+        base = res["none"]["peak_rss_bytes"]
+        for mode, label in MODE_LABELS.items():
+            peak = res[mode]["peak_rss_bytes"]
+            above = None if mode == "none" else _mib(peak - base)
+            rows.append([case, label, _mib(peak), above, _mib(res[mode]["saved_bytes"])])
         imp, unr = res["implicit"], res["unrolled"]
-        peak_ratio = imp["peak_rss_bytes"] / unr["peak_rss_bytes"]
-        saved_ratio = imp["saved_bytes"] / unr["saved_bytes"]
-        above = (
-            None
-            if base is None
-            else (imp["peak_rss_bytes"] - base) / (unr["peak_rss_bytes"] - base)
+        peak_ratio = _ratio(imp["peak_rss_bytes"], unr["peak_rss_bytes"])
+        above_ratio = _ratio(imp["peak_rss_bytes"] - base, unr["peak_rss_bytes"] - base)
+        saved_ratio = _ratio(imp["saved_bytes"], unr["saved_bytes"])
+        ratio_rows.append(
+            [case, peak_ratio, above_ratio, saved_ratio, _ratio(base, unr["peak_rss_bytes"])]
         )
-        lines.append(
-            f"| {case} | ratio implicit / unrolled | {peak_ratio:.3f} | "
-            f"{'—' if above is None else f'{above:.3f}'} | {saved_ratio:.3f} |"
-        )
-        mem_verdicts.append(
-            f"- {case} maps: peak memory ratio implicit / unrolled {peak_ratio:.3f} (target ≤ "
-            f"{TARGET_MEMORY_RATIO}: {_verdict(peak_ratio <= TARGET_MEMORY_RATIO)}"
-            + (
-                ""
-                if peak_ratio <= TARGET_MEMORY_RATIO
-                else f", over by {peak_ratio / TARGET_MEMORY_RATIO - 1:.0%}"
-            )
-            + ")"
-            + ("" if above is None else f"; above the no-CG baseline {above:.3f}")
-            + f"; saved-for-backward ratio {saved_ratio:.3f}."
-            + _baseline_note(base, unr["peak_rss_bytes"])
-        )
-    lines += [
-        "",
-        *mem_verdicts,
-        "",
-        "Gradients: relative L2 difference per gradient (w.r.t. rhs, λ, maps, z), complex64. "
-        "`exact` is the gradient of the converged solve (complex128, implicit backward, "
-        "tol 1e-12).",
-        "",
-        "| CG iterations | implicit vs unrolled | implicit vs exact | unrolled vs exact |",
-        "|---|---|---|---|",
+        name = f"{case} maps: peak memory implicit / unrolled"
+        targets.append(target(name, peak_ratio, "<=", TARGET_MEMORY_RATIO))
+    header = "coil maps|backward|peak RSS growth MiB|above no CG MiB|saved for backward MiB"
+    ratio_header = "coil maps|peak|peak above no CG|saved for backward|no-CG peak / unrolled peak"
+    tables = [
+        table(
+            f"Peak memory of forward + backward, CG with {cg_iters} iterations",
+            header.split("|"),
+            rows,
+            ["", "", ".1f", ".1f", ".1f"],
+            "llrrr",
+        ),
+        table(
+            "Memory ratios implicit / unrolled",
+            ratio_header.split("|"),
+            ratio_rows,
+            ["", ".3f", ".3f", ".3f", ".2f"],
+            "lrrrr",
+        ),
     ]
+    return targets, tables
 
-    def fmt(d: dict[str, float]) -> str:
-        return ", ".join(f"{k} {d[k]:.1e}" for k in GRAD_NAMES)
 
-    for r in grads:
-        lines.append(
-            f"| {r['iters']} | {fmt(r['implicit_vs_unrolled'])} | {fmt(r['implicit_vs_exact'])} | "
-            f"{fmt(r['unrolled_vs_exact'])} |"
-        )
-    converged = [r["iters"] for r in grads if max(r["implicit_vs_unrolled"].values()) <= 1e-4]
-    lines += [
-        "",
-        f"- gradient difference at {args.cg_iters} iterations: worst {worst_k:.1e} (target ≤ "
-        f"{TARGET_GRAD_REL:.0e}: {_verdict(worst_k <= TARGET_GRAD_REL)}"
-        + ("" if worst_k <= TARGET_GRAD_REL else f", {worst_k / TARGET_GRAD_REL:.0f}× too large")
-        + "). The implicit backward is the exact gradient of the *converged* solve; autograd "
-        "through a fixed number of iterations differentiates the truncated iteration. The two "
-        "agree only once CG has converged"
-        + (f" (≤ 1e-4 from {converged[0]} iterations on here)" if converged else "")
-        + "; before that, the implicit gradient is the closer one to the exact-solve gradient "
-        "(third vs fourth column).",
+def gradient_results(grads: list[dict], cg_iters: int) -> tuple[list, dict]:
+    """Target and table of the gradient differences (``grads`` from :func:`bench_gradients`)."""
+    at_k = next(r for r in grads if r["iters"] == cg_iters)
+    worst = max(at_k["implicit_vs_unrolled"].values())
+    name = f"gradients at {cg_iters} CG iterations: worst rel. diff. implicit vs unrolled"
+    rows = [
+        [r["iters"], pair.replace("_", " "), *(r[pair][k] for k in GRAD_NAMES)]
+        for r in grads
+        for pair in ("implicit_vs_unrolled", "implicit_vs_exact", "unrolled_vs_exact")
     ]
-    return "\n".join(lines)
+    tab = table(
+        "Gradients: relative L2 difference per gradient (complex64)",
+        ["CG iterations", "comparison", "rhs", "λ", "maps", "z"],
+        rows,
+        ["", "", ".1e", ".1e", ".1e", ".1e"],
+        "rlrrrr",
+    )
+    return [target(name, worst, "<=", TARGET_GRAD_REL)], tab
+
+
+def build_results(
+    args: argparse.Namespace, normal_rows: list[dict], memory: dict, grads: list[dict]
+) -> dict:
+    """Targets and tables of one run (keyword arguments of ``common.write_results``)."""
+    speed_targets, speed_table = speed_results(normal_rows, args.clock, args.size, args.coils)
+    memory_targets, memory_tables = memory_results(memory, args.cg_iters)
+    grad_targets, grad_table = gradient_results(grads, args.cg_iters)
+    return {
+        "targets": speed_targets + memory_targets + grad_targets,
+        "tables": [speed_table, *memory_tables, grad_table],
+    }
 
 
 # --------------------------------------------------------------------------- CLI
@@ -553,87 +284,40 @@ def render(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        description="Benchmark the SENSE normal operator and implicit-backward CG; writes the "
-        "'## Physics' section of benchmarks/RESULTS.md.",
+        description="Benchmark the SENSE normal operator and implicit-backward CG; writes "
+        f"{RESULTS_FILE} (render it with benchmarks/render.py).",
     )
-    ap.add_argument("--size", type=int, default=320, help="image size H = W (even; default 320)")
-    ap.add_argument("--coils", type=int, default=8, help="number of coils C (default 8)")
+    ap.add_argument("--size", type=int, default=320, help="image size H = W (even)")
+    ap.add_argument("--coils", type=int, default=8, help="number of coils C")
     ap.add_argument(
-        "--batch",
-        type=int,
-        nargs="+",
-        default=[1, 4],
-        help="batch sizes for the operator timings (default 1 4); memory and gradients use batch 1",
-    )
+        "--batch", type=int, nargs="+", default=[1, 4],
+        help="batch sizes for the operator timings; memory and gradients use batch 1",
+    )  # fmt: skip
+    ap.add_argument("--repeats", type=int, default=30, help="timed rounds after 2 warm-up calls")
+    ap.add_argument("--cg_iters", type=int, default=10, help="CG iterations for memory")
     ap.add_argument(
-        "--repeats",
-        type=int,
-        default=30,
-        help="timed repeats per variant, after 2 warm-up calls (default 30)",
-    )
-    ap.add_argument(
-        "--cg-iters",
-        type=int,
-        default=10,
-        help="CG iterations for the memory comparison (default 10)",
-    )
-    ap.add_argument(
-        "--grad-iters",
-        type=int,
-        nargs="+",
-        default=[10, 20, 30, 50],
-        help="CG iteration counts for the gradient table (default 10 20 30 50); "
-        "--cg-iters is added if missing",
-    )
-    ap.add_argument("--lam", type=float, default=0.05, help="regularisation λ (default 0.05)")
+        "--grad_iters", type=int, nargs="+", default=[10, 20, 30, 50],
+        help="CG iteration counts of the gradient table (--cg_iters is added if missing)",
+    )  # fmt: skip
+    ap.add_argument("--lam", type=float, default=0.05, help="regularisation λ (> 0)")
     ap.add_argument("--seed", type=int, default=0, help="seed for noise, phase and masks")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op threads (default: torch's default)",
-    )
+        "--clock", choices=["wall", "cpu"], default="wall",
+        help="median the ratios use: wall clock or process CPU time ('cpu' needs --threads 1 "
+        "and suits a machine shared with other jobs)",
+    )  # fmt: skip
+    ap.add_argument("--note", default="", help="free text recorded with the machine")
+    ap.add_argument("--output_dir", type=Path, default=RESULTS_DIR, help="folder of the JSON file")
     ap.add_argument(
-        "--clock",
-        choices=["wall", "cpu"],
-        default="wall",
-        help="which median the ratios use: wall clock (default) or process CPU time; 'cpu' needs "
-        "--threads 1 and suits a machine shared with other jobs",
-    )
-    ap.add_argument(
-        "--note", default="", help="free text added to the machine description (e.g. other load)"
-    )
-    ap.add_argument(
-        "--output",
-        type=Path,
-        default=RESULTS_PATH,
-        help=f"results file whose '## {SECTION}' section is rewritten (default {RESULTS_PATH})",
-    )
-    ap.add_argument(
-        "--no-write",
-        action="store_true",
-        help="print the section instead of writing the results file",
-    )
-    ap.add_argument(
-        "--memory-child",
-        choices=MEMORY_MODES,
-        default=None,
+        "--memory_child", choices=MEMORY_MODES, default=None,
         help="internal: measure one memory configuration and print JSON",
-    )
-    ap.add_argument(
-        "--problem-file",
-        type=Path,
-        default=None,
-        help="internal: problem saved by the parent for --memory-child",
-    )
-    ap.add_argument(
-        "--fixed-maps",
-        action="store_true",
-        help="internal: with --memory-child, coil maps do not require grad",
-    )
+    )  # fmt: skip
+    ap.add_argument("--problem_file", type=Path, help="internal: problem for --memory_child")
+    ap.add_argument("--maps", choices=["learned", "fixed"], default="learned", help="internal")
     args = ap.parse_args(argv)
-    if args.repeats < 1 or args.cg_iters < 1 or min(args.grad_iters) < 1:
-        ap.error("--repeats, --cg-iters and --grad-iters must be >= 1")
+    if min(args.repeats, args.cg_iters, *args.grad_iters, *args.batch) < 1:
+        ap.error("--repeats, --cg_iters, --grad_iters and --batch must be >= 1")
     if args.lam <= 0:
         ap.error(f"--lam must be > 0, got {args.lam}")
     if args.clock == "cpu" and args.threads != 1:
@@ -641,7 +325,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> Path | None:
+    """Run the benchmark; returns the written JSON file (``None`` in a memory child)."""
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -649,35 +334,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     np.random.seed(args.seed)
     if args.memory_child:
         if args.problem_file is None:
-            raise ValueError("--memory-child needs --problem-file")
-        res = memory_child(args.problem_file, args.memory_child, args.cg_iters, not args.fixed_maps)
+            raise ValueError("--memory_child needs --problem_file")
+        res = memory_child(
+            args.problem_file, args.memory_child, args.cg_iters, args.maps == "learned"
+        )
         print(json.dumps(res))
-        return
+        return None
     machine = machine_description()
     normal_rows = []
     for b in args.batch:
-        normal_rows.append(
-            bench_normal(
-                args.size, args.coils, b, args.repeats, args.seed, args.cg_iters, args.clock
-            )
-        )
-        print(f"normal operator, batch {b}: {normal_rows[-1]['ms']}", file=sys.stderr)
+        normal_rows.append(bench_normal(args.size, args.coils, b, args.repeats, args.seed))
+        print(f"normal operator, batch {b}: {normal_rows[-1]['wall_ms']}", file=sys.stderr)
     problem = make_problem(args.size, args.coils, 1, args.seed, args.lam)
     memory = {
         "learned": bench_memory(problem, args.cg_iters, maps_grad=True),
         "fixed": bench_memory(problem, args.cg_iters, maps_grad=False),
     }
-    print(f"memory: {memory}", file=sys.stderr)
-    iters = sorted(set(args.grad_iters) | {args.cg_iters})
-    grads = bench_gradients(problem, iters)
-    load_end = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    body = render(args, machine, normal_rows, memory, grads, load_end)
-    if args.no_write:
-        print(body)
-    else:
-        write_section(SECTION, body, args.output)
-        print(f"wrote section '{SECTION}' of {args.output}", file=sys.stderr)
+    grads = bench_gradients(problem, sorted(set(args.grad_iters) | {args.cg_iters}))
+    machine["load average at end"] = load_average()
+    if args.note:
+        machine["note"] = args.note
+    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    return write_results(
+        args.output_dir / RESULTS_FILE,
+        title="Physics",
+        command=command_line("benchmarks/bench_physics.py", settings),
+        machine=machine,
+        settings=settings,
+        notes=NOTES,
+        **build_results(args, normal_rows, memory, grads),
+    )
 
 
 if __name__ == "__main__":
-    main()
+    print(f"wrote {main()}", file=sys.stderr)

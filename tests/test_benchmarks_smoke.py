@@ -1,12 +1,13 @@
-"""Smoke test of benchmarks/bench_physics.py and benchmarks/common.py at a tiny size.
+"""Smoke tests of the scripts in benchmarks/ at a tiny size.
 
-Asserts that the measured quantities are sane (agreement of operator variants, gradient
-differences, memory ratios, well-formed RESULTS.md sections); never asserts timings.
+Assert the measured quantities (agreement of operator variants, gradient differences, memory
+ratios), the JSON results and the Markdown the renderer makes of them; never timings.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -18,7 +19,12 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import bench_physics as bp  # noqa: E402
+import bench_prune_cost as bpc  # noqa: E402
 import common  # noqa: E402
+import physics_problem  # noqa: E402
+import render  # noqa: E402
+
+SETTINGS = {"size": 32, "coils": 2, "cg_iters": 10, "clock": "wall"}
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +40,28 @@ def results() -> dict:
 
 
 def _measure() -> dict:
-    normal = bp.bench_normal(size=32, coils=2, batch=1, repeats=2, seed=0, cg_iters=3)
-    grads = bp.bench_gradients(bp.make_problem(32, 2, 1, seed=0), iters=[10, 40])
+    normal = bp.bench_normal(size=32, coils=2, batch=1, repeats=2, seed=0)
+    grads = bp.bench_gradients(physics_problem.make_problem(32, 2, 1, seed=0), iters=[10, 40])
     # 128² x 4 coils: each coil image (512 KiB) is well above the children's 64 KiB mmap threshold
     # and the kernel's per-CPU slack in RSS accounting (~128 KiB per CPU)
-    memory = bp.bench_memory(
-        bp.make_problem(128, 4, 1, seed=0), iters=10, modes=("implicit", "unrolled")
-    )
+    memory = bp.bench_memory(physics_problem.make_problem(128, 4, 1, seed=0), iters=10)
     return {"normal": normal, "grads": grads, "memory": memory}
 
 
-def test_normal_operator_variants_agree_and_times_are_positive(results):
+def test_normal_operator_agrees_with_fastmri_and_times_are_positive(results):
     row = results["normal"]
-    assert set(row["ms"]) == set(bp.NORMAL_VARIANTS)
-    times = [row[k][v] for k in ("ms", "wall_ms", "min_ms", "cpu_ms") for v in bp.NORMAL_VARIANTS]
-    for ms in [*times, *row["cg_ms"].values()]:
+    assert set(row["wall_ms"]) == set(bp.VARIANTS)
+    for ms in (row[k][v] for k in ("wall_ms", "min_ms", "cpu_ms") for v in bp.VARIANTS):
         assert math.isfinite(ms) and ms > 0
-    for key, err in row["rel_err"].items():
-        assert err < 1e-5, key
+    assert row["min_ms"]["ours"] <= row["wall_ms"]["ours"]
+    assert set(row["rel_err"]) == {"fastmri"}
+    assert row["rel_err"]["fastmri"] < 1e-5
 
 
 def test_implicit_gradient_matches_unrolled_once_cg_converges(results):
     by_iters = {r["iters"]: r for r in results["grads"]}
     converged = by_iters[40]["implicit_vs_unrolled"]
-    assert set(converged) == set(bp.GRAD_NAMES)
+    assert set(converged) == set(physics_problem.GRAD_NAMES)
     assert max(converged.values()) <= 1e-4
     # truncated CG: the implicit gradient is the better approximation of the exact-solve gradient
     early = by_iters[10]
@@ -67,60 +71,205 @@ def test_implicit_gradient_matches_unrolled_once_cg_converges(results):
 
 
 def test_implicit_backward_uses_less_memory(results):
-    imp, unr = results["memory"]["implicit"], results["memory"]["unrolled"]
+    mem = results["memory"]
+    imp, unr = mem["implicit"], mem["unrolled"]
     assert 0 < imp["saved_bytes"] < 0.5 * unr["saved_bytes"]
     assert 0 < imp["peak_rss_bytes"] < 0.7 * unr["peak_rss_bytes"]
-    # the unrolled peak holds at least what autograd saved
+    # the unrolled peak holds at least what autograd saved; no CG at all needs the least
     assert unr["peak_rss_bytes"] > unr["saved_bytes"]
+    assert mem["none"]["saved_bytes"] < imp["saved_bytes"]
 
 
-def test_render_and_write_section(results, tmp_path):
-    args = argparse.Namespace(
-        size=32,
-        coils=2,
-        batch=[1],
-        repeats=2,
-        cg_iters=10,
-        seed=0,
-        lam=0.05,
-        note="smoke",
-        clock="wall",
-        threads=None,
+def test_physics_results_file_holds_measurements_and_verdicts(results, tmp_path):
+    args = argparse.Namespace(**SETTINGS)
+    # gradients at --cg_iters must have been measured
+    with pytest.raises(StopIteration):
+        bp.gradient_results(results["grads"], cg_iters=7)
+    built = bp.build_results(
+        args, [results["normal"]], {"learned": results["memory"]}, results["grads"]
     )
-    body = bp.render(
-        args,
-        common.machine_description(),
-        [results["normal"]],
-        {"learned": results["memory"]},
-        results["grads"],
-        "0.00",
+    names = [t["name"] for t in built["targets"]]
+    assert names == [
+        "B=1: fastmri time / ours",
+        "B=1: ours / bare-FFT floor",
+        "learned maps: peak memory implicit / unrolled",
+        "gradients at 10 CG iterations: worst rel. diff. implicit vs unrolled",
+    ]
+    row = results["normal"]
+    speedup = built["targets"][0]
+    assert speedup["value"] == pytest.approx(row["wall_ms"]["fastmri"] / row["wall_ms"]["ours"])
+    assert speedup["met"] == (speedup["value"] >= bp.TARGET_VS_FASTMRI)
+    worst = max(results["grads"][0]["implicit_vs_unrolled"].values())
+    assert built["targets"][-1]["value"] == worst and built["targets"][-1]["met"] is False
+    speed, memory, ratios, grads = built["tables"]
+    assert [r[1] for r in speed["rows"]] == list(bp.VARIANTS.values())
+    assert speed["rows"][1][-1] == row["rel_err"]["fastmri"] and speed["rows"][0][-1] is None
+    assert len(memory["rows"]) == 3 and len(grads["rows"]) == 2 * 3
+    mem = results["memory"]
+    assert (
+        ratios["rows"][0][1]
+        == mem["implicit"]["peak_rss_bytes"] / mem["unrolled"]["peak_rss_bytes"]
     )
-    assert body.count("**met**") + body.count("**MISSED**") == 4  # 2 speed, 1 memory, 1 gradient
-    out = tmp_path / "RESULTS.md"
-    common.write_section("Other", "kept as is\n\n### sub", out)
-    common.write_section("Physics", "old", out)
-    common.write_section("Physics", body, out)
-    text = out.read_text()
-    assert text.startswith("# Benchmark results")
-    assert text.count("## Physics") == 1 and "old" not in text.split("## Physics")[1][:10]
-    assert "kept as is\n\n### sub" in text and text.index("## Other") < text.index("## Physics")
-    assert "ours: `SenseOp.normal`" in text
-    assert not list(tmp_path.glob(".RESULTS.md.*"))  # no temp file left behind
-    assert out.stat().st_mode & 0o777 == 0o666 & ~common._umask()  # not mkstemp's 0600
+
+    path = common.write_results(
+        tmp_path / "physics.json",
+        title="Physics",
+        command="python benchmarks/bench_physics.py --size 32",
+        machine=common.machine_description(),
+        settings=SETTINGS,
+        notes=bp.NOTES,
+        **built,
+    )
+    text = render.render(tmp_path)
+    assert json.loads(path.read_text())["targets"][0]["name"] == "B=1: fastmri time / ours"
+    assert (
+        f"| 1 | fastmri real view (`fft2c`, `complex_mul`) | {row['wall_ms']['fastmri']:.2f} |"
+        in text
+    )
+    assert text.count("**missed**") + text.count("| met |") == 4
 
 
-def test_write_section_rejects_bad_input(tmp_path):
+SAMPLE = {
+    "title": "Sample",
+    "command": "python benchmarks/bench_sample.py --n 2",
+    "machine": {"cpu": "test CPU", "cores": "2"},
+    "settings": {"n": 2, "batch": [1, 4], "threads": None},
+    "notes": ["One note."],
+    "targets": [
+        common.target("speed-up", 5.584, ">=", 2.5),
+        common.target("memory ratio", 0.3949, "<=", 0.2),
+        common.target("not measured", None, "<=", 1.0),
+    ],
+    "tables": [
+        common.table(
+            "Times",
+            ["B", "variant", "ms", "rel. diff."],
+            [[1, "ours", 4.7312, None], [4, "a|b", 141.587, 1.4e-07]],
+            ["", "", ".2f", ".1e"],
+            "rlrr",
+        )
+    ],
+}
+EXPECTED = """\
+## Sample
+
+`python benchmarks/bench_sample.py --n 2`
+
+Machine:
+
+- cpu: test CPU
+- cores: 2
+
+Settings: n 2, batch 1 4, threads —.
+
+- One note.
+
+### Targets
+
+| target | measured | required | verdict |
+|---|---:|---|---|
+| speed-up | 5.58 | ≥ 2.5 | met |
+| memory ratio | 0.395 | ≤ 0.2 | **missed** |
+| not measured | — | ≤ 1 | **missed** |
+
+### Times
+
+| B | variant | ms | rel. diff. |
+|---:|---|---:|---:|
+| 1 | ours | 4.73 | — |
+| 4 | a\\|b | 141.59 | 1.4e-07 |"""
+
+
+def test_render_section_gives_the_expected_markdown():
+    assert "\n".join(render.render_section(SAMPLE)) == EXPECTED
+    assert [t["met"] for t in SAMPLE["targets"]] == [True, False, False]
+
+
+def test_render_writes_every_file_in_name_order_and_twice_the_same(tmp_path):
+    common.write_results(tmp_path / "b.json", **SAMPLE)
+    common.write_results(tmp_path / "a.json", **{**SAMPLE, "title": "First"})
     out = tmp_path / "RESULTS.md"
-    with pytest.raises(ValueError, match="level-2"):
-        common.write_section("Physics", "text\n## Sneaky\nmore", out)
-    with pytest.raises(ValueError, match="one non-empty line"):
-        common.write_section("a\nb", "text", out)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        common.write_section("Physics", "text", tmp_path / "missing" / "RESULTS.md")
-    # a '## ' line inside a code fence is not a heading
-    common.write_section("Physics", "```\n## not a heading\n```", out)
-    assert common._split_sections(out.read_text())[1][0][0] == "Physics"
-    assert len(common._split_sections(out.read_text())[1]) == 1
+    render.main(["--results_dir", str(tmp_path), "--output", str(out)])
+    first = out.read_text()
+    assert first.startswith("# Benchmark results\n")
+    assert first.index("## First") < first.index("## Sample") and first.endswith("1.4e-07 |\n")
+    assert EXPECTED in first
+    render.main(["--results_dir", str(tmp_path), "--output", str(out)])
+    assert out.read_text() == first
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_committed_results_md_is_rendered_from_the_json_files():
+    assert render.render(BENCH_DIR / "results") == (BENCH_DIR / "RESULTS.md").read_text()
+
+
+def test_bad_results_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no benchmark results"):
+        render.render(tmp_path)
+    (tmp_path / "x.json").write_text(json.dumps({"title": "x"}))
+    with pytest.raises(ValueError, match=r"x.json: missing keys \['command'"):
+        render.render(tmp_path)
+    with pytest.raises(ValueError, match="NaN|Out of range"):
+        common.write_results(tmp_path / "y.json", **{**SAMPLE, "settings": {"v": math.nan}})
+    assert not (tmp_path / "y.json").exists()
+    with pytest.raises(ValueError, match="3 cells"):
+        common.table("t", ["a", "b", "c"], [[1, 2]], ["", "", ""], "lll")
+    with pytest.raises(ValueError, match="op must be"):
+        common.target("t", 1.0, "<", 2.0)
+
+
+def test_command_line_lists_the_given_settings():
+    settings = {"size": 32, "batch": [1, 4], "threads": None, "clock": "wall"}
+    line = common.command_line("benchmarks/bench_physics.py", settings)
+    assert line == "python benchmarks/bench_physics.py --size 32 --batch 1 4 --clock wall"
+    assert bp.parse_args(line.split()[2:]).batch == [1, 4]
+
+
+RECORDS = {
+    "pun-it": [("search", 12, 0), ("sparse", 48, 12)],
+    "pun-at": [("dense", 48, 12), ("search", 12, 0), ("sparse", 48, 12)],
+    "imp": [(f"imp-{r}", 48, 12) for r in range(1, 6)] + [("sparse", 48, 12)],
+}
+
+
+def test_prune_cost_totals_and_targets():
+    results = {
+        method: bpc.totals(
+            [
+                {"phase": p, "train_samples": t, "val_samples": v, "wall_time_s": 0.1 * t}
+                for p, t, v in records
+            ]
+        )
+        for method, records in RECORDS.items()
+    }
+    assert results["pun-at"] == {
+        "phases": "dense + search + sparse",
+        "forward": 132,
+        "backward": 108,
+        "wall_s": pytest.approx(10.8),
+    }
+    built = bpc.build_results(results)
+    by_name = {t["name"]: t for t in built["targets"]}
+    assert by_name["PUN-IT / PUN-AT: backward passes"]["value"] == pytest.approx(60 / 108)
+    assert by_name["PUN-IT / PUN-AT: backward passes"]["met"] is True
+    assert by_name["PUN-IT / IMP: wall time"]["value"] == pytest.approx(60 / 288)
+    assert by_name["PUN-IT / IMP: wall time"]["met"] is False
+    assert built["tables"][0]["rows"][2][:4] == [
+        "imp",
+        "imp-1 + imp-2 + imp-3 + imp-4 + imp-5 + sparse",
+        360,
+        288,
+    ]
+
+
+def test_prune_cost_training_configs_use_the_workflow_names(tmp_path):
+    args = bpc.parse_args(["--search_steps", "3", "--sample_rate", "0.5"])
+    flat = bpc.train_config("pun-at", tmp_path / "run", args).to_flat()
+    assert flat["prune"] == "pun-at" and flat["search_steps"] == 3 and flat["max_epochs"] == 1
+    assert flat["sample_rate"] == 0.5 and flat["imp_rounds"] == 5 and flat["seed"] == 0
+    assert Path(flat["output_dir"]) == tmp_path / "run"
+    defaults = bpc.TrainConfig.from_flat({}).to_flat()
+    assert flat["density"] == defaults["density"]  # not repeated by the benchmark
 
 
 def test_timing_and_machine_helpers():
