@@ -20,21 +20,28 @@ import numpy as np
 import torch
 from fastmri import evaluate
 from fastmri.data import SliceDataset
-from fastmri.data.subsample import create_mask_for_mask_type
 from fastmri.data.transforms import center_crop_to_smallest
 from torch.utils.data import DataLoader
 
 from fastmri_pun import MoDL
-from fastmri_pun.data import SenseDataTransform, ensure_demo_dataset
+from fastmri_pun.data import SenseDataTransform, make_mask_func
+from fastmri_pun.demo import ensure_demo_dataset
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--data_path",
         type=Path,
         default=None,
         help="fastMRI root with multicoil_train/ and multicoil_val/ (default: demo set)",
+    )
+    p.add_argument(
+        "--center_fractions",
+        type=float,
+        nargs="+",
+        default=[0.08],
+        help="fully sampled centre fraction (ESPIRiT needs >= 7 ACS columns)",
     )
     p.add_argument("--steps", type=int, default=30, help="Adam steps (batch size 1)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
@@ -43,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--chans", type=int, default=32, help="denoiser channels")
     p.add_argument("--val_slices", type=int, default=6, help="validation slices scored")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, order and masks")
-    return p.parse_args()  # fmt: skip
+    return p.parse_args(argv)  # fmt: skip
 
 
 def run_model(model: MoDL, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,11 +60,14 @@ def run_model(model: MoDL, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return output, target
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Train, then score; returns ``{"psnr": MoDL dB, "psnr_zero_filled": dB}`` (validation mean)."""
+    args = parse_args(argv)
     torch.manual_seed(args.seed)
     root = args.data_path or ensure_demo_dataset()
-    mask = create_mask_for_mask_type("equispaced_fraction", [0.08], [4])
+    mask = make_mask_func(
+        "equispaced_fraction", args.center_fractions, [4] * len(args.center_fractions)
+    )
     mask.rng.seed(args.seed)
     train = SliceDataset(
         root / "multicoil_train",
@@ -100,6 +110,7 @@ def main() -> None:
             psnr_zf.append(evaluate.psnr(target.numpy(), zf.numpy(), maxval))
     print(f"validation PSNR over {len(psnr)} slices: MoDL {np.mean(psnr):.2f} dB, "
           f"zero-filled {np.mean(psnr_zf):.2f} dB")  # fmt: skip
+    return {"psnr": float(np.mean(psnr)), "psnr_zero_filled": float(np.mean(psnr_zf))}
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ def psnr(model: torch.nn.Module, batch: tuple) -> float:
     return float(10 * torch.log10(target.max() ** 2 / mse))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Search, prune, train, score; returns ``{method: {"density", "psnr"}}`` and the
+    zero-filled baseline as ``{"zero-filled": {"psnr"}}``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="seed for data, weights and noise")
     parser.add_argument("--density", type=float, default=0.1, help="fraction of weights kept")
@@ -77,7 +79,7 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads (tiny tensors: 1 is fastest)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
@@ -92,6 +94,10 @@ def main() -> None:
         model, train_batches, loss_fn, density=args.density, steps=args.search_steps, seed=args.seed
     )
     print(f"PUN-IT search: {time.perf_counter() - start:.1f} s")
+    masked_kspace, _, target = test_batch
+    zero_filled = fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(masked_kspace)), dim=1)
+    mse = (zero_filled - target).pow(2).mean()
+    results = {"zero-filled": {"psnr": float(10 * torch.log10(target.max() ** 2 / mse))}}
 
     for name, method_masks in [("pun-it", masks), ("random", random_masks(model, args.density))]:
         sparse = VarNet(num_cascades=2, sens_chans=4, sens_pools=2, chans=8, pools=2)
@@ -99,10 +105,13 @@ def main() -> None:
         apply_masks(sparse, method_masks)
         train(sparse, train_batches, args.train_steps)
         report = density_report(sparse)
+        results[name] = {"density": report["density"], "psnr": psnr(sparse.eval(), test_batch)}
         print(
             f"{name:7s} density {report['density']:.3f} (min layer {report['min_layer_density']:.3f})"
-            f"  test PSNR {psnr(sparse.eval(), test_batch):.2f} dB"
+            f"  test PSNR {results[name]['psnr']:.2f} dB"
         )
+    print(f"zero-filled test PSNR {results['zero-filled']['psnr']:.2f} dB")
+    return results
 
 
 if __name__ == "__main__":

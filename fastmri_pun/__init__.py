@@ -8,7 +8,7 @@ Public API (more in the sub-packages)::
 from .models import MoDL, build_model, list_models, register_model
 from .physics import SenseOp, cg_solve, complex_to_real, real_to_complex
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MoDL",

@@ -16,10 +16,11 @@ from fastmri.data import SliceDataset
 from fastmri.data.mri_data import AnnotatedSliceDataset
 from fastmri.data.transforms import VarNetDataTransform
 
+from fastmri_pun.cli import demo as demo_cli
 from fastmri_pun.data.annotations import annotations_for, read_annotations, roi_mask
 from fastmri_pun.data.masks import make_mask_func
 from fastmri_pun.demo import builder as demo_mod
-from fastmri_pun.demo.builder import SPLITS, build_demo_dataset, ensure_demo_dataset
+from fastmri_pun.demo.builder import DEMO_FOLDERS, build_demo_dataset, ensure_demo_dataset
 from fastmri_pun.demo.simulate import (
     AcquisitionConfig,
     center_crop,
@@ -40,7 +41,7 @@ def _all_files(root: Path) -> list[Path]:
 
 def test_every_split_loads_through_fastmri_slicedataset(demo_root: Path) -> None:
     n = DEMO_SIZE
-    for split in SPLITS:
+    for split in DEMO_FOLDERS:
         ds = SliceDataset(demo_root / split, "multicoil")
         assert len(ds) >= 2, split
         for fname, _, meta in ds.raw_samples:
@@ -160,7 +161,7 @@ def test_interrupted_build_leaves_no_half_written_h5(
         if (root / split).is_dir():
             SliceDataset(root / split, "multicoil")  # every entry is a complete file
     # a writer killed hard leaves its temp file beside (never inside) the data folders
-    stale = root / ".partial" / "multicoil_train--x.h5.999999999.tmp"
+    stale = root / ".partial" / ".x.h5.999999999-0badf00d.tmp.h5"  # pid 999999999: gone
     stale.parent.mkdir(exist_ok=True)
     stale.write_bytes(b"garbage")
     build_demo_dataset(root, DEMO_SIZE, DEMO_COILS, layout="tiny", progress=False)
@@ -294,12 +295,13 @@ def test_resample_maps_pixel_centres_consistently() -> None:
 
 def test_command_line_builds_and_reports(tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli"
-    argv = ["--out", str(out), "--size", "32", "--coils", "2", "--layout", "tiny", "--quiet"]
-    assert demo_mod.main(argv) == 0
+    argv = ["--output_dir", str(out), "--demo_size", "32", "--demo_coils", "2", "--layout", "tiny"]
+    quiet = ["--enable_progress_bar", "false"]
+    assert demo_cli.main([*argv, *quiet]) == 0
     report = capsys.readouterr().out
     assert "MiB" in report and "multicoil_test_lesions: 2" in report
-    assert demo_mod.main([*argv[:-1], "--seed", "3", "--quiet"]) == 2  # other settings, no --force
+    assert demo_cli.main([*argv, "--seed", "3", *quiet]) == 2  # other settings, no --force
     assert "other settings" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        demo_mod.main(["--help"])
+        demo_cli.main(["--help"])
     assert "--force" in capsys.readouterr().out

@@ -34,10 +34,13 @@ def _sampled_fraction(mask_func, width: int = 320) -> float:
 
 def test_registry_resolves_every_shift_relative_to_training_mask(demo_root: Path) -> None:
     assert set(DEFAULT_SHIFTS) <= set(list_shifts())
+    # the train-test gap is registered (statically) but not evaluated by default
+    assert "train" in list_shifts() and "train" not in DEFAULT_SHIFTS
     resolved = {name: resolve_shift(name, "random", 0.08, 4) for name in list_shifts()}
     for shift in resolved.values():
         assert shift.data_dir(demo_root).is_dir(), shift.name
     assert resolved["in-dist"].data_subdir == "multicoil_test"
+    assert resolved["train"].data_subdir == "multicoil_train"
     assert (resolved["anatomy"].data_subdir, resolved["contrast"].data_subdir) == (
         "multicoil_test_anatomy",
         "multicoil_test_contrast",

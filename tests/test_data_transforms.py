@@ -15,6 +15,7 @@ from fastmri.data import SliceDataset
 from fastmri.data.transforms import VarNetDataTransform, center_crop, complex_center_crop
 from torch.utils.data import default_collate
 
+from fastmri_pun.cli import espirit as espirit_cli
 from fastmri_pun.data import espirit as sens_mod
 from fastmri_pun.data.espirit import EspiritSettings, SensitivityCache, espirit_maps
 from fastmri_pun.data.h5io import ismrmrd_header, write_fastmri_volume
@@ -260,8 +261,9 @@ def test_espirit_settings_validation() -> None:
 def test_precompute_command_fills_the_transform_cache(
     demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    args = [str(demo_root / "multicoil_val"), "--cache-dir", str(tmp_path), "--center-fraction"]
-    assert sens_mod.main([*args, "0.16", "--acceleration", "4"]) == 0
+    data = str(demo_root / "multicoil_val")
+    args = [data, "--maps_cache_dir", str(tmp_path), "--center_fractions"]
+    assert espirit_cli.main([*args, "0.16", "--accelerations", "4"]) == 0
     assert "maps for 2 slices" in capsys.readouterr().out
     assert len(list(tmp_path.rglob("*.npy"))) == 2
 
@@ -272,5 +274,5 @@ def test_precompute_command_fills_the_transform_cache(
     transform = SenseDataTransform(make_mask_func("random", 0.16, 8), cache_dir=tmp_path)
     ds = SliceDataset(demo_root / "multicoil_val", "multicoil", transform=transform)
     assert all(ds[i].sens_maps.shape[0] == DEMO_COILS for i in range(len(ds)))  # all cache hits
-    assert sens_mod.main([str(tmp_path / "nowhere")]) == 2
+    assert espirit_cli.main([str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err

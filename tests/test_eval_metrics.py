@@ -7,8 +7,8 @@ import pytest
 import torch
 from fastmri import evaluate
 
+from fastmri_pun.data.crop import center_crop, crop_to_common, crop_to_recon_size
 from fastmri_pun.evaluation.metrics import (
-    crop_to_target,
     image_metrics,
     image_roi_metrics,
     roi_bbox,
@@ -38,11 +38,40 @@ def test_image_metrics_equal_fastmri_evaluate(pair):
     assert m["psnr"] == pytest.approx(10 * math.log10(maxv**2 / mse), abs=1e-4)
 
 
-def test_crop_to_target_is_center_crop():
+@pytest.mark.parametrize(
+    ("out_shape", "tgt_shape", "common"),
+    [
+        ((12, 10), (4, 6), (4, 6)),  # output wider and taller (readout oversampling)
+        ((12, 5), (8, 8), (8, 5)),  # output narrower than the target (FLAIR-like k-space)
+        ((8, 8), (8, 8), (8, 8)),  # equal: nothing is cropped
+    ],
+)
+def test_crop_to_common_is_fastmri_center_crop_to_smallest(out_shape, tgt_shape, common):
+    from fastmri.data.transforms import center_crop_to_smallest
+
+    out = np.arange(np.prod(out_shape), dtype=np.float32).reshape(out_shape)
+    tgt = -np.arange(np.prod(tgt_shape), dtype=np.float32).reshape(tgt_shape)
+    o, t = crop_to_common(out, tgt)
+    assert o.shape == t.shape == common and isinstance(o, np.ndarray)
+    ref_o, ref_t = center_crop_to_smallest(torch.from_numpy(out), torch.from_numpy(tgt))
+    np.testing.assert_array_equal(o, ref_o.numpy())
+    np.testing.assert_array_equal(t, ref_t.numpy())
+    # torch in, torch out; leading axes are kept
+    ob, tb = crop_to_common(torch.from_numpy(out)[None], torch.from_numpy(tgt)[None])
+    assert isinstance(ob, torch.Tensor) and ob.shape == tb.shape == (1, *common)
+    np.testing.assert_array_equal(ob[0].numpy(), o)
+    if out_shape == tgt_shape:
+        assert np.shares_memory(o, out)
+
+
+def test_center_crop_and_recon_size_crop():
     out = np.arange(12 * 10, dtype=np.float32).reshape(12, 10)
-    np.testing.assert_array_equal(crop_to_target(out, (4, 6)), out[4:8, 2:8])
-    with pytest.raises(ValueError, match="smaller than the target"):
-        crop_to_target(out, (14, 6))
+    np.testing.assert_array_equal(center_crop(out, (4, 6)), out[4:8, 2:8])
+    with pytest.raises(ValueError, match="cannot centre-crop"):
+        center_crop(out, (14, 6))
+    # fastMRI's submission rule: the recon size, or a W x W square when the output is narrower
+    assert crop_to_recon_size(out, (6, 8)).shape == (6, 8)
+    np.testing.assert_array_equal(crop_to_recon_size(out, (6, 16)), out[1:11, :])
 
 
 def test_roi_metrics_equal_metrics_on_the_crop(pair):

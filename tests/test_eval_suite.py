@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from fastmri_pun.evaluation import suite as suite_mod
+from fastmri_pun.evaluation import runner as runner_mod
 from fastmri_pun.evaluation.metrics import image_metrics
-from fastmri_pun.evaluation.suite import SuiteConfig, run_suite
+from fastmri_pun.workflows.evaluate import SuiteConfig, check_training_configs, evaluate
 
 SHIFTS = ["in-dist", "lesions"]
 
@@ -46,14 +46,14 @@ def ckpts(tmp_path_factory):
 
 def _cfg(root, out, **kw):
     # centre fraction 0.16: 10 ACS columns at width 64, enough for ESPIRiT (see conftest)
-    kw = {"shifts": list(SHIFTS), "center_fraction": 0.16, "n_boot": 500, **kw}
-    return SuiteConfig(data_path=root, output_dir=out, progress=False, **kw)
+    kw = {"shifts": list(SHIFTS), "center_fractions": [0.16], "n_boot": 500, **kw}
+    return SuiteConfig(data_path=root, output_dir=out, enable_progress_bar=False, **kw)
 
 
 @pytest.fixture(scope="module")
 def first_run(demo_root, ckpts, tmp_path_factory):
     out = tmp_path_factory.mktemp("suite")
-    return out, run_suite(ckpts, _cfg(demo_root, out, zero_filled=True))
+    return out, evaluate(ckpts, _cfg(demo_root, out, zero_filled=True))
 
 
 def test_rows_numbers_summary_and_figures(first_run, demo_root):
@@ -101,9 +101,9 @@ def test_rows_numbers_summary_and_figures(first_run, demo_root):
     md = (out / "summary.md").read_text()
     for name in ("dense", "sparse", "zero-filled", "in-dist", "lesions", "simulated lesions"):
         assert name in md
-    for fig in res["figures"]:
+    for fig in res.figures:
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 2000
-    assert {f.name for f in res["figures"]} >= {
+    assert {f.name for f in res.figures} >= {
         "boxplot_psnr.png",
         "bars_psnr.png",
         "recon_in-dist.png",
@@ -126,14 +126,14 @@ def test_rerun_skips_finished_work_and_aborts_keep_results(
     dense = tmp_path / "dense.ckpt"
     shutil.copy(ckpts["dense"], dense)
     calls = []
-    real = suite_mod.evaluate_shift
+    real = runner_mod.evaluate_shift
 
     def spy(models, *a, **k):
         calls.append(sorted(models))
         return real(models, *a, **k)
 
-    monkeypatch.setattr(suite_mod, "evaluate_shift", spy)
-    run_suite({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out, zero_filled=True))
+    monkeypatch.setattr(runner_mod, "evaluate_shift", spy)
+    evaluate({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out, zero_filled=True))
     assert calls == [["dense"], ["dense"]]  # sparse and zero-filled were skipped on both shifts
     res = pd.read_csv(out / "results.csv")
     assert (res["psnr"] == 123.0).sum() == 1
@@ -147,9 +147,9 @@ def test_rerun_skips_finished_work_and_aborts_keep_results(
             raise KeyboardInterrupt
         return real(models, dataset, shift, *a, **k)
 
-    monkeypatch.setattr(suite_mod, "evaluate_shift", boom)
+    monkeypatch.setattr(runner_mod, "evaluate_shift", boom)
     with pytest.raises(KeyboardInterrupt):
-        run_suite({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out))
+        evaluate({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out))
     assert (out / "results.csv").read_bytes() == before
     assert not list(out.glob(".*tmp")) and not list((out / "partial").glob(".*tmp"))
     meta = (out / "partial" / "dense__in-dist.json").read_text()
@@ -159,25 +159,25 @@ def test_rerun_skips_finished_work_and_aborts_keep_results(
 def test_bad_inputs(demo_root, ckpts, tmp_path):
     cfg = _cfg(demo_root, tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
-        run_suite({"a": tmp_path / "nope.ckpt"}, cfg)
+        evaluate({"a": tmp_path / "nope.ckpt"}, cfg)
     foreign = _save_checkpoint(tmp_path / "foreign.ckpt", False, 0, model_name="nosuchnet")
     with pytest.raises(ValueError, match="nosuchnet"):
-        run_suite({"a": foreign}, cfg)
+        evaluate({"a": foreign}, cfg)
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.ckpt"):
-        run_suite({"a": junk}, cfg)
+        evaluate({"a": junk}, cfg)
     bad = _cfg(demo_root, tmp_path / "o", shifts=["in-dist", "moon-phase"])
     with pytest.raises(ValueError, match=r"moon-phase.*valid shifts: .*in-dist.*lesions"):
-        run_suite(ckpts, bad)
+        evaluate(ckpts, bad)
     # a data folder without the needed split
     partial_root = tmp_path / "root"
     partial_root.mkdir()
     (partial_root / "multicoil_test").symlink_to(demo_root / "multicoil_test")
     with pytest.raises(FileNotFoundError, match="multicoil_test_lesions"):
-        run_suite(ckpts, _cfg(partial_root, tmp_path / "o"))
+        evaluate(ckpts, _cfg(partial_root, tmp_path / "o"))
     with pytest.raises(ValueError, match="--reference 'zz'"):
-        run_suite(ckpts, _cfg(demo_root, tmp_path / "o", reference="zz"))
+        evaluate(ckpts, _cfg(demo_root, tmp_path / "o", reference="zz"))
 
 
 def test_annotation_rows_for_missing_files(demo_root, ckpts, tmp_path):
@@ -191,24 +191,22 @@ def test_annotation_rows_for_missing_files(demo_root, ckpts, tmp_path):
     )
     cfg = _cfg(root, tmp_path / "o", shifts=["lesions"])
     with pytest.raises(ValueError, match="file_not_there.*has no file_not_there.h5"):
-        run_suite(ckpts, cfg)
+        evaluate(ckpts, cfg)
     stem = csv.splitlines()[1].split(",")[0]
     (root / "annotations" / "lesions.csv").write_text(csv + f"{stem},99,No,3,3,5,5,x\n")
     with pytest.raises(ValueError, match="row names slice 99"):
-        run_suite(ckpts, cfg)
+        evaluate(ckpts, cfg)
 
 
 def test_cli_errors(capsys, ckpts, demo_root, tmp_path):
     from fastmri_pun.evaluate import main
 
-    with pytest.raises(SystemExit) as err:
-        main(["--checkpoints", str(ckpts["dense"]), "--data_path", str(demo_root),
-              "--shifts", "in-dist,bogus", "--output_dir", str(tmp_path)])  # fmt: skip
-    assert err.value.code == 2
+    code = main(["--checkpoints", str(ckpts["dense"]), "--data_path", str(demo_root),
+                 "--shifts", "in-dist,bogus", "--output_dir", str(tmp_path)])  # fmt: skip
+    assert code == 2
     msg = capsys.readouterr().err
     assert "bogus" in msg and "accel-8x" in msg and msg.count("\n") == 1
-    with pytest.raises(SystemExit):
-        main(["--checkpoints", str(ckpts["dense"]), str(ckpts["sparse"]), "--names", "a"])
+    assert main(["--checkpoints", str(ckpts["dense"]), str(ckpts["sparse"]), "--names", "a"]) == 2
     assert "--names has 1 entries for 2 checkpoints" in capsys.readouterr().err
 
 
@@ -221,8 +219,36 @@ def test_warns_when_training_mask_differs(tmp_path, ckpts):
     (run / "config.yaml").write_text(yaml.safe_dump({**conf, "crop_readout": True}))
     cfg = _cfg(tmp_path, tmp_path / "o")  # centre fraction 0.16
     with pytest.warns(UserWarning, match=r"center_fractions.*0\.08"):
-        suite_mod._check_run_config({"run": ck}, cfg)
-    cfg.center_fraction = 0.08
+        check_training_configs({"run": ck}, cfg)
+    cfg.center_fractions = [0.08]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        suite_mod._check_run_config({"run": ck}, cfg)  # same settings: silent
+        check_training_configs({"run": ck}, cfg)  # same settings: silent
+
+
+def test_cli_flags_come_from_the_suite_config(ckpts, tmp_path, capsys):
+    from dataclasses import fields
+
+    from fastmri_pun.cli.evaluate import main, parse_args
+
+    dense = str(ckpts["dense"])
+    checkpoints, cfg = parse_args(["--checkpoints", dense, "--shifts", "in-dist,noise", "lesions",
+                                   "--center_fractions", "0.16", "--crop_readout", "false",
+                                   "--enable_progress_bar", "false", "--output_dir", str(tmp_path)])  # fmt: skip
+    assert checkpoints == {"dense": dense}
+    assert cfg.shifts == ["in-dist", "noise", "lesions"] and cfg.center_fractions == [0.16]
+    assert cfg.crop_readout is False and cfg.enable_progress_bar is False
+    assert parse_args(["--checkpoints", dense])[1] == SuiteConfig()  # defaults: the dataclass's
+    conf = tmp_path / "eval.yaml"
+    conf.write_text(yaml.safe_dump({"checkpoints": [dense], "shifts": ["lesions"], "n_boot": 200}))
+    _, from_file = parse_args(["--config", str(conf), "--seed", "3"])
+    assert (from_file.shifts, from_file.n_boot, from_file.seed) == (["lesions"], 200, 3)
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    help_text = capsys.readouterr().out
+    for f in fields(SuiteConfig):
+        assert f"--{f.name}" in help_text
+    assert main(["--checkpoints", dense, "--accelerations", "4", "8"]) == 2
+    assert "--accelerations takes one value" in capsys.readouterr().err
+    assert main(["--checkpoints", dense, "--no_progress"]) == 2

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from fastmri import evaluate
 
+from fastmri_pun.data.transforms import SenseSample
 from fastmri_pun.training import (
     ReconLoss,
     ReconstructionModule,
@@ -146,3 +147,35 @@ def test_checkpoint_errors(tmp_path):
     wider = ReconstructionModule(model_kwargs={**TINY_MODL, "chans": 6})
     with pytest.raises(ValueError, match=r"another model .*differing settings \['chans'\]"):
         wider.on_load_checkpoint(load_checkpoint_file(path))
+
+
+def _batch(height: int, width: int, target: torch.Tensor) -> SenseSample:
+    """A collated one-slice batch of ``[1, 2, height, width, 2]`` k-space and learned maps."""
+    gen = torch.Generator().manual_seed(2)
+    mask = torch.zeros(1, 1, 1, width, 1, dtype=torch.bool)
+    mask[..., width // 2 - 2 : width // 2 + 2, :] = True
+    kspace = torch.randn(1, 2, height, width, 2, generator=gen) * mask
+    crop = (torch.tensor([10]), torch.tensor([12]))
+    return SenseSample(kspace, mask, torch.tensor([4]), target, ["a.h5"], torch.tensor([0]),
+                       torch.tensor([1.0]), crop, torch.zeros(1, 0))  # fmt: skip
+
+
+def test_steps_crop_output_and_target_to_their_common_size():
+    torch.manual_seed(0)
+    module = ReconstructionModule(model_kwargs=TINY_MODL).eval()
+    # k-space 16 x 8, target 10 x 12: both cropped to 10 x 8 (the target is wider)
+    target = torch.rand(1, 10, 12)
+    batch = _batch(16, 8, target)
+    full = module.reconstruct(batch)
+    assert full.shape == (1, 16, 8) and full.dtype == torch.float32
+    with torch.no_grad():
+        val = module.validation_step(batch, 0)
+        test = module.test_step(batch, 0)
+    for out in (val, test):
+        assert out["output"].shape == out["target"].shape == out["zero_filled"].shape == (1, 10, 8)
+        torch.testing.assert_close(out["target"], target[..., 2:10])
+        torch.testing.assert_close(out["output"], full[:, 3:13, :])
+    # no target (fastMRI's test split): the recon size, a W x W square when k-space is narrower
+    with torch.no_grad():
+        no_target = module.test_step(_batch(16, 8, torch.tensor(0.0)), 0)
+    assert no_target["output"].shape == (1, 8, 8) and "target" not in no_target

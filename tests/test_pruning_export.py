@@ -11,7 +11,7 @@ import pytest
 import torch
 from fastmri.models import Unet
 
-from fastmri_pun.export import main as export_main
+from fastmri_pun.cli.export import main as export_main
 from fastmri_pun.pruning import (
     apply_masks,
     dense_state_dict,
@@ -135,15 +135,15 @@ def test_export_cli_with_check(tmp_path, capsys):
     fresh = load_sparse_into(Unet(1, 1, chans=16, num_pool_layers=3), tmp_path / "out.pt").eval()
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
-    # errors: one line on stderr, exit status 1
-    assert export_main([str(tmp_path / "nope.ckpt"), str(tmp_path / "o.pt")]) == 1
+    # errors: one line on stderr, exit status 2
+    assert export_main([str(tmp_path / "nope.ckpt"), str(tmp_path / "o.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "dense.ckpt")
-    assert export_main([str(tmp_path / "dense.ckpt"), str(tmp_path / "o.pt")]) == 1
+    assert export_main([str(tmp_path / "dense.ckpt"), str(tmp_path / "o.pt")]) == 2
     assert "no 'pun_masks'" in capsys.readouterr().err
     bad = {"state_dict": {"w": torch.ones(2)}, "pun_masks": {"v": torch.ones(2, dtype=bool)}}
     torch.save(bad, tmp_path / "bad.ckpt")
-    assert export_main([str(tmp_path / "bad.ckpt"), str(tmp_path / "o.pt")]) == 1
+    assert export_main([str(tmp_path / "bad.ckpt"), str(tmp_path / "o.pt")]) == 2
     assert "mask 'v' has no matching entry" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()
 

@@ -1,18 +1,43 @@
-"""``python -m fastmri_pun.train`` options and config files, and one-line errors on bad input."""
+"""``python -m fastmri_pun.train`` options and config files, one-line errors on bad input, and
+the :class:`~fastmri_pun.workflows.train.TrainConfig` behind them."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from torch import nn
 
-from fastmri_pun.train import OPTIONS, build_parser, main, parse_config, prepare, valid_keys
+from fastmri_pun.cli.train import build_parser, main, parse_args, valid_keys
+from fastmri_pun.models import ModelSettings, ModlSettings, register_model, unregister_model
+from fastmri_pun.workflows.train import TrainConfig, fit, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "fastmri_pun" / "configs").glob("*.yaml"))
+# the flags of `python -m fastmri_pun.train` (MoDL, the default model): a fixed public interface
+FLAGS = [
+    "challenge", "mode", "output_dir", "resume", "seed", "deterministic",
+    "data_path", "demo_size", "demo_coils", "test_split", "test_path", "sample_rate",
+    "val_sample_rate", "test_sample_rate", "mask_type", "center_fractions", "accelerations",
+    "sens_maps", "maps_cache_dir", "crop_readout", "batch_size", "num_workers",
+    "model", "num_unrolls", "num_cg_iters", "denoiser", "chans", "num_layers", "batchnorm",
+    "lam_init", "learn_lam", "unet_chans", "unet_pools", "sens_chans", "sens_pools",
+    "loss", "l1_weight", "optimizer", "lr", "weight_decay", "lr_scheduler", "lr_step_size",
+    "lr_gamma", "gradient_clip_val",
+    "max_epochs", "accelerator", "devices", "strategy", "num_nodes", "log_every_n_steps",
+    "num_log_images", "enable_progress_bar",
+    "prune", "density", "temperature", "kl_weight", "prior_p", "search_steps", "search_lr",
+    "imp_rounds", "imp_rate",
+]  # fmt: skip
+
+
+def parse_config(argv):
+    """Parse a command line into the flat ``{flag: value}`` mapping of its config."""
+    return parse_args(argv).to_flat()
 
 
 def test_every_config_parses_and_demo_yaml_is_the_default():
@@ -28,15 +53,19 @@ def test_every_config_parses_and_demo_yaml_is_the_default():
             assert all(set(sec) <= keys for sec in sections), path.name
         else:
             parse_config(["--config", str(path)])
-    defaults = parse_config([]).as_dict()
-    demo = parse_config(["--config", str(REPO / "fastmri_pun" / "configs" / "demo.yaml")]).as_dict()
-    demo.pop("config"), defaults.pop("config")
-    assert demo == defaults
-    brain = parse_config(
+    defaults = parse_config([])
+    demo = parse_config(["--config", str(REPO / "fastmri_pun" / "configs" / "demo.yaml")])
+    assert demo == defaults == TrainConfig().to_flat()
+    brain = parse_args(
         ["--config", str(REPO / "fastmri_pun" / "configs" / "modl_dense_brain.yaml")]
     )
-    assert (brain.num_unrolls, brain.num_cg_iters, brain.chans, brain.num_layers) == (10, 10, 64, 5)
-    assert (brain.lam_init, brain.lr, brain.optimizer) == (0.05, 1e-3, "adam")
+    modl = brain.model.settings
+    assert (modl.num_unrolls, modl.num_cg_iters, modl.chans, modl.num_layers) == (10, 10, 64, 5)
+    assert (modl.lam_init, brain.optimisation.lr, brain.optimisation.optimizer) == (
+        0.05,
+        1e-3,
+        "adam",
+    )
 
 
 def test_flags_override_config_and_every_key_is_a_flag(tmp_path):
@@ -44,16 +73,27 @@ def test_flags_override_config_and_every_key_is_a_flag(tmp_path):
     cfg = parse_config(
         ["--config", dense, "--config", str(REPO / "fastmri_pun" / "configs" / "pun_it.yaml")]
     )
-    assert (cfg.chans, cfg.prune, cfg.output_dir) == (64, "pun-it", "outputs/pun_it")
+    assert (cfg["chans"], cfg["prune"], cfg["output_dir"]) == (64, "pun-it", "outputs/pun_it")
     cfg = parse_config(["--config", dense, "--max_epochs", "2", "--accelerations", "4", "8",
                         "--center_fractions", "0.08", "0.04"])  # fmt: skip
-    assert (cfg.max_epochs, cfg.accelerations, cfg.center_fractions) == (2, [4, 8], [0.08, 0.04])
-    assert parse_config(["--max_epochs", "2", "--config", dense]).max_epochs == 40  # order counts
+    assert (cfg["max_epochs"], cfg["accelerations"], cfg["center_fractions"]) == (
+        2,
+        [4, 8],
+        [0.08, 0.04],
+    )
+    assert parse_config(["--max_epochs", "2", "--config", dense])["max_epochs"] == 40  # order
     keys = valid_keys(build_parser())
-    assert keys == sorted(o[1] for o in OPTIONS)
+    assert keys == sorted(FLAGS)
+    assert list(TrainConfig().to_flat()) == FLAGS
     help_text = build_parser().format_help()
     for key in keys:
         assert f"--{key}" in help_text
+    # every flag is explained: the help line of the field's docstring is in the help
+    packed = "".join(help_text.split())
+    for action in build_parser()._actions:
+        if action.dest in keys:
+            assert action.help, action.dest
+            assert "".join(action.help.split()) in packed, action.dest
 
 
 @pytest.mark.parametrize(
@@ -89,9 +129,7 @@ def test_bad_command_lines(tmp_path, capsys):
         parse_config(["--mode", "test"])
     with pytest.raises(FileNotFoundError, match="config file .*missing.yaml does not exist"):
         parse_config(["--config", str(tmp_path / "missing.yaml")])
-    with pytest.raises(SystemExit) as info:
-        main(["--data_path", str(tmp_path / "nowhere")])
-    assert info.value.code == 2
+    assert main(["--data_path", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert (
         err
@@ -104,13 +142,13 @@ def test_missing_or_empty_split_folders(tmp_path):
     (root / "multicoil_train").mkdir(parents=True)
     base = ["--data_path", str(root), "--output_dir", str(tmp_path / "out")]
     with pytest.raises(ValueError, match=r"multicoil_train holds no \.h5 files"):
-        prepare(parse_config(base))
+        prepare(parse_args(base))
     (root / "multicoil_train" / "notes.txt").write_text("x")
     (root / "multicoil_train" / "file1.h5").write_bytes(b"")
     with pytest.raises(ValueError, match="entries other than .h5 files"):
-        prepare(parse_config(base))
+        fit(parse_args(base))
     with pytest.raises(FileNotFoundError, match="--resume checkpoint .*last.ckpt does not exist"):
-        prepare(parse_config([*base, "--resume", "last"]))
+        fit(parse_args([*base, "--resume", "last"]))
 
 
 def test_module_entry_point_reports_one_line():
@@ -135,12 +173,131 @@ def test_run_level_input_errors(demo_root, tmp_path):
         "0.16",
     ]
     with pytest.raises(ValueError, match="--model varnet estimates its own coil maps"):
-        prepare(parse_config([*base, "--model", "varnet"]))
+        fit(parse_args([*base, "--model", "varnet"]))
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="holds checkpoints of an earlier run .* no last.ckpt"):
-        prepare(parse_config(base))
+        fit(parse_args(base))
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     for extra in ([], ["--resume", "last"]):  # an earlier run's last.ckpt is continued
         with pytest.raises(ValueError, match="last.ckpt cannot be loaded safely with torch.load"):
-            prepare(parse_config([*base, *extra]))
+            fit(parse_args([*base, *extra]))
+
+
+def test_from_flat_round_trip_and_unknown_keys():
+    cfg = TrainConfig.from_flat({"max_epochs": 2, "accelerations": (4, 8),
+                                 "center_fractions": [0.08, 0.04], "prune": "snip", "seed": 3})  # fmt: skip
+    assert (cfg.trainer.max_epochs, cfg.data.accelerations, cfg.prune) == (2, [4, 8], "snip")
+    assert TrainConfig.from_flat(cfg.to_flat()) == cfg
+    assert TrainConfig.from_flat({}) == TrainConfig()
+    with pytest.raises(ValueError) as info:
+        TrainConfig.from_flat({"max_epoch": 3, "chans": 8})
+    msg = str(info.value)
+    assert "unknown key(s) 'max_epoch' (did you mean 'max_epochs'?)" in msg
+    assert "valid keys: " + ", ".join(sorted(FLAGS)) in msg
+    # model flags are the selected model's settings: VarNet has its own names
+    varnet = TrainConfig.from_flat({"model": "varnet", "num_cascades": 2, "chans": 6})
+    assert varnet.model.settings.model_kwargs(sens_maps="learned") == {
+        "num_cascades": 2, "chans": 6, "pools": 4, "sens_chans": 8, "sens_pools": 4,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown key\(s\) 'num_unrolls'.*num_cascades"):
+        TrainConfig.from_flat({"model": "varnet", "num_unrolls": 2})
+    with pytest.raises(ValueError, match="unknown model 'nope'; registered models: .*modl"):
+        TrainConfig.from_flat({"model": "nope"})
+    # MoDL's learned sensitivity network is built only when the maps are learned
+    assert ModlSettings().model_kwargs(sens_maps="espirit")["learn_sens_maps"] is False
+    assert ModlSettings().model_kwargs(sens_maps="learned")["learn_sens_maps"] is True
+
+
+@pytest.mark.parametrize(
+    ("flat", "match"),
+    [
+        ({"max_epochs": "many"}, r"--max_epochs must be int, got 'many'"),
+        ({"max_epochs": 0}, r"--max_epochs must be >= 1, got 0"),
+        ({"sens_maps": "walsh"}, r"--sens_maps must be 'espirit' or 'learned', got 'walsh'"),
+        ({"prune": "pun"}, r"--prune must be one of none, pun-it, .*got 'pun'"),
+        ({"density": 1.5}, r"density must be in \(0, 1\]"),
+        ({"num_unrolls": 0}, r"num_unrolls must be >= 1, got 0"),
+        ({"challenge": "singlecoil"}, "singlecoil is not supported yet"),
+        ({"accelerations": [4, 8]}, "same length"),
+        ({"mode": "test"}, "--mode test needs a checkpoint"),
+    ],
+)
+def test_config_values_are_checked_when_built(flat, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig.from_flat(flat)
+
+
+def test_library_fit_raises_instead_of_exiting(tmp_path):
+    root = tmp_path / "fastmri"
+    (root / "multicoil_train").mkdir(parents=True)
+    cfg = TrainConfig.from_flat({"data_path": root, "output_dir": tmp_path / "out"})
+    assert cfg.data.data_path == str(root)  # paths are kept as strings (the flag type)
+    with pytest.raises(ValueError, match=r"multicoil_train holds no \.h5 files"):
+        fit(cfg)
+    cfg.data.data_path = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="--data_path .*nowhere does not exist"):
+        fit(cfg)
+    assert not (tmp_path / "out").exists()  # nothing is written before the input is checked
+
+
+@dataclass
+class _ToySettings(ModelSettings):
+    """A toy model's options.
+
+    Attributes:
+        width: Channels of the toy network's only convolution.
+        smooth: Average the image instead of convolving it.
+    """
+
+    width: int = 3
+    smooth: bool = False
+
+
+def test_a_registered_model_gets_its_flags_without_cli_changes(capsys):
+    def toy(width: int = 3, smooth: bool = False) -> nn.Module:
+        return nn.Conv2d(2, width, 1)
+
+    register_model("toy", settings=_ToySettings)(toy)
+    try:
+        help_text = " ".join(build_parser("toy").format_help().split())
+        assert "--width WIDTH Channels of the toy network's only convolution." in help_text
+        assert "--smooth {true,false}" in help_text and "--num_unrolls" not in help_text
+        assert main(["--model", "toy", "--help"]) == 0
+        assert "--width" in capsys.readouterr().out
+        cfg = parse_args(["--model", "toy", "--width", "5", "--smooth", "true"])
+        assert cfg.model.settings == _ToySettings(width=5, smooth=True)
+        assert parse_args(["--model=toy", "--width=5", "--smooth=true"]) == cfg
+        assert cfg.to_flat()["width"] == 5 and "chans" not in cfg.to_flat()
+        assert TrainConfig.from_flat(cfg.to_flat()) == cfg
+        with pytest.raises(ValueError, match=r"unknown option\(s\) 'num_unrolls'"):
+            parse_args(["--model", "toy", "--num_unrolls", "3"])
+    finally:
+        unregister_model("toy")
+    with pytest.raises(ValueError, match="unknown model 'toy'"):
+        parse_args(["--model", "toy"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sens_maps", "walsh"], "sens_maps"),
+        (["--max_epochs", "0"], "--max_epochs must be >= 1, got 0"),
+        (["--acceleration", "4"], "unknown option(s) 'acceleration' (did you mean"),
+        (["--model", "varnet", "--num_unrolls", "4"], "unknown option(s) 'num_unrolls'"),
+    ],
+)
+def test_cli_bad_input_is_exit_2_and_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m fastmri_pun.train: error: ")
+    assert message in lines[0]
+    assert captured.out == ""
+
+
+def test_print_config_is_a_loadable_config(tmp_path, capsys):
+    assert main(["--max_epochs", "7", "--print_config"]) == 0
+    path = tmp_path / "printed.yaml"
+    path.write_text(capsys.readouterr().out)
+    assert parse_config(["--config", str(path)]) == {**TrainConfig().to_flat(), "max_epochs": 7}

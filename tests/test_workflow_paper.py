@@ -1,4 +1,5 @@
-"""Tiny end-to-end run of the paper experiment: two methods, two shifts, a few steps, resumable."""
+"""Tiny end-to-end run of the paper experiment: two methods, two shifts, a few steps, resumable;
+the experiment configuration is checked before any work."""
 
 import json
 
@@ -6,7 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from fastmri_pun.experiments import paper
+from fastmri_pun.cli import paper as paper_cli
+from fastmri_pun.workflows import paper
+from fastmri_pun.workflows.experiment_config import ExperimentConfig, packaged_config
 
 
 def _config(tmp_path, demo_root, **over):
@@ -36,10 +39,15 @@ def _config(tmp_path, demo_root, **over):
     return path
 
 
+def _run(tmp_path, demo_root, out):
+    argv = ["--config", str(_config(tmp_path, demo_root)), "--output_dir", str(out),
+            "--enable_progress_bar", "false"]  # fmt: skip
+    return paper_cli.main(argv)
+
+
 def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch):
     out = tmp_path / "exp"
-    res = paper.main(["--config", str(_config(tmp_path, demo_root)), "--output_dir", str(out),
-                      "--no_progress"])  # fmt: skip
+    assert _run(tmp_path, demo_root, out) == 0
     report = (out / "REPORT.md").read_text()
     # the verdict table: one row per shift with a verdict for PSNR and SSIM
     for shift in ("in-dist", "lesions"):
@@ -61,42 +69,48 @@ def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch):
     done = json.loads((out / "runs" / "pun-it" / "DONE.json").read_text())
     assert done["density"]["density"] == pytest.approx(0.3, abs=0.01)
     assert [p["phase"] for p in done["compute"]] == ["search", "sparse"]
-    assert res["records"]["dense"]["checkpoint"] == done["checkpoint"].replace("pun-it", "dense")
+    assert done["config"]["prune"] == "pun-it" and done["config"]["density"] == 0.3
+    dense = json.loads((out / "runs" / "dense" / "DONE.json").read_text())
+    assert dense["checkpoint"] == done["checkpoint"].replace("pun-it", "dense")
 
     # rerun: finished runs and evaluations are skipped; an unfinished run folder is restarted
-    from fastmri_pun import train
+    def no_training(cfg):
+        raise AssertionError(f"retrained {cfg.to_flat()['output_dir']}")
 
-    def no_training(argv):
-        raise AssertionError(f"retrained {argv}")
-
-    monkeypatch.setattr(train, "main", no_training)
+    monkeypatch.setattr(paper, "fit", no_training)
     before = (out / "eval" / "results.csv").read_bytes()
-    paper.main(["--config", str(_config(tmp_path, demo_root)), "--output_dir", str(out),
-                "--no_progress"])  # fmt: skip
+    assert _run(tmp_path, demo_root, out) == 0
     assert (out / "eval" / "results.csv").read_bytes() == before
     (out / "runs" / "pun-it" / "DONE.json").unlink()
     with pytest.raises(AssertionError, match="retrained"):
-        paper.main(["--config", str(_config(tmp_path, demo_root)), "--output_dir", str(out),
-                    "--no_progress"])  # fmt: skip
+        _run(tmp_path, demo_root, out)
     assert (out / "runs" / "dense" / "DONE.json").is_file()
     assert not (out / "runs" / "pun-it").exists()  # the unfinished folder was cleared
 
 
 def test_config_errors(tmp_path, demo_root, capsys):
     bad = _config(tmp_path, demo_root, epochs=3)
-    with pytest.raises(SystemExit):
-        paper.main(["--config", str(bad), "--output_dir", str(tmp_path / "o")])
-    assert "unknown key(s) ['epochs']" in capsys.readouterr().err
+    assert paper_cli.main(["--config", str(bad), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key(s) 'epochs'" in err
     with pytest.raises(ValueError, match="set by the experiment driver"):
-        paper.load_config(_config(tmp_path, demo_root, train={"seed": 3}))
+        ExperimentConfig.from_yaml(_config(tmp_path, demo_root, train={"seed": 3}))
     with pytest.raises(ValueError, match="reference 'x'"):
-        paper.load_config(_config(tmp_path, demo_root, reference="x"))
-    cfg = paper.load_config(_config(tmp_path, demo_root))
+        ExperimentConfig.from_yaml(_config(tmp_path, demo_root, reference="x"))
+    with pytest.raises(ValueError, match="max_epoch"):  # a typo in a training key
+        ExperimentConfig.from_yaml(_config(tmp_path, demo_root, train={"max_epoch": 3}))
+    with pytest.raises(ValueError, match="evaluate: unknown key"):
+        ExperimentConfig.from_yaml(_config(tmp_path, demo_root, evaluate={"nboot": 3}))
+    cfg = ExperimentConfig.from_yaml(_config(tmp_path, demo_root))
     with pytest.raises(ValueError, match="unknown method"):
-        paper.run_experiment(cfg, tmp_path / "o", methods=["dense", "imp"])
-    assert paper.train_argv({"a": [1, 2], "b": True, "c": None, "d": 0.5}) == [
-        "--a", "1", "2", "--b", "true", "--c", "null", "--d", "0.5",
-    ]  # fmt: skip
-    for budget in ("small", "full"):  # the shipped configs are valid
-        shipped = paper.load_config(paper.CONFIG_DIR / f"paper_{budget}.yaml")
-        assert {"dense", "pun-it", "pun-at", "magnitude", "random"} <= set(shipped["methods"])
+        paper.run_paper(cfg, tmp_path / "o", methods=["dense", "imp"])
+    assert not (tmp_path / "o" / "runs").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("budget", ["small", "full"])
+def test_shipped_experiment_configs_are_valid(budget):
+    shipped = ExperimentConfig.from_yaml(packaged_config(f"paper_{budget}"))
+    assert {"dense", "pun-it", "pun-at", "magnitude", "random"} <= set(shipped.methods)
+    assert shipped.reference == "dense" and shipped.budget == budget
+    run = shipped.train_config("pun-it", shipped.seeds[0], "data", "out").to_flat()
+    assert run["prune"] == "pun-it" and run["density"] == shipped.density

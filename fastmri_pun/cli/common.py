@@ -1,29 +1,33 @@
 """What every command shares: bad input becomes one line on stderr and exit status 2.
 
 Library functions raise (``ValueError`` for bad values, ``FileNotFoundError`` for missing paths,
-``KeyError``/``OSError`` for unreadable files); only the command-line layer turns those into a
+``OSError`` for unreadable files); only the command-line layer turns those into a
 message and an exit status. Nothing else is caught: a bug keeps its traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["USER_ERRORS", "one_line", "run_command"]
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+# argparse.ArgumentError: what jsonargparse raises for a bad flag with exit_on_error=False
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    argparse.ArgumentError,
+)
 
 
 def one_line(err: BaseException) -> str:
-    """The error's message on one line (newlines and runs of spaces folded)."""
-    text = " ".join(str(err).split())
-    if isinstance(err, FileNotFoundError) and err.filename and not text.startswith("["):
-        return text
-    if isinstance(err, FileNotFoundError) and err.filename:
-        return f"{err.filename}: {err.strerror or 'no such file or folder'}"
-    return text or type(err).__name__
+    """The error's message on one line (newlines and runs of spaces folded); an ``OSError`` raised
+    by the system (``[Errno 2] ...``) is told as ``<file>: <reason>``."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def run_command(prog: str, body: Callable[[], Any]) -> int:

@@ -1,56 +1,65 @@
-"""Data layer: fastMRI-format demo data from real MR images, the MoDL data transform with ESPIRiT
-coil maps, test-time shifts and fastMRI+ annotations.
+"""Data layer, what real fastMRI data need: the SENSE data transform with ESPIRiT coil maps,
+undersampling masks, test-time shifts, fastMRI+ annotations and fastMRI HDF5 files.
 
-Commands: ``python -m fastmri_pun.demo.builder --help`` (build the demo dataset) and
-``python -m fastmri_pun.data.espirit --help`` (precompute ESPIRiT maps for a fastMRI folder).
-
-Names are imported lazily (PEP 562), so ``python -m fastmri_pun.demo.builder`` does not import its
-own module twice and ``import fastmri_pun.data`` stays cheap.
+The demo dataset lives in :mod:`fastmri_pun.demo`; precomputing ESPIRiT maps for a folder in
+:mod:`fastmri_pun.workflows.espirit` (``python -m fastmri_pun.cli.espirit --help``).
 """
 
-from __future__ import annotations
+from ..utils.deprecation import renamed_attributes
+from .annotations import Annotation, annotations_for, read_annotations, roi_mask, write_annotations
+from .crop import crop_to_common
+from .espirit import EspiritSettings, SensitivityCache, espirit_maps
+from .h5io import (
+    list_fastmri_files,
+    validate_fastmri_file,
+    validate_fastmri_folder,
+    write_fastmri_volume,
+)
+from .masks import MASK_TYPES, make_mask_func
+from .shifts import (
+    DEFAULT_SHIFTS,
+    SHIFTS,
+    ResolvedShift,
+    ShiftSpec,
+    list_shifts,
+    register_shift,
+    resolve_shift,
+)
+from .transforms import SenseDataTransform, SenseSample, add_noise_at_snr, crop_readout
 
-import importlib
-from typing import Any
+__all__ = [
+    "DEFAULT_SHIFTS",
+    "MASK_TYPES",
+    "SHIFTS",
+    "Annotation",
+    "EspiritSettings",
+    "ResolvedShift",
+    "SenseDataTransform",
+    "SenseSample",
+    "SensitivityCache",
+    "ShiftSpec",
+    "add_noise_at_snr",
+    "annotations_for",
+    "crop_readout",
+    "crop_to_common",
+    "espirit_maps",
+    "list_fastmri_files",
+    "list_shifts",
+    "make_mask_func",
+    "read_annotations",
+    "register_shift",
+    "resolve_shift",
+    "roi_mask",
+    "validate_fastmri_file",
+    "validate_fastmri_folder",
+    "write_annotations",
+    "write_fastmri_volume",
+]
 
-_EXPORTS = {
-    "Annotation": "annotations",
-    "annotations_for": "annotations",
-    "read_annotations": "annotations",
-    "roi_mask": "annotations",
-    "write_annotations": "annotations",
-    "list_fastmri_files": "h5io",
-    "validate_fastmri_file": "h5io",
-    "validate_fastmri_folder": "h5io",
-    "write_fastmri_volume": "h5io",
-    "MASK_TYPES": "masks",
-    "make_mask_func": "masks",
-    "EspiritSettings": "espirit",
-    "SensitivityCache": "espirit",
-    "espirit_maps": "espirit",
-    "DEFAULT_SHIFTS": "shifts",
-    "SHIFTS": "shifts",
-    "ResolvedShift": "shifts",
-    "ShiftSpec": "shifts",
-    "list_shifts": "shifts",
-    "register_shift": "shifts",
-    "resolve_shift": "shifts",
-    "SenseDataTransform": "transforms",
-    "SenseSample": "transforms",
-    "add_noise_at_snr": "transforms",
-    "crop_readout": "transforms",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+# names of 0.1.0, kept for one release
+__getattr__ = renamed_attributes(
+    __name__,
+    {"MoDLDataTransform": "SenseDataTransform", "MoDLSample": "SenseSample"},
+    globals(),
+    "0.3.0",
+)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.io import atomic_write_text
+
 __all__ = [
     "ANNOTATION_FIELDS",
     "Annotation",
@@ -111,22 +113,14 @@ def read_annotations(path: str | os.PathLike) -> list[Annotation]:
 
 
 def write_annotations(path: str | os.PathLike, annotations: Iterable[Annotation]) -> Path:
-    """Write a fastMRI+ CSV atomically (temporary file, then ``os.replace``)."""
-    path = Path(path)
+    """Write a fastMRI+ CSV atomically (:func:`fastmri_pun.utils.io.atomic_write_text`)."""
     buf = io.StringIO()
     writer = csv.DictWriter(
         buf, fieldnames=[f.name for f in fields(Annotation)], lineterminator="\n"
     )
     writer.writeheader()
     writer.writerows(asdict(a) for a in annotations)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, buf.getvalue())
 
 
 def annotations_for(

@@ -15,45 +15,34 @@ kernel 5 but crop 0.95 broke down (22 dB), so 0.70 stays the safe default. ESPIR
 Cache: maps are stored as ``<cache_dir>/<file stem>/<file stem>_s<slice>_<key>.npy``
 (``[C, H, W]`` complex64). ``key`` hashes the exact calibration block (so the file, slice, mask,
 added noise and readout crop), the k-space shape and every calibration setting: a cached map is
-never served for other data or settings. Files are written to a temporary name and
-``os.replace``-d, so concurrent DataLoader workers are safe.
+never served for other data or settings. Files are written atomically
+(:func:`fastmri_pun.utils.io.atomic_path`), so concurrent DataLoader workers are safe.
 
-Precompute maps for a whole fastMRI folder (same code path and keys as training)::
+Precompute maps for a whole fastMRI folder (same code path and keys as training) with
+:func:`fastmri_pun.workflows.espirit.precompute_maps`, or from the shell::
 
-    python -m fastmri_pun.data.espirit /data/multicoil_train --cache-dir /data/sens_maps \\
-        --mask-type random --center-fraction 0.08 --acceleration 4 --workers 2
+    python -m fastmri_pun.cli.espirit /data/multicoil_train --maps_cache_dir /data/sens_maps \\
+        --mask_type random --center_fractions 0.08 --accelerations 4 --num_workers 2
 
 Disk: ``C·H·W·8`` bytes per slice, e.g. 30 MB for a 16-coil 640×368 brain slice (15 MB with
-``--crop-readout``).
+``--crop_readout true``).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..utils.seeding import default_cache_dir, stable_seed
+from ..utils.io import atomic_path
+from ..utils.seeding import default_cache_dir
 
-__all__ = [
-    "EspiritSettings",
-    "SensitivityCache",
-    "acs_bounds",
-    "default_cache_dir",
-    "espirit_maps",
-    "main",
-    "stable_seed",
-]
+__all__ = ["EspiritSettings", "SensitivityCache", "acs_bounds", "espirit_maps"]
 
 _KEY_VERSION = b"fastmri_pun-espirit-v1"
-
-
 
 
 @dataclass(frozen=True)
@@ -230,126 +219,6 @@ class SensitivityCache:
             except (OSError, ValueError):
                 pass  # unreadable (e.g. disk was full): recompute and overwrite
         maps = espirit_maps(masked_kspace, mask_cols, settings, num_low_frequencies)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.save(fh, maps, allow_pickle=False)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, maps, allow_pickle=False)
         return maps
-
-
-def _sample_fname(sample: object) -> str:
-    return sample.fname  # type: ignore[attr-defined]
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fastmri_pun.data.espirit",
-        description="Precompute ESPIRiT coil sensitivity maps for every slice of a fastMRI "
-        "multicoil folder into the cache used by SenseDataTransform (same keys, so training and "
-        "evaluation with the same mask/calibration settings read them instead of recomputing).",
-    )
-    p.add_argument("data_dir", type=Path, help="folder of fastMRI multicoil .h5 files")
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="where maps are stored (default: $FASTMRI_PUN_CACHE/sens_maps or "
-        "~/.cache/fastmri_pun/sens_maps)",
-    )
-    p.add_argument(
-        "--mask-type",
-        default="random",
-        help="fastMRI mask type whose ACS is used (random, equispaced, "
-        "equispaced_fraction, magic, magic_fraction)",
-    )
-    p.add_argument(
-        "--center-fraction",
-        type=float,
-        default=0.08,
-        help="fraction of fully sampled centre columns (the ACS)",
-    )
-    p.add_argument(
-        "--acceleration",
-        type=float,
-        default=4,
-        help="undersampling factor (> 1); the ACS of random/equispaced masks does not depend on it",
-    )
-    p.add_argument(
-        "--kernel-width",
-        type=int,
-        default=5,
-        help="ESPIRiT kernel width",
-    )
-    p.add_argument("--crop", type=float, default=0.70, help="ESPIRiT eigenvalue crop threshold")
-    p.add_argument(
-        "--thresh", type=float, default=0.02, help="calibration singular-value threshold"
-    )
-    p.add_argument("--max-iter", type=int, default=100, help="ESPIRiT power iterations")
-    p.add_argument(
-        "--calib-width",
-        type=int,
-        default=None,
-        help="calibration square width (default: the ACS width)",
-    )
-    p.add_argument(
-        "--crop-readout",
-        action="store_true",
-        help="compute maps on k-space with the readout oversampling removed "
-        "(as SenseDataTransform(crop_readout=True))",
-    )
-    p.add_argument(
-        "--noise-snr-db",
-        type=float,
-        default=None,
-        help="also add k-space noise at this SNR first (as the transform's noise option)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (see ``--help``)."""
-    import torch
-    from fastmri.data import SliceDataset
-    from tqdm import tqdm
-
-    from .h5io import validate_fastmri_folder
-    from .masks import make_mask_func
-    from .transforms import SenseDataTransform
-
-    args = _parser().parse_args(argv)
-    try:
-        validate_fastmri_folder(args.data_dir)
-        transform = SenseDataTransform(
-            mask_func=make_mask_func(args.mask_type, args.center_fraction, args.acceleration),
-            sens_maps="espirit",
-            cache_dir=args.cache_dir,
-            espirit_kernel_width=args.kernel_width,
-            espirit_crop=args.crop,
-            espirit_thresh=args.thresh,
-            espirit_max_iter=args.max_iter,
-            espirit_calib_width=args.calib_width,
-            crop_readout=args.crop_readout,
-            noise_snr_db=args.noise_snr_db,
-            noise_seed=args.seed,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    dataset = SliceDataset(args.data_dir, "multicoil", transform=transform)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=args.workers, collate_fn=_sample_fname
-    )
-    for _ in tqdm(loader, total=len(dataset), desc="ESPIRiT maps", unit="slice"):
-        pass
-    print(f"maps for {len(dataset)} slices in {transform.cache.cache_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,14 +10,16 @@ Layout written and checked (the fastMRI multicoil layout, read unchanged by
 - attrs ``acquisition``, ``max``, ``norm``, ``patient_id``.
 
 Writes are byte-reproducible (``track_times=False``, fixed ``libver``, fixed attribute order) and
-atomic. ``SliceDataset`` opens *every* entry of a data folder, so a temporary file must never sit
-inside one: :func:`write_fastmri_volume` writes into a hidden folder ``.partial`` *beside* the data
-folder (same filesystem) and ``os.replace``-s the finished file into place. An interrupted write
-leaves at most a stale ``.partial/<name>.<pid>.tmp``, never a half-written file in a data folder.
+atomic (:func:`fastmri_pun.utils.io.atomic_path`). ``SliceDataset`` opens *every* entry of a data
+folder, so a temporary file must never sit inside one: :func:`write_fastmri_volume` writes into a
+hidden folder ``.partial`` *beside* the data folder (same filesystem) and renames the finished
+file into place. An interrupted write leaves at most a stale temporary file in ``.partial``
+(cleared by :func:`remove_stale_partials`), never a half-written file in a data folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import xml.etree.ElementTree as etree
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 from fastmri.data.mri_data import et_query
+
+from ..utils.io import atomic_path, remove_stale_temp_files
 
 __all__ = [
     "ISMRMRD_NAMESPACE",
@@ -118,29 +122,15 @@ def ismrmrd_header(
     return etree.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def _partial_path(path: Path) -> Path:
-    tmp_dir = path.parent.parent / PARTIAL_DIRNAME
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    return tmp_dir / f"{path.parent.name}--{path.name}.{os.getpid()}.tmp"
+def _partial_dir(path: str | os.PathLike) -> Path:
+    """The folder for temporary files of ``path``: ``.partial`` beside ``path``'s folder."""
+    return Path(path).parent.parent / PARTIAL_DIRNAME
 
 
 def remove_stale_partials(root: str | os.PathLike) -> int:
     """Delete temporary files left in ``root/.partial`` by writers that no longer run (their pid
     is gone). Returns how many were removed."""
-    tmp_dir = Path(root) / PARTIAL_DIRNAME
-    removed = 0
-    for tmp in tmp_dir.glob("*.tmp") if tmp_dir.is_dir() else ():
-        try:
-            pid = int(tmp.suffixes[-2].lstrip("."))
-            os.kill(pid, 0)
-            continue  # writer still alive
-        except (ValueError, IndexError, ProcessLookupError):
-            pass
-        except PermissionError:
-            continue  # alive, owned by someone else
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    return len(remove_stale_temp_files(Path(root) / PARTIAL_DIRNAME))
 
 
 def write_fastmri_volume(
@@ -168,9 +158,8 @@ def write_fastmri_volume(
             f"{path}: kspace must be [slices, coils, H, W] complex64, got {kspace.dtype} "
             f"with shape {kspace.shape}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_path(path)
-    try:
+    tmp_dir = _partial_dir(path)
+    with atomic_path(path, temp_dir=tmp_dir) as tmp:
         with h5py.File(tmp, "w", libver=_LIBVER, track_order=False) as hf:
             hf.create_dataset("ismrmrd_header", data=np.bytes_(header), track_times=False)
             hf.create_dataset("kspace", data=kspace, track_times=False)
@@ -180,14 +169,8 @@ def write_fastmri_volume(
                 )
             for key in sorted(attrs):
                 hf.attrs[key] = attrs[key]
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        tmp.parent.rmdir()  # only succeeds when no other writer is busy
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        tmp_dir.rmdir()  # only succeeds when no other writer is busy
     return path
 
 

@@ -10,10 +10,21 @@ from collections.abc import Sequence
 
 from fastmri.data.subsample import MaskFunc, create_mask_for_mask_type
 
-__all__ = ["MASK_TYPES", "check_mask_func", "make_mask_func"]
+__all__ = [
+    "DEFAULT_ACCELERATIONS",
+    "DEFAULT_CENTER_FRACTIONS",
+    "DEFAULT_MASK_TYPE",
+    "MASK_TYPES",
+    "check_mask_func",
+    "make_mask_func",
+]
 
 #: mask types understood by ``fastmri.data.subsample.create_mask_for_mask_type``
 MASK_TYPES = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction")
+#: fastMRI's usual brain/knee setting: random 4× mask, 8 % fully sampled centre columns
+DEFAULT_MASK_TYPE = "random"
+DEFAULT_CENTER_FRACTIONS = (0.08,)
+DEFAULT_ACCELERATIONS = (4,)
 
 
 def _as_list(x: float | Sequence[float]) -> list[float]:
@@ -21,9 +32,9 @@ def _as_list(x: float | Sequence[float]) -> list[float]:
 
 
 def make_mask_func(
-    mask_type: str = "random",
-    center_fractions: float | Sequence[float] = 0.08,
-    accelerations: float | Sequence[float] = 4,
+    mask_type: str = DEFAULT_MASK_TYPE,
+    center_fractions: float | Sequence[float] = DEFAULT_CENTER_FRACTIONS,
+    accelerations: float | Sequence[float] = DEFAULT_ACCELERATIONS,
 ) -> MaskFunc:
     """Build a fastMRI mask function after checking its arguments.
 

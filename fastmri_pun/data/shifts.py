@@ -12,6 +12,10 @@ A shift resolves, relative to the in-distribution (training) mask settings, to a
 | ``anatomy`` | ``multicoil_test_anatomy`` | training mask | — |
 | ``contrast`` | ``multicoil_test_contrast`` | training mask | — |
 | ``lesions`` | ``multicoil_test_lesions`` (+ ``annotations/lesions.csv``) | training mask | — |
+| ``train`` | ``multicoil_train`` | training mask | — |
+
+``train`` scores the training slices like a test set (the train–test gap in a report); it is
+registered but not among :data:`DEFAULT_SHIFTS`, the shifts evaluated by default.
 
 fastMRI's own 8× protocol also halves the centre fraction (0.04). On the 128² demo that leaves 5
 ACS lines, too few for ESPIRiT (kernel 5 needs ≥ 7), so it is not registered by default; on real
@@ -115,6 +119,8 @@ for _spec in (
 
 #: shifts the robustness suite runs by default (all work on the 128² demo with ESPIRiT maps)
 DEFAULT_SHIFTS = tuple(SHIFTS)
+
+register_shift(ShiftSpec("train", "training slices (train-test gap)", "multicoil_train"))
 
 
 def list_shifts() -> list[str]:

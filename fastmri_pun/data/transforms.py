@@ -104,7 +104,8 @@ class SenseDataTransform:
             ``~/.cache/fastmri_pun/sens_maps``).
         use_cache: ``False`` recomputes maps every call (no disk writes).
         espirit_kernel_width, espirit_crop, espirit_thresh, espirit_max_iter,
-        espirit_calib_width: :class:`~fastmri_pun.data.espirit.EspiritSettings`.
+        espirit_calib_width: :class:`~fastmri_pun.data.espirit.EspiritSettings` (same
+            defaults).
         crop_readout: remove the readout oversampling (module docstring, step 4).
         noise_snr_db: add k-space noise at this SNR (``None``: no noise); ``noise_seed`` seeds it
             (with the file name and slice, so every epoch/run sees the same noise).
@@ -117,11 +118,11 @@ class SenseDataTransform:
         sens_maps: str = "espirit",
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
-        espirit_kernel_width: int = 5,
-        espirit_crop: float = 0.70,
-        espirit_thresh: float = 0.02,
-        espirit_max_iter: int = 100,
-        espirit_calib_width: int | None = None,
+        espirit_kernel_width: int = EspiritSettings.kernel_width,
+        espirit_crop: float = EspiritSettings.crop,
+        espirit_thresh: float = EspiritSettings.thresh,
+        espirit_max_iter: int = EspiritSettings.max_iter,
+        espirit_calib_width: int | None = EspiritSettings.calib_width,
         crop_readout: bool = False,
         noise_snr_db: float | None = None,
         noise_seed: int = 0,

@@ -1,6 +1,16 @@
 """The embedded demo set: fastMRI-format multicoil h5 files simulated from real MR images that
-ship in packages (see :mod:`fastmri_pun.demo.builder`)."""
+ship in packages (see :mod:`fastmri_pun.demo.builder`). Build it from the shell with
+``python -m fastmri_pun.demo --help``."""
 
-from .builder import LAYOUTS, SPLITS, DemoLayout, build_demo_dataset, ensure_demo_dataset
+from .builder import DemoConfig, build_demo_dataset, demo_dir_name, ensure_demo_dataset
+from .layout import DEMO_FOLDERS, LAYOUTS, DemoLayout
 
-__all__ = ["LAYOUTS", "SPLITS", "DemoLayout", "build_demo_dataset", "ensure_demo_dataset"]
+__all__ = [
+    "LAYOUTS",
+    "DEMO_FOLDERS",
+    "DemoConfig",
+    "DemoLayout",
+    "build_demo_dataset",
+    "demo_dir_name",
+    "ensure_demo_dataset",
+]

@@ -1,6 +1,6 @@
 """Demo dataset: real MR images, simulated multicoil acquisition, fastMRI multicoil layout.
 
-``python -m fastmri_pun.demo.builder --out DIR [--size 128] [--coils 8] [--seed 0] [--force]``
+``python -m fastmri_pun.demo --output_dir DIR [--demo_size 128] [--demo_coils 8] [--seed 0]``
 (``--help`` for all flags) or :func:`ensure_demo_dataset` from Python. Layout of ``DIR``::
 
     multicoil_train/  multicoil_val/  multicoil_test/     brain T1 (mricron-data ch2), by slab
@@ -11,16 +11,16 @@
     annotations/lesions.csv                                fastMRI+-format boxes of the lesions
     demo_manifest.json                                     settings, sources, slice provenance
 
-Splits are contiguous axial slabs ("volumes", one ``.h5`` each) interleaved along the head
-(train, test, train, val, ...) with ``gap`` unused slices between neighbouring slabs, so no
-neighbouring slices leak between splits while every split covers the whole head. The acquisition
-of each slice is simulated by :func:`fastmri_pun.demo.simulate.simulate_slice` (fine grid, smooth
-phase, unnormalised loop coils, 2× readout oversampling, correlated noise, RSS target).
+Which slices go where is planned by :mod:`fastmri_pun.demo.layout` (interleaved slabs with gaps,
+so no neighbouring slices leak between splits). The acquisition of each slice is simulated by
+:func:`fastmri_pun.demo.simulate.simulate_slice` (fine grid, smooth phase, unnormalised loop
+coils, 2× readout oversampling, correlated noise, RSS target).
 
 Determinism: every volume's randomness derives from ``(seed, file name)`` only, and files are
 written with :func:`fastmri_pun.data.h5io.write_fastmri_volume` (no timestamps), so two builds with
 the same settings are byte-identical. Idempotent: complete files are skipped (``force=True``
-rebuilds); writes are atomic, so an interrupted build never leaves a half-written file.
+rebuilds); writes are atomic (:mod:`fastmri_pun.utils.io`), so an interrupted build never leaves
+a half-written file.
 
 Lesions ("simulated lesions"): 1–3 soft-edged bright or dark ellipses per test slice, inserted into
 the magnitude image *before* the acquisition simulation. A lesion volume has the same file name,
@@ -33,13 +33,11 @@ convention: ``x`` = left column, ``y`` = top row counted in the *vertically flip
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,8 +52,10 @@ from ..data.h5io import (
     validate_fastmri_file,
     write_fastmri_volume,
 )
+from ..utils.io import atomic_write_json
 from ..utils.seeding import default_cache_dir, stable_seed
 from . import sources as src_mod
+from .layout import DEMO_FOLDERS, LAYOUTS, DemoLayout, PlannedVolume, plan_volumes
 from .simulate import (
     AcquisitionConfig,
     Lesion,
@@ -66,159 +66,58 @@ from .simulate import (
 )
 
 __all__ = [
-    "LAYOUTS",
-    "SPLITS",
-    "DemoLayout",
+    "LESION_CSV",
+    "MANIFEST",
+    "DemoConfig",
     "build_demo_dataset",
     "demo_dir_name",
     "ensure_demo_dataset",
-    "main",
 ]
 
 MANIFEST = "demo_manifest.json"
 LESION_CSV = Path("annotations") / "lesions.csv"
 DEMO_VERSION = 1
-#: data folders of a demo dataset (fastMRI multicoil splits, then the shifted test sets)
-SPLITS = (
-    "multicoil_train",
-    "multicoil_val",
-    "multicoil_test",
-    "multicoil_test_anatomy",
-    "multicoil_test_contrast",
-    "multicoil_test_lesions",
-)
 
 
 @dataclass(frozen=True)
-class DemoLayout:
-    """How many slices go where.
+class DemoConfig:
+    """Demo build settings (the flags of ``python -m fastmri_pun.demo``).
 
-    ``train``/``val``/``test``: slices per volume (one ``.h5`` per entry) of the brain splits;
-    ``gap``: unused slices between neighbouring slabs; ``contrast``: slices per volume of the
-    contrast set; ``anatomy_repeats``: acquisitions (slices) per anatomy image;
-    ``max_lesions``: at most this many lesions per lesion-test slice (at least one).
+    Their defaults are also those of :func:`build_demo_dataset` and :func:`ensure_demo_dataset`.
+
+    Args:
+        output_dir: dataset folder (default: $FASTMRI_PUN_CACHE/demo/<settings> or
+            ~/.cache/fastmri_pun/demo/<settings>, e.g. size128_coils8_seed0).
+        demo_size: reconstruction matrix N (images N×N, k-space [coils, 2N, N]).
+        demo_coils: number of simulated receive coils.
+        seed: seed of every random choice.
+        layout: slice counts: 'default' (48 train / 12 val / 30 test + shifted sets) or 'tiny'
+            (a few slices, for tests).
+        force: rebuild every file even if it already exists and is complete.
+        enable_progress_bar: show a progress bar.
     """
 
-    train: tuple[int, ...]
-    val: tuple[int, ...]
-    test: tuple[int, ...]
-    gap: int
-    contrast: tuple[int, ...]
-    anatomy_repeats: int
-    max_lesions: int = 3
+    output_dir: Path | None = None
+    demo_size: int = AcquisitionConfig.size
+    demo_coils: int = AcquisitionConfig.num_coils
+    seed: int = 0
+    layout: str = "default"
+    force: bool = False
+    enable_progress_bar: bool = True
 
     @property
-    def span(self) -> int:
-        """Slices of the brain volume covered by the interleaved slabs and their gaps."""
-        blocks = len(self.train) + len(self.val) + len(self.test)
-        return sum(self.train) + sum(self.val) + sum(self.test) + self.gap * (blocks - 1)
+    def root(self) -> Path:
+        """``output_dir``, or the settings' folder in the cache (:func:`demo_dir_name`)."""
+        if self.output_dir is not None:
+            return Path(self.output_dir)
+        name = demo_dir_name(self.demo_size, self.demo_coils, self.seed, self.layout)
+        return default_cache_dir("demo") / name
 
 
-LAYOUTS = {
-    # 48 train / 12 val / 30 test brain slices (the paper's 30-image brain test set), CPU-sized
-    "default": DemoLayout(
-        train=(8,) * 6, val=(6, 6), test=(10, 10, 10), gap=4, contrast=(5, 5), anatomy_repeats=4
-    ),
-    # for tests: seconds to build
-    "tiny": DemoLayout(
-        train=(2, 2), val=(2,), test=(2, 2), gap=3, contrast=(2,), anatomy_repeats=1, max_lesions=2
-    ),
-}
-
-
-@dataclass
-class _Volume:
-    """One output file: where its slices come from and how to simulate them."""
-
-    split: str
-    stem: str
-    source: src_mod.SourceImages
-    slice_ids: list[int]
-    seed_stem: str  # randomness of coils/phase/noise (lesion volumes reuse their test volume's)
-    lesions: bool = False
-
-    @property
-    def path_name(self) -> str:
-        return f"{self.stem}.h5"
-
-
-def demo_dir_name(size: int, coils: int, seed: int, layout: str = "default") -> str:
+def demo_dir_name(size: int, coils: int, seed: int, layout: str = DemoConfig.layout) -> str:
     """Sub-folder name that keeps demo builds with different settings apart."""
     suffix = "" if layout == "default" else f"_{layout}"
     return f"size{size}_coils{coils}_seed{seed}{suffix}"
-
-
-def _slab_order(layout: DemoLayout) -> list[tuple[str, int, int]]:
-    """``(split, volume index, slices)`` of the brain slabs, interleaved evenly along the head."""
-    blocks = []
-    for rank, (split, sizes) in enumerate(
-        (
-            ("multicoil_train", layout.train),
-            ("multicoil_val", layout.val),
-            ("multicoil_test", layout.test),
-        )
-    ):
-        for i, n in enumerate(sizes):
-            blocks.append(((i + 0.5) / len(sizes), rank, split, i, n))
-    blocks.sort()
-    return [(split, i, n) for _, _, split, i, n in blocks]
-
-
-def _usable_range(source: src_mod.SourceImages, span: int) -> int:
-    """First slice of a ``span``-slice window centred on the slices whose foreground area is at
-    least 40 % of the largest."""
-    vol = source.slices
-    area = (vol > 0.1).reshape(vol.shape[0], -1).sum(axis=1)
-    good = np.nonzero(area >= 0.4 * area.max())[0]
-    lo, hi = int(good.min()), int(good.max()) + 1
-    if hi - lo < span:  # widen symmetrically, then clamp to the volume
-        lo = max(0, (lo + hi - span) // 2)
-    else:
-        lo += (hi - lo - span) // 2
-    if lo + span > vol.shape[0]:
-        raise ValueError(
-            f"{source.description}: {vol.shape[0]} slices, the layout needs {span} consecutive ones"
-        )
-    return lo
-
-
-def _plan(
-    layout: DemoLayout,
-    brain: src_mod.SourceImages,
-    contrast: src_mod.SourceImages,
-    anatomy: list[src_mod.SourceImages],
-) -> list[_Volume]:
-    volumes: list[_Volume] = []
-    z = _usable_range(brain, layout.span)
-    test_vols = []
-    for split, i, n in _slab_order(layout):
-        tag = split.removeprefix("multicoil_")
-        stem = f"file_demo_{brain.name}_{tag}{i:02d}"
-        vol = _Volume(split, stem, brain, list(range(z, z + n)), stem)
-        volumes.append(vol)
-        if split == "multicoil_test":
-            test_vols.append(vol)
-        z += n + layout.gap
-    for vol in sorted(test_vols, key=lambda v: v.stem):
-        # same file name as the clean test volume: fastMRI seeds masks (and we seed added noise)
-        # from the name, so the lesion shift differs from in-distribution by the lesions only
-        volumes.append(
-            _Volume("multicoil_test_lesions", vol.stem, brain, vol.slice_ids, vol.stem, True)
-        )
-    # contrast: consecutive slices from the middle of the contrast volume
-    total = min(sum(layout.contrast), contrast.slices.shape[0])
-    start = (contrast.slices.shape[0] - total) // 2
-    for i, n in enumerate(layout.contrast):
-        ids = [s for s in range(start, start + n) if s < start + total]
-        start += n
-        if ids:
-            stem = f"file_demo_{contrast.name}_contrast{i:02d}"
-            volumes.append(_Volume("multicoil_test_contrast", stem, contrast, ids, stem))
-    for i, src in enumerate(anatomy):
-        stem = f"file_demo_{src.name}_anatomy{i:02d}"
-        ids = [0] * layout.anatomy_repeats  # repeat acquisitions of the one 2-D image
-        volumes.append(_Volume("multicoil_test_anatomy", stem, src, ids, stem))
-    return volumes
 
 
 def _place_lesions(
@@ -249,7 +148,7 @@ def _place_lesions(
 
 
 def _volume_lesions(
-    vol: _Volume, size: int, seed: int, layout: DemoLayout
+    vol: PlannedVolume, size: int, seed: int, layout: DemoLayout
 ) -> list[list[tuple[Lesion, str]]]:
     """Lesions (with labels) of every slice of a lesion volume; derived from the seeds only."""
     rng = np.random.default_rng([seed, stable_seed(vol.stem, "lesions")])
@@ -276,7 +175,10 @@ def _annotation_rows(
 
 
 def _simulate_volume(
-    vol: _Volume, cfg: AcquisitionConfig, seed: int, lesions: list[list[tuple[Lesion, str]]] | None
+    vol: PlannedVolume,
+    cfg: AcquisitionConfig,
+    seed: int,
+    lesions: list[list[tuple[Lesion, str]]] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``kspace [S, C, H, W]`` complex64 and ``target [S, N, N]`` float32 of one volume."""
     n, f = cfg.size, cfg.fine_factor
@@ -312,16 +214,6 @@ def _is_complete(path: Path, cfg: AcquisitionConfig, num_slices: int) -> bool:
     )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _settings(cfg: AcquisitionConfig, seed: int, layout_name: str) -> dict:
     return {
         "version": DEMO_VERSION,
@@ -333,12 +225,12 @@ def _settings(cfg: AcquisitionConfig, seed: int, layout_name: str) -> dict:
 
 def build_demo_dataset(
     out: str | os.PathLike,
-    size: int = 128,
-    coils: int = 8,
-    seed: int = 0,
-    force: bool = False,
-    layout: str = "default",
-    progress: bool = True,
+    size: int = DemoConfig.demo_size,
+    coils: int = DemoConfig.demo_coils,
+    seed: int = DemoConfig.seed,
+    force: bool = DemoConfig.force,
+    layout: str = DemoConfig.layout,
+    progress: bool = DemoConfig.enable_progress_bar,
     ch2_path: str | os.PathLike = src_mod.MRICRON_CH2,
     warn: Callable[[str], None] | None = None,
 ) -> Path:
@@ -373,10 +265,10 @@ def build_demo_dataset(
         if old != settings:
             raise ValueError(
                 f"{out}: holds a demo dataset built with other settings ({old}); pass force=True "
-                "(--force) to rebuild it or choose another folder"
+                "(--force true) to rebuild it or choose another folder"
             )
     if force:
-        for split in SPLITS:
+        for split in DEMO_FOLDERS:
             shutil.rmtree(out / split, ignore_errors=True)
         manifest_path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -388,7 +280,7 @@ def build_demo_dataset(
     brain = src_mod.brain_source(lay.span, ch2_path, warn or _warn)
     contrast = src_mod.contrast_source(brain)
     anatomy = src_mod.anatomy_sources()
-    volumes = _plan(lay, brain, contrast, anatomy)
+    volumes = plan_volumes(lay, brain, contrast, anatomy)
 
     total = sum(len(v.slice_ids) for v in volumes)
     bar = tqdm(total=total, desc="demo dataset", unit="slice", disable=not progress)
@@ -434,7 +326,7 @@ def build_demo_dataset(
             for v in volumes
         ],
     }
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write_json(manifest_path, manifest, indent=1, sort_keys=True)
     return out
 
 
@@ -449,11 +341,11 @@ def _manifest_complete(root: Path) -> bool:
 
 def ensure_demo_dataset(
     root: str | os.PathLike | None = None,
-    size: int = 128,
-    coils: int = 8,
-    seed: int = 0,
-    layout: str = "default",
-    progress: bool = True,
+    size: int = DemoConfig.demo_size,
+    coils: int = DemoConfig.demo_coils,
+    seed: int = DemoConfig.seed,
+    layout: str = DemoConfig.layout,
+    progress: bool = DemoConfig.enable_progress_bar,
 ) -> Path:
     """Path of a complete demo dataset with these settings, building it if needed.
 
@@ -466,77 +358,3 @@ def ensure_demo_dataset(
     if _manifest_complete(target):
         return target
     return build_demo_dataset(target, size, coils, seed, layout=layout, progress=progress)
-
-
-def _dir_size(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
-def _iter_split_counts(root: Path) -> Iterator[tuple[str, int]]:
-    for split in SPLITS:
-        yield split, len(list((root / split).glob("*.h5")))
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fastmri_pun.demo.builder",
-        description="Build the fastMRI-format demo dataset from real MR images shipped by "
-        "mricron-data, dipy and pydicom-data (simulated multicoil acquisition). Never downloads.",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="dataset folder (default: $FASTMRI_PUN_CACHE/demo/<settings> or "
-        "~/.cache/fastmri_pun/demo/<settings>)",
-    )
-    p.add_argument(
-        "--size",
-        type=int,
-        default=128,
-        help="reconstruction matrix N (images N×N, k-space [coils, 2N, N])",
-    )
-    p.add_argument("--coils", type=int, default=8, help="number of simulated receive coils")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    p.add_argument(
-        "--layout",
-        choices=sorted(LAYOUTS),
-        default="default",
-        help="slice counts: 'default' (48 train / 12 val / 30 test + shifted sets) or "
-        "'tiny' (a few slices, for tests)",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="rebuild every file even if it already exists and is complete",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (see ``--help``)."""
-    args = _parser().parse_args(argv)
-    out = args.out
-    if out is None:
-        out = default_cache_dir("demo") / demo_dir_name(
-            args.size, args.coils, args.seed, args.layout
-        )
-    start = time.perf_counter()
-    try:
-        build_demo_dataset(
-            out, args.size, args.coils, args.seed, args.force, args.layout, progress=not args.quiet
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    counts = ", ".join(f"{s}: {n}" for s, n in _iter_split_counts(Path(out)))
-    print(
-        f"demo dataset in {out} ({_dir_size(Path(out)) / 2**20:.1f} MiB, "
-        f"{time.perf_counter() - start:.1f} s); volumes per folder: {counts}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from ..utils.io import save_figure  # noqa: E402
 
 LABELS = {
     "psnr": "PSNR (dB)",
@@ -30,19 +31,11 @@ LABELS = {
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
+    """Save ``fig`` as PNG atomically (:func:`fastmri_pun.utils.io.save_figure`) and close it."""
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        return save_figure(fig, path, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _order(values: pd.Series) -> list[str]:

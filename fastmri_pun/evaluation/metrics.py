@@ -1,8 +1,10 @@
 """Per-image reconstruction metrics with :mod:`fastmri.evaluate`'s definitions, whole image and ROI.
 
-Whole image: PSNR, SSIM and NMSE of the centre-cropped magnitude image, computed by
+Whole image: PSNR, SSIM and NMSE of the magnitude image, computed by
 ``fastmri.evaluate.psnr/ssim/nmse`` with ``max_value`` = the file's ``max`` attribute (what
-fastMRI's ``VarNetModule`` passes), so numbers are comparable with fastMRI's.
+fastMRI's ``VarNetModule`` passes), so numbers are comparable with fastMRI's. Reconstruction and
+target are first centre-cropped to their common size by :func:`fastmri_pun.data.crop.crop_to_common`
+(the caller's job: every function here takes images of one shape).
 
 ROI (fastMRI+ bounding boxes, boolean masks ``[h, w]`` in the cropped image's coordinates):
 
@@ -27,10 +29,9 @@ import math
 import numpy as np
 import torch
 from fastmri import evaluate
-from fastmri.data.transforms import center_crop
 
 SSIM_WIN = 7  # skimage.metrics.structural_similarity's default window, used by fastmri.evaluate
-METRICS = ("psnr", "ssim", "nmse")
+IMAGE_METRICS = ("psnr", "ssim", "nmse")
 ROI_METRICS = ("roi_psnr", "roi_ssim")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "nmse": False, "roi_psnr": True, "roi_ssim": True}
 
@@ -46,19 +47,6 @@ def _as_2d(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     return x.astype(np.float64, copy=False)
 
 
-def crop_to_target(output: np.ndarray | torch.Tensor, target_shape: tuple[int, int]) -> np.ndarray:
-    """Centre-crop a model output ``[H, W]`` to the target's ``(h, w)`` (``fastmri`` centre crop).
-
-    Like fastMRI's ``VarNetModule``: outputs are on the full k-space grid (readout oversampled) and
-    are cropped to the reconstruction size before scoring.
-    """
-    out = torch.as_tensor(np.asarray(output) if not isinstance(output, torch.Tensor) else output)
-    h, w = int(target_shape[0]), int(target_shape[1])
-    if out.shape[-2] < h or out.shape[-1] < w:
-        raise ValueError(f"output {tuple(out.shape)} is smaller than the target size {(h, w)}")
-    return center_crop(out, (h, w)).detach().cpu().numpy()
-
-
 def image_metrics(
     target: np.ndarray | torch.Tensor, output: np.ndarray | torch.Tensor, max_value: float
 ) -> dict[str, float]:
@@ -66,7 +54,8 @@ def image_metrics(
 
     Args:
         target: ``[h, w]`` float ground-truth magnitude (e.g. ``reconstruction_rss`` slice).
-        output: ``[h, w]`` float reconstruction, already centre-cropped to the target.
+        output: ``[h, w]`` float reconstruction, of the target's shape (see
+            :func:`fastmri_pun.data.crop.crop_to_common`).
         max_value: peak value (the h5 file's ``max`` attribute).
     """
     gt, pred = _as_2d(target, "target"), _as_2d(output, "output")

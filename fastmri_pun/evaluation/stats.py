@@ -1,7 +1,7 @@
 """Summaries of per-image results: mean ± std, median, and paired differences with bootstrap CIs.
 
 Input everywhere is the per-image results table (a :class:`pandas.DataFrame`, one row per model,
-shift and image) written by :mod:`fastmri_pun.evaluation.suite`, with columns
+shift and image) written by :mod:`fastmri_pun.evaluation.runner`, with columns
 ``model, shift, fname, slice_num`` and one column per metric.
 """
 
@@ -13,6 +13,8 @@ import pandas as pd
 from .metrics import HIGHER_IS_BETTER
 
 KEY = ("fname", "slice_num")
+#: bootstrap resamples of a confidence interval unless a caller asks for another number
+N_BOOT = 10000
 
 
 def describe(values: np.ndarray, suffix: str = "") -> dict[str, float | int]:
@@ -53,7 +55,7 @@ def summarize(results: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 def bootstrap_ci(
     diff: np.ndarray,
-    n_boot: int = 10000,
+    n_boot: int = N_BOOT,
     alpha: float = 0.05,
     seed: int = 0,
     groups: np.ndarray | None = None,
@@ -94,7 +96,7 @@ def paired_differences(
     results: pd.DataFrame,
     reference: str,
     metrics: list[str],
-    n_boot: int = 10000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     by_volume: bool = False,
 ) -> pd.DataFrame:

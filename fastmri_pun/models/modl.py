@@ -6,6 +6,8 @@ x₀ = Aᴴy;  for k = 1..K (weights shared):  zₖ = D_θ(xₖ₋₁),  xₖ = 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from fastmri.models.varnet import SensitivityModel
@@ -13,7 +15,7 @@ from torch import nn
 
 from ..physics import SenseOp, cg_solve, real_to_complex
 from .denoisers import build_denoiser
-from .registry import register_model
+from .registry import ModelSettings, check_at_least_one, register_model
 
 
 def _check_inputs(
@@ -37,7 +39,51 @@ def _check_inputs(
         raise ValueError(f"masked_kspace {ks} contains NaN or Inf values")
 
 
-@register_model("modl")
+@dataclass
+class ModlSettings(ModelSettings):
+    """MoDL's options as a training run sets them (defaults: the CPU demo; the paper's in brackets).
+
+    Attributes:
+        num_unrolls: MoDL unrolled iterations K (paper: 10).
+        num_cg_iters: MoDL CG iterations per data-consistency step (paper: 10).
+        denoiser: MoDL denoiser: 'resnet' (paper's conv-BN-ReLU CNN) or 'unet' (fastmri NormUnet).
+        chans: ResNet denoiser channels (paper: 64).
+        num_layers: ResNet denoiser conv layers (paper: 5).
+        batchnorm: BatchNorm in the ResNet denoiser (paper: yes).
+        lam_init: Initial MoDL regularisation weight lambda (paper: 0.05).
+        learn_lam: Train lambda (paper: yes).
+        unet_chans: U-Net channels (MoDL 'unet' denoiser).
+        unet_pools: U-Net pooling layers (MoDL 'unet' denoiser).
+        sens_chans: Learned sensitivity model channels (--sens_maps learned).
+        sens_pools: Learned sensitivity model pooling layers.
+    """
+
+    num_unrolls: int = 4
+    num_cg_iters: int = 5
+    denoiser: Literal["resnet", "unet"] = "resnet"
+    chans: int = 32
+    num_layers: int = 5
+    batchnorm: bool = True
+    lam_init: float = 0.05
+    learn_lam: bool = True
+    unet_chans: int = 18
+    unet_pools: int = 4
+    sens_chans: int = 8
+    sens_pools: int = 4
+
+    def __post_init__(self) -> None:
+        check_at_least_one(self, "num_unrolls", "num_cg_iters", "chans")
+
+    def model_kwargs(self, *, sens_maps: str = "espirit") -> dict[str, Any]:
+        """:class:`MoDL` keyword arguments. With ESPIRiT maps (``sens_maps="espirit"``) the
+        learned sensitivity network would be dead weight (and count in pruning and checkpoint
+        size), so it is built only for ``sens_maps="learned"``."""
+        kwargs = super().model_kwargs(sens_maps=sens_maps)
+        sens = {k: kwargs.pop(k) for k in ("sens_chans", "sens_pools")}
+        return {**kwargs, "learn_sens_maps": sens_maps == "learned", **sens}
+
+
+@register_model("modl", settings=ModlSettings)
 class MoDL(nn.Module):
     """Model-based deep learning network for multicoil MRI, a drop-in for ``fastmri.models.VarNet``.
 

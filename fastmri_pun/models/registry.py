@@ -1,29 +1,114 @@
-"""Name → model factory, so configs and other fastMRI code can build models by name.
+"""Name → model factory and the model's settings, so configs and commands build models by name.
 
 Every registered model has fastmri VarNet's forward signature
-``(masked_kspace [B,C,H,W,2], mask [B,1,1,W,1], num_low_frequencies) -> [B,H,W]``.
+``(masked_kspace [B,C,H,W,2], mask [B,1,1,W,1], num_low_frequencies) -> [B,H,W]``. The extra
+keyword ``sens_maps`` (precomputed coil maps) is accepted by some models only (MoDL); callers pass
+it only when :func:`accepts_sens_maps` is true.
+
+A model is registered with a *settings* dataclass (a :class:`ModelSettings`) whose fields are the
+model's options: the training command offers them as flags (``--model NAME`` selects whose), a
+config holds them, and :meth:`ModelSettings.model_kwargs` turns them into the factory's keyword
+arguments. A new model is one :func:`register_model` call; no command or workflow changes::
+
+    @dataclass
+    class TinySettings(ModelSettings):
+        '''Attributes:
+            width: channels of the toy network.
+        '''
+        width: int = 8
+
+    @register_model("tiny", settings=TinySettings)
+    class Tiny(nn.Module): ...
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+__all__ = [
+    "ModelSettings",
+    "VarNetSettings",
+    "accepts_sens_maps",
+    "build_model",
+    "check_at_least_one",
+    "list_models",
+    "model_settings",
+    "register_model",
+    "unregister_model",
+]
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a model class or factory under ``name``."""
+class ModelSettings:
+    """Base of the per-model settings dataclasses (their fields are the model's options).
+
+    Subclasses are dataclasses whose field names are the factory's keyword arguments, unless they
+    override :meth:`model_kwargs`; their docstring's ``Attributes:`` section is the flags' help.
+    """
+
+    def model_kwargs(self, *, sens_maps: str = "espirit") -> dict[str, Any]:
+        """Keyword arguments of the model's factory.
+
+        Args:
+            sens_maps: how the run provides coil maps: ``"espirit"`` (precomputed, passed to
+                ``forward``) or ``"learned"`` (the model estimates its own).
+        """
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass
+class _NoSettings(ModelSettings):
+    """A model without options."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    factory: Callable[..., nn.Module]
+    settings: type[ModelSettings]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_model(
+    name: str, settings: type[ModelSettings] | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a model class or factory under ``name``.
+
+    Args:
+        name: the model's name (``--model`` value).
+        settings: dataclass subclassing :class:`ModelSettings` with the model's options;
+            ``None``: the model has none (it is built without arguments).
+
+    Raises:
+        ValueError: ``name`` is registered for another factory.
+        TypeError: ``settings`` is not a :class:`ModelSettings` dataclass.
+    """
+    settings = _NoSettings if settings is None else settings
+    if not (
+        isinstance(settings, type)
+        and issubclass(settings, ModelSettings)
+        and dataclasses.is_dataclass(settings)
+    ):
+        raise TypeError(f"settings of model {name!r} must be a ModelSettings dataclass")
 
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
+        if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = factory
+        _REGISTRY[name] = _Entry(factory, settings)
         return factory
 
     return deco
+
+
+def unregister_model(name: str) -> None:
+    """Remove ``name`` from the registry (no error if it is not registered)."""
+    _REGISTRY.pop(name, None)
 
 
 def list_models() -> list[str]:
@@ -31,11 +116,36 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Build the model registered as ``name`` with keyword arguments ``kwargs``."""
+def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+def model_settings(name: str) -> type[ModelSettings]:
+    """The settings dataclass of the model registered as ``name``.
+
+    Raises:
+        ValueError: no model is registered as ``name``.
+    """
+    return _entry(name).settings
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build the model registered as ``name`` with keyword arguments ``kwargs``.
+
+    Raises:
+        ValueError: no model is registered as ``name``.
+    """
+    return _entry(name).factory(**kwargs)
+
+
+def check_at_least_one(settings: ModelSettings, *names: str) -> None:
+    """Raise ``ValueError`` naming the first of ``names`` whose value in ``settings`` is ``< 1``."""
+    for name in names:
+        value = getattr(settings, name)
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def accepts_sens_maps(model: nn.Module) -> bool:
@@ -43,7 +153,29 @@ def accepts_sens_maps(model: nn.Module) -> bool:
     return "sens_maps" in inspect.signature(model.forward).parameters
 
 
-@register_model("varnet")
+@dataclass
+class VarNetSettings(ModelSettings):
+    """fastmri's end-to-end VarNet (it estimates its own coil maps: use ``sens_maps="learned"``).
+
+    Attributes:
+        num_cascades: VarNet cascades (unrolled iterations).
+        chans: U-Net channels of each cascade.
+        pools: U-Net pooling layers of each cascade.
+        sens_chans: Channels of VarNet's sensitivity-map U-Net.
+        sens_pools: Pooling layers of VarNet's sensitivity-map U-Net.
+    """
+
+    num_cascades: int = 4
+    chans: int = 18
+    pools: int = 4
+    sens_chans: int = 8
+    sens_pools: int = 4
+
+    def __post_init__(self) -> None:
+        check_at_least_one(self, "num_cascades", "chans", "pools", "sens_chans", "sens_pools")
+
+
+@register_model("varnet", settings=VarNetSettings)
 def _varnet(**kwargs) -> nn.Module:
     from fastmri.models import VarNet
 

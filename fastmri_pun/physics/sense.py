@@ -91,7 +91,10 @@ class SenseOp:
         return self._kmod * fft2c(coil_imgs)
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        """Adjoint. ``[B, C, H, W]`` complex k-space → ``[B, H, W]`` complex image."""
+        """Adjoint ``Aᴴy = Σ_c conj(S_c) · ifft2c(M · y_c)``.
+
+        ``[B, C, H, W]`` complex k-space → ``[B, H, W]`` complex image.
+        """
         if not y.is_complex() or y.ndim != 4 or y.shape[-2:] != self.shape[-2:]:
             raise ValueError(
                 f"k-space must be complex [B, C, H, W] with H, W = {self.shape[1:]}, got dtype "

@@ -18,7 +18,6 @@ File format: ``torch.save`` of a dict (loadable with ``weights_only=True``), ``"
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils.io import atomic_path
 from .apply import Masks, apply_masks
 
 FORMAT, VERSION = "fastmri_pun.sparse", 1
@@ -147,18 +147,13 @@ def save_sparse(
     masks: Mapping[str, torch.Tensor],
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the compact checkpoint atomically (temp file in the same folder, then rename)."""
+    """Write the compact checkpoint atomically (:func:`fastmri_pun.utils.io.atomic_path`);
+    returns ``path``. Raises ``ValueError`` as :func:`to_sparse` (nothing is written then)."""
     path = Path(path)
     payload = to_sparse(state_dict, masks, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # a file object, not a path: torch.save names the archive's records after a path's stem
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
     return path
 
 

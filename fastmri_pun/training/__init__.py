@@ -2,6 +2,7 @@
 registered reconstruction model, the fastMRI folder data module, losses, the PUN mask search as a
 LightningModule and compute accounting per training phase."""
 
+from ..utils.deprecation import renamed_attributes
 from .accounting import ComputeAccounting
 from .data_module import SliceDataModule, check_split_dir
 from .losses import ReconLoss
@@ -21,3 +22,11 @@ __all__ = [
     "load_checkpoint_file",
     "zero_filled",
 ]
+
+# names of 0.1.0, kept for one release
+__getattr__ = renamed_attributes(
+    __name__,
+    {"MoDLModule": "ReconstructionModule", "MoDLDataModule": "SliceDataModule"},
+    globals(),
+    "0.3.0",
+)

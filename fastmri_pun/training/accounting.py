@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,16 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.data import extract_batch_size
 
-DEFAULT_FILENAME = "compute_accounting.json"
+from ..utils.io import atomic_write_json
+from ..utils.run_dir import RunDir
 
 
 def append_json_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Append ``record`` to the JSON list in ``path`` (created if absent), atomically."""
+    """Append ``record`` to the JSON list in ``path`` (created if absent), atomically.
+
+    Raises:
+        ValueError: ``path`` holds something else than a JSON list.
+    """
     path = Path(path)
     records: list[dict[str, Any]] = []
     if path.exists():
@@ -34,17 +38,7 @@ def append_json_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
         if not isinstance(records, list):
             raise ValueError(f"{path} must hold a JSON list of records")
     records.append(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(records, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, records)
 
 
 class ComputeAccounting(pl.Callback):
@@ -52,7 +46,8 @@ class ComputeAccounting(pl.Callback):
 
     Args:
         phase: name of the phase (``"dense"``, ``"search"``, ``"sparse"``, ``"imp-2"``, ...).
-        path: JSON file; default ``<trainer.default_root_dir>/compute_accounting.json``.
+        path: JSON file; default: the accounting file of the output folder
+            ``trainer.default_root_dir`` (``RunDir(...).compute_accounting``).
 
     The record (also kept in ``self.record``)::
 
@@ -108,5 +103,5 @@ class ComputeAccounting(pl.Callback):
             "world_size": world,
         }
         if trainer.is_global_zero:
-            path = self.path or Path(trainer.default_root_dir) / DEFAULT_FILENAME
+            path = self.path or RunDir(trainer.default_root_dir).compute_accounting
             append_json_record(path, self.record)

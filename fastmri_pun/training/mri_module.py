@@ -42,7 +42,7 @@ import torch.distributed as dist
 from fastmri import evaluate
 
 REQUIRED_VAL_KEYS = ("batch_idx", "fname", "slice_num", "max_value", "output", "target", "val_loss")
-METRICS = ("nmse", "ssim", "psnr")
+VOLUME_METRICS = ("nmse", "ssim", "psnr")
 
 
 def _as_batch(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -159,7 +159,7 @@ def aggregate_volumes(
     summary = {
         f"{p}{m}": float(np.mean([v[f"{p}{m}"] for v in per_volume.values()]))
         for p in prefixes
-        for m in METRICS
+        for m in VOLUME_METRICS
     }
     if all("loss" in r for r in unique.values()):
         summary["loss"] = float(np.mean([r["loss"] for r in unique.values()]))
@@ -263,7 +263,7 @@ class MriModule(pl.LightningModule):
         self.val_results = {"summary": summary, "per_volume": per_volume}
         self.log("validation_loss", summary["loss"], prog_bar=True, sync_dist=True)
         for key, value in summary.items():
-            if key.split("_")[-1] in METRICS:
+            if key.split("_")[-1] in VOLUME_METRICS:
                 self.log(f"val_metrics/{key}", value, prog_bar=key == "psnr", sync_dist=True)
 
     def _val_log_indices(self) -> set[int]:
@@ -327,5 +327,5 @@ class MriModule(pl.LightningModule):
             summary, per_volume = aggregate_volumes(records)
             self.test_results = {"summary": summary, "per_volume": per_volume}
             for key, value in summary.items():
-                if key.split("_")[-1] in METRICS:
+                if key.split("_")[-1] in VOLUME_METRICS:
                     self.log(f"test_metrics/{key}", value, sync_dist=True)

@@ -20,10 +20,10 @@ from typing import Any
 
 import fastmri
 import torch
-from fastmri.data import transforms
 from lightning_fabric.utilities.cloud_io import _load as pl_load
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from ..data.crop import center_crop, crop_to_common, crop_to_recon_size
 from ..models import accepts_sens_maps, build_model
 from ..pruning import apply_masks, get_masks, is_pruned
 from .losses import ReconLoss
@@ -232,8 +232,13 @@ class ReconstructionModule(MriModule):
             return model(masked_kspace, mask, num_low, sens_maps=sens_maps)
         return model(masked_kspace, mask, num_low)
 
-    def _reconstruct(self, batch: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
-        """Run ``model`` (default ``self.model``) on a collated batch → ``[B, H, W]`` float32."""
+    def reconstruct(self, batch: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Run ``model`` (default ``self.model``) on a collated batch (module docstring).
+
+        Returns:
+            ``[B, H, W]`` float32 magnitude images on the k-space grid (not cropped: compare them
+            with a target after :func:`fastmri_pun.data.crop.crop_to_common`).
+        """
         return self._run(
             self.model if model is None else model,
             batch.masked_kspace,
@@ -244,8 +249,7 @@ class ReconstructionModule(MriModule):
 
     def batch_loss(self, batch: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
         """Training loss of ``model`` (default ``self.model``) on a batch, ``[]`` float32."""
-        output = self._reconstruct(batch, model)
-        target, output = transforms.center_crop_to_smallest(batch.target, output)
+        output, target = crop_to_common(self.reconstruct(batch, model), batch.target)
         return self.loss_fn(output, target, batch.max_value)
 
     def prune_loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -258,8 +262,7 @@ class ReconstructionModule(MriModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        output = self._reconstruct(batch)
-        target, output = transforms.center_crop_to_smallest(batch.target, output)
+        output, target = crop_to_common(self.reconstruct(batch), batch.target)
         return {
             "batch_idx": batch_idx,
             "fname": batch.fname,
@@ -267,24 +270,20 @@ class ReconstructionModule(MriModule):
             "max_value": batch.max_value,
             "output": output,
             "target": target,
-            "zero_filled": transforms.center_crop(
-                zero_filled(batch.masked_kspace), target.shape[-2:]
-            ),
+            "zero_filled": center_crop(zero_filled(batch.masked_kspace), target.shape[-2:]),
             "val_loss": self.loss_fn(output, target, batch.max_value),
         }
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        output = self._reconstruct(batch)
+        output = self.reconstruct(batch)
         result: dict[str, Any] = {"fname": batch.fname, "slice_num": batch.slice_num}
         if batch.target.numel() > 1:  # fastMRI test splits without targets carry tensor(0)
-            target, output = transforms.center_crop_to_smallest(batch.target, output)
-            zf = transforms.center_crop(zero_filled(batch.masked_kspace), target.shape[-2:])
+            output, target = crop_to_common(output, batch.target)
+            zf = center_crop(zero_filled(batch.masked_kspace), target.shape[-2:])
             result.update(target=target, max_value=batch.max_value, zero_filled=zf)
         else:
-            crop = (int(batch.crop_size[0][0]), int(batch.crop_size[1][0]))
-            if output.shape[-1] < crop[1]:  # as fastMRI: FLAIR volumes narrower than recon size
-                crop = (output.shape[-1], output.shape[-1])
-            output = transforms.center_crop(output, crop)
+            crop_size = (int(batch.crop_size[0][0]), int(batch.crop_size[1][0]))
+            output = crop_to_recon_size(output, crop_size)
         result["output"] = output
         return result
 

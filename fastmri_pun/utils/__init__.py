@@ -1,6 +1,7 @@
 """Helpers every layer may use (they import nothing else from the package): atomic file writes,
-Markdown tables, the run folder's names, stable seeds and cache folders."""
+Markdown tables, the run folder's names, stable seeds and cache folders, config checks."""
 
+from .config_checks import check_field_types, unknown_keys_message
 from .io import (
     atomic_path,
     atomic_write_bytes,
@@ -19,9 +20,11 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_field_types",
     "default_cache_dir",
     "markdown_table",
     "remove_stale_temp_files",
     "save_figure",
     "stable_seed",
+    "unknown_keys_message",
 ]

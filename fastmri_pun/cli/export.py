@@ -1,0 +1,60 @@
+"""``python -m fastmri_pun.export CKPT OUT [--check] [--prefix model.]``: compact sparse file of a
+pruned Lightning checkpoint (:func:`fastmri_pun.workflows.export.export_sparse`).
+
+Flags come from :func:`~fastmri_pun.workflows.export.export_sparse`'s signature; ``--check`` is a
+switch (``--no_check`` turns it off). Bad input is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+from jsonargparse import ActionYesNo, ArgumentParser
+
+from ..workflows.export import export_sparse
+from .common import run_command
+
+__all__ = ["build_parser", "main"]
+
+PROG = "python -m fastmri_pun.export"
+
+
+def build_parser() -> ArgumentParser:
+    """The command's parser: ``CHECKPOINT OUT`` positionals, ``--prefix``, ``--check``."""
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Write a pruned Lightning checkpoint (state_dict + pun_masks) as a compact "
+        "sparse file: kept values + packed bit-mask or indices per pruned weight.",
+        exit_on_error=False,
+    )
+    parser.add_function_arguments(
+        export_sparse, nested_key=None, as_positional=True, skip={"check"}
+    )
+    parser.add_argument(
+        "--check",
+        action=ActionYesNo(no_prefix="no_"),
+        default=inspect.signature(export_sparse).parameters["check"].default,
+        help="reload OUT and verify every tensor and mask equals the checkpoint's, bit for bit",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export and print the file's size; returns the exit status (0, or 2 after one error line
+    on stderr)."""
+
+    def body() -> None:
+        args = build_parser().parse_args(argv)
+        result = export_sparse(args.checkpoint, args.out, prefix=args.prefix, check=args.check)
+        print(
+            f"wrote {result.out}: {result.out_bytes} bytes = {result.ratio:.3f}x the dense "
+            f"model's {result.dense_bytes} bytes (density {result.density:.4f})"
+            + ("; check passed" if result.checked else "")
+        )
+
+    return run_command(PROG, body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

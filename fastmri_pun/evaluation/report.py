@@ -1,0 +1,258 @@
+"""Reporting the robustness suite: the figures and the Markdown summary of a finished run.
+
+Figures (PNG, written atomically): box plots (PSNR, SSIM, ROI PSNR), grouped bars (PSNR, SSIM)
+and, per shift, the reconstruction panel of the reference model's median-PSNR slice, rerun on
+that slice. The summary: settings, one table per metric (mean ± std, median, n) and the paired
+differences to the reference model with their bootstrap verdicts; every table is written by
+:func:`fastmri_pun.utils.markdown.markdown_table`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.shifts import ResolvedShift
+from ..utils.markdown import markdown_table
+from . import figures
+from .metrics import image_metrics, roi_bbox
+from .runner import ZERO_FILLED, Model, compare, reconstruct
+from .shift_data import Annotations
+
+__all__ = ["ReportSettings", "make_figures", "summary_markdown"]
+
+
+class ReportSettings(Protocol):
+    """The settings a summary states (:class:`fastmri_pun.workflows.evaluate.SuiteConfig`)."""
+
+    data_path: Any
+    output_dir: Any
+    mask_type: str
+    center_fractions: Sequence[float]
+    accelerations: Sequence[float]
+    seed: int
+    n_boot: int
+    by_volume: bool
+    zero_filled: bool
+    annotations: Any
+
+
+# ----------------------------------------------------------------------------- figures
+def _dataset_index(dataset: Any, fname: str, slice_num: int) -> int:
+    for i, s in enumerate(dataset.raw_samples):
+        if s.fname.name == fname and s.slice_ind == slice_num:
+            return i
+    raise ValueError(f"slice {fname}:{slice_num} not in {dataset.raw_samples[0].fname.parent}")
+
+
+def _zoom(shape: tuple[int, int], boxes: list[tuple[slice, slice]]) -> tuple[slice, slice] | None:
+    """Zoom window of the panels: the first ROI box grown to a quarter of the image side (or
+    ``None``: the figure's default, the central quarter)."""
+    if not boxes:
+        return None
+    m = np.zeros(shape, bool)
+    m[boxes[0]] = True
+    return roi_bbox(m, min(shape) // 4)
+
+
+def make_figures(
+    results: pd.DataFrame,
+    reference: str,
+    shifts: Sequence[ResolvedShift],
+    datasets: dict[str, Any],
+    rois: dict[str, Annotations],
+    models: dict[str, Model],
+    device: torch.device,
+    out: Path,
+) -> list[Path]:
+    """Write the figures (module docstring) into the folder ``out``; returns their paths.
+
+    Args:
+        results: per-image results (:data:`~fastmri_pun.evaluation.cache.RESULT_COLUMNS`).
+        reference: model whose median-PSNR slice is shown per shift.
+        datasets, rois: ``{shift: dataset}``, ``{shift: annotations}`` of
+            :func:`~fastmri_pun.evaluation.runner.collect`.
+        models: ``{name: module or None}`` of every model in ``results``.
+    """
+    figs = []
+    for metric in ("psnr", "ssim", "roi_psnr"):
+        if metric in results and results[metric].notna().any():
+            figs.append(figures.metric_boxplots(results, out / f"boxplot_{metric}.png", metric))
+    for metric in ("psnr", "ssim"):
+        figs.append(figures.shift_bars(results, out / f"bars_{metric}.png", metric))
+    names = list(dict.fromkeys(results["model"]))
+    for shift in shifts:
+        fname, sl = figures.median_slice(results, reference, shift.name)
+        sample = datasets[shift.name][_dataset_index(datasets[shift.name], fname, sl)]
+        anns = rois[shift.name].get((Path(fname).stem, sl), [])
+        recons, captions = {}, {}
+        for m in names:
+            recons[m], target, masks = compare(
+                reconstruct(models[m], sample, device), sample.target.numpy(), anns
+            )
+            met = image_metrics(target, recons[m], float(sample.max_value))
+            captions[m] = f"{met['psnr']:.2f} dB, SSIM {met['ssim']:.3f}"
+        boxes = [roi_bbox(b) for b in masks if b.any()]
+        title = f"{shift.name}: {shift.description} — {fname} slice {sl} (median {reference} PSNR)"
+        figs.append(
+            figures.recon_panel(
+                target,
+                recons,
+                out / f"recon_{shift.name}.png",
+                title,
+                captions,
+                _zoom(target.shape, boxes),
+                boxes,
+            )
+        )
+    return figs
+
+
+# ----------------------------------------------------------------------------- summary
+def _fmt(v: float, metric: str) -> str:
+    if not math.isfinite(v):
+        return "–"
+    return f"{v:.4f}" if metric in ("ssim", "roi_ssim", "nmse") else f"{v:.2f}"
+
+
+def _shift_table(shifts: Sequence[ResolvedShift]) -> list[str]:
+    return markdown_table(
+        ["shift", "data", "mask", "noise SNR (dB)", "description"],
+        [
+            [
+                s.name,
+                f"`{s.data_subdir}`",
+                f"{s.mask_type}, {s.acceleration:g}x, cf {s.center_fraction:g}",
+                s.noise_snr_db if s.noise_snr_db else "–",
+                s.description,
+            ]
+            for s in shifts
+        ],
+    )
+
+
+def _metric_table(sub: pd.DataFrame, metric: str, cols: list[str]) -> list[str]:
+    rows = []
+    for model in dict.fromkeys(sub["model"]):
+        cells = [model]
+        for s in cols:
+            r = sub[(sub["model"] == model) & (sub["shift"] == s)]
+            if r.empty:
+                cells.append("–")
+                continue
+            r = r.iloc[0]
+            cells.append(
+                f"{_fmt(r['mean'], metric)} ± {_fmt(r['std'], metric)} "
+                f"({_fmt(r['median'], metric)}), {r['n']}"
+            )
+        rows.append(cells)
+    return markdown_table(["model", *cols], rows, "l" + "r" * len(cols))
+
+
+def _differences_table(diffs: pd.DataFrame) -> list[str]:
+    rows = []
+    for _, r in diffs.iterrows():
+        m = r["metric"]
+        rows.append(
+            [
+                m,
+                r["shift"],
+                r["model"],
+                r["n"],
+                _fmt(r["mean_diff"], m),
+                f"[{_fmt(r['ci_low'], m)}, {_fmt(r['ci_high'], m)}]",
+                _fmt(r["median_diff"], m),
+                _fmt(r["std_diff"], m),
+                r["verdict"],
+            ]
+        )
+    header = ["metric", "shift", "model", "n", "mean Δ", "95 % CI", "median Δ", "std Δ", "verdict"]
+    return markdown_table(header, rows, "lllrrlrrl")
+
+
+def summary_markdown(
+    summary: pd.DataFrame,
+    diffs: pd.DataFrame,
+    shifts: Sequence[ResolvedShift],
+    checkpoints: dict[str, Path],
+    cfg: ReportSettings,
+    reference: str,
+    figs: Sequence[Path] = (),
+    heading: str = "#",
+    base: Path | None = None,
+) -> str:
+    """Markdown: settings, per-metric tables (mean ± std, median) and paired differences.
+
+    Args:
+        summary: :func:`~fastmri_pun.evaluation.stats.summarize` of the results.
+        diffs: :func:`~fastmri_pun.evaluation.stats.paired_differences` to ``reference``.
+        shifts: the evaluated shifts, in table order.
+        checkpoints: ``{model name: checkpoint}`` of the trained models.
+        cfg: the run's settings (``data_path`` resolved).
+        reference: the model the differences are taken to.
+        figs: figure files linked at the end.
+        heading: the top heading level (``"#"``, ``"##"``, ...).
+        base: folder the figure links are relative to (default ``cfg.output_dir``, where
+            ``summary.md`` lives).
+    """
+    lines = [
+        f"{heading} Robustness evaluation",
+        "",
+        f"Data: `{cfg.data_path}`; in-distribution mask: {cfg.mask_type}, "
+        f"{cfg.accelerations[0]:g}x, centre fraction {cfg.center_fractions[0]:g}; "
+        f"seed {cfg.seed}; "
+        f"bootstrap: {cfg.n_boot} resamples of {'volumes' if cfg.by_volume else 'images'}.",
+        "",
+        *_shift_table(shifts),
+        "",
+        "Models: "
+        + ", ".join(f"`{n}` (`{p}`)" for n, p in checkpoints.items())
+        + (f", `{ZERO_FILLED}` (fastMRI zero-filled RSS)" if cfg.zero_filled else ""),
+        "",
+    ]
+    if any(s.annotations for s in shifts) or cfg.annotations:
+        lines += [
+            "ROI metrics are computed inside the fastMRI+-format boxes (on the demo data: "
+            "**simulated lesions**); ROI SSIM on the box crop (grown to 7 px), peak = the "
+            "image's max.",
+            "",
+        ]
+    shift_names = [s.name for s in shifts]
+    for metric in dict.fromkeys(summary["metric"]):
+        sub = summary[summary["metric"] == metric]
+        cols = [s for s in shift_names if s in set(sub["shift"])]
+        lines += [
+            f"{heading}# {figures.LABELS.get(metric, metric)}: mean ± std (median), n images",
+            "",
+            *_metric_table(sub, metric, cols),
+            "",
+        ]
+    if not diffs.empty:
+        lines += [
+            f"{heading}# Paired differences to `{reference}` (model − reference, per image)",
+            "",
+            *_differences_table(diffs),
+            "",
+            "Verdict: the 95 % bootstrap CI of the mean difference excludes 0 "
+            "(better/worse for the model; lower NMSE is better), else no significant "
+            "difference.",
+            "",
+        ]
+    if figs:
+        lines += [f"{heading}# Figures", ""]
+        base = Path(base or cfg.output_dir)
+        for f in figs:
+            lines += [f"![{Path(f).stem}]({os.path.relpath(f, base)})", ""]
+        lines += [
+            "Reconstruction panels show, per shift, the slice with the reference model's "
+            "median PSNR (a fixed rule, not a chosen example).",
+            "",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,279 @@
+"""Running the robustness suite: every model × shift → one row of metrics per image.
+
+Each shift (:mod:`fastmri_pun.data.shifts`) names a data folder, a mask and a noise level. For a
+shift, one seeded dataset (:mod:`fastmri_pun.evaluation.shift_data`) feeds every model that still
+has work on that shift, so all models see identical inputs and the per-image differences between
+them are exactly paired. Reconstruction and target are
+centre-cropped to their common size (:func:`fastmri_pun.data.crop.crop_to_common`) and scored by
+:mod:`fastmri_pun.evaluation.metrics` (``max_value`` = the file's ``max`` attribute). Finished
+model × shift pairs are kept by :mod:`fastmri_pun.evaluation.cache` and skipped by a rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import default_collate
+from tqdm import tqdm
+
+from ..data.annotations import roi_mask
+from ..data.crop import center_crop, crop_to_common
+from ..data.shifts import ResolvedShift
+from ..utils.run_dir import RunDir
+from . import cache
+from .cache import RESULT_COLUMNS
+from .metrics import image_metrics, image_roi_metrics
+from .shift_data import (
+    Annotations,
+    ShiftData,
+    annotation_files,
+    shift_annotations,
+    shift_dataset,
+    shift_dir,
+)
+
+__all__ = [
+    "ZERO_FILLED",
+    "collect",
+    "compare",
+    "evaluate_shift",
+    "load_models",
+    "model_names",
+    "reconstruct",
+    "sort_results",
+]
+
+#: name of fastMRI's zero-filled RSS baseline among the models
+ZERO_FILLED = "zero-filled"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+Model = torch.nn.Module | None  # None: the zero-filled baseline
+
+
+# ----------------------------------------------------------------------------- models
+def model_names(
+    checkpoints: Sequence[str | os.PathLike], names: Sequence[str] | None = None
+) -> list[str]:
+    """Names of the models: ``names`` or, by default, the training run folder of each checkpoint
+    (``RUN/checkpoints/best.ckpt`` → ``RUN``'s name) or the checkpoint's stem.
+
+    Raises:
+        ValueError: wrong count, a name that is not a plain file-name token, or a repeated or
+            reserved (``zero-filled``) name.
+    """
+    if names:
+        if len(names) != len(checkpoints):
+            raise ValueError(f"--names has {len(names)} entries for {len(checkpoints)} checkpoints")
+        out = list(names)
+    else:
+        out = []
+        for c in checkpoints:
+            run = RunDir.of_checkpoint(c)
+            out.append(run.root.name if run is not None else Path(c).stem)
+    for n in out:
+        if not _NAME_RE.match(n) or "__" in n:
+            raise ValueError(
+                f"model name {n!r} must be letters, digits, '.', '_', '+', '-' "
+                "(no '__'); pass --names"
+            )
+    dup = sorted({n for n in out if out.count(n) > 1} | ({ZERO_FILLED} & set(out)))
+    if dup:
+        raise ValueError(f"model names {dup} are not unique (or reserved); pass --names")
+    return out
+
+
+def load_model(path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
+    """Load a trained :class:`~fastmri_pun.training.ReconstructionModule` (pruning masks applied)
+    in eval mode. Missing, unreadable or foreign checkpoints raise one-line errors."""
+    from ..training import ReconstructionModule
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        module = ReconstructionModule.load_checkpoint(path, map_location="cpu")
+    except (FileNotFoundError, ValueError):
+        raise
+    except (TypeError, KeyError, RuntimeError) as err:  # unknown model name/kwargs, bad weights
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"checkpoint {path} cannot be loaded as a fastmri_pun model: {first}"
+        ) from err
+    return module.to(device).eval()
+
+
+def load_models(
+    checkpoints: dict[str, Path], device: torch.device, zero_filled: bool
+) -> dict[str, Model]:
+    """``{name: module}`` for every checkpoint (all loaded, so all validated, up front), plus
+    ``{ZERO_FILLED: None}`` when ``zero_filled``."""
+    models: dict[str, Model] = {n: load_model(p, device) for n, p in checkpoints.items()}
+    if zero_filled:
+        models[ZERO_FILLED] = None
+    return models
+
+
+# ----------------------------------------------------------------------------- scoring
+def reconstruct(model: Model, sample: Any, device: torch.device) -> np.ndarray:
+    """One slice (a :class:`~fastmri_pun.data.SenseSample`) → the model's ``[H, W]`` float32
+    image on the k-space grid (not cropped; see :func:`compare`).
+
+    ``model`` is a :class:`~fastmri_pun.training.ReconstructionModule`, or ``None`` for fastMRI's
+    zero-filled RSS baseline.
+    """
+    from ..training import zero_filled
+
+    batch = default_collate([sample])
+    batch = type(batch)(*[v.to(device) if isinstance(v, torch.Tensor) else v for v in batch])
+    with torch.no_grad():
+        out = zero_filled(batch.masked_kspace) if model is None else model.reconstruct(batch)
+    return out[0].float().cpu().numpy()
+
+
+def compare(
+    recon: np.ndarray, target: np.ndarray, anns: Sequence[Any] = ()
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """What is scored: reconstruction ``[H, W]`` and target ``[h, w]`` centre-cropped to their
+    common size, and one boolean ROI mask of that size per annotation (drawn on the target's
+    grid, then cropped like it). Returns ``(recon, target, rois)``."""
+    recon, cropped = crop_to_common(recon, target)
+    rois = [center_crop(roi_mask([a], target.shape), cropped.shape) for a in anns]
+    return recon, cropped, rois
+
+
+def _row(recon: np.ndarray, sample: Any, model: str, shift: str, anns: list) -> dict[str, Any]:
+    recon, target, rois = compare(recon, sample.target.numpy(), anns)
+    max_value = float(sample.max_value)
+    row = {
+        "model": model,
+        "shift": shift,
+        "fname": sample.fname,
+        "slice_num": int(sample.slice_num),
+        "max_value": max_value,
+    }
+    row.update(image_metrics(target, recon, max_value))
+    row.update(image_roi_metrics(target, recon, [r for r in rois if r.any()], max_value))
+    return row
+
+
+def evaluate_shift(
+    models: dict[str, Model],
+    dataset: Any,
+    shift: str,
+    annotations: Annotations,
+    device: torch.device,
+    indices: Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Score every model on the dataset's slices (all, or ``indices``).
+
+    Returns:
+        ``{model: [row per image]}``, rows with the :data:`~.cache.RESULT_COLUMNS`.
+
+    Raises:
+        ValueError: a slice without target (fastMRI's test split).
+    """
+    indices = range(len(dataset)) if indices is None else indices
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
+    for i in tqdm(
+        indices,
+        desc=f"{shift} ({len(models)} models)",
+        unit="slice",
+        disable=not progress,
+        leave=False,
+    ):
+        sample = dataset[i]
+        if sample.target.numel() <= 1:
+            raise ValueError(
+                f"{sample.fname} has no reconstruction_rss target (fastMRI's test split has "
+                "none: evaluate on the validation split, --test_split val)"
+            )
+        anns = annotations.get((Path(sample.fname).stem, int(sample.slice_num)), [])
+        for name, model in models.items():
+            rows[name].append(_row(reconstruct(model, sample, device), sample, name, shift, anns))
+    return rows
+
+
+def _sens_maps_mode(models: dict[str, Model]) -> str:
+    uses = [getattr(m, "uses_sens_maps", False) for m in models.values() if m is not None]
+    return "espirit" if any(uses) else "learned"
+
+
+def collect(
+    shifts: Sequence[ResolvedShift],
+    models: dict[str, Model],
+    checkpoints: dict[str, Path],
+    data: ShiftData,
+    device: torch.device,
+    out: RunDir,
+    progress: bool = True,
+) -> tuple[list[pd.DataFrame], dict[str, Any], dict[str, Annotations]]:
+    """Per shift: reuse the finished partial results, evaluate the models without, save theirs.
+
+    Args:
+        models: ``{name: module or None}`` (:func:`load_models`).
+        checkpoints: ``{name: checkpoint}`` of the trained models (fingerprints).
+        out: the evaluation folder (partial results).
+
+    Returns:
+        ``(result frames, {shift: dataset}, {shift: annotations})``.
+    """
+    sens_mode = _sens_maps_mode(models)
+    frames: list[pd.DataFrame] = []
+    datasets: dict[str, Any] = {}
+    rois: dict[str, Annotations] = {}
+    for shift in shifts:
+        dataset = shift_dataset(shift, data, sens_mode)
+        datasets[shift.name], rois[shift.name] = dataset, shift_annotations(shift, data, dataset)
+        fps = {
+            n: cache.fingerprint(
+                shift,
+                shift_dir(shift, data),
+                annotation_files(shift, data),
+                checkpoints.get(n),
+                crop_readout=data.crop_readout,
+                max_slices=data.max_slices,
+                seed=data.seed,
+            )
+            for n in models
+        }
+        todo = {}
+        for name, model in models.items():
+            done = cache.load_partial(out, name, shift.name, fps[name])
+            if done is not None:
+                frames.append(done)
+            else:
+                todo[name] = model
+        if not todo:
+            continue
+        indices = data.indices(len(dataset))
+        rows = evaluate_shift(
+            todo, dataset, shift.name, rois[shift.name], device, indices, progress
+        )
+        for name, r in rows.items():
+            cache.save_partial(out, name, shift.name, fps[name], r)
+            frames.append(pd.DataFrame(r, columns=RESULT_COLUMNS))
+    return frames, datasets, rois
+
+
+def sort_results(
+    frames: Sequence[pd.DataFrame], models: Sequence[str], shifts: Sequence[ResolvedShift]
+) -> pd.DataFrame:
+    """One table of all rows, ordered by shift and model (as given), then file and slice."""
+    results = pd.concat(frames, ignore_index=True)
+    order = {n: i for i, n in enumerate(models)}
+    sorder = {s.name: i for i, s in enumerate(shifts)}
+    return results.sort_values(
+        ["shift", "model", "fname", "slice_num"],
+        key=lambda c: (
+            c.map(sorder) if c.name == "shift" else c.map(order) if c.name == "model" else c
+        ),
+        kind="mergesort",
+    ).reset_index(drop=True)

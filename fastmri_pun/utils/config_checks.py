@@ -1,0 +1,74 @@
+"""Checks of configuration dataclasses and mappings, with one-line messages that name the key.
+
+:func:`check_field_types` checks a dataclass instance's values against its annotations (the
+subset of typing a config uses); :func:`unknown_keys_message` words an unknown-key error with a
+"did you mean" and the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from collections.abc import Iterable
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+__all__ = ["check_field_types", "unknown_keys_message"]
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arm) for arm in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+def check_field_types(obj: Any, prefix: str = "") -> None:
+    """Check every field of the dataclass instance ``obj`` against its annotation (``Literal``
+    choices, unions, ``list[...]``, classes; an ``int`` passes as ``float``, a ``bool`` never as
+    a number; other generics are checked by their origin only).
+
+    Args:
+        obj: a dataclass instance.
+        prefix: put before the field name in the message (``"--"`` for flags).
+
+    Raises:
+        ValueError: ``"<prefix><field> must be <type>, got <value>"`` for the first mismatch.
+    """
+    hints = get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if not _matches(value, hints[f.name]):
+            raise ValueError(f"{prefix}{f.name} must be {_type_name(hints[f.name])}, got {value!r}")
+
+
+def unknown_keys_message(unknown: Iterable[str], valid: Iterable[str], where: str) -> str:
+    """``"<where>: unknown key(s) 'x' (did you mean 'y'?); valid keys: a, b, ..."``."""
+    keys = sorted(valid)
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, keys, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"{where}: unknown key(s) {', '.join(hints)}; valid keys: {', '.join(keys)}"

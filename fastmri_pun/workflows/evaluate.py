@@ -1,0 +1,276 @@
+"""Robustness evaluation of trained models under distribution shift, as one typed function.
+
+:func:`evaluate` scores every model × shift (:mod:`fastmri_pun.evaluation.runner`): per-image
+PSNR, SSIM, NMSE (``fastmri.evaluate`` definitions on the magnitude image, reconstruction and
+target centre-cropped to their common size, peak = the file's ``max`` attribute) and, where
+fastMRI+ annotations exist, ROI PSNR/SSIM inside the boxes. It writes into ``output_dir``
+(names from :class:`~fastmri_pun.utils.run_dir.RunDir`)::
+
+    partial/<model>__<shift>.csv (+ .json)   rows of one finished model × shift and the
+                                             fingerprint of what produced them; a rerun with the
+                                             same fingerprint skips that work
+    results.csv                              one row per model, shift and image
+    summary.md, summary.csv, differences.csv mean ± std, median; paired differences to the
+                                             reference model with bootstrap 95 % CIs
+    figures/*.png                            box plots, grouped bars, reconstruction panels
+
+Every file is written atomically (:mod:`fastmri_pun.utils.io`): an aborted run never leaves a
+truncated file and never overwrites finished results. Works the same on real fastMRI/fastMRI+
+folders (``test_split="val"``: fastMRI's test split has no targets; ``annotations`` for the
+fastMRI+ boxes); without ``data_path`` the demo set is used (built on first use).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import torch
+import yaml
+
+from ..data.masks import MASK_TYPES
+from ..data.shifts import DEFAULT_SHIFTS, ResolvedShift
+from ..demo import DemoConfig
+from ..evaluation.metrics import IMAGE_METRICS, ROI_METRICS
+from ..evaluation.report import make_figures, summary_markdown
+from ..evaluation.runner import ZERO_FILLED, collect, load_models, model_names, sort_results
+from ..evaluation.shift_data import ShiftData, check_shift_dirs, resolve_shifts
+from ..evaluation.stats import N_BOOT, paired_differences, summarize
+from ..utils.io import atomic_write_text
+from ..utils.run_dir import RunDir
+from .train_config import DataConfig
+
+__all__ = ["SuiteConfig", "SuiteResult", "check_training_configs", "evaluate", "model_names"]
+
+_PATHS = ("data_path", "output_dir", "maps_cache_dir", "annotations")
+
+
+def _training(name: str) -> list[float]:
+    """A training default (the in-distribution mask is the training mask unless told)."""
+    return [float(v) for v in getattr(DataConfig(), name)]
+
+
+@dataclass
+class SuiteConfig:
+    """Settings of one evaluation (the flags of ``python -m fastmri_pun.evaluate``).
+
+    Args:
+        data_path: Dataset root holding multicoil_test/ and the shifted folders
+            (multicoil_test_anatomy/, ...). Default: the demo set, built on first use
+            (--demo_size, --demo_coils).
+        demo_size: Demo set only: reconstruction matrix size N (N x N).
+        demo_coils: Demo set only: number of receive coils.
+        shifts: Shift names (fastmri_pun.data.shifts; 'train' scores the training slices).
+        output_dir: Folder for results.csv, summary.md/.csv, differences.csv, figures/ and
+            partial/ (finished model x shift pairs, reused by a rerun).
+        mask_type: Training (in-distribution) mask type, as fastmri_pun.train's.
+        center_fractions: Training centre fraction (one value: the in-distribution mask).
+        accelerations: Training acceleration (one value: the in-distribution mask).
+        noise_snr_db: SNR (dB) of the noise shift (default: the shift registry's, 20 dB).
+        test_split: Folder suffix of the test data, multicoil_<split>[_anatomy|...]; 'val' on
+            real fastMRI (its test split has no targets).
+        crop_readout: Remove the readout oversampling before reconstruction (must match
+            training; fastmri_pun.train's default is on).
+        maps_cache_dir: ESPIRiT map cache folder (default: the package cache).
+        annotations: fastMRI+ CSV (file,slice,study_level,x,y,width,height,label) used on every
+            shift; rows of files outside a shift's folder are ignored there.
+        reference: Model the others are compared with (paired differences; default: the first).
+        zero_filled: Also score fastMRI's zero-filled RSS baseline as model 'zero-filled'.
+        max_slices: At most this many (evenly spaced) slices per shift (default: all).
+        n_boot: Bootstrap resamples of the confidence intervals (at least 100).
+        by_volume: Bootstrap whole volumes instead of images (slices of a volume are
+            correlated; needs several volumes).
+        seed: Seed of the noise shift's k-space noise and of the bootstrap.
+        device: 'auto', 'cpu' or 'cuda'.
+        enable_progress_bar: Show tqdm progress bars.
+        metrics: Metrics summarized and compared (default: all).
+    """
+
+    data_path: Path | None = None
+    demo_size: int = DemoConfig.demo_size
+    demo_coils: int = DemoConfig.demo_coils
+    shifts: list[str] = field(default_factory=lambda: list(DEFAULT_SHIFTS))
+    output_dir: Path = Path("outputs/eval")
+    mask_type: Literal[MASK_TYPES] = DataConfig.mask_type
+    center_fractions: list[float] = field(default_factory=lambda: _training("center_fractions"))
+    accelerations: list[float] = field(default_factory=lambda: _training("accelerations"))
+    noise_snr_db: float | None = None
+    test_split: str = DataConfig.test_split
+    crop_readout: bool = DataConfig.crop_readout
+    maps_cache_dir: Path | None = None
+    annotations: Path | None = None
+    reference: str | None = None
+    zero_filled: bool = False
+    max_slices: int | None = None
+    n_boot: int = N_BOOT
+    by_volume: bool = False
+    seed: int = 0
+    device: str = "auto"
+    enable_progress_bar: bool = True
+    metrics: list[str] = field(default_factory=lambda: [*IMAGE_METRICS, *ROI_METRICS])
+
+    def __post_init__(self) -> None:
+        for name in _PATHS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                setattr(self, name, Path(value))
+
+    def check(self) -> None:
+        """Raise ``ValueError`` (naming the flag) for settings no evaluation can run with."""
+        if not self.shifts:
+            raise ValueError("--shifts is empty")
+        for name in ("center_fractions", "accelerations"):
+            if len(getattr(self, name)) != 1:
+                raise ValueError(
+                    f"--{name} takes one value (the in-distribution mask), got {getattr(self, name)}"
+                )
+        if self.max_slices is not None and self.max_slices < 1:
+            raise ValueError(f"--max_slices must be >= 1, got {self.max_slices}")
+        if self.n_boot < 100:
+            raise ValueError(f"--n_boot must be >= 100, got {self.n_boot}")
+        unknown = sorted(set(self.metrics) - {*IMAGE_METRICS, *ROI_METRICS})
+        if unknown or not self.metrics:
+            raise ValueError(
+                f"--metrics {self.metrics}: choose from {', '.join([*IMAGE_METRICS, *ROI_METRICS])}"
+            )
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"--device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+
+@dataclass
+class SuiteResult:
+    """What :func:`evaluate` wrote and computed.
+
+    Args:
+        results: per-image rows (``results.csv``).
+        summary: mean ± std, median per model, shift and metric (``summary.csv``).
+        differences: paired differences to the reference model (``differences.csv``).
+        figures: the written PNG files.
+        shifts: the evaluated shifts (resolved), in table order.
+        data_path: the dataset root that was evaluated (the demo set's folder by default).
+        output_dir: the evaluation folder; ``results_csv``, ``summary_md``, ``summary_csv`` and
+            ``differences_csv`` are the files written there.
+    """
+
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    differences: pd.DataFrame
+    figures: list[Path]
+    shifts: list[ResolvedShift]
+    data_path: Path
+    output_dir: Path
+
+    results_csv: Path = field(init=False)
+    summary_md: Path = field(init=False)
+    summary_csv: Path = field(init=False)
+    differences_csv: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        run = RunDir(self.output_dir)
+        self.results_csv, self.summary_md = run.results_csv, run.summary_md
+        self.summary_csv, self.differences_csv = run.summary_csv, run.differences_csv
+
+
+def check_training_configs(checkpoints: Mapping[str, Path], cfg: SuiteConfig) -> None:
+    """Warn (``UserWarning``) when a checkpoint's training run (its ``config.yaml``, found with
+    :meth:`RunDir.of_checkpoint`) used another mask or readout crop than this evaluation's
+    in-distribution settings. Checkpoints outside a run folder are not checked."""
+    want = {
+        "mask_type": cfg.mask_type,
+        "crop_readout": cfg.crop_readout,
+        "center_fractions": list(cfg.center_fractions),
+        "accelerations": list(cfg.accelerations),
+    }
+    for name, ck in checkpoints.items():
+        run = RunDir.of_checkpoint(ck)
+        if run is None or not run.config.is_file():
+            continue
+        try:
+            trained = yaml.safe_load(run.config.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        bad = {k: trained[k] for k, v in want.items() if k in trained and trained[k] != v}
+        if bad:
+            warnings.warn(
+                f"model {name!r} was trained with {bad} ({run.config}), but the "
+                f"in-distribution settings of this evaluation are {want}",
+                stacklevel=2,
+            )
+
+
+def _data_path(cfg: SuiteConfig) -> Path:
+    if cfg.data_path is None:
+        from ..demo.builder import ensure_demo_dataset
+
+        return Path(
+            ensure_demo_dataset(
+                size=cfg.demo_size, coils=cfg.demo_coils, progress=cfg.enable_progress_bar
+            )
+        )
+    if not cfg.data_path.is_dir():
+        raise FileNotFoundError(f"--data_path {cfg.data_path} does not exist")
+    return cfg.data_path
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> SuiteResult:
+    """Evaluate every model × shift and write results, summary and figures (module docstring).
+
+    Args:
+        checkpoints: ``{model name: checkpoint}`` of trained
+            :class:`~fastmri_pun.training.ReconstructionModule` s (order = table order; the
+            first is the default reference).
+        cfg: the settings.
+
+    Raises:
+        ValueError: bad settings, names, shifts or annotation rows; a checkpoint that is not a
+            fastmri_pun model.
+        FileNotFoundError: a missing checkpoint, dataset root or shift folder.
+    """
+    cfg.check()
+    ckpts = {n: Path(p) for n, p in checkpoints.items()}
+    if not ckpts:
+        raise ValueError("no checkpoints given")
+    model_names(list(ckpts.values()), list(ckpts))  # validates the names
+    for name, p in ckpts.items():
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint {p} (model {name!r}) does not exist")
+    reference = cfg.reference or next(iter(ckpts))
+    all_names = [*ckpts, *([ZERO_FILLED] if cfg.zero_filled else [])]
+    if reference not in all_names:
+        raise ValueError(f"--reference {reference!r} is not one of the models {all_names}")
+    cfg = replace(cfg, data_path=_data_path(cfg))
+    shifts = resolve_shifts(
+        cfg.shifts, cfg.mask_type, cfg.center_fractions[0], cfg.accelerations[0], cfg.noise_snr_db
+    )
+    data = ShiftData(**{f.name: getattr(cfg, f.name) for f in fields(ShiftData)})
+    check_shift_dirs(shifts, data)  # fail on a missing folder before any model runs
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    check_training_configs(ckpts, cfg)
+    models = load_models(ckpts, device, cfg.zero_filled)
+    out = RunDir(cfg.output_dir)
+    frames, datasets, rois = collect(
+        shifts, models, ckpts, data, device, out, cfg.enable_progress_bar
+    )
+    results = sort_results(frames, all_names, shifts)
+    atomic_write_text(out.results_csv, results.to_csv(index=False))
+    metrics = [m for m in cfg.metrics if m in results and results[m].notna().any()]
+    summary = summarize(results, metrics)
+    diffs = paired_differences(results, reference, metrics, cfg.n_boot, cfg.seed, cfg.by_volume)
+    atomic_write_text(out.summary_csv, summary.to_csv(index=False))
+    atomic_write_text(out.differences_csv, diffs.to_csv(index=False))
+    figs = make_figures(results, reference, shifts, datasets, rois, models, device, out.figures)
+    md = summary_markdown(summary, diffs, shifts, ckpts, cfg, reference, figs)
+    atomic_write_text(out.summary_md, md)
+    return SuiteResult(results, summary, diffs, figs, shifts, cfg.data_path, out.root)

@@ -1,0 +1,129 @@
+"""Lightning trainers of a training run: the main one (checkpoints, loggers) and one per pruning
+phase (dense pre-training, mask search, IMP round), all with compute accounting.
+
+Lightning answers Ctrl-C by shutting the run down and calling ``sys.exit(1)``; the trainers built
+here raise :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) instead, so a library caller
+keeps its process and :func:`fastmri_pun.workflows.train.fit` can report an interrupted run.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from ..training.accounting import ComputeAccounting
+from ..utils.run_dir import RunDir
+from .train_config import TrainConfig
+
+__all__ = ["InterruptibleTrainer", "TrainingInterrupted", "build_trainer", "phase_trainer"]
+
+#: metric that selects ``checkpoints/best.ckpt``
+BEST_METRIC = "val_metrics/ssim"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A trainer was stopped with Ctrl-C (after Lightning's graceful shutdown)."""
+
+
+class InterruptibleTrainer(pl.Trainer):
+    """``pl.Trainer`` whose ``fit``/``validate``/``test`` raise :class:`TrainingInterrupted`
+    where Lightning would exit the process after a ``KeyboardInterrupt``; the SIGINT handler that
+    Lightning disables during its shutdown is restored."""
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()
+        handler = signal.getsignal(signal.SIGINT) if main_thread else None
+        try:
+            return method(*args, **kwargs)
+        except SystemExit as exit_:
+            if not self.interrupted:
+                raise
+            raise TrainingInterrupted("training interrupted") from exit_
+        finally:
+            if main_thread and handler is not None:
+                signal.signal(signal.SIGINT, handler)
+
+    def fit(self, *args: Any, **kwargs: Any) -> None:
+        return self._call(super().fit, *args, **kwargs)
+
+    def validate(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(super().validate, *args, **kwargs)
+
+    def test(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(super().test, *args, **kwargs)
+
+
+def trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Trainer settings shared by the main training and the pruning phases."""
+    t = cfg.trainer
+    return {
+        "default_root_dir": RunDir(cfg.run.output_dir).root,
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "strategy": t.strategy,
+        "num_nodes": t.num_nodes,
+        "deterministic": cfg.run.deterministic,
+        "gradient_clip_val": cfg.optimisation.gradient_clip_val,
+        "log_every_n_steps": t.log_every_n_steps,
+        "enable_progress_bar": t.enable_progress_bar,
+    }
+
+
+def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    """The run's trainer: last + best (validation SSIM) checkpoints, TensorBoard and CSV loggers,
+    learning-rate monitor, compute accounting (phase ``dense``, or ``sparse`` when pruned), then
+    ``callbacks``."""
+    run = RunDir(cfg.run.output_dir)
+    # separate roots: each logger numbers its runs (version_0, version_1 after --resume, ...)
+    loggers = [
+        TensorBoardLogger(save_dir=run.logs, name="tensorboard", default_hp_metric=False),
+        CSVLogger(save_dir=run.logs, name="csv"),
+    ]
+    ckpt = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename=run.best_checkpoint.stem,
+        monitor=BEST_METRIC,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    ckpt.CHECKPOINT_NAME_LAST = run.last_checkpoint.stem
+    phase = "dense" if cfg.prune == "none" else "sparse"
+    return InterruptibleTrainer(
+        max_epochs=cfg.trainer.max_epochs,
+        logger=loggers,
+        callbacks=[
+            ckpt,
+            LearningRateMonitor(logging_interval="epoch"),
+            ComputeAccounting(phase, run.compute_accounting),
+            *callbacks,
+        ],
+        **trainer_kwargs(cfg),
+    )
+
+
+def phase_trainer(cfg: TrainConfig, phase: str, **limits: Any) -> pl.Trainer:
+    """Trainer of a pruning phase (``"dense"``, ``"search"``, ``"imp-1"``, ...): its own CSV log
+    under ``logs/phases``, compute accounting, no checkpoints (phases are not resumable).
+
+    Args:
+        limits: ``max_epochs``/``max_steps`` of the phase (default: the run's ``max_epochs``).
+    """
+    run = RunDir(cfg.run.output_dir)
+    kwargs = trainer_kwargs(cfg)
+    if phase == "search":  # the logits' Adam steps are not clipped
+        kwargs["gradient_clip_val"] = None
+    return InterruptibleTrainer(
+        enable_checkpointing=False,
+        logger=CSVLogger(run.phase_logs, name=phase),
+        callbacks=[ComputeAccounting(phase, run.compute_accounting)],
+        **(limits or {"max_epochs": cfg.trainer.max_epochs}),
+        **kwargs,
+    )

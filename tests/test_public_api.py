@@ -1,0 +1,63 @@
+"""Public surface: deprecated names of 0.1.0 still work (and warn), the `fastmri-pun` command
+dispatches to every command, commands turn bad input into one line and exit status 2."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from fastmri_pun.cli import main as cli_main
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("fastmri_pun.data", "MoDLDataTransform", "SenseDataTransform"),
+        ("fastmri_pun.data", "MoDLSample", "SenseSample"),
+        ("fastmri_pun.training", "MoDLModule", "ReconstructionModule"),
+        ("fastmri_pun.training", "MoDLDataModule", "SliceDataModule"),
+    ],
+)
+def test_renamed_classes_keep_their_old_names_for_one_release(module, old, new):
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=f"use {module}.{new}"):
+        assert getattr(mod, old) is getattr(mod, new)
+    with pytest.raises(AttributeError):
+        mod.NoSuchName  # noqa: B018
+
+
+def test_old_pl_modules_package_warns_and_forwards():
+    sys.modules.pop("fastmri_pun.pl_modules", None)
+    with pytest.warns(DeprecationWarning, match="use fastmri_pun.training"):
+        old = importlib.import_module("fastmri_pun.pl_modules")
+    from fastmri_pun.training import ReconstructionModule
+
+    assert old.ReconstructionModule is ReconstructionModule
+
+
+def test_fastmri_pun_command_lists_and_dispatches(capsys):
+    assert cli_main.main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"  {name} " in listing for name in cli_main.COMMANDS)
+    assert cli_main.main(["nonsense"]) == 2
+    assert "unknown command 'nonsense'" in capsys.readouterr().err
+    for module, _ in cli_main.COMMANDS.values():  # every command has a main(argv) -> int
+        assert callable(importlib.import_module(module).main)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "paper", "export", "demo", "espirit"])
+def test_every_command_reports_a_bad_flag_in_one_line(command, capsys):
+    assert cli_main.main([command, "--no_such_flag", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "no_such_flag" in err
+
+
+def test_python_m_entry_point_of_the_paper_experiment():
+    out = subprocess.run(
+        [sys.executable, "-m", "fastmri_pun.experiments.paper", "--budget", "small", "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "--budget {small,full}" in out.stdout and "REPORT.md" in out.stdout
