@@ -179,3 +179,19 @@ def test_steps_crop_output_and_target_to_their_common_size():
     with torch.no_grad():
         no_target = module.test_step(_batch(16, 8, torch.tensor(0.0)), 0)
     assert no_target["output"].shape == (1, 8, 8) and "target" not in no_target
+
+
+def test_reconstructions_are_saved_whole_in_fastmri_layout(tmp_path):
+    import h5py
+
+    from fastmri_pun.training.mri_module import save_reconstructions_atomic
+
+    vols = {
+        "a.h5": np.random.rand(2, 4, 3).astype(np.float32),
+        "b.h5": np.ones((1, 4, 3), np.float32),
+    }
+    save_reconstructions_atomic(vols, tmp_path / "recon")
+    assert sorted(p.name for p in (tmp_path / "recon").iterdir()) == ["a.h5", "b.h5"]
+    for name, vol in vols.items():
+        with h5py.File(tmp_path / "recon" / name, "r") as hf:
+            np.testing.assert_array_equal(hf["reconstruction"][()], vol)

@@ -27,9 +27,6 @@ default ``DistributedSampler`` does (fastMRI needed its ``VolumeSampler`` for th
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,8 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from fastmri import evaluate
+
+from ..utils.io import atomic_path
 
 REQUIRED_VAL_KEYS = ("batch_idx", "fname", "slice_num", "max_value", "output", "target", "val_loss")
 VOLUME_METRICS = ("nmse", "ssim", "psnr")
@@ -195,18 +194,14 @@ def gather_list_to_zero(items: list) -> list | None:
 
 
 def save_reconstructions_atomic(reconstructions: dict[str, np.ndarray], out_dir: Path) -> None:
-    """:func:`fastmri.save_reconstructions` into a temporary folder, then move files into place.
+    """:func:`fastmri.save_reconstructions`, one file at a time through
+    :func:`fastmri_pun.utils.io.atomic_path`: each ``out_dir/fname`` appears whole or not at all.
 
-    ``reconstructions[fname]``: ``[slices, h, w]`` float32. Each ``out_dir/fname`` appears whole.
+    ``reconstructions[fname]``: ``[slices, h, w]`` float32.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".recon-", dir=out_dir))
-    try:
-        fastmri.save_reconstructions(reconstructions, tmp)
-        for fname in reconstructions:
-            os.replace(tmp / fname, out_dir / fname)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for fname, volume in reconstructions.items():
+        with atomic_path(Path(out_dir) / fname) as tmp:
+            fastmri.save_reconstructions({tmp.name: volume}, tmp.parent)
 
 
 class MriModule(pl.LightningModule):
