@@ -40,7 +40,7 @@ def _config(tmp_path, demo_root, **over):
 
 
 def _run(tmp_path, demo_root, out):
-    argv = ["--config", str(_config(tmp_path, demo_root)), "--output_dir", str(out),
+    argv = ["--experiment", str(_config(tmp_path, demo_root)), "--output_dir", str(out),
             "--enable_progress_bar", "false"]  # fmt: skip
     return paper_cli.main(argv)
 
@@ -90,7 +90,7 @@ def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch):
 
 def test_config_errors(tmp_path, demo_root, capsys):
     bad = _config(tmp_path, demo_root, epochs=3)
-    assert paper_cli.main(["--config", str(bad), "--output_dir", str(tmp_path / "o")]) == 2
+    assert paper_cli.main(["--experiment", str(bad), "--output_dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key(s) 'epochs'" in err
     with pytest.raises(ValueError, match="set by the experiment driver"):
@@ -114,3 +114,27 @@ def test_shipped_experiment_configs_are_valid(budget):
     assert shipped.reference == "dense" and shipped.budget == budget
     run = shipped.train_config("pun-it", shipped.seeds[0], "data", "out").to_flat()
     assert run["prune"] == "pun-it" and run["density"] == shipped.density
+
+
+def test_command_flags_lists_config_file_and_abbreviations(tmp_path, capsys):
+    args = paper_cli.build_parser().parse_args(
+        ["--methods", "dense", "pun-it", "--shifts", "in-dist", "noise"]
+    )
+    assert args.methods == ["dense", "pun-it"] and args.shifts == ["in-dist", "noise"]
+    flags = tmp_path / "flags.yaml"
+    flags.write_text("output_dir: out3\nseed: 5\nbudget: full\n")
+    args = paper_cli.build_parser().parse_args(["--config", str(flags), "--seed", "6"])
+    assert (args.output_dir, args.seed, args.budget) == ("out3", 6, "full")  # later flags win
+    assert paper_cli.main(["--meth", "dense"]) == 2  # no silent abbreviations
+    assert "--meth" in capsys.readouterr().err
+
+
+def test_interrupted_training_stops_the_experiment_with_status_130(tmp_path, demo_root, monkeypatch,
+                                                                    capsys):  # fmt: skip
+    from fastmri_pun.workflows.train import TrainResult
+
+    monkeypatch.setattr(paper, "fit", lambda cfg: TrainResult(tmp_path, interrupted=True))
+    argv = ["--experiment", str(_config(tmp_path, demo_root)), "--output_dir", str(tmp_path / "x")]
+    assert paper_cli.main(argv) == 130
+    assert capsys.readouterr().err.strip().endswith("interrupted")
+    assert not (tmp_path / "x" / "runs" / "dense" / "DONE.json").exists()

@@ -14,10 +14,11 @@ from typing import Any
 
 __all__ = ["USER_ERRORS", "one_line", "run_command"]
 
-# argparse.ArgumentError: what jsonargparse raises for a bad flag with exit_on_error=False
+# argparse.ArgumentError: what jsonargparse raises for a bad flag with exit_on_error=False;
+# OSError: a path the user named cannot be read or written (a folder, no permission, disk full)
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
-    FileNotFoundError,
+    OSError,
     argparse.ArgumentError,
 )
 

@@ -34,9 +34,12 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to the command's ``main``; returns its exit status (2 for an unknown command)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
+    if not args:
+        print(_usage(), end="", file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help"):
         print(_usage(), end="")
-        return 0 if args else 2
+        return 0
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         print(

@@ -2,7 +2,7 @@
 
     python -m fastmri_pun.experiments.paper --budget small     # CPU, < 1 h on 2 cores
     python -m fastmri_pun.experiments.paper --budget full      # paper scale, one GPU
-    python -m fastmri_pun.experiments.paper --config my_experiment.yaml --output_dir out
+    python -m fastmri_pun.experiments.paper --experiment my_experiment.yaml --output_dir out
 
 Parses the flags into :class:`~fastmri_pun.workflows.experiment_config.ExperimentConfig` and calls
 :func:`fastmri_pun.workflows.paper.run_paper`.
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser
 
 from ..workflows.experiment_config import ExperimentConfig, packaged_config
 from ..workflows.paper import run_paper
@@ -32,6 +32,13 @@ def build_parser() -> ArgumentParser:
         "magnitude-at-init and random masks at the same density (4x training mask) for every "
         "seed, evaluate every shift, write REPORT.md. Resumable: rerun the same command.",
         exit_on_error=False,
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="YAML file whose keys are any of the flags below (not the experiment itself: "
+        "that is --experiment). Flags after it override it.",
     )
     p.add_argument(
         "--budget",
@@ -41,7 +48,7 @@ def build_parser() -> ArgumentParser:
         "paper scale for a GPU (configs/paper_full.yaml).",
     )
     p.add_argument(
-        "--config",
+        "--experiment",
         type=str | None,
         default=None,
         help="Experiment YAML to use instead of the budget's (keys as in the packaged "
@@ -63,14 +70,14 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--methods",
-        type=list[str] | None,
+        type=str,
         default=None,
         nargs="+",
-        help="Subset of the config's methods (must include the reference).",
+        help="Subset of the experiment's methods (must include the reference).",
     )
     p.add_argument(
-        "--shifts", type=list[str] | None, default=None, nargs="+",
-        help="Shifts to evaluate instead of the config's.",
+        "--shifts", type=str, default=None, nargs="+",
+        help="Shifts to evaluate instead of the experiment's.",
     )  # fmt: skip
     p.add_argument(
         "--enable_progress_bar", type=bool, default=True, help="Show progress bars (true|false)."
@@ -83,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-        path = Path(args.config) if args.config else packaged_config(f"paper_{args.budget}")
+        path = Path(args.experiment) if args.experiment else packaged_config(f"paper_{args.budget}")
         out = Path(args.output_dir or f"outputs/paper_{args.budget}")
         result = run_paper(
             ExperimentConfig.from_yaml(path),

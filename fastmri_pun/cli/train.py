@@ -4,7 +4,7 @@
 ::
 
     python -m fastmri_pun.train --challenge multicoil            # demo: builds data, trains, tests
-    python -m fastmri_pun.train --config configs/dense.yaml --max_epochs 50
+    python -m fastmri_pun.train --config fastmri_pun/configs/dense.yaml --max_epochs 50
     python -m fastmri_pun.train --mode test --resume outputs/demo/checkpoints/best.ckpt
 
 Command-line design. Lightning's ``LightningCLI`` was weighed first: it builds the parser from the
@@ -134,7 +134,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         first = str(err).replace("\n", " ")
         raise ValueError(
-            f"config file {path} is not plain YAML (python tags are refused): {first}"
+            f"config file {path} is not valid plain YAML (syntax errors and python tags are "
+            f"refused): {first}"
         ) from err
     if data is None:
         return {}

@@ -109,7 +109,8 @@ def train_run(exp: ExperimentConfig, method: str, seed: int, data_path: Path, ru
     (checkpoint, settings, wall time, density report, compute phases).
 
     Raises:
-        RuntimeError: the training ended without a checkpoint (interrupted).
+        KeyboardInterrupt: the training was interrupted (Ctrl-C); the run folder stays
+            unfinished (no ``DONE.json``) and is trained again by the next call.
     """
     done = _finished(run)
     if done is not None:
@@ -123,8 +124,8 @@ def train_run(exp: ExperimentConfig, method: str, seed: int, data_path: Path, ru
     start = time.perf_counter()
     result = fit(cfg)
     wall = time.perf_counter() - start
-    if result.best_checkpoint is None:
-        raise RuntimeError(f"training of {run.root.name} did not finish (interrupted?)")
+    if result.interrupted or result.best_checkpoint is None:
+        raise KeyboardInterrupt(f"training of {run.root.name} was interrupted")
     checkpoint = Path(result.best_checkpoint).resolve()
     record = {
         "checkpoint": str(checkpoint),

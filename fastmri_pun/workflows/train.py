@@ -209,7 +209,7 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
     ckpt_path = resolve_checkpoint(cfg.run)
     if cfg.run.mode == "train" and ckpt_path is None:
         ckpt_path = _earlier_run(RunDir(cfg.run.output_dir))
-    pl.seed_everything(cfg.run.seed, workers=True)
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)  # no log line before errors
     if cfg.run.mode == "test":
         module = ReconstructionModule.load_checkpoint(ckpt_path)
         sens_maps = module.hparams.sens_maps
@@ -282,12 +282,13 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
             result.interrupted = True
             return result
         ckpt_cb = trainer.checkpoint_callback
-        best = ckpt_cb.best_model_path or ckpt_cb.last_model_path
+        last = ckpt_cb.last_model_path  # read before validate/test, which reset it
+        best = ckpt_cb.best_model_path or last
         trainer.validate(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
         result.val = module.val_results
         trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
         result.best_checkpoint = Path(best)
-        result.last_checkpoint = Path(ckpt_cb.last_model_path)
+        result.last_checkpoint = Path(last) if last else None
         note = f"Model: best checkpoint by validation SSIM, `{best}`."
     else:
         trainer.test(module, datamodule=dm, verbose=False)
