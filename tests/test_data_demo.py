@@ -305,3 +305,21 @@ def test_command_line_builds_and_reports(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         demo_cli.main(["--help"])
     assert "--force" in capsys.readouterr().out
+
+
+def test_command_line_rejects_abbreviations_and_unknown_config_keys(tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "never")
+    assert demo_cli.main(["--output_dir", out, "--demo_si", "32"]) == 2
+    assert "unrecognized arguments: --demo_si 32" in capsys.readouterr().err
+    conf = tmp_path / "demo.yaml"
+    conf.write_text(f"output_dir: {out}\ndemo_coil: 2\n")
+    assert demo_cli.main(["--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) 'demo_coil' (did you mean 'demo_coils'?)" in err
+    assert (
+        "valid keys: demo_coils, demo_size, enable_progress_bar, force, layout, output_dir" in err
+    )
+    assert not (tmp_path / "never").exists()
+    conf.write_text(f"output_dir: {out}\ndemo_size: 32\n")
+    cfg = demo_cli.parse_config(["--config", str(conf), "--seed", "3"])
+    assert (cfg.root, cfg.demo_size, cfg.seed) == (Path(out), 32, 3)

@@ -262,7 +262,7 @@ def test_precompute_command_fills_the_transform_cache(
     demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     data = str(demo_root / "multicoil_val")
-    args = [data, "--maps_cache_dir", str(tmp_path), "--center_fractions"]
+    args = ["--data_path", data, "--maps_cache_dir", str(tmp_path), "--center_fractions"]
     assert espirit_cli.main([*args, "0.16", "--accelerations", "4"]) == 0
     assert "maps for 2 slices" in capsys.readouterr().out
     assert len(list(tmp_path.rglob("*.npy"))) == 2
@@ -271,8 +271,64 @@ def test_precompute_command_fills_the_transform_cache(
         raise AssertionError("cache miss")
 
     monkeypatch.setattr(sens_mod, "espirit_maps", boom)
-    transform = SenseDataTransform(make_mask_func("random", 0.16, 8), cache_dir=tmp_path)
+    # same ACS (centre fraction) and readout crop, other mask type and acceleration: cache hits
+    mask_func = make_mask_func("random", 0.16, 8)
+    transform = SenseDataTransform(mask_func, cache_dir=tmp_path, crop_readout=True)
     ds = SliceDataset(demo_root / "multicoil_val", "multicoil", transform=transform)
     assert all(ds[i].sens_maps.shape[0] == DEMO_COILS for i in range(len(ds)))  # all cache hits
-    assert espirit_cli.main([str(tmp_path / "nowhere")]) == 2
+    assert espirit_cli.main(["--data_path", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_default_precompute_is_what_default_training_reads(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastmri_pun.workflows.espirit import MapsConfig
+    from fastmri_pun.workflows.train import build_datamodule
+    from fastmri_pun.workflows.train_config import DataConfig, TrainConfig
+
+    data = DataConfig()
+    maps = MapsConfig()
+    assert (maps.mask_type, maps.center_fractions, maps.accelerations, maps.crop_readout) == (
+        data.mask_type,
+        data.center_fractions,
+        data.accelerations,
+        data.crop_readout,
+    )
+    monkeypatch.setenv("FASTMRI_PUN_CACHE", str(tmp_path))  # an empty default cache
+    cf = ["--center_fractions", "0.16"]  # 10 ACS columns at width 64 (tests/conftest.py)
+    quiet = ["--enable_progress_bar", "false"]
+    assert espirit_cli.main(["--data_path", str(demo_root / "multicoil_train"), *cf, *quiet]) == 0
+    before = sorted(tmp_path.rglob("*.npy"))
+    assert len(before) == 4  # the tiny layout's 4 training slices
+
+    def boom(*a, **k):
+        raise AssertionError("cache miss")
+
+    monkeypatch.setattr(sens_mod, "espirit_maps", boom)
+    cfg = TrainConfig.from_flat({"data_path": str(demo_root), "center_fractions": [0.16]})
+    dm = build_datamodule(cfg, demo_root, cfg.data.sens_maps)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 4 and batches[0].sens_maps.shape[1] == DEMO_COILS
+    assert sorted(tmp_path.rglob("*.npy")) == before  # no map computed or written
+
+
+def test_precompute_command_line_errors(tmp_path: Path, capsys) -> None:
+    assert espirit_cli.main(["--data_path", str(tmp_path), "--num_work", "2"]) == 2
+    assert "unrecognized arguments: --num_work" in capsys.readouterr().err
+    assert espirit_cli.main([str(tmp_path)]) == 2  # the folder is --data_path, not positional
+    assert "unrecognized arguments" in capsys.readouterr().err
+    assert espirit_cli.main(["--data_path", str(tmp_path), "--accelerations", "4.5"]) == 2
+    assert "accelerations" in capsys.readouterr().err
+    conf = tmp_path / "maps.yaml"
+    conf.write_text("data_path: x\nmask_typ: random\n")
+    assert espirit_cli.main(["--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) 'mask_typ' (did you mean 'mask_type'?)" in err
+    assert "valid keys: accelerations, center_fractions, crop_readout, data_path" in err
+    conf.write_text("data_path: x\naccelerations: 8\n")
+    assert espirit_cli.main(["--config", str(conf)]) == 2
+    assert "'accelerations' must be a list, e.g. accelerations: [8]" in capsys.readouterr().err
+    _, cfg = espirit_cli.parse_args(["--data_path", "d", "--accelerations", "4", "8",
+                                     "--center_fractions", "0.08", "0.04"])  # fmt: skip
+    assert cfg.accelerations == [4, 8] and all(type(a) is int for a in cfg.accelerations)

@@ -252,3 +252,56 @@ def test_cli_flags_come_from_the_suite_config(ckpts, tmp_path, capsys):
     assert main(["--checkpoints", dense, "--accelerations", "4", "8"]) == 2
     assert "--accelerations takes one value" in capsys.readouterr().err
     assert main(["--checkpoints", dense, "--no_progress"]) == 2
+
+
+def test_cli_flags_match_the_training_command(ckpts, tmp_path, capsys):
+    from fastmri_pun.cli.evaluate import main, parse_args
+    from fastmri_pun.workflows.train_config import TrainerConfig
+
+    dense = str(ckpts["dense"])
+    # comma lists for every list of names, as for --shifts
+    _, cfg = parse_args(["--checkpoints", dense, "--metrics", "psnr,ssim", "nmse"])
+    assert cfg.metrics == ["psnr", "ssim", "nmse"]
+    # --accelerations takes ints, as fastmri_pun.train's
+    _, cfg = parse_args(["--checkpoints", dense, "--accelerations", "8"])
+    assert cfg.accelerations == [8] and type(cfg.accelerations[0]) is int
+    assert main(["--checkpoints", dense, "--accelerations", "4.5"]) == 2
+    capsys.readouterr()
+    # --accelerator (train's values and default) replaces --device
+    assert SuiteConfig().accelerator == TrainerConfig.accelerator == "auto"
+    assert parse_args(["--checkpoints", dense, "--accelerator", "cpu"])[1].accelerator == "cpu"
+    assert main(["--checkpoints", dense, "--accelerator", "cuda"]) == 2
+    assert "--accelerator must be one of auto, cpu, gpu, got 'cuda'" in capsys.readouterr().err
+    assert main(["--checkpoints", dense, "--device", "cpu"]) == 2
+    capsys.readouterr()
+    # abbreviated flags are errors, as in fastmri_pun.train
+    assert main(["--checkpoints", dense, "--n_bo", "300"]) == 2
+    assert "unrecognized arguments: --n_bo 300" in capsys.readouterr().err
+    # unknown config keys are listed with the valid ones
+    conf = tmp_path / "eval.yaml"
+    conf.write_text(yaml.safe_dump({"checkpoints": [dense], "n_bot": 200}))
+    assert main(["--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) 'n_bot' (did you mean 'n_boot'?)" in err
+    assert "valid keys: accelerations, accelerator, annotations, by_volume, center_fractions" in err
+    assert err.count("\n") == 1
+    conf.write_text(yaml.safe_dump({"checkpoints": dense}))
+    assert main(["--config", str(conf)]) == 2
+    assert "'checkpoints' must be a list" in capsys.readouterr().err
+    conf.write_text("checkpoints: !!python/object:os.getcwd []\n")
+    assert main(["--config", str(conf)]) == 2
+    assert "python tags are refused" in capsys.readouterr().err
+
+
+def test_accelerator_selects_the_device(monkeypatch):
+    from fastmri_pun.workflows import evaluate as eval_mod
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert eval_mod._device("auto") == eval_mod._device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--accelerator gpu: no CUDA GPU"):
+        eval_mod._device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert eval_mod._device("auto") == eval_mod._device("gpu") == torch.device("cuda")
+    assert eval_mod._device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--accelerator must be one of auto, cpu, gpu"):
+        SuiteConfig(accelerator="cuda:0").check()

@@ -3,6 +3,7 @@ configs (the paper experiment reads them from the package), and the console scri
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _build_wheel(out: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)]
+    # build from a copy: an in-tree build/ folder could carry files deleted since
+    src = out / "src"
+    shutil.copytree(ROOT / "fastmri_pun", src / "fastmri_pun",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)]
     try:  # offline when the environment already has a recent enough setuptools
         if int(metadata.version("setuptools").split(".")[0]) >= 68:
             cmd.insert(4, "--no-build-isolation")
@@ -32,6 +39,8 @@ def test_wheel_ships_every_package_the_configs_and_the_commands(tmp_path):
         p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "fastmri_pun").rglob("__init__.py")
     }
     assert {f"{p}/__init__.py" for p in packages} <= names
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "fastmri_pun").rglob("*.py")}
+    assert {n for n in names if n.endswith(".py")} == sources  # every module, nothing stale
     shipped = {
         p.relative_to(ROOT).as_posix() for p in (ROOT / "fastmri_pun/configs").glob("*.yaml")
     }

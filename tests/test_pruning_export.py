@@ -148,6 +148,34 @@ def test_export_cli_with_check(tmp_path, capsys):
     assert not (tmp_path / "o.pt").exists()
 
 
+def test_export_cli_config_file_and_flags(tmp_path, capsys):
+    import yaml
+
+    _lightning_like_checkpoint(tmp_path / "run.ckpt")
+    ckpt, out = str(tmp_path / "run.ckpt"), str(tmp_path / "a.pt")
+    conf = tmp_path / "export.yaml"
+    conf.write_text(yaml.safe_dump({"checkpoint": ckpt, "out": out, "check": True}))
+    assert export_main(["--config", str(conf)]) == 0
+    assert "check passed" in capsys.readouterr().out
+    assert export_main(["--config", str(conf), "--no_check"]) == 0  # flags override the file
+    assert "check passed" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        export_main([ckpt, out, "--check", "--print_config"])
+    assert done.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == {"checkpoint": ckpt, "out": out, "prefix": None, "check": True}
+    # abbreviated flags and unknown config keys are errors; the latter name the valid keys
+    other = str(tmp_path / "b.pt")
+    assert export_main([ckpt, other, "--pre", "model."]) == 2
+    assert "unrecognized arguments: --pre model." in capsys.readouterr().err
+    conf.write_text(yaml.safe_dump({"chek": True}))
+    assert export_main(["--config", str(conf), ckpt, other]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) 'chek' (did you mean 'check'?)" in err
+    assert "valid keys: check, checkpoint, out, prefix" in err
+    assert not (tmp_path / "b.pt").exists()
+
+
 def test_export_module_entry_point(tmp_path):
     _lightning_like_checkpoint(tmp_path / "run.ckpt")
     proc = subprocess.run(

@@ -171,3 +171,23 @@ def test_interrupted_run_returns_without_checkpoint(demo_root, tmp_path):
     assert result.interrupted and result.best_checkpoint is None and result.test is None
     assert result.output_dir == tmp_path
     assert signal.getsignal(signal.SIGINT) is handler  # Lightning's SIG_IGN is undone
+
+
+class _WorseEveryEpoch(pl.Callback):
+    """Validation SSIM that only gets worse, so the best checkpoint stays at epoch 0."""
+
+    def on_validation_end(self, trainer, pl_module):
+        trainer.callback_metrics["val_metrics/ssim"] = torch.tensor(
+            1.0 - 0.1 * trainer.current_epoch
+        )
+
+
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_score_drops(demo_root, tmp_path):
+    result = fit(parse_args(_args(demo_root, tmp_path)), callbacks=[_WorseEveryEpoch()])
+    assert result.last_checkpoint == tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(result.last_checkpoint, weights_only=True)["epoch"] == 2  # max_epochs 3
+    assert torch.load(result.best_checkpoint, weights_only=True)["epoch"] == 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]

@@ -2,8 +2,9 @@
 
 Flags are the fields of :class:`fastmri_pun.demo.DemoConfig` (``--output_dir``, ``--demo_size``,
 ``--demo_coils``, ``--seed``, ``--layout``, ``--force``, ``--enable_progress_bar``), also readable
-from a ``--config`` YAML file. Prints where the set is, its size and the volumes per folder; bad
-input is one line on stderr and exit status 2.
+from a ``--config`` YAML file (checked by :func:`~fastmri_pun.cli.config_files.parse_checked`).
+Prints where the set is, its size and the volumes per folder; bad input is one line on stderr and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from ..demo import DEMO_FOLDERS, DemoConfig, build_demo_dataset
 from .common import run_command
+from .config_files import add_config_flag, add_dataclass_flags, parse_checked
 
 __all__ = ["build_parser", "main", "parse_config"]
 
@@ -29,19 +31,23 @@ DESCRIPTION = (
 
 def build_parser() -> ArgumentParser:
     """The command's parser: ``--config`` and one flag per :class:`DemoConfig` field."""
-    parser = ArgumentParser(prog=PROG, description=DESCRIPTION, exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of the flags below.")
-    parser.add_class_arguments(DemoConfig, nested_key=None)
+    parser = ArgumentParser(
+        prog=PROG, description=DESCRIPTION, exit_on_error=False, allow_abbrev=False
+    )
+    add_config_flag(parser)
+    add_dataclass_flags(parser, DemoConfig)
     return parser
 
 
 def parse_config(argv: Sequence[str] | None = None) -> DemoConfig:
-    """The :class:`DemoConfig` of a command line.
+    """The :class:`DemoConfig` of a command line (default: ``sys.argv[1:]``).
 
     Raises:
-        argparse.ArgumentError: an unknown flag or a value of the wrong type.
+        argparse.ArgumentError: an unknown or abbreviated flag, or a value of the wrong type.
+        FileNotFoundError, ValueError: a missing or bad ``--config`` file (unknown keys are
+            listed with the valid ones).
     """
-    ns = build_parser().parse_args(argv)
+    ns = parse_checked(build_parser(), argv)
     return DemoConfig(**{f.name: getattr(ns, f.name) for f in fields(DemoConfig)})
 
 

@@ -1,10 +1,12 @@
-"""``python -m fastmri_pun.cli.espirit DATA_PATH [flags]``: precompute ESPIRiT coil maps for every
-slice of a fastMRI multicoil folder (:func:`fastmri_pun.workflows.espirit.precompute_maps`).
+"""``python -m fastmri_pun.cli.espirit --data_path DIR [flags]``: precompute ESPIRiT coil maps for
+every slice of a fastMRI multicoil folder (:func:`fastmri_pun.workflows.espirit.precompute_maps`).
 
-Flags are the fields of :class:`~fastmri_pun.workflows.espirit.MapsConfig` (fastMRI's spelling:
-``--maps_cache_dir --mask_type --center_fractions 0.08 --accelerations 4 --crop_readout true
---espirit_kernel_width 5 ... --num_workers 2``), also readable from a ``--config`` YAML file.
-Bad input is one line on stderr and exit status 2.
+Flags are ``--data_path`` and the fields of :class:`~fastmri_pun.workflows.espirit.MapsConfig`
+(fastMRI's spelling: ``--maps_cache_dir --mask_type --center_fractions 0.08 --accelerations 4
+--crop_readout true --espirit_kernel_width 5 ... --num_workers 2``), also readable from a
+``--config`` YAML file (checked by :func:`~fastmri_pun.cli.config_files.parse_checked`). The mask
+and readout-crop defaults are ``python -m fastmri_pun.train``'s, so a default training run reads
+the maps of a default precompute. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-import docstring_parser
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from ..workflows.espirit import MapsConfig, precompute_maps
 from .common import run_command
+from .config_files import add_config_flag, add_dataclass_flags, parse_checked
 
 __all__ = ["build_parser", "main", "parse_args"]
 
@@ -25,36 +27,42 @@ PROG = "python -m fastmri_pun.cli.espirit"
 DESCRIPTION = (
     "Precompute ESPIRiT coil sensitivity maps for every slice of a fastMRI multicoil folder into "
     "the cache used by SenseDataTransform (same keys, so training and evaluation with the same "
-    "mask/calibration settings read them instead of recomputing)."
+    "mask/calibration settings read them instead of recomputing). The mask and --crop_readout "
+    "defaults are those of python -m fastmri_pun.train."
 )
-# list flags take several values (``--accelerations 4 8``) as in fastMRI's scripts
-_LIST_FLAGS = ("center_fractions", "accelerations")
 
 
 def build_parser() -> ArgumentParser:
-    """The command's parser: ``DATA_PATH``, ``--config`` and one flag per :class:`MapsConfig`
+    """The command's parser: ``--data_path``, ``--config`` and one flag per :class:`MapsConfig`
     field."""
-    parser = ArgumentParser(prog=PROG, description=DESCRIPTION, exit_on_error=False)
-    parser.add_argument("data_path", type=Path, help="folder of fastMRI multicoil .h5 files")
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of the flags below.")
-    parser.add_class_arguments(MapsConfig, nested_key=None, skip=set(_LIST_FLAGS))
-    defaults = MapsConfig()
-    docs = {p.arg_name: p.description for p in docstring_parser.parse(MapsConfig.__doc__).params}
-    for name in _LIST_FLAGS:
-        parser.add_argument(
-            f"--{name}", type=float, nargs="+", default=getattr(defaults, name), help=docs[name]
-        )
+    parser = ArgumentParser(
+        prog=PROG, description=DESCRIPTION, exit_on_error=False, allow_abbrev=False
+    )
+    add_config_flag(parser)
+    parser.add_argument(
+        "--data_path",
+        type=str,
+        required=True,
+        help="Folder of fastMRI multicoil .h5 files: one split, e.g. DATA/multicoil_train "
+        "(fastmri_pun.train's --data_path is DATA).",
+    )
+    add_dataclass_flags(parser, MapsConfig)
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Path, MapsConfig]:
-    """``(data_path, settings)`` of a command line.
+    """``(data_path, settings)`` of a command line (default: ``sys.argv[1:]``).
 
     Raises:
-        argparse.ArgumentError: an unknown flag or a value of the wrong type.
+        argparse.ArgumentError: an unknown or abbreviated flag, a value of the wrong type, no
+            ``--data_path``.
+        FileNotFoundError, ValueError: a missing or bad ``--config`` file (unknown keys are
+            listed with the valid ones).
     """
-    ns = build_parser().parse_args(argv)
-    return ns.data_path, MapsConfig(**{f.name: getattr(ns, f.name) for f in fields(MapsConfig)})
+    ns = parse_checked(build_parser(), argv)
+    return Path(ns.data_path), MapsConfig(
+        **{f.name: getattr(ns, f.name) for f in fields(MapsConfig)}
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,37 +6,37 @@
 
 The flags are the fields of :class:`~fastmri_pun.workflows.evaluate.SuiteConfig` (plus
 ``--checkpoints``, ``--names`` and ``--config``); :func:`~fastmri_pun.workflows.evaluate.evaluate`
-does the work.
+does the work. List flags of names (``--shifts``, ``--metrics``) also take comma-separated lists;
+config files are checked by :func:`~fastmri_pun.cli.config_files.parse_checked`.
 """
 
 from __future__ import annotations
 
-import sys
-import typing
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Any
 
-import docstring_parser
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import ArgumentParser
 
 from ..utils.run_dir import RunDir
 from ..workflows.evaluate import SuiteConfig, evaluate, model_names
 from .common import run_command
+from .config_files import add_config_flag, add_dataclass_flags, list_fields, parse_checked
 
 __all__ = ["PROG", "build_parser", "main", "parse_args"]
 
 PROG = "python -m fastmri_pun.evaluate"
 
 
-def _list_fields() -> dict[str, type]:
-    """``{field: element type}`` of the list-valued :class:`SuiteConfig` fields."""
-    hints = typing.get_type_hints(SuiteConfig)
-    return {
-        f.name: typing.get_args(hints[f.name])[0]
-        for f in fields(SuiteConfig)
-        if typing.get_origin(hints[f.name]) is list
-    }
+def _name_lists() -> list[str]:
+    """The list-of-names fields of :class:`SuiteConfig` (``shifts``, ``metrics``)."""
+    return [name for name, element in list_fields(SuiteConfig).items() if element is str]
+
+
+def _split_commas(values: Sequence[str]) -> list[str]:
+    """``["a,b", "c"]`` → ``["a", "b", "c"]`` (blanks dropped): list flags of names take
+    several values and comma-separated lists."""
+    return [s.strip() for v in values for s in v.split(",") if s.strip()]
 
 
 def build_parser() -> ArgumentParser:
@@ -49,12 +49,9 @@ def build_parser() -> ArgumentParser:
         "paper's figures to --output_dir; a rerun skips the model x shift pairs that already "
         "finished.",
         exit_on_error=False,
+        allow_abbrev=False,
     )
-    p.add_argument(
-        "--config",
-        action=ActionConfigFile,
-        help="YAML file whose keys are any of the flags below; flags given after it override it.",
-    )
+    add_config_flag(p)
     p.add_argument(
         "--checkpoints",
         type=str,
@@ -71,34 +68,24 @@ def build_parser() -> ArgumentParser:
         help="Model names, one per checkpoint (default: the training run folder, "
         "RUN/checkpoints/x.ckpt -> RUN, else the file stem).",
     )
-    lists = _list_fields()
-    p.add_class_arguments(SuiteConfig, nested_key=None, skip=set(lists))
-    docs = {d.arg_name: d.description for d in docstring_parser.parse(SuiteConfig.__doc__).params}
-    for f in fields(SuiteConfig):
-        if f.name not in lists:
-            continue
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        extra = " Several values and comma-separated lists are accepted." * (f.name == "shifts")
-        p.add_argument(
-            f"--{f.name}",
-            type=lists[f.name],
-            nargs="+",
-            default=default,
-            help=docs[f.name] + extra,
-        )
+    comma = " Several values and comma-separated lists are accepted."
+    add_dataclass_flags(p, SuiteConfig, help_suffix=dict.fromkeys(_name_lists(), comma))
     return p
 
 
-def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], SuiteConfig]:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], SuiteConfig]:
     """``({model name: checkpoint}, SuiteConfig)`` from the command line.
 
     Raises:
-        argparse.ArgumentError: a flag jsonargparse rejects (unknown, wrong type, missing).
-        ValueError: bad model names.
+        argparse.ArgumentError: a flag jsonargparse rejects (unknown, abbreviated, wrong type,
+            missing).
+        FileNotFoundError, ValueError: a missing or bad ``--config`` file (unknown keys are
+            listed with the valid ones); bad model names.
     """
-    ns: Namespace = build_parser().parse_args(list(argv))
+    ns = parse_checked(build_parser(), argv)
     values = {f.name: ns[f.name] for f in fields(SuiteConfig)}
-    values["shifts"] = [s.strip() for v in values["shifts"] for s in v.split(",") if s.strip()]
+    for name in _name_lists():
+        values[name] = _split_commas(values[name])
     names = model_names(ns.checkpoints, ns.names)
     return dict(zip(names, ns.checkpoints, strict=True)), SuiteConfig(**values)
 
@@ -108,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     on stderr and exit status 2."""
 
     def body() -> None:
-        checkpoints, cfg = parse_args(sys.argv[1:] if argv is None else argv)
+        checkpoints, cfg = parse_args(argv)
         result = evaluate(checkpoints, cfg)
         print(
             f"results: {result.results_csv}\nsummary: {result.summary_md}\n"

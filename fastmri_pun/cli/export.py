@@ -1,8 +1,12 @@
 """``python -m fastmri_pun.export CKPT OUT [--check] [--prefix model.]``: compact sparse file of a
 pruned Lightning checkpoint (:func:`fastmri_pun.workflows.export.export_sparse`).
 
-Flags come from :func:`~fastmri_pun.workflows.export.export_sparse`'s signature; ``--check`` is a
-switch (``--no_check`` turns it off). Bad input is one line on stderr and exit status 2.
+Flags come from :func:`~fastmri_pun.workflows.export.export_sparse`'s signature, also readable
+from a ``--config`` YAML file (keys ``checkpoint``, ``out``, ``prefix``, ``check``; checked by
+:func:`~fastmri_pun.cli.config_files.parse_checked`). ``--check`` is a switch (``--no_check``
+turns it off; ``check: true|false`` in a config file): an optional ``true|false`` value would
+swallow the positional after it (``--check CKPT OUT``). Bad input is one line on stderr and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from jsonargparse import ActionYesNo, ArgumentParser
 
 from ..workflows.export import export_sparse
 from .common import run_command
+from .config_files import add_config_flag, parse_checked
 
 __all__ = ["build_parser", "main"]
 
@@ -21,13 +26,16 @@ PROG = "python -m fastmri_pun.export"
 
 
 def build_parser() -> ArgumentParser:
-    """The command's parser: ``CHECKPOINT OUT`` positionals, ``--prefix``, ``--check``."""
+    """The command's parser: ``CHECKPOINT OUT`` positionals, ``--config``, ``--prefix``,
+    ``--check``."""
     parser = ArgumentParser(
         prog=PROG,
         description="Write a pruned Lightning checkpoint (state_dict + pun_masks) as a compact "
         "sparse file: kept values + packed bit-mask or indices per pruned weight.",
         exit_on_error=False,
+        allow_abbrev=False,
     )
+    add_config_flag(parser)
     parser.add_function_arguments(
         export_sparse, nested_key=None, as_positional=True, skip={"check"}
     )
@@ -35,7 +43,8 @@ def build_parser() -> ArgumentParser:
         "--check",
         action=ActionYesNo(no_prefix="no_"),
         default=inspect.signature(export_sparse).parameters["check"].default,
-        help="reload OUT and verify every tensor and mask equals the checkpoint's, bit for bit",
+        help="Reload OUT and verify every tensor and mask equals the checkpoint's, bit for bit "
+        "(a switch: --check / --no_check; in a config file check: true|false).",
     )
     return parser
 
@@ -45,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     on stderr)."""
 
     def body() -> None:
-        args = build_parser().parse_args(argv)
+        args = parse_checked(build_parser(), argv)
         result = export_sparse(args.checkpoint, args.out, prefix=args.prefix, check=args.check)
         print(
             f"wrote {result.out}: {result.out_bytes} bytes = {result.ratio:.3f}x the dense "

@@ -10,7 +10,6 @@ Parses the flags into :class:`~fastmri_pun.workflows.experiment_config.Experimen
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from ..workflows.experiment_config import ExperimentConfig, packaged_config
 from ..workflows.paper import run_paper
 from .common import run_command
+from .config_files import parse_checked
 
 PROG = "python -m fastmri_pun.experiments.paper"
 BUDGETS = ("small", "full")
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, print where the report is; bad input: one error line, exit status 2."""
 
     def body() -> None:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parse_checked(build_parser(), argv)
         path = Path(args.experiment) if args.experiment else packaged_config(f"paper_{args.budget}")
         out = Path(args.output_dir or f"outputs/paper_{args.budget}")
         result = run_paper(

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import docstring_parser
-import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -45,8 +44,9 @@ from ..utils.run_dir import RunDir
 from ..workflows.train import TrainResult, fit
 from ..workflows.train_config import Flag, ModelConfig, TrainConfig, train_flags
 from .common import run_command
+from .config_files import check_config_keys, config_file_paths, read_config_file
 
-__all__ = ["PROG", "build_parser", "main", "parse_args", "read_config_file", "report", "valid_keys"]
+__all__ = ["PROG", "build_parser", "main", "parse_args", "report", "valid_keys"]
 
 PROG = "python -m fastmri_pun.train"
 _NOT_KEYS = {"help", "config", "print_config"}
@@ -119,46 +119,6 @@ def valid_keys(parser: ArgumentParser) -> list[str]:
     )
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """``yaml.safe_load`` a config file (keys are checked by :func:`parse_args`).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: YAML error or python tag, or not a mapping.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        first = str(err).replace("\n", " ")
-        raise ValueError(
-            f"config file {path} is not valid plain YAML (syntax errors and python tags are "
-            f"refused): {first}"
-        ) from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"config file {path} must be a mapping of option: value, got {type(data).__name__}"
-        )
-    return data
-
-
-def _check_config_keys(path: str, data: dict[str, Any], flags: list[Flag]) -> None:
-    keys = [f.name for f in flags]
-    unknown = [str(k) for k in data if k not in keys]
-    if unknown:
-        raise ValueError(unknown_keys_message(unknown, keys, f"config file {path}"))
-    for flag in filter(_is_list, flags):
-        if flag.name in data and not isinstance(data[flag.name], list):
-            value = data[flag.name]
-            raise ValueError(
-                f"config file {path}: {flag.name!r} must be a list, e.g. {flag.name}: [{value}]"
-            )
-
-
 def _selected_model(argv: Sequence[str], files: dict[str, dict[str, Any]]) -> str:
     """The ``model`` of the run: the last one set by a ``--config`` file or ``--model`` flag."""
     model = ModelConfig.model
@@ -173,16 +133,6 @@ def _selected_model(argv: Sequence[str], files: dict[str, dict[str, Any]]) -> st
     return str(model)
 
 
-def _config_files(argv: Sequence[str]) -> list[str]:
-    files = []
-    for i, tok in enumerate(argv):
-        if tok == "--config" and i + 1 < len(argv):
-            files.append(argv[i + 1])
-        elif tok.startswith("--config="):
-            files.append(tok.split("=", 1)[1])
-    return files
-
-
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse the command line (and its config files) into a :class:`TrainConfig`.
 
@@ -191,11 +141,13 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         SystemExit: ``--help`` and ``--print_config`` (after printing).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    files = {path: read_config_file(path) for path in _config_files(argv)}
+    files = {path: read_config_file(path) for path in config_file_paths(argv)}
     model = _selected_model(argv, files)
     flags = train_flags(model)
     for path, data in files.items():
-        _check_config_keys(path, data, flags)
+        check_config_keys(
+            path, data, [f.name for f in flags], [f.name for f in flags if _is_list(f)]
+        )
     keys = [f.name for f in flags]
     given = [t.split("=", 1)[0][2:] for t in argv if t.startswith("--") and len(t) > 2]
     bad = [g for g in given if g not in keys and g not in _NOT_KEYS]

@@ -21,11 +21,11 @@ never served for other data or settings. Files are written atomically
 Precompute maps for a whole fastMRI folder (same code path and keys as training) with
 :func:`fastmri_pun.workflows.espirit.precompute_maps`, or from the shell::
 
-    python -m fastmri_pun.cli.espirit /data/multicoil_train --maps_cache_dir /data/sens_maps \\
-        --mask_type random --center_fractions 0.08 --accelerations 4 --num_workers 2
+    python -m fastmri_pun.cli.espirit --data_path /data/multicoil_train \\
+        --maps_cache_dir /data/sens_maps --num_workers 2   # training's mask and crop by default
 
 Disk: ``C·H·W·8`` bytes per slice, e.g. 30 MB for a 16-coil 640×368 brain slice (15 MB with
-``--crop_readout true``).
+the readout crop, the default).
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ __all__ = [
 
 #: mask types understood by ``fastmri.data.subsample.create_mask_for_mask_type``
 MASK_TYPES = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction")
-#: fastMRI's usual brain/knee setting: random 4× mask, 8 % fully sampled centre columns
-DEFAULT_MASK_TYPE = "random"
+#: the package's default acquisition (every command's): fastMRI's brain setting, an equispaced 4×
+#: mask with 8 % fully sampled centre columns
+DEFAULT_MASK_TYPE = "equispaced_fraction"
 DEFAULT_CENTER_FRACTIONS = (0.08,)
 DEFAULT_ACCELERATIONS = (4,)
 

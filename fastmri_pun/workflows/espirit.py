@@ -3,7 +3,7 @@
 The maps go into the cache that :class:`~fastmri_pun.data.transforms.SenseDataTransform` reads
 (:class:`~fastmri_pun.data.espirit.SensitivityCache`): same code path and keys, so training and
 evaluation with the same mask / calibration settings load them instead of recomputing them.
-Shell: ``python -m fastmri_pun.cli.espirit DATA_PATH --maps_cache_dir DIR ...``.
+Shell: ``python -m fastmri_pun.cli.espirit --data_path DIR --maps_cache_dir CACHE ...``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,9 @@ from tqdm import tqdm
 
 from ..data.espirit import EspiritSettings
 from ..data.h5io import validate_fastmri_folder
-from ..data.masks import (
-    DEFAULT_ACCELERATIONS,
-    DEFAULT_CENTER_FRACTIONS,
-    DEFAULT_MASK_TYPE,
-    MASK_TYPES,
-    make_mask_func,
-)
+from ..data.masks import MASK_TYPES, make_mask_func
 from ..data.transforms import SenseDataTransform
+from .train_config import DataConfig
 
 __all__ = ["MapsConfig", "MapsSummary", "precompute_maps"]
 
@@ -35,11 +30,15 @@ __all__ = ["MapsConfig", "MapsSummary", "precompute_maps"]
 class MapsConfig:
     """ESPIRiT precompute settings (the flags of ``python -m fastmri_pun.cli.espirit``).
 
+    The mask and readout-crop defaults are those of ``python -m fastmri_pun.train``
+    (:class:`~fastmri_pun.workflows.train_config.DataConfig`): maps precomputed with the
+    defaults are found in the cache by a training run with the defaults.
+
     Args:
         maps_cache_dir: where maps are stored (default: $FASTMRI_PUN_CACHE/sens_maps or
             ~/.cache/fastmri_pun/sens_maps, the transform's default).
-        mask_type: fastMRI mask type whose ACS (fully sampled centre) is used.
-        center_fractions: fraction(s) of fully sampled centre columns (the ACS).
+        mask_type: fastMRI mask type whose ACS (fully sampled centre) is used; as training's.
+        center_fractions: fraction(s) of fully sampled centre columns (the ACS); as training's.
         accelerations: undersampling factor(s) (> 1); the ACS of random/equispaced masks does
             not depend on them.
         espirit_kernel_width: ESPIRiT kernel width.
@@ -48,7 +47,7 @@ class MapsConfig:
         espirit_max_iter: ESPIRiT power iterations.
         espirit_calib_width: calibration square width (default: the ACS width).
         crop_readout: compute maps on k-space with the readout oversampling removed (as
-            SenseDataTransform(crop_readout=True)).
+            SenseDataTransform(crop_readout=True)); must match training's --crop_readout.
         noise_snr_db: first add k-space noise at this SNR in dB (as the transform's noise option).
         seed: seed of the added noise.
         num_workers: DataLoader worker processes.
@@ -56,15 +55,15 @@ class MapsConfig:
     """
 
     maps_cache_dir: Path | None = None
-    mask_type: Literal[MASK_TYPES] = DEFAULT_MASK_TYPE
-    center_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_CENTER_FRACTIONS))
-    accelerations: list[float] = field(default_factory=lambda: list(DEFAULT_ACCELERATIONS))
+    mask_type: Literal[MASK_TYPES] = DataConfig.mask_type
+    center_fractions: list[float] = field(default_factory=lambda: DataConfig().center_fractions)
+    accelerations: list[int] = field(default_factory=lambda: DataConfig().accelerations)
     espirit_kernel_width: int = EspiritSettings.kernel_width
     espirit_crop: float = EspiritSettings.crop
     espirit_thresh: float = EspiritSettings.thresh
     espirit_max_iter: int = EspiritSettings.max_iter
     espirit_calib_width: int | None = EspiritSettings.calib_width
-    crop_readout: bool = False
+    crop_readout: bool = DataConfig.crop_readout
     noise_snr_db: float | None = None
     seed: int = 0
     num_workers: int = 0

@@ -43,16 +43,20 @@ from ..evaluation.shift_data import ShiftData, check_shift_dirs, resolve_shifts
 from ..evaluation.stats import N_BOOT, paired_differences, summarize
 from ..utils.io import atomic_write_text
 from ..utils.run_dir import RunDir
-from .train_config import DataConfig
+from .train_config import DataConfig, TrainerConfig
 
 __all__ = ["SuiteConfig", "SuiteResult", "check_training_configs", "evaluate", "model_names"]
 
 _PATHS = ("data_path", "output_dir", "maps_cache_dir", "annotations")
 
 
-def _training(name: str) -> list[float]:
+# values of SuiteConfig.accelerator: those of fastmri_pun.train's --accelerator
+_ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+def _training(name: str) -> list:
     """A training default (the in-distribution mask is the training mask unless told)."""
-    return [float(v) for v in getattr(DataConfig(), name)]
+    return list(getattr(DataConfig(), name))
 
 
 @dataclass
@@ -86,7 +90,8 @@ class SuiteConfig:
         by_volume: Bootstrap whole volumes instead of images (slices of a volume are
             correlated; needs several volumes).
         seed: Seed of the noise shift's k-space noise and of the bootstrap.
-        device: 'auto', 'cpu' or 'cuda'.
+        accelerator: Where the models run, as fastmri_pun.train's --accelerator: 'auto' (a CUDA
+            GPU if available, else the CPU), 'cpu' or 'gpu' (CUDA).
         enable_progress_bar: Show tqdm progress bars.
         metrics: Metrics summarized and compared (default: all).
     """
@@ -98,7 +103,7 @@ class SuiteConfig:
     output_dir: Path = Path("outputs/eval")
     mask_type: Literal[MASK_TYPES] = DataConfig.mask_type
     center_fractions: list[float] = field(default_factory=lambda: _training("center_fractions"))
-    accelerations: list[float] = field(default_factory=lambda: _training("accelerations"))
+    accelerations: list[int] = field(default_factory=lambda: _training("accelerations"))
     noise_snr_db: float | None = None
     test_split: str = DataConfig.test_split
     crop_readout: bool = DataConfig.crop_readout
@@ -110,7 +115,7 @@ class SuiteConfig:
     n_boot: int = N_BOOT
     by_volume: bool = False
     seed: int = 0
-    device: str = "auto"
+    accelerator: str = TrainerConfig.accelerator
     enable_progress_bar: bool = True
     metrics: list[str] = field(default_factory=lambda: [*IMAGE_METRICS, *ROI_METRICS])
 
@@ -138,8 +143,10 @@ class SuiteConfig:
             raise ValueError(
                 f"--metrics {self.metrics}: choose from {', '.join([*IMAGE_METRICS, *ROI_METRICS])}"
             )
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"--device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.accelerator not in _ACCELERATORS:
+            raise ValueError(
+                f"--accelerator must be one of {', '.join(_ACCELERATORS)}, got {self.accelerator!r}"
+            )
 
 
 @dataclass
@@ -217,10 +224,14 @@ def _data_path(cfg: SuiteConfig) -> Path:
     return cfg.data_path
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _device(accelerator: str) -> torch.device:
+    """``'gpu'`` → CUDA, ``'cpu'`` → CPU, ``'auto'`` → CUDA if available, else the CPU."""
+    cuda = torch.cuda.is_available()
+    if accelerator == "gpu" and not cuda:
+        raise ValueError("--accelerator gpu: no CUDA GPU is available (use cpu or auto)")
+    return torch.device(
+        "cuda" if accelerator == "gpu" or (accelerator == "auto" and cuda) else "cpu"
+    )
 
 
 def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> SuiteResult:
@@ -255,7 +266,7 @@ def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> 
     )
     data = ShiftData(**{f.name: getattr(cfg, f.name) for f in fields(ShiftData)})
     check_shift_dirs(shifts, data)  # fail on a missing folder before any model runs
-    device = _device(cfg.device)
+    device = _device(cfg.accelerator)
     torch.manual_seed(cfg.seed)
     check_training_configs(ckpts, cfg)
     models = load_models(ckpts, device, cfg.zero_filled)

@@ -281,14 +281,13 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
         if trainer.interrupted:
             result.interrupted = True
             return result
-        ckpt_cb = trainer.checkpoint_callback
-        last = ckpt_cb.last_model_path  # read before validate/test, which reset it
-        best = ckpt_cb.best_model_path or last
+        last = run.last_checkpoint if run.last_checkpoint.is_file() else None
+        best = trainer.checkpoint_callback.best_model_path or last
         trainer.validate(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
         result.val = module.val_results
         trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
         result.best_checkpoint = Path(best)
-        result.last_checkpoint = Path(last) if last else None
+        result.last_checkpoint = last
         note = f"Model: best checkpoint by validation SSIM, `{best}`."
     else:
         trainer.test(module, datamodule=dm, verbose=False)

@@ -21,7 +21,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints
 
-from ..data.masks import MASK_TYPES
+from ..data.masks import (
+    DEFAULT_ACCELERATIONS,
+    DEFAULT_CENTER_FRACTIONS,
+    DEFAULT_MASK_TYPE,
+    MASK_TYPES,
+)
 from ..demo.builder import DemoConfig
 from ..models import ModelSettings, model_settings
 from ..pruning.config import PruneConfig
@@ -139,9 +144,9 @@ class DataConfig:
     sample_rate: float | None = None
     val_sample_rate: float | None = None
     test_sample_rate: float | None = None
-    mask_type: Literal[MASK_TYPES] = "equispaced_fraction"
-    center_fractions: list[float] = field(default_factory=lambda: [0.08])
-    accelerations: list[int] = field(default_factory=lambda: [4])
+    mask_type: Literal[MASK_TYPES] = DEFAULT_MASK_TYPE
+    center_fractions: list[float] = field(default_factory=lambda: list(DEFAULT_CENTER_FRACTIONS))
+    accelerations: list[int] = field(default_factory=lambda: list(DEFAULT_ACCELERATIONS))
     sens_maps: Literal["espirit", "learned"] = "espirit"
     maps_cache_dir: str | None = None
     crop_readout: bool = True

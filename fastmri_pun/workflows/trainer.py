@@ -85,22 +85,33 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
         TensorBoardLogger(save_dir=run.logs, name="tensorboard", default_hp_metric=False),
         CSVLogger(save_dir=run.logs, name="csv"),
     ]
-    ckpt = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename=run.best_checkpoint.stem,
         monitor=BEST_METRIC,
         mode="max",
         save_top_k=1,
-        save_last=True,
         auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
-    ckpt.CHECKPOINT_NAME_LAST = run.last_checkpoint.stem
+    # Lightning's save_last=True writes last.ckpt only in epochs whose score improved (and at
+    # train end with the epoch counter already advanced); a callback without a monitor saves
+    # every epoch, so last.ckpt is always the latest epoch and a resume continues from it.
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename=run.last_checkpoint.stem,
+        monitor=None,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
     phase = "dense" if cfg.prune == "none" else "sparse"
     return InterruptibleTrainer(
         max_epochs=cfg.trainer.max_epochs,
         logger=loggers,
         callbacks=[
-            ckpt,
+            best,  # first: trainer.checkpoint_callback is the best checkpoint's callback
+            last,
             LearningRateMonitor(logging_interval="epoch"),
             ComputeAccounting(phase, run.compute_accounting),
             *callbacks,
