@@ -18,12 +18,12 @@ from fastmri.data.transforms import VarNetDataTransform
 
 from fastmri_pun.cli import demo as demo_cli
 from fastmri_pun.data.annotations import annotations_for, read_annotations, roi_mask
+from fastmri_pun.data.crop import center_crop
 from fastmri_pun.data.masks import make_mask_func
 from fastmri_pun.demo import builder as demo_mod
 from fastmri_pun.demo.builder import DEMO_FOLDERS, build_demo_dataset, ensure_demo_dataset
 from fastmri_pun.demo.simulate import (
     AcquisitionConfig,
-    center_crop,
     ifft2c,
     noise_covariance,
     resample_to_grid,

@@ -45,6 +45,7 @@ from ..workflows.train import TrainResult, fit
 from ..workflows.train_config import Flag, ModelConfig, TrainConfig, train_flags
 from .common import run_command
 from .config_files import check_config_keys, config_file_paths, read_config_file
+from .config_files import config_keys as valid_keys  # the keys a flag or config file may set
 
 __all__ = ["PROG", "build_parser", "main", "parse_args", "report", "valid_keys"]
 
@@ -110,13 +111,6 @@ def build_parser(model: str = ModelConfig.model) -> ArgumentParser:
             kwargs.update(type=get_args(flag.type)[0], nargs="+")
         groups[flag.group].add_argument(f"--{flag.name}", **kwargs)
     return parser
-
-
-def valid_keys(parser: ArgumentParser) -> list[str]:
-    """Keys a config file (or flag) may set."""
-    return sorted(
-        a.dest for a in parser._actions if a.dest not in _NOT_KEYS and a.dest != "==SUPPRESS=="
-    )
 
 
 def _selected_model(argv: Sequence[str], files: dict[str, dict[str, Any]]) -> str:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
+from ..data.crop import center_crop
+
 __all__ = [
     "AcquisitionConfig",
     "Lesion",
@@ -69,13 +71,6 @@ def ifft2c(x: np.ndarray) -> np.ndarray:
 def rss(coil_images: np.ndarray, axis: int = 0) -> np.ndarray:
     """Root-sum-of-squares over ``axis`` (coils). ``[C, H, W]`` complex → ``[H, W]`` real."""
     return np.sqrt(np.sum(np.abs(coil_images) ** 2, axis=axis))
-
-
-def center_crop(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Crop the last two axes to ``shape`` around the centre (``fastmri`` ``center_crop`` rule)."""
-    h, w = x.shape[-2:]
-    top, left = (h - shape[0]) // 2, (w - shape[1]) // 2
-    return x[..., top : top + shape[0], left : left + shape[1]]
 
 
 # ------------------------------------------------------------------------------- coordinates

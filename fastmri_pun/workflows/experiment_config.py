@@ -208,17 +208,17 @@ class ExperimentConfig:
                      **extra: Any) -> SuiteConfig:  # fmt: skip
         """The evaluation configuration: the training mask of the shared settings, the
         ``evaluate`` section, the driver's folders, reference run and seed."""
-        train = self.train_config(self.reference, self.seeds[0], data_path, output_dir).to_flat()
+        data = self.train_config(self.reference, self.seeds[0], data_path, output_dir).data
         return SuiteConfig(
             data_path=Path(data_path),
             output_dir=Path(output_dir),
             reference=reference,
             seed=seed,
-            mask_type=train["mask_type"],
-            center_fractions=list(train["center_fractions"])[:1],
-            accelerations=list(train["accelerations"])[:1],
-            crop_readout=bool(train["crop_readout"]),
-            maps_cache_dir=train.get("maps_cache_dir"),
+            mask_type=data.mask_type,
+            center_fractions=data.center_fractions[:1],
+            accelerations=data.accelerations[:1],
+            crop_readout=data.crop_readout,
+            maps_cache_dir=data.maps_cache_dir,
             **{**self.evaluate, **extra},
         )
 

@@ -33,6 +33,7 @@ from ..utils.run_dir import RunDir
 from .evaluate import SuiteResult, evaluate
 from .experiment_config import ExperimentConfig
 from .paper_report import write_report
+from .run_outputs import read_compute
 from .train import fit
 
 __all__ = ["PaperResult", "run_paper", "training_subset"]
@@ -95,14 +96,6 @@ def _finished(run: RunDir) -> dict[str, Any] | None:
     return done if Path(done.get("checkpoint", "")).is_file() else None
 
 
-def _read_compute(run: RunDir) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(run.compute_accounting.read_text())
-    except (OSError, ValueError):
-        return []
-    return data if isinstance(data, list) else []
-
-
 def train_run(exp: ExperimentConfig, method: str, seed: int, data_path: Path, run: RunDir,
               progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Train one method/seed unless its ``DONE.json`` says it is finished; returns the record
@@ -134,7 +127,7 @@ def train_run(exp: ExperimentConfig, method: str, seed: int, data_path: Path, ru
         "config": cfg.to_flat(),
         "wall_time_s": wall,
         "density": density_report(ReconstructionModule.load_checkpoint(checkpoint).model),
-        "compute": _read_compute(run),
+        "compute": read_compute(run) or [],
     }
     atomic_write_json(run.done, record)
     return record
