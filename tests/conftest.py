@@ -4,6 +4,8 @@
   no test reads or writes ``~/.cache/fastmri_pun`` (demo data, ESPIRiT map cache).
 - ``demo_root`` (session): a tiny demo dataset built once (size 64, 4 coils, ``layout="tiny"``:
   4 train / 2 val / 4 test slices + shifted sets; k-space ``[4, 128, 64]``, targets 64×64).
+- ``quirk_root`` (session): a fastMRI-quirk dataset written with plain h5py by
+  ``tests/quirk_files.py`` (read-only: tests copy files out of it before changing anything).
 - ``demo_mask_func``: a fastMRI random 4× mask with centre fraction 0.16 — 10 ACS columns at
   width 64, enough for ESPIRiT (kernel 5 needs ≥ 7; the usual 0.08 gives only 5 at this width).
 """
@@ -41,6 +43,16 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo_dataset(
         out, size=DEMO_SIZE, coils=DEMO_COILS, seed=0, layout="tiny", progress=False
     )
+
+
+@pytest.fixture(scope="session")
+def quirk_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of the fastMRI-quirk dataset (:func:`quirk_files.write_quirk_dataset`)."""
+    from quirk_files import write_quirk_dataset
+
+    root = tmp_path_factory.mktemp("quirks")
+    write_quirk_dataset(root)
+    return root
 
 
 @pytest.fixture

@@ -300,7 +300,9 @@ def write_singlecoil_dataset(root: str | Path, seed: int = 0) -> dict[str, list[
                 mask = equispaced_mask(w, 4, 8)
                 attrs = {"acceleration": 4, "num_low_frequency": 8, "acquisition": "CORPD_FBK"}
                 _write(path, (kspace * mask).astype(np.complex64), header, {}, attrs, mask=mask)
-                vols.append(QuirkVolume(path.name, 2, 1, w, (0, w), False, "complex64", False, mask, True))
+                vols.append(
+                    QuirkVolume(path.name, 2, 1, w, (0, w), False, "complex64", False, mask, True)
+                )
                 continue
             attrs = {
                 "acquisition": "CORPD_FBK",
@@ -310,7 +312,9 @@ def write_singlecoil_dataset(root: str | Path, seed: int = 0) -> dict[str, list[
             }
             targets = {"reconstruction_esc": target, "reconstruction_rss": target}
             _write(path, kspace.astype(np.complex64), header, targets, attrs)
-            vols.append(QuirkVolume(path.name, 2, 1, w, (0, w), True, "complex64", True, None, True))
+            vols.append(
+                QuirkVolume(path.name, 2, 1, w, (0, w), True, "complex64", True, None, True)
+            )
         out[f"singlecoil_{split}"] = vols
     return out
 
@@ -331,7 +335,13 @@ def write_bad_files(folder: str | Path, seed: int = 0) -> dict[str, str]:
         {"reconstruction_rss": target},
         {"max": 1.0},
     )
-    _write(folder / "real_kspace.h5", kspace.real.copy(), good_header, {"reconstruction_rss": target}, {"max": 1.0})
+    _write(
+        folder / "real_kspace.h5",
+        kspace.real.copy(),
+        good_header,
+        {"reconstruction_rss": target},
+        {"max": 1.0},
+    )
     return {
         "no_header.h5": "ismrmrd_header",
         "garbled_header.h5": "ismrmrd_header",

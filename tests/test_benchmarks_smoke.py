@@ -18,6 +18,7 @@ import torch
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
+import bench_espirit as be  # noqa: E402
 import bench_physics as bp  # noqa: E402
 import bench_prune_cost as bpc  # noqa: E402
 import common  # noqa: E402
@@ -285,3 +286,19 @@ def test_timing_and_machine_helpers():
     desc = common.machine_description()
     assert {"cpu", "cores", "torch", "date"} <= set(desc)
     assert "threads" in desc["torch"]
+
+
+def test_espirit_benchmark_quick_run_measures_the_defaults(tmp_path: Path, one_thread) -> None:
+    """The quick ESPIRiT benchmark's default-settings row is within 0.5 dB of CG-SENSE with the
+    true maps, with no hole inside the object, and both targets say so."""
+    path = be.main(["--quick", "--slices", "1", "--output_dir", str(tmp_path)])
+    data = json.loads(path.read_text())
+    assert data["settings"]["quick"] is True
+    targets = {t["name"]: t for t in data["targets"]}
+    worst = targets["defaults: worst ΔPSNR over all cases (dB)"]
+    holes = targets["defaults: holes inside the object"]
+    assert worst["met"] and math.isfinite(worst["value"]) and worst["value"] >= -0.5
+    assert holes["met"] and holes["value"] == 0
+    (defaults,) = [t for t in data["tables"] if t["caption"].startswith("Defaults")]
+    row = dict(zip(defaults["header"], defaults["rows"][0], strict=True))
+    assert row["holes"] == 0 and row["crop"] == 0.9 and row["min object eigenvalue"] > 0.9

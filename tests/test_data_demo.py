@@ -1,5 +1,6 @@
 """Demo dataset: fastMRI layout fidelity, split hygiene, determinism, idempotence, atomic writes,
-lesion annotations, fallbacks, and properties of the acquisition simulation."""
+lesion annotations, fallbacks, and properties of the acquisition simulation (the emulated
+single-coil folders: tests/test_demo_singlecoil.py)."""
 
 from __future__ import annotations
 
@@ -300,11 +301,13 @@ def test_command_line_builds_and_reports(tmp_path: Path, capsys) -> None:
     assert demo_cli.main([*argv, *quiet]) == 0
     report = capsys.readouterr().out
     assert "MiB" in report and "multicoil_test_lesions: 2" in report
+    assert "singlecoil_train: 2, singlecoil_val: 1, singlecoil_test: 2" in report
     assert demo_cli.main([*argv, "--seed", "3", *quiet]) == 2  # other settings, no --force
     assert "other settings" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         demo_cli.main(["--help"])
-    assert "--force" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert "--force" in help_text and "singlecoil_{train,val,test}/" in help_text
 
 
 def test_command_line_rejects_abbreviations_and_unknown_config_keys(tmp_path: Path, capsys) -> None:

@@ -272,7 +272,7 @@ def test_precompute_command_fills_the_transform_cache(
 
     monkeypatch.setattr(sens_mod, "espirit_maps", boom)
     # same ACS (centre fraction) and readout crop, other mask type and acceleration: cache hits
-    mask_func = make_mask_func("random", 0.16, 8)
+    mask_func = make_mask_func("random", 0.16, 6)
     transform = SenseDataTransform(mask_func, cache_dir=tmp_path, crop_readout=True)
     ds = SliceDataset(demo_root / "multicoil_val", "multicoil", transform=transform)
     assert all(ds[i].sens_maps.shape[0] == DEMO_COILS for i in range(len(ds)))  # all cache hits

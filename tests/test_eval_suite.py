@@ -211,19 +211,20 @@ def test_cli_errors(capsys, ckpts, demo_root, tmp_path):
 
 
 def test_warns_when_training_mask_differs(tmp_path, ckpts):
+    from fastmri_pun.data import TransformSettings
+
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     ck = run / "checkpoints" / "best.ckpt"
     shutil.copy(ckpts["dense"], ck)
     conf = {"mask_type": "equispaced_fraction", "center_fractions": [0.08], "accelerations": [4]}
     (run / "config.yaml").write_text(yaml.safe_dump({**conf, "crop_readout": True}))
-    cfg = _cfg(tmp_path, tmp_path / "o")  # centre fraction 0.16
+    evaluated = TransformSettings(center_fractions=(0.16,))  # e.g. --center_fractions 0.16
     with pytest.warns(UserWarning, match=r"center_fractions.*0\.08"):
-        check_training_configs({"run": ck}, cfg)
-    cfg.center_fractions = [0.08]
+        check_training_configs({"run": ck}, {"run": evaluated})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_training_configs({"run": ck}, cfg)  # same settings: silent
+        check_training_configs({"run": ck}, {"run": TransformSettings()})  # same: silent
 
 
 def test_cli_flags_come_from_the_suite_config(ckpts, tmp_path, capsys):

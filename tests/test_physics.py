@@ -76,6 +76,16 @@ def test_fft_matches_fastmri(shape):
     assert _rel(complex_to_real(ifft2c(x)), fastmri.ifft2c(complex_to_real(x))) < 1e-6
 
 
+def test_fft_refuses_real_view_tensors():
+    """A fastMRI real-view [..., H, W, 2] tensor would be transformed over (W, 2): refused."""
+    real_view = torch.randn(2, 8, 6, 2)
+    for fn in (fft2c, ifft2c):
+        with pytest.raises(ValueError, match=r"view_as_complex"):
+            fn(real_view)
+    x = torch.view_as_complex(real_view)
+    assert torch.allclose(torch.view_as_real(fft2c(x)), fastmri.fft2c(real_view), atol=1e-5)
+
+
 def test_converters_roundtrip():
     x = torch.randn(2, 3, 4, 2)
     assert torch.equal(complex_to_real(real_to_complex(x)), x)

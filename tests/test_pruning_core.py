@@ -175,6 +175,40 @@ def test_pruned_weights_stay_exactly_zero_while_training():
     assert density_report(model)["kept"] == round(0.2 * n_total)
 
 
+def test_pruned_model_can_be_deep_copied_and_averaged():
+    """prune's hook leaves a non-leaf weight that copy.deepcopy refuses; ours stay copyable
+    (EMA/SWA through AveragedModel) and train exactly as torch's plain pruning does."""
+    import copy
+
+    from torch.nn.utils import prune
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    ours, plain = Small(), Small()
+    plain.load_state_dict(ours.state_dict())
+    masks = magnitude_masks(ours, 0.3)
+    apply_masks(ours, masks)
+    for name, mask in masks.items():
+        module_name, _, attr = name.rpartition(".")
+        prune.custom_from_mask(plain.get_submodule(module_name), attr, mask)
+    x, y = torch.randn(4, 2, 6, 6), torch.randn(4, 3)
+    for model in (ours, plain):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    assert torch.equal(ours(x), plain(x))  # identical training, the hook changes nothing
+    with pytest.raises(RuntimeError):
+        copy.deepcopy(plain)  # the fault being guarded against
+    twin = copy.deepcopy(ours)
+    assert torch.equal(twin(x), ours(x))
+    assert torch.equal(get_masks(twin)["conv.weight"], masks["conv.weight"])
+    swa = AveragedModel(ours)
+    swa.update_parameters(ours)
+    assert torch.equal(swa(x), ours(x))
+
+
 def test_masks_survive_save_load_bit_identical(tmp_path):
     torch.manual_seed(0)
     model = Small()

@@ -61,3 +61,17 @@ def test_python_m_entry_point_of_the_paper_experiment():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "--budget {small,full}" in out.stdout and "REPORT.md" in out.stdout
+
+
+def test_top_level_package_exports_the_one_call_pruning_api():
+    import fastmri_pun
+    from fastmri_pun import pruning
+
+    for name in fastmri_pun.__all__:
+        assert hasattr(fastmri_pun, name), name
+    for name in ("prune_at_init", "build_pruned_model", "load_pruned_state_dict", "PruneReport",
+                 "list_pruning_methods"):  # fmt: skip
+        assert getattr(fastmri_pun, name) is getattr(pruning, name)
+    assert fastmri_pun.list_pruning_methods() == [
+        "pun-it", "pun-at", "magnitude", "magnitude-at", "random", "snip", "imp"
+    ]  # fmt: skip

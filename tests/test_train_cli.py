@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import yaml
 from torch import nn
 
 from fastmri_pun.cli.train import build_parser, main, parse_args, valid_keys
+from fastmri_pun.data import EspiritSettings
 from fastmri_pun.models import ModelSettings, ModlSettings, register_model, unregister_model
 from fastmri_pun.workflows.train import TrainConfig, fit, prepare
 
@@ -33,6 +34,10 @@ FLAGS = [
     "prune", "density", "temperature", "kl_weight", "prior_p", "search_steps", "search_lr",
     "imp_rounds", "imp_rate",
 ]  # fmt: skip
+# one per ESPIRiT setting, generated from the dataclass (its fields may change), in the data group
+FLAGS[FLAGS.index("num_workers") + 1 : FLAGS.index("num_workers") + 1] = [
+    f"espirit_{f.name}" for f in fields(EspiritSettings)
+]
 
 
 def parse_config(argv):
@@ -121,8 +126,8 @@ def test_bad_config_files(tmp_path, text, match):
 def test_bad_command_lines(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"unknown option\(s\) 'acceleration' \(did you mean"):
         parse_config(["--acceleration", "4"])
-    with pytest.raises(ValueError, match="singlecoil is not supported yet"):
-        parse_config(["--challenge", "singlecoil"])
+    with pytest.raises(ValueError, match="challenge.*singlecoil"):
+        parse_config(["--challenge", "bicoil"])
     with pytest.raises(ValueError, match="same length"):
         parse_config(["--accelerations", "4", "8"])
     with pytest.raises(ValueError, match="--mode test needs a checkpoint"):
@@ -151,15 +156,16 @@ def test_missing_or_empty_split_folders(tmp_path):
         fit(parse_args([*base, "--resume", "last"]))
 
 
-def test_module_entry_point_reports_one_line():
+def test_module_entry_point_reports_one_line(tmp_path):
+    missing = tmp_path / "nowhere"
     proc = subprocess.run(
-        [sys.executable, "-m", "fastmri_pun.train", "--challenge", "singlecoil"],
+        [sys.executable, "-m", "fastmri_pun.train", "--data_path", str(missing),
+         "--output_dir", str(tmp_path / "out")],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "python -m fastmri_pun.train: error: --challenge singlecoil is not supported yet; "
-        "use --challenge multicoil"
+        f"python -m fastmri_pun.train: error: --data_path {missing} does not exist"
     ]
 
 
@@ -218,7 +224,7 @@ def test_from_flat_round_trip_and_unknown_keys():
         ({"prune": "pun"}, r"--prune must be one of none, pun-it, .*got 'pun'"),
         ({"density": 1.5}, r"density must be in \(0, 1\]"),
         ({"num_unrolls": 0}, r"num_unrolls must be >= 1, got 0"),
-        ({"challenge": "singlecoil"}, "singlecoil is not supported yet"),
+        ({"challenge": "bicoil"}, r"--challenge must be .multicoil. or .singlecoil., got .bicoil."),
         ({"accelerations": [4, 8]}, "same length"),
         ({"mode": "test"}, "--mode test needs a checkpoint"),
     ],

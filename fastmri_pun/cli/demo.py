@@ -1,5 +1,10 @@
 """``python -m fastmri_pun.demo``: build the fastMRI-format demo dataset.
 
+Writes the multicoil folders (``multicoil_train/``, ``multicoil_val/``, ``multicoil_test/`` and the
+shifted test sets) and their emulated single-coil versions (``singlecoil_train/``,
+``singlecoil_val/``, ``singlecoil_test/``, fastMRI's single-coil layout); see
+:mod:`fastmri_pun.demo.builder`.
+
 Flags are the fields of :class:`fastmri_pun.demo.DemoConfig` (``--output_dir``, ``--demo_size``,
 ``--demo_coils``, ``--seed``, ``--layout``, ``--force``, ``--enable_progress_bar``), also readable
 from a ``--config`` YAML file (checked by :func:`~fastmri_pun.cli.config_files.parse_checked`).
@@ -16,7 +21,7 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from ..demo import DEMO_FOLDERS, DemoConfig, build_demo_dataset
+from ..demo import DEMO_FOLDERS, SINGLECOIL_FOLDERS, DemoConfig, build_demo_dataset
 from .common import run_command
 from .config_files import add_config_flag, add_dataclass_flags, parse_checked
 
@@ -25,7 +30,10 @@ __all__ = ["build_parser", "main", "parse_config"]
 PROG = "python -m fastmri_pun.demo"
 DESCRIPTION = (
     "Build the fastMRI-format demo dataset from real MR images shipped by mricron-data, dipy and "
-    "pydicom-data (simulated multicoil acquisition). Never downloads."
+    "pydicom-data (simulated multicoil acquisition): multicoil_{train,val,test}/, the shifted "
+    "test sets multicoil_test_{anatomy,contrast,lesions}/, and emulated single-coil versions of "
+    "the brain splits in singlecoil_{train,val,test}/ (fastMRI's single-coil layout, targets "
+    "reconstruction_esc). Never downloads."
 )
 
 
@@ -53,7 +61,9 @@ def parse_config(argv: Sequence[str] | None = None) -> DemoConfig:
 
 def _summary(root: Path, seconds: float) -> str:
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    counts = ", ".join(f"{s}: {len(list((root / s).glob('*.h5')))}" for s in DEMO_FOLDERS)
+    counts = ", ".join(
+        f"{s}: {len(list((root / s).glob('*.h5')))}" for s in (*DEMO_FOLDERS, *SINGLECOIL_FOLDERS)
+    )
     return (
         f"demo dataset in {root} ({size / 2**20:.1f} MiB, {seconds:.1f} s); "
         f"volumes per folder: {counts}"

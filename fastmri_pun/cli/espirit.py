@@ -1,12 +1,15 @@
 """``python -m fastmri_pun.cli.espirit --data_path DIR [flags]``: precompute ESPIRiT coil maps for
-every slice of a fastMRI multicoil folder (:func:`fastmri_pun.workflows.espirit.precompute_maps`).
+every slice of a fastMRI multicoil dataset root or split folder
+(:func:`fastmri_pun.workflows.espirit.precompute_maps`).
 
 Flags are ``--data_path`` and the fields of :class:`~fastmri_pun.workflows.espirit.MapsConfig`
 (fastMRI's spelling: ``--maps_cache_dir --mask_type --center_fractions 0.08 --accelerations 4
---crop_readout true --espirit_kernel_width 5 ... --num_workers 2``), also readable from a
-``--config`` YAML file (checked by :func:`~fastmri_pun.cli.config_files.parse_checked`). The mask
-and readout-crop defaults are ``python -m fastmri_pun.train``'s, so a default training run reads
-the maps of a default precompute. Bad input is one line on stderr and exit status 2.
+--crop_readout true --num_workers 2`` and one ``--espirit_<field>`` per
+:class:`~fastmri_pun.data.EspiritSettings` field), also readable from a ``--config`` YAML file
+(checked by :func:`~fastmri_pun.cli.config_files.parse_checked`). The mask, readout-crop and
+ESPIRiT defaults are ``python -m fastmri_pun.train``'s, so a default training run reads the maps
+of a default precompute. It prints how many slices' maps were computed and how many were already
+in the cache. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ __all__ = ["build_parser", "main", "parse_args"]
 
 PROG = "python -m fastmri_pun.cli.espirit"
 DESCRIPTION = (
-    "Precompute ESPIRiT coil sensitivity maps for every slice of a fastMRI multicoil folder into "
-    "the cache used by SenseDataTransform (same keys, so training and evaluation with the same "
-    "mask/calibration settings read them instead of recomputing). The mask and --crop_readout "
-    "defaults are those of python -m fastmri_pun.train."
+    "Precompute ESPIRiT coil sensitivity maps for every slice of a fastMRI multicoil dataset "
+    "into the cache used by SenseDataTransform (same keys, so training and evaluation with the "
+    "same mask/calibration settings read them instead of recomputing). The mask, --crop_readout "
+    "and --espirit_* defaults are those of python -m fastmri_pun.train. Prints how many slices' "
+    "maps were computed and how many were found in the cache."
 )
 
 
@@ -43,8 +47,9 @@ def build_parser() -> ArgumentParser:
         "--data_path",
         type=str,
         required=True,
-        help="Folder of fastMRI multicoil .h5 files: one split, e.g. DATA/multicoil_train "
-        "(fastmri_pun.train's --data_path is DATA).",
+        help="Dataset root DATA (as fastmri_pun.train's --data_path: every multicoil_* split "
+        "folder under it: train, val, test and the shift folders) or one split folder of fastMRI "
+        "multicoil .h5 files, e.g. DATA/multicoil_train.",
     )
     add_dataclass_flags(parser, MapsConfig)
     return parser
@@ -71,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         summary = precompute_maps(*parse_args(argv))
-        print(f"maps for {summary.num_slices} slices in {summary.maps_cache_dir}")
+        print(
+            f"maps for {summary.num_slices} slices in {summary.maps_cache_dir}: "
+            f"{summary.computed} computed, {summary.found} found in the cache "
+            f"({len(summary.folders)} folder(s): {', '.join(f.name for f in summary.folders)})"
+        )
 
     return run_command(PROG, body)
 

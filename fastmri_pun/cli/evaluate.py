@@ -6,7 +6,8 @@
 
 The flags are the fields of :class:`~fastmri_pun.workflows.evaluate.SuiteConfig` (plus
 ``--checkpoints``, ``--names`` and ``--config``); :func:`~fastmri_pun.workflows.evaluate.evaluate`
-does the work. List flags of names (``--shifts``, ``--metrics``) also take comma-separated lists;
+does the work. The data settings (challenge, in-distribution mask, coil maps, ``--espirit_*``,
+readout crop) default to the ones stored in the checkpoints; a flag given overrides them. List flags of names (``--shifts``, ``--metrics``) also take comma-separated lists;
 config files are checked by :func:`~fastmri_pun.cli.config_files.parse_checked`.
 """
 
@@ -47,7 +48,8 @@ def build_parser() -> ArgumentParser:
         "every model on every shift (per-image PSNR, SSIM, NMSE and, inside fastMRI+ boxes, ROI "
         "PSNR/SSIM) and writes per-image results, a summary with paired bootstrap CIs and the "
         "paper's figures to --output_dir; a rerun skips the model x shift pairs that already "
-        "finished.",
+        "finished. Mask, readout-crop and ESPIRiT settings default to the checkpoints' training "
+        "settings; the flags below override them.",
         exit_on_error=False,
         allow_abbrev=False,
     )

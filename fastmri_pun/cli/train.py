@@ -6,6 +6,7 @@
     python -m fastmri_pun.train --challenge multicoil            # demo: builds data, trains, tests
     python -m fastmri_pun.train --config fastmri_pun/configs/dense.yaml --max_epochs 50
     python -m fastmri_pun.train --mode test --resume outputs/demo/checkpoints/best.ckpt
+    python -m fastmri_pun.train --challenge singlecoil --output_dir outputs/demo_singlecoil
 
 Command-line design. Lightning's ``LightningCLI`` was weighed first: it builds the parser from the
 module/datamodule signatures, but its options are nested (``--model.init_args.lr``,
@@ -61,7 +62,7 @@ def _field_help(owner: type) -> dict[str, str]:
 
 
 def _help(flag: Flag) -> str:
-    return _field_help(flag.owner).get(flag.name, "")
+    return flag.help or _field_help(flag.owner).get(flag.field, "")
 
 
 def _is_list(flag: Flag) -> bool:
@@ -80,7 +81,8 @@ def build_parser(model: str = ModelConfig.model) -> ArgumentParser:
         prog=PROG,
         description=(
             "Train and test MoDL (or another model registered in fastmri_pun.models) on "
-            "fastMRI-format multicoil data with pytorch-lightning 2, dense or pruned. With no "
+            "fastMRI-format data (multicoil, or singlecoil with --challenge singlecoil) with "
+            "pytorch-lightning 2, dense or pruned. With no "
             "arguments: build the demo data set (real brain MR images, simulated 8-coil "
             "acquisition) in the cache folder, train a small MoDL on CPU, validate, test, and "
             "write checkpoints, reconstructions, metrics.md/metrics.csv and a figure to "

@@ -1,5 +1,5 @@
-"""Data layer, what real fastMRI data need: the SENSE data transform with ESPIRiT coil maps,
-undersampling masks, test-time shifts, fastMRI+ annotations and fastMRI HDF5 files.
+"""Data layer, what real fastMRI data need: the SENSE data transform with ESPIRiT coil maps (built
+from :class:`TransformSettings`), undersampling masks, test-time shifts, fastMRI+ annotations and fastMRI HDF5 files.
 
 The demo dataset lives in :mod:`fastmri_pun.demo`; precomputing ESPIRiT maps for a folder in
 :mod:`fastmri_pun.workflows.espirit` (``python -m fastmri_pun.cli.espirit --help``).
@@ -10,12 +10,15 @@ from .annotations import Annotation, annotations_for, read_annotations, roi_mask
 from .crop import crop_to_common
 from .espirit import EspiritSettings, SensitivityCache, espirit_maps
 from .h5io import (
+    FastMRIFileInfo,
     list_fastmri_files,
+    missing_max_values,
     validate_fastmri_file,
     validate_fastmri_folder,
+    volume_max,
     write_fastmri_volume,
 )
-from .masks import MASK_TYPES, make_mask_func
+from .masks import MASK_TYPES, check_mask_settings, make_mask_func, sampled_acceleration
 from .shifts import (
     DEFAULT_SHIFTS,
     SHIFTS,
@@ -25,6 +28,7 @@ from .shifts import (
     register_shift,
     resolve_shift,
 )
+from .transform_settings import TransformSettings
 from .transforms import SenseDataTransform, SenseSample, add_noise_at_snr, crop_readout
 
 __all__ = [
@@ -33,25 +37,31 @@ __all__ = [
     "SHIFTS",
     "Annotation",
     "EspiritSettings",
+    "FastMRIFileInfo",
     "ResolvedShift",
     "SenseDataTransform",
     "SenseSample",
     "SensitivityCache",
     "ShiftSpec",
+    "TransformSettings",
     "add_noise_at_snr",
     "annotations_for",
+    "check_mask_settings",
     "crop_readout",
     "crop_to_common",
     "espirit_maps",
     "list_fastmri_files",
     "list_shifts",
     "make_mask_func",
+    "missing_max_values",
     "read_annotations",
     "register_shift",
     "resolve_shift",
     "roi_mask",
+    "sampled_acceleration",
     "validate_fastmri_file",
     "validate_fastmri_folder",
+    "volume_max",
     "write_annotations",
     "write_fastmri_volume",
 ]

@@ -1,4 +1,5 @@
-"""fastMRI multicoil HDF5 files: writer (deterministic, atomic), ISMRMRD header, validators.
+"""fastMRI HDF5 files: writer (deterministic, atomic), ISMRMRD header, validators (multicoil
+and single-coil), volume maxima.
 
 Layout written and checked (the fastMRI multicoil layout, read unchanged by
 ``fastmri.data.SliceDataset`` and its metadata parser):
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 import xml.etree.ElementTree as etree
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +36,15 @@ from ..utils.io import atomic_path, remove_stale_temp_files
 __all__ = [
     "ISMRMRD_NAMESPACE",
     "PARTIAL_DIRNAME",
+    "TARGET_KEYS",
     "FastMRIFileInfo",
     "ismrmrd_header",
     "list_fastmri_files",
+    "missing_max_values",
     "remove_stale_partials",
     "validate_fastmri_file",
     "validate_fastmri_folder",
+    "volume_max",
     "write_fastmri_volume",
 ]
 
@@ -176,7 +181,12 @@ def write_fastmri_volume(
 
 @dataclass(frozen=True)
 class FastMRIFileInfo:
-    """Structure of a validated fastMRI multicoil file."""
+    """Structure of a validated fastMRI file.
+
+    ``num_coils`` is 1 for single-coil files; ``padding`` the acquired columns
+    ``[padding_left, padding_right)`` as fastMRI's ``SliceDataset`` derives them from the header;
+    ``acceleration`` the file's ``acceleration`` attribute (test/challenge files), else ``None``.
+    """
 
     path: Path
     num_slices: int
@@ -185,27 +195,42 @@ class FastMRIFileInfo:
     recon_size: tuple[int, int]
     has_target: bool
     has_mask: bool
+    challenge: str = "multicoil"
+    padding: tuple[int, int] = (0, 0)
+    has_max: bool = True
+    acceleration: float | None = None
+
+
+#: the target dataset of each fastMRI challenge (as ``fastmri.data.SliceDataset``)
+TARGET_KEYS = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}
 
 
 def _fail(path: Path, problem: str) -> ValueError:
     return ValueError(f"{path}: {problem}")
 
 
-def validate_fastmri_file(path: str | os.PathLike, require_target: bool = False) -> FastMRIFileInfo:
-    """Check that ``path`` is a readable fastMRI *multicoil* HDF5 file.
+def validate_fastmri_file(
+    path: str | os.PathLike, require_target: bool = False, challenge: str = "multicoil"
+) -> FastMRIFileInfo:
+    """Check that ``path`` is a readable fastMRI HDF5 file of ``challenge``.
 
-    Checks structure only (cheap on real data): the file opens, ``kspace`` is a 4-D complex
-    ``[slices, coils, H, W]`` dataset with at least one slice, ``ismrmrd_header`` parses with
-    fastMRI's own query (matrix sizes, ``kspace_encoding_step_1`` limits),
-    ``reconstruction_rss`` (if present, or if ``require_target``) is ``[slices, h, w]``, and an
-    optional ``mask`` has ``W`` entries. Values (NaN/Inf) are checked per slice by
-    :class:`~fastmri_pun.data.transforms.SenseDataTransform`.
+    Checks structure only (cheap on real data): the file opens, ``kspace`` is a complex
+    ``[slices, coils, H, W]`` (multicoil) or ``[slices, H, W]`` (singlecoil) dataset with at least
+    one slice, ``ismrmrd_header`` exists and parses with fastMRI's own query (matrix sizes,
+    ``kspace_encoding_step_1`` limits giving an acquired window inside the ``W`` columns), the
+    target (``reconstruction_rss`` multicoil, ``reconstruction_esc`` singlecoil; if present, or
+    if ``require_target``) is ``[slices, h, w]``, and an optional ``mask`` has ``W`` entries.
+    Values (NaN/Inf) are checked per slice by
+    :class:`~fastmri_pun.data.transforms.SenseDataTransform`; complex128 k-space is accepted
+    (the transform casts it to complex64).
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: one line naming the file and the problem.
     """
     path = Path(path)
+    if challenge not in TARGET_KEYS:
+        raise ValueError(f"challenge must be 'multicoil' or 'singlecoil', got {challenge!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such fastMRI file")
     try:
@@ -216,47 +241,123 @@ def validate_fastmri_file(path: str | os.PathLike, require_target: bool = False)
         if "kspace" not in hf:
             raise _fail(path, f"no 'kspace' dataset (keys: {sorted(hf.keys())})")
         ks = hf["kspace"]
-        if ks.ndim != 4:
-            hint = " (singlecoil files are not supported)" if ks.ndim == 3 else ""
+        if challenge == "multicoil" and ks.ndim != 4:
+            hint = " (single-coil data: use challenge='singlecoil')" if ks.ndim == 3 else ""
             raise _fail(
                 path,
                 f"'kspace' must be 4-D [slices, coils, H, W] multicoil data, got ndim={ks.ndim} "
                 f"shape={ks.shape}{hint}",
             )
+        if challenge == "singlecoil" and ks.ndim != 3:
+            raise _fail(
+                path,
+                f"'kspace' must be 3-D [slices, H, W] single-coil data, got ndim={ks.ndim} "
+                f"shape={ks.shape}",
+            )
         if ks.dtype.kind != "c":
             raise _fail(path, f"'kspace' must be complex, got dtype {ks.dtype}")
-        num_slices, num_coils, h, w = ks.shape
+        if challenge == "multicoil":
+            num_slices, num_coils, h, w = ks.shape
+        else:
+            (num_slices, h, w), num_coils = ks.shape, 1
         if num_slices < 1 or num_coils < 1 or h < 2 or w < 2:
             raise _fail(path, f"'kspace' has an empty dimension: shape {ks.shape}")
         if "ismrmrd_header" not in hf:
-            raise _fail(path, "no 'ismrmrd_header' dataset")
+            raise _fail(path, "no 'ismrmrd_header' dataset (fastMRI reads sizes from it)")
         try:
             root = etree.fromstring(hf["ismrmrd_header"][()])
             enc = ["encoding", "encodedSpace", "matrixSize"]
             rec = ["encoding", "reconSpace", "matrixSize"]
             lims = ["encoding", "encodingLimits", "kspace_encoding_step_1"]
-            int(et_query(root, enc + ["y"]))
+            enc_y = int(et_query(root, enc + ["y"]))
             recon = (int(et_query(root, rec + ["x"])), int(et_query(root, rec + ["y"])))
-            int(et_query(root, lims + ["center"]))
-            int(et_query(root, lims + ["maximum"]))
+            center = int(et_query(root, lims + ["center"]))
+            maximum = int(et_query(root, lims + ["maximum"]))
         except (etree.ParseError, TypeError, ValueError, AttributeError) as err:
             raise _fail(
                 path, f"unreadable 'ismrmrd_header' ({type(err).__name__}: {err})"
             ) from None
-        has_target = "reconstruction_rss" in hf
+        # fastmri.data.SliceDataset._retrieve_metadata
+        left = enc_y // 2 - center
+        right = left + maximum + 1
+        if left < 0 or right > w or left >= right:
+            raise _fail(
+                path,
+                f"'ismrmrd_header' encodingLimits give the acquired columns [{left}, {right}), "
+                f"outside the {w} k-space columns",
+            )
+        target_key = TARGET_KEYS[challenge]
+        has_target = target_key in hf
         if require_target and not has_target:
-            raise _fail(path, "no 'reconstruction_rss' target (needed for training/evaluation)")
+            raise _fail(path, f"no '{target_key}' target (needed for training/evaluation)")
         if has_target:
-            tshape = hf["reconstruction_rss"].shape
+            tshape = hf[target_key].shape
             if len(tshape) != 3 or tshape[0] != num_slices:
                 raise _fail(
                     path,
-                    f"'reconstruction_rss' must be [slices={num_slices}, h, w], got shape {tshape}",
+                    f"'{target_key}' must be [slices={num_slices}, h, w], got shape {tshape}",
                 )
         has_mask = "mask" in hf
         if has_mask and int(np.prod(hf["mask"].shape)) != w:
             raise _fail(path, f"'mask' must have W={w} entries, got shape {hf['mask'].shape}")
-    return FastMRIFileInfo(path, num_slices, num_coils, (h, w), recon, has_target, has_mask)
+        acc = hf.attrs.get("acceleration")
+        acceleration = None if acc is None else float(acc)
+        has_max = "max" in hf.attrs
+    return FastMRIFileInfo(
+        path,
+        num_slices,
+        num_coils,
+        (h, w),
+        recon,
+        has_target,
+        has_mask,
+        challenge,
+        (left, min(right, w)),
+        has_max,
+        acceleration,
+    )
+
+
+def volume_max(path: str | os.PathLike, challenge: str = "multicoil") -> float:
+    """fastMRI's ``max`` of a volume: the maximum of its whole target (``reconstruction_rss``
+    multicoil, ``reconstruction_esc`` singlecoil), for files that lack the attribute.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file has no target (one line naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such fastMRI file")
+    key = TARGET_KEYS.get(challenge, "reconstruction_rss")
+    with h5py.File(path, "r") as hf:
+        if key not in hf:
+            raise _fail(path, f"no '{key}' target to take the volume maximum from")
+        return float(np.max(hf[key][()]))
+
+
+def missing_max_values(root: str | os.PathLike, challenge: str = "multicoil") -> dict[str, float]:
+    """``{file name: volume maximum}`` for the files of a data folder that have a target but no
+    ``max`` attribute; feed it to ``SenseDataTransform(max_values=...)`` (or its
+    ``max_values`` attribute) so they get fastMRI's volume maximum, not a slice's.
+
+    Warns (``UserWarning``, one line naming the folder and files) when there are such files."""
+    out: dict[str, float] = {}
+    key = TARGET_KEYS.get(challenge, "reconstruction_rss")
+    for path in list_fastmri_files(root):
+        with h5py.File(path, "r") as hf:
+            lacks = "max" not in hf.attrs and key in hf
+        if lacks:
+            out[path.name] = volume_max(path, challenge)
+    if out:
+        names = sorted(out)
+        listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        warnings.warn(
+            f"{root}: {len(names)} file(s) without a 'max' attribute ({listed}); using each "
+            f"target volume's maximum ('{key}') for PSNR and the losses",
+            stacklevel=2,
+        )
+    return out
 
 
 def list_fastmri_files(root: str | os.PathLike) -> list[Path]:
@@ -283,8 +384,30 @@ def list_fastmri_files(root: str | os.PathLike) -> list[Path]:
 
 
 def validate_fastmri_folder(
-    root: str | os.PathLike, require_target: bool = False
-) -> list[FastMRIFileInfo]:
+    root: str | os.PathLike,
+    require_target: bool = False,
+    challenge: str = "multicoil",
+    skip_bad: bool = False,
+) -> list[FastMRIFileInfo] | tuple[list[FastMRIFileInfo], list[tuple[Path, str]]]:
     """Validate every file of a fastMRI data folder (:func:`list_fastmri_files`,
-    :func:`validate_fastmri_file`). Returns their infos, sorted by file name."""
-    return [validate_fastmri_file(p, require_target) for p in list_fastmri_files(root)]
+    :func:`validate_fastmri_file`).
+
+    Returns:
+        The infos, sorted by file name; with ``skip_bad=True`` the pair ``(infos of the good
+        files, [(path, one-line problem), ...] of the bad ones)``.
+
+    Raises:
+        FileNotFoundError, ValueError: the folder is unusable; without ``skip_bad``, the first
+            bad file (``<file>: <problem>``).
+    """
+    paths = list_fastmri_files(root)
+    if not skip_bad:
+        return [validate_fastmri_file(p, require_target, challenge) for p in paths]
+    good: list[FastMRIFileInfo] = []
+    bad: list[tuple[Path, str]] = []
+    for p in paths:
+        try:
+            good.append(validate_fastmri_file(p, require_target, challenge))
+        except ValueError as err:
+            bad.append((p, str(err)))
+    return good, bad

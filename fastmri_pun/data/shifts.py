@@ -22,8 +22,22 @@ ACS lines, too few for ESPIRiT (kernel 5 needs ≥ 7), so it is not registered b
 data (320+ columns) add it with
 ``register_shift(ShiftSpec("accel-8x-cf004", "fastMRI 8x", center_fraction=0.04, acceleration=8))``.
 
+Every shift's mask is checked against the rules of
+:func:`~fastmri_pun.data.masks.check_mask_settings` when it is resolved (``centre fraction ×
+acceleration < 1``): ``accel-8x`` after training at centre fraction 0.16 (1.28) is refused with
+one line naming the shift, instead of a silently wrong (``random``: 6.25×, not 8×) or crashing
+(``*_fraction``) mask.
+
+Files that carry their own mask (fastMRI test/challenge splits: k-space already undersampled)
+keep it for the shifts that keep the training mask (``in-dist``, ``noise``, the data shifts); a
+shift that changes the mask (:attr:`ResolvedShift.changes_mask`: ``accel-8x``, ``mask-type``)
+cannot re-mask them, and its transform (:meth:`ResolvedShift.build_transform`) refuses them with
+``<file>: has its own sampling mask (acceleration N); shift '<name>' asks for another mask``.
+
 Noise SNR (dB) is defined on the fully sampled k-space: ``10·log10(mean|k|² / σ²)``, the mean over
-coils and all acquired k-space samples, ``σ²`` the power of the added white circular complex
+coils and all acquired k-space samples (inside the acquired window ``[padding_left,
+padding_right)``: zero-padded columns do not count; on a file with its own mask, its sampled
+columns), ``σ²`` the power of the added white circular complex
 Gaussian noise per sample (see :func:`fastmri_pun.data.transforms.add_noise_at_snr`). It is added
 on top of the data's own noise.
 """
@@ -36,7 +50,9 @@ from pathlib import Path
 
 from fastmri.data.subsample import MaskFunc
 
-from .masks import MASK_TYPES, make_mask_func
+from .masks import MASK_TYPES, check_mask_settings, make_mask_func
+from .transform_settings import TransformSettings
+from .transforms import SenseDataTransform
 
 __all__ = [
     "DEFAULT_SHIFTS",
@@ -79,6 +95,8 @@ class ResolvedShift:
     acceleration: float
     noise_snr_db: float | None
     annotations: str | None
+    #: the shift asks for another mask than training's: files with their own mask are refused
+    changes_mask: bool = False
 
     def mask_func(self) -> MaskFunc:
         """A fresh fastMRI mask function for this shift."""
@@ -91,7 +109,28 @@ class ResolvedShift:
     def annotations_path(self, root: str | os.PathLike) -> Path | None:
         return None if self.annotations is None else Path(root) / self.annotations
 
+    def transform_settings(self, base: TransformSettings) -> TransformSettings:
+        """``base`` (the training settings) with this shift's mask."""
+        return base.with_mask(self.mask_type, (self.center_fraction,), (self.acceleration,))
 
+    def build_transform(
+        self, base: TransformSettings, noise_seed: int = 0, use_cache: bool = True
+    ) -> SenseDataTransform:
+        """The shift's evaluation transform: masks seeded by file name, the shift's mask and
+        noise. A file with its own mask (fastMRI test/challenge) uses it, unless the shift
+        changes the mask (:attr:`changes_mask`): then the file is refused with a one-line
+        error naming it and the shift."""
+        return self.transform_settings(base).build(
+            use_seed=True,
+            file_mask="error" if self.changes_mask else "use",
+            noise_snr_db=self.noise_snr_db,
+            noise_seed=noise_seed,
+            use_cache=use_cache,
+            shift_name=self.name,
+        )
+
+
+#: the registered shifts by name (:func:`register_shift` adds one, :func:`list_shifts` lists them)
 SHIFTS: dict[str, ShiftSpec] = {}
 
 
@@ -147,7 +186,9 @@ def resolve_shift(
         noise_snr_db: overrides the SNR of a shift that adds noise (e.g. ``noise`` at 15 dB).
 
     Raises:
-        ValueError: unknown shift or mask type.
+        ValueError: unknown shift or mask type, or a training or derived mask breaking the
+            rules of :func:`~fastmri_pun.data.masks.check_mask_settings` (the message names the
+            shift, e.g. ``accel-8x`` after training at centre fraction 0.16).
     """
     if name not in SHIFTS:
         raise ValueError(f"unknown shift {name!r}; choose one of {', '.join(SHIFTS)}")
@@ -159,15 +200,28 @@ def resolve_shift(
     shifted_type = spec.mask_type or mask_type
     if shifted_type == "other":
         shifted_type = _other_mask_type(mask_type)
+    shifted_cf = spec.center_fraction or center_fraction
+    shifted_acc = spec.acceleration or acceleration
+    # the training mask itself, then what the shift derives from it
+    check_mask_settings(mask_type, center_fraction, acceleration, context="training mask")
+    check_mask_settings(
+        shifted_type,
+        shifted_cf,
+        shifted_acc,
+        context=f"shift {name!r} (training: {mask_type}, centre fraction {center_fraction:g}, "
+        f"acceleration {acceleration:g})",
+    )
     resolved = ResolvedShift(
         name=spec.name,
         description=spec.description,
         data_subdir=spec.data_subdir,
         mask_type=shifted_type,
-        center_fraction=spec.center_fraction or center_fraction,
-        acceleration=spec.acceleration or acceleration,
+        center_fraction=shifted_cf,
+        acceleration=shifted_acc,
         noise_snr_db=spec.noise_snr_db,
         annotations=spec.annotations,
+        changes_mask=(shifted_type, shifted_cf, shifted_acc)
+        != (mask_type, center_fraction, acceleration),
     )
     resolved.mask_func()  # validate now: one clear error instead of one per slice later
     return resolved

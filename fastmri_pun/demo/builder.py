@@ -1,4 +1,5 @@
-"""Demo dataset: real MR images, simulated multicoil acquisition, fastMRI multicoil layout.
+"""Demo dataset: real MR images, simulated multicoil acquisition, fastMRI multicoil and emulated
+single-coil layouts.
 
 ``python -m fastmri_pun.demo --output_dir DIR [--demo_size 128] [--demo_coils 8] [--seed 0]``
 (``--help`` for all flags) or :func:`ensure_demo_dataset` from Python. Layout of ``DIR``::
@@ -8,6 +9,8 @@
     multicoil_test_contrast/                               T2-weighted b0 brain (dipy)
     multicoil_test_lesions/                                the test volumes + simulated lesions
                                                            (same file names as multicoil_test/)
+    singlecoil_train/  singlecoil_val/  singlecoil_test/  emulated single-coil versions of the
+                                                           multicoil_{train,val,test}/ volumes
     annotations/lesions.csv                                fastMRI+-format boxes of the lesions
     demo_manifest.json                                     settings, sources, slice provenance
 
@@ -16,8 +19,18 @@ so no neighbouring slices leak between splits). The acquisition of each slice is
 :func:`fastmri_pun.demo.simulate.simulate_slice` (fine grid, smooth phase, unnormalised loop
 coils, 2× readout oversampling, correlated noise, RSS target).
 
+Single-coil folders (fastMRI's single-coil track layout): each ``multicoil_{train,val,test}/``
+volume gets an emulated single-coil copy with the same file name in ``singlecoil_{train,val,test}/``
+(``kspace [slices, 2N, N]``, targets ``reconstruction_esc`` and ``reconstruction_rss``, ``max`` and
+``norm`` of ``reconstruction_esc``), made from the written multicoil file by a least-squares
+linear combination of its coils (:mod:`fastmri_pun.demo.singlecoil`). Like the multicoil demo test
+split, ``singlecoil_test/`` keeps its targets and has no ``mask``. A demo folder built before the
+single-coil folders existed gets them added by the next :func:`build_demo_dataset` or
+:func:`ensure_demo_dataset` call (its multicoil files are kept).
+
 Determinism: every volume's randomness derives from ``(seed, file name)`` only, and files are
-written with :func:`fastmri_pun.data.h5io.write_fastmri_volume` (no timestamps), so two builds with
+written with :func:`fastmri_pun.data.h5io.write_fastmri_volume` and
+:func:`fastmri_pun.demo.singlecoil.write_singlecoil_volume` (no timestamps), so two builds with
 the same settings are byte-identical. Idempotent: complete files are skipped (``force=True``
 rebuilds); writes are atomic (:mod:`fastmri_pun.utils.io`), so an interrupted build never leaves
 a half-written file.
@@ -55,7 +68,15 @@ from ..data.h5io import (
 from ..utils.io import atomic_write_json
 from ..utils.seeding import default_cache_dir, stable_seed
 from . import sources as src_mod
-from .layout import DEMO_FOLDERS, LAYOUTS, DemoLayout, PlannedVolume, plan_volumes
+from .layout import (
+    DEMO_FOLDERS,
+    LAYOUTS,
+    SINGLECOIL_FOLDERS,
+    SINGLECOIL_SOURCES,
+    DemoLayout,
+    PlannedVolume,
+    plan_volumes,
+)
 from .simulate import (
     AcquisitionConfig,
     Lesion,
@@ -64,6 +85,7 @@ from .simulate import (
     simulate_coils,
     simulate_slice,
 )
+from .singlecoil import derive_singlecoil_volume, singlecoil_is_complete
 
 __all__ = [
     "LESION_CSV",
@@ -234,7 +256,8 @@ def build_demo_dataset(
     ch2_path: str | os.PathLike = src_mod.MRICRON_CH2,
     warn: Callable[[str], None] | None = None,
 ) -> Path:
-    """Build (or complete) the demo dataset in ``out``; see the module docstring.
+    """Build (or complete) the demo dataset in ``out``: the multicoil folders, then the emulated
+    single-coil folders derived from them; see the module docstring.
 
     Args:
         out: dataset root (created).
@@ -268,7 +291,7 @@ def build_demo_dataset(
                 "(--force true) to rebuild it or choose another folder"
             )
     if force:
-        for split in DEMO_FOLDERS:
+        for split in (*DEMO_FOLDERS, *SINGLECOIL_FOLDERS):
             shutil.rmtree(out / split, ignore_errors=True)
         manifest_path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +305,13 @@ def build_demo_dataset(
     anatomy = src_mod.anatomy_sources()
     volumes = plan_volumes(lay, brain, contrast, anatomy)
 
-    total = sum(len(v.slice_ids) for v in volumes)
+    singlecoil = [
+        (split, vol)
+        for split, source in SINGLECOIL_SOURCES.items()
+        for vol in volumes
+        if vol.split == source
+    ]
+    total = sum(len(v.slice_ids) for v in volumes) + sum(len(v.slice_ids) for _, v in singlecoil)
     bar = tqdm(total=total, desc="demo dataset", unit="slice", disable=not progress)
     annotations: list[Annotation] = []
     for vol in volumes:
@@ -305,6 +334,12 @@ def build_demo_dataset(
         }
         write_fastmri_volume(path, kspace, target, header, attrs)
         bar.update(len(vol.slice_ids))
+    for split, vol in singlecoil:  # from the (complete) multicoil files written above
+        source = out / vol.split / vol.path_name
+        path = out / split / vol.path_name
+        if not singlecoil_is_complete(path, source):
+            derive_singlecoil_volume(source, path)
+        bar.update(len(vol.slice_ids))
     bar.close()
 
     write_annotations(out / LESION_CSV, annotations)
@@ -325,6 +360,10 @@ def build_demo_dataset(
             }
             for v in volumes
         ],
+        "singlecoil": [
+            {"split": split, "file": v.path_name, "from": f"{v.split}/{v.path_name}"}
+            for split, v in singlecoil
+        ],
     }
     atomic_write_json(manifest_path, manifest, indent=1, sort_keys=True)
     return out
@@ -335,8 +374,22 @@ def _manifest_complete(root: Path) -> bool:
         manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    files = [root / v["split"] / v["file"] for v in manifest.get("volumes", [])]
-    return bool(files) and all(p.is_file() for p in files) and (root / LESION_CSV).is_file()
+    volumes = manifest.get("volumes", [])
+    files = [root / v["split"] / v["file"] for v in volumes]
+    multicoil_to_single = {mc: sc for sc, mc in SINGLECOIL_SOURCES.items()}
+    # derived from the volume list, so a demo built before the single-coil folders counts as
+    # incomplete and gets them added
+    files += [
+        root / multicoil_to_single[v["split"]] / v["file"]
+        for v in volumes
+        if v["split"] in multicoil_to_single
+    ]
+    return (
+        bool(files)
+        and "singlecoil" in manifest
+        and all(p.is_file() for p in files)
+        and (root / LESION_CSV).is_file()
+    )
 
 
 def ensure_demo_dataset(
@@ -351,7 +404,8 @@ def ensure_demo_dataset(
 
     ``root`` defaults to ``$FASTMRI_PUN_CACHE/demo`` or ``~/.cache/fastmri_pun/demo``; the data
     live in ``root / demo_dir_name(size, coils, seed, layout)`` so different settings never mix.
-    Returns that folder (holding ``multicoil_train/`` etc.).
+    Returns that folder (holding ``multicoil_train/``, ``singlecoil_train/`` etc.); a complete
+    folder built before the single-coil folders existed gets them added (its other files kept).
     """
     base = Path(root) if root is not None else default_cache_dir("demo")
     target = base / demo_dir_name(size, coils, seed, layout)

@@ -4,7 +4,9 @@ Splits are contiguous axial slabs ("volumes", one ``.h5`` each) interleaved alon
 (train, test, train, val, ...) with ``gap`` unused slices between neighbouring slabs, so no
 neighbouring slices leak between splits while every split covers the whole head. The lesion test
 set reuses the test volumes' slices and file names; the contrast set takes consecutive slices from
-the middle of its volume; each anatomy image is acquired ``anatomy_repeats`` times.
+the middle of its volume; each anatomy image is acquired ``anatomy_repeats`` times. The emulated
+single-coil splits (``singlecoil_train/val/test``) hold the same volumes, file names and slices as
+their multicoil splits (:data:`SINGLECOIL_SOURCES`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import numpy as np
 
 from .sources import SourceImages
 
-__all__ = ["LAYOUTS", "DEMO_FOLDERS", "DemoLayout", "PlannedVolume", "plan_volumes"]
+__all__ = [
+    "LAYOUTS",
+    "DEMO_FOLDERS",
+    "SINGLECOIL_FOLDERS",
+    "SINGLECOIL_SOURCES",
+    "DemoLayout",
+    "PlannedVolume",
+    "plan_volumes",
+]
 
 #: data folders of a demo dataset (fastMRI multicoil splits, then the shifted test sets)
 DEMO_FOLDERS = (
@@ -26,6 +36,15 @@ DEMO_FOLDERS = (
     "multicoil_test_contrast",
     "multicoil_test_lesions",
 )
+
+#: emulated single-coil folder → the multicoil folder its volumes (same file names) derive from
+SINGLECOIL_SOURCES = {
+    "singlecoil_train": "multicoil_train",
+    "singlecoil_val": "multicoil_val",
+    "singlecoil_test": "multicoil_test",
+}
+#: data folders of the emulated single-coil splits (fastMRI single-coil layout)
+SINGLECOIL_FOLDERS = tuple(SINGLECOIL_SOURCES)
 
 
 @dataclass(frozen=True)

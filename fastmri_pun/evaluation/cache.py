@@ -2,7 +2,8 @@
 
 Each pair is stored as ``RunDir.partial_results(model, shift)``: a CSV of its per-image rows and a
 JSON fingerprint of everything that produced them (checkpoint path, size and modification time;
-the resolved shift; data folder; annotation files; readout crop; slice subset; seed). A rerun
+the resolved shift; data folder; annotation files; transform settings: challenge, coil maps,
+ESPIRiT, readout crop; slice subset; seed). A rerun
 reuses the rows only when the fingerprint it computes equals the stored one. The JSON is written
 after the CSV (and removed before a rewrite), so a CSV without its JSON is never trusted.
 """
@@ -31,11 +32,13 @@ RESULT_COLUMNS = [
     "fname",
     "slice_num",
     "max_value",
+    "acceleration",
+    "file_mask",
     *IMAGE_METRICS,
     *ROI_METRICS,
     "n_rois",
 ]
-_FINGERPRINT_VERSION = 1
+_FINGERPRINT_VERSION = 2
 
 
 def fingerprint(
@@ -44,7 +47,7 @@ def fingerprint(
     annotations: list[Path | None],
     checkpoint: str | os.PathLike | None,
     *,
-    crop_readout: bool,
+    transform: dict[str, Any],
     max_slices: int | None,
     seed: int,
 ) -> dict[str, Any]:
@@ -56,7 +59,9 @@ def fingerprint(
         annotations: annotation CSVs used on the shift (``None`` entries and missing files are
             skipped).
         checkpoint: the model's checkpoint, ``None`` for the zero-filled baseline.
-        crop_readout, max_slices, seed: the evaluation settings that change the rows.
+        transform: the transform settings (:meth:`TransformSettings.to_dict`; the cache
+            folder, which does not change the rows, is left out here).
+        max_slices, seed: the evaluation settings that change the rows.
     """
     ck = None
     if checkpoint is not None:
@@ -73,7 +78,7 @@ def fingerprint(
             for a in annotations
             if a is not None and Path(a).is_file()
         ],
-        "crop_readout": crop_readout,
+        "transform": {k: v for k, v in transform.items() if k != "maps_cache_dir"},
         "max_slices": max_slices,
         "seed": seed,
     }

@@ -31,7 +31,10 @@ import torch
 from fastmri import evaluate
 
 SSIM_WIN = 7  # skimage.metrics.structural_similarity's default window, used by fastmri.evaluate
+#: whole-image metrics of every evaluated slice (fastMRI's definitions, higher PSNR/SSIM and lower
+#: NMSE are better)
 IMAGE_METRICS = ("psnr", "ssim", "nmse")
+#: the same inside fastMRI+ annotation boxes (slices with boxes only)
 ROI_METRICS = ("roi_psnr", "roi_ssim")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "nmse": False, "roi_psnr": True, "roi_ssim": True}
 

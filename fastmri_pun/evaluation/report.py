@@ -9,11 +9,12 @@ differences to the reference model with their bootstrap verdicts; every table is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,10 @@ from ..utils.markdown import markdown_table
 from . import figures
 from .metrics import image_metrics, roi_bbox
 from .runner import ZERO_FILLED, Model, compare, reconstruct
-from .shift_data import Annotations
+from .shift_data import Annotations, ShiftData, shift_dir
+
+if TYPE_CHECKING:
+    from ..data.transform_settings import TransformSettings
 
 __all__ = ["ReportSettings", "make_figures", "summary_markdown"]
 
@@ -122,19 +126,51 @@ def _fmt(v: float, metric: str) -> str:
     return f"{v:.4f}" if metric in ("ssim", "roi_ssim", "nmse") else f"{v:.2f}"
 
 
-def _shift_table(shifts: Sequence[ResolvedShift]) -> list[str]:
+def _mask_label(shift: ResolvedShift, results: pd.DataFrame | None) -> str:
+    """The shift's mask; files read with their own mask (fastMRI test/challenge files) are
+    labelled with their own accelerations instead of the configured one."""
+    label = f"{shift.mask_type}, {shift.acceleration:g}x, cf {shift.center_fraction:g}"
+    if results is None or "file_mask" not in results:
+        return label
+    rows = results[(results["shift"] == shift.name) & results["file_mask"].astype(bool)]
+    if rows.empty:
+        return label
+    per_file = rows.groupby("fname")["acceleration"].first()
+    accs = ", ".join(f"{a:.2f}x" for a in sorted(set(per_file.round(2))))
+    n_all = results.loc[results["shift"] == shift.name, "fname"].nunique()
+    own = f"file's own mask ({accs}; {len(per_file)} of {n_all} files)"
+    return own if len(per_file) == n_all else f"{own}; others {label}"
+
+
+def _shift_table(
+    shifts: Sequence[ResolvedShift],
+    results: pd.DataFrame | None = None,
+    data: ShiftData | None = None,
+) -> list[str]:
     return markdown_table(
         ["shift", "data", "mask", "noise SNR (dB)", "description"],
         [
             [
                 s.name,
-                f"`{s.data_subdir}`",
-                f"{s.mask_type}, {s.acceleration:g}x, cf {s.center_fraction:g}",
+                f"`{s.data_subdir if data is None else shift_dir(s, data).name}`",
+                _mask_label(s, results),
                 s.noise_snr_db if s.noise_snr_db else "–",
                 s.description,
             ]
             for s in shifts
         ],
+    )
+
+
+def _settings_line(settings: TransformSettings) -> str:
+    maps = settings.sens_maps
+    if maps == "espirit":
+        esp = ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(settings.espirit).items())
+        maps = f"ESPIRiT ({esp})"
+    crop = "on" if settings.crop_readout else "off"
+    return (
+        f"Transform (the models' training settings): {settings.challenge}; coil maps: {maps}; "
+        f"readout crop {crop}."
     )
 
 
@@ -187,6 +223,9 @@ def summary_markdown(
     figs: Sequence[Path] = (),
     heading: str = "#",
     base: Path | None = None,
+    settings: TransformSettings | None = None,
+    results: pd.DataFrame | None = None,
+    data: ShiftData | None = None,
 ) -> str:
     """Markdown: settings, per-metric tables (mean ± std, median) and paired differences.
 
@@ -201,6 +240,11 @@ def summary_markdown(
         heading: the top heading level (``"#"``, ``"##"``, ...).
         base: folder the figure links are relative to (default ``cfg.output_dir``, where
             ``summary.md`` lives).
+        settings: the transform settings the shifts were read with (stated when given).
+        results: the per-image results; files read with their own mask are then labelled with
+            their own acceleration in the shift table.
+        data: where the shifts were read; the table then names the folders actually read
+            (``multicoil_val``, ``singlecoil_test``, ...) instead of the registry's.
     """
     lines = [
         f"{heading} Robustness evaluation",
@@ -210,7 +254,8 @@ def summary_markdown(
         f"seed {cfg.seed}; "
         f"bootstrap: {cfg.n_boot} resamples of {'volumes' if cfg.by_volume else 'images'}.",
         "",
-        *_shift_table(shifts),
+        *([_settings_line(settings), ""] if settings is not None else []),
+        *_shift_table(shifts, results, data),
         "",
         "Models: "
         + ", ".join(f"`{n}` (`{p}`)" for n, p in checkpoints.items())

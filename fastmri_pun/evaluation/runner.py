@@ -1,25 +1,31 @@
 """Running the robustness suite: every model × shift → one row of metrics per image.
 
 Each shift (:mod:`fastmri_pun.data.shifts`) names a data folder, a mask and a noise level. For a
-shift, one seeded dataset (:mod:`fastmri_pun.evaluation.shift_data`) feeds every model that still
-has work on that shift, so all models see identical inputs and the per-image differences between
-them are exactly paired. Reconstruction and target are
-centre-cropped to their common size (:func:`fastmri_pun.data.crop.crop_to_common`) and scored by
-:mod:`fastmri_pun.evaluation.metrics` (``max_value`` = the file's ``max`` attribute). Finished
-model × shift pairs are kept by :mod:`fastmri_pun.evaluation.cache` and skipped by a rerun.
+shift, one seeded dataset (:mod:`fastmri_pun.evaluation.shift_data`, built from the models'
+:class:`~fastmri_pun.data.TransformSettings`) feeds every model that still has work on that
+shift, so all models see identical inputs and the per-image differences between them are exactly
+paired. Reconstruction and target are centre-cropped to their common size
+(:func:`fastmri_pun.data.crop.crop_to_common`, also when the k-space is narrower than the target,
+as fastMRI's FLAIR volumes) and scored by :mod:`fastmri_pun.evaluation.metrics` (``max_value`` =
+the file's ``max`` attribute, or its target volume's maximum when it has none: fastMRI's
+definition, as the training metrics). Each row records the acceleration of its input: a file's
+own mask's (fastMRI test/challenge files), else the shift's. Finished model × shift pairs are
+kept by :mod:`fastmri_pun.evaluation.cache` and skipped by a rerun.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
@@ -34,13 +40,19 @@ from .shift_data import (
     Annotations,
     ShiftData,
     annotation_files,
+    file_mask_accelerations,
     shift_annotations,
     shift_dataset,
     shift_dir,
 )
 
+if TYPE_CHECKING:
+    from ..data.h5io import FastMRIFileInfo
+    from ..data.transform_settings import TransformSettings
+
 __all__ = [
     "ZERO_FILLED",
+    "checkpoint_settings",
     "collect",
     "compare",
     "evaluate_shift",
@@ -109,6 +121,42 @@ def load_model(path: str | os.PathLike, device: torch.device) -> torch.nn.Module
     return module.to(device).eval()
 
 
+def checkpoint_settings(module: torch.nn.Module, path: str | os.PathLike) -> TransformSettings:
+    """The transform settings a model was trained with.
+
+    From the checkpoint's ``hparams.transform_settings`` (:meth:`TransformSettings.to_dict`). A
+    checkpoint without them (older versions) gets the defaults with its ``sens_maps``
+    hyper-parameter and, when it sits in a training run folder, the mask, readout-crop and
+    challenge settings of the run's ``config.yaml``.
+
+    Raises:
+        ValueError: stored settings that :meth:`TransformSettings.from_dict` rejects (one line
+            naming the checkpoint).
+    """
+    from ..data.transform_settings import TransformSettings
+    from ..training.recon_module import checkpoint_transform_settings
+
+    hparams = dict(getattr(module, "hparams", {}) or {})
+    stored = checkpoint_transform_settings(hparams)
+    try:
+        if stored:
+            return TransformSettings.from_dict(stored)
+        values: dict[str, Any] = {"sens_maps": str(hparams.get("sens_maps", "espirit"))}
+        run = RunDir.of_checkpoint(path)
+        if run is not None and run.config.is_file():
+            try:
+                trained = yaml.safe_load(run.config.read_text()) or {}
+            except yaml.YAMLError:
+                trained = {}
+            keys = ("challenge", "mask_type", "center_fractions", "accelerations", "crop_readout")
+            values.update(
+                {k: trained[k] for k in keys if isinstance(trained, dict) and k in trained}
+            )
+        return TransformSettings(**values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path}: bad transform settings: {err}") from None
+
+
 def load_models(
     checkpoints: dict[str, Path], device: torch.device, zero_filled: bool
 ) -> dict[str, Model]:
@@ -148,7 +196,15 @@ def compare(
     return recon, cropped, rois
 
 
-def _row(recon: np.ndarray, sample: Any, model: str, shift: str, anns: list) -> dict[str, Any]:
+def _row(
+    recon: np.ndarray,
+    sample: Any,
+    model: str,
+    shift: str,
+    anns: list,
+    acceleration: float,
+    file_mask: bool,
+) -> dict[str, Any]:
     recon, target, rois = compare(recon, sample.target.numpy(), anns)
     max_value = float(sample.max_value)
     row = {
@@ -157,6 +213,8 @@ def _row(recon: np.ndarray, sample: Any, model: str, shift: str, anns: list) -> 
         "fname": sample.fname,
         "slice_num": int(sample.slice_num),
         "max_value": max_value,
+        "acceleration": acceleration,
+        "file_mask": file_mask,
     }
     row.update(image_metrics(target, recon, max_value))
     row.update(image_roi_metrics(target, recon, [r for r in rois if r.any()], max_value))
@@ -171,8 +229,16 @@ def evaluate_shift(
     device: torch.device,
     indices: Sequence[int] | None = None,
     progress: bool = True,
+    acceleration: float = math.nan,
+    file_accelerations: Mapping[str, float] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Score every model on the dataset's slices (all, or ``indices``).
+
+    Args:
+        acceleration: the shift's acceleration (the ``acceleration`` column).
+        file_accelerations: ``{file name: acceleration}`` of the files read with their own mask
+            (:func:`~.shift_data.file_mask_accelerations`); their rows record it instead (and
+            ``file_mask`` True).
 
     Returns:
         ``{model: [row per image]}``, rows with the :data:`~.cache.RESULT_COLUMNS`.
@@ -196,14 +262,12 @@ def evaluate_shift(
                 "none: evaluate on the validation split, --test_split val)"
             )
         anns = annotations.get((Path(sample.fname).stem, int(sample.slice_num)), [])
+        own = (file_accelerations or {}).get(Path(sample.fname).name)
+        acc = float(acceleration) if own is None else own
         for name, model in models.items():
-            rows[name].append(_row(reconstruct(model, sample, device), sample, name, shift, anns))
+            recon = reconstruct(model, sample, device)
+            rows[name].append(_row(recon, sample, name, shift, anns, acc, own is not None))
     return rows
-
-
-def _sens_maps_mode(models: dict[str, Model]) -> str:
-    uses = [getattr(m, "uses_sens_maps", False) for m in models.values() if m is not None]
-    return "espirit" if any(uses) else "learned"
 
 
 def collect(
@@ -211,34 +275,40 @@ def collect(
     models: dict[str, Model],
     checkpoints: dict[str, Path],
     data: ShiftData,
+    settings: TransformSettings,
     device: torch.device,
     out: RunDir,
     progress: bool = True,
+    file_infos: Mapping[str, Sequence[FastMRIFileInfo]] | None = None,
 ) -> tuple[list[pd.DataFrame], dict[str, Any], dict[str, Annotations]]:
     """Per shift: reuse the finished partial results, evaluate the models without, save theirs.
 
     Args:
         models: ``{name: module or None}`` (:func:`load_models`).
         checkpoints: ``{name: checkpoint}`` of the trained models (fingerprints).
+        data: where the shift folders are.
+        settings: the models' common transform settings (:func:`checkpoint_settings`).
         out: the evaluation folder (partial results).
+        file_infos: ``{shift: file infos}`` of
+            :func:`~.shift_data.check_shift_files` (files with their own mask); ``None``: none.
 
     Returns:
         ``(result frames, {shift: dataset}, {shift: annotations})``.
     """
-    sens_mode = _sens_maps_mode(models)
     frames: list[pd.DataFrame] = []
     datasets: dict[str, Any] = {}
     rois: dict[str, Annotations] = {}
     for shift in shifts:
-        dataset = shift_dataset(shift, data, sens_mode)
+        dataset = shift_dataset(shift, data, settings)
         datasets[shift.name], rois[shift.name] = dataset, shift_annotations(shift, data, dataset)
+        own = file_mask_accelerations((file_infos or {}).get(shift.name, []))
         fps = {
             n: cache.fingerprint(
                 shift,
                 shift_dir(shift, data),
                 annotation_files(shift, data),
                 checkpoints.get(n),
-                crop_readout=data.crop_readout,
+                transform=settings.to_dict(),
                 max_slices=data.max_slices,
                 seed=data.seed,
             )
@@ -255,7 +325,15 @@ def collect(
             continue
         indices = data.indices(len(dataset))
         rows = evaluate_shift(
-            todo, dataset, shift.name, rois[shift.name], device, indices, progress
+            todo,
+            dataset,
+            shift.name,
+            rois[shift.name],
+            device,
+            indices,
+            progress,
+            acceleration=shift.acceleration,
+            file_accelerations=own,
         )
         for name, r in rows.items():
             cache.save_partial(out, name, shift.name, fps[name], r)

@@ -1,29 +1,41 @@
 """The data of each shift: folder, dataset (mask, noise, coil maps) and annotations.
 
-A shift (:mod:`fastmri_pun.data.shifts`) is resolved relative to the in-distribution mask; its
-slices are read by a :class:`fastmri.data.SliceDataset` with
-:class:`~fastmri_pun.data.SenseDataTransform` (masks seeded by file name as in fastMRI's
-validation, noise seeded by the seed, file and slice), and its fastMRI+ boxes come from the
-shift's own annotation CSV and an optional extra one.
+A shift (:mod:`fastmri_pun.data.shifts`) is resolved relative to the in-distribution (training)
+mask; its slices are read by a :class:`fastmri.data.SliceDataset` with the transform that
+:class:`~fastmri_pun.data.TransformSettings` (the models' training settings with the shift's
+mask) builds: masks seeded by file name as in fastMRI's validation, noise seeded by the seed,
+file and slice. A file with its own ``mask`` (fastMRI test/challenge files) is read with it; a
+shift that asks for another mask refuses such files up front (:func:`check_shift_files`). Files
+without a ``max`` attribute get their target volume's maximum (fastMRI's ``max``). fastMRI+ boxes
+come from the shift's own annotation CSV and an optional extra one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import h5py
 import numpy as np
 
 from ..data.annotations import read_annotations
+from ..data.h5io import FastMRIFileInfo, missing_max_values, validate_fastmri_folder
+from ..data.masks import sampled_acceleration
 from ..data.shifts import ResolvedShift, list_shifts, resolve_shift
+
+if TYPE_CHECKING:
+    from ..data.transform_settings import TransformSettings
 
 __all__ = [
     "Annotations",
     "ShiftData",
     "annotation_files",
     "check_shift_dirs",
+    "check_shift_files",
+    "check_shift_names",
+    "file_mask_accelerations",
     "resolve_shifts",
     "shift_annotations",
     "shift_dataset",
@@ -36,32 +48,41 @@ Annotations = dict[tuple[str, int], list]  # (file stem, slice) -> [Annotation, 
 @dataclass(frozen=True)
 class ShiftData:
     """Where and how the slices of every shift are read (resolved values, no defaults; the
-    fields are those of :class:`fastmri_pun.workflows.evaluate.SuiteConfig` of the same names).
+    fields are those of :class:`fastmri_pun.workflows.evaluate.SuiteConfig` of the same names,
+    ``challenge`` the models' training challenge).
 
     Args:
         data_path: dataset root holding the shift folders (``multicoil_test/``, ...).
         test_split: replaces ``test`` in the shift folders (``val`` for fastMRI, whose
             ``multicoil_test`` has no targets).
-        crop_readout: remove the readout oversampling, as the training transform.
-        maps_cache_dir: ESPIRiT map cache folder (``None``: the default cache).
         annotations: extra fastMRI+ CSV used on every shift, or ``None``.
         seed: seed of the k-space noise of noisy shifts.
         max_slices: at most this many (evenly spaced) slices per shift; ``None``: all.
+        challenge: ``"multicoil"`` or ``"singlecoil"``: the prefix of the shift folders
+            (``singlecoil_test``, ...) and the k-space layout.
     """
 
     data_path: Path
     test_split: str
-    crop_readout: bool
-    maps_cache_dir: Path | None
     annotations: Path | None
     seed: int
     max_slices: int | None
+    challenge: str = "multicoil"
 
     def indices(self, n: int) -> list[int]:
         """The evaluated slice indices of a dataset of ``n`` slices."""
         if self.max_slices is None or self.max_slices >= n:
             return list(range(n))
         return sorted({int(round(i)) for i in np.linspace(0, n - 1, self.max_slices)})
+
+
+def check_shift_names(names: Sequence[str]) -> None:
+    """Raise ``ValueError`` for an unknown (listing the valid ones) or repeated shift name."""
+    unknown = [s for s in names if s not in list_shifts()]
+    if unknown:
+        raise ValueError(f"unknown shift(s) {unknown}; valid shifts: {', '.join(list_shifts())}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"shifts repeated in {list(names)}")
 
 
 def resolve_shifts(
@@ -71,22 +92,34 @@ def resolve_shifts(
     acceleration: float,
     noise_snr_db: float | None,
 ) -> list[ResolvedShift]:
-    """The named shifts relative to the in-distribution mask (:func:`resolve_shift`).
+    """The named shifts relative to the in-distribution mask (:func:`resolve_shift`), all
+    resolved (so all mask rules checked) before any is used.
 
     Raises:
-        ValueError: an unknown name (listing the valid ones), a repeated name or a bad mask.
+        ValueError: an unknown name (listing the valid ones), a repeated name, or a mask that
+            breaks a rule (one line naming the shift, e.g. ``accel-8x`` at centre fraction 0.16:
+            0.16 × 8 ≥ 1).
     """
-    unknown = [s for s in names if s not in list_shifts()]
-    if unknown:
-        raise ValueError(f"unknown shift(s) {unknown}; valid shifts: {', '.join(list_shifts())}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"shifts repeated in {list(names)}")
-    return [resolve_shift(s, mask_type, center_fraction, acceleration, noise_snr_db) for s in names]
+    check_shift_names(names)
+    out = []
+    for name in names:
+        try:
+            out.append(resolve_shift(name, mask_type, center_fraction, acceleration, noise_snr_db))
+        except ValueError as err:
+            msg = " ".join(str(err).split())
+            raise ValueError(msg if repr(name) in msg else f"shift {name!r}: {msg}") from None
+    return out
 
 
 def shift_dir(shift: ResolvedShift, data: ShiftData) -> Path:
-    """Data folder of a shift under ``data.data_path`` (``test`` replaced by ``data.test_split``)."""
-    sub = shift.data_subdir.replace("multicoil_test", f"multicoil_{data.test_split}", 1)
+    """Data folder of a shift under ``data.data_path``: ``multicoil_`` replaced by the challenge
+    prefix (``singlecoil_test``, ...), ``test`` by ``data.test_split``."""
+    sub = shift.data_subdir
+    prefix = f"{data.challenge}_"
+    if sub.startswith("multicoil_"):
+        sub = prefix + sub[len("multicoil_") :]
+    if sub.startswith(f"{prefix}test"):
+        sub = f"{prefix}{data.test_split}" + sub[len(f"{prefix}test") :]
     return Path(data.data_path) / sub
 
 
@@ -101,29 +134,102 @@ def check_shift_dirs(shifts: Sequence[ResolvedShift], data: ShiftData) -> None:
             )
 
 
-def shift_dataset(shift: ResolvedShift, data: ShiftData, sens_maps: str):
-    """``SliceDataset`` of a shift with its mask and noise; missing folders raise clear errors.
+def check_shift_files(
+    shifts: Sequence[ResolvedShift], data: ShiftData
+) -> dict[str, list[FastMRIFileInfo]]:
+    """Check every file of every shift folder before any model runs (cheap: headers and dataset
+    shapes, :func:`~fastmri_pun.data.validate_fastmri_folder`).
 
-    ``sens_maps``: ``"espirit"`` (precomputed maps in every sample) or ``"learned"``.
+    Returns:
+        ``{shift name: [file info, ...]}``.
+
+    Raises:
+        FileNotFoundError: a missing shift folder.
+        ValueError: one line naming the file: an unreadable file or header, a file without
+            target (fastMRI's test split: evaluate ``--test_split val``), or a file with its own
+            mask on a shift that asks for another mask (``accel-8x``, ``mask-type``).
+    """
+    check_shift_dirs(shifts, data)
+    infos: dict[Path, list[FastMRIFileInfo]] = {}
+    out = {}
+    for shift in shifts:
+        d = shift_dir(shift, data)
+        if d not in infos:
+            infos[d] = validate_fastmri_folder(d, challenge=data.challenge)
+        for info in infos[d]:
+            if not info.has_target:
+                raise ValueError(
+                    f"{info.path}: no target to score against (fastMRI's test split has none: "
+                    "evaluate on the validation split, --test_split val)"
+                )
+            if info.has_mask and shift.changes_mask:
+                raise ValueError(
+                    f"{info.path}: has its own sampling mask, but shift {shift.name!r} asks for "
+                    f"another ({shift.mask_type}, {shift.acceleration:g}x, centre fraction "
+                    f"{shift.center_fraction:g}); evaluate this folder with shifts that keep "
+                    "the training mask (in-dist, noise)"
+                )
+        out[shift.name] = infos[d]
+    return out
+
+
+def file_mask_accelerations(infos: Sequence[FastMRIFileInfo]) -> dict[str, float]:
+    """``{file name: acceleration}`` of the files with their own ``mask``: the file's
+    ``acceleration`` attribute (fastMRI's nominal factor, e.g. 4 for a mask that samples 1/3.6
+    of the columns with its fully sampled centre) when it has one, else the acceleration the
+    mask achieves inside the acquired window (:func:`~fastmri_pun.data.sampled_acceleration`)."""
+    out = {}
+    for info in infos:
+        if not info.has_mask:
+            continue
+        if info.acceleration is not None:
+            out[info.path.name] = float(info.acceleration)
+            continue
+        with h5py.File(info.path, "r") as hf:
+            mask = np.asarray(hf["mask"][()])
+        out[info.path.name] = float(sampled_acceleration(mask, *info.padding))
+    return out
+
+
+def shift_dataset(
+    shift: ResolvedShift,
+    data: ShiftData,
+    settings: TransformSettings,
+    max_values: Mapping[str, float] | None = None,
+) -> Any:
+    """``SliceDataset`` of a shift: ``settings`` (the training transform settings) with the
+    shift's mask and noise, built by :meth:`TransformSettings.build` (masks seeded by file name;
+    a file's own mask used, or refused when the shift changes the mask).
+
+    Args:
+        shift: the resolved shift.
+        data: where the shift folders are.
+        settings: the models' transform settings (coil maps, readout crop, challenge).
+        max_values: ``{file name: volume maximum}`` of files without ``max`` (default: read
+            from the folder, :func:`~fastmri_pun.data.h5io.missing_max_values`).
+
+    Raises:
+        FileNotFoundError: a missing folder.
+        ValueError: a folder that ``SliceDataset`` cannot read.
     """
     from fastmri.data import SliceDataset
 
-    from ..data import SenseDataTransform
     from ..training import check_split_dir
 
     check_shift_dirs([shift], data)
     root = shift_dir(shift, data)
     check_split_dir(root)
-    transform = SenseDataTransform(
-        mask_func=shift.mask_func(),
+    if max_values is None:
+        max_values = missing_max_values(root, settings.challenge)
+    transform = shift.transform_settings(settings).build(
         use_seed=True,
-        sens_maps=sens_maps,
-        cache_dir=data.maps_cache_dir,
-        crop_readout=data.crop_readout,
+        file_mask="error" if shift.changes_mask else "use",
         noise_snr_db=shift.noise_snr_db,
         noise_seed=data.seed,
+        shift_name=shift.name,
+        max_values=max_values,
     )
-    return SliceDataset(root=root, challenge="multicoil", transform=transform)
+    return SliceDataset(root=root, challenge=settings.challenge, transform=transform)
 
 
 def annotation_files(shift: ResolvedShift, data: ShiftData) -> list[Path | None]:

@@ -118,7 +118,9 @@ def paired_differences(
         for model, mg in grp.groupby("model", sort=False):
             if model == reference:
                 continue
-            joined = mg.set_index(list(KEY)).join(ref[metrics], how="inner", rsuffix="_ref")
+            joined = mg.set_index(list(KEY))[metrics].join(
+                ref[metrics].add_suffix("_ref"), how="inner"
+            )
             for metric in metrics:
                 d = (joined[metric] - joined[metric + "_ref"]).to_numpy(dtype=float)
                 ok = np.isfinite(d)

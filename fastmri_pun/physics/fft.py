@@ -16,14 +16,34 @@ import torch
 _DIMS = (-2, -1)
 
 
+def _check_complex(x: torch.Tensor, name: str) -> None:
+    if not x.is_complex():
+        raise ValueError(
+            f"{name} takes a complex tensor [..., H, W], got {x.dtype} with shape "
+            f"{tuple(x.shape)}; for fastMRI's real-view [..., H, W, 2] tensors use "
+            f"torch.view_as_complex first (or fastmri.{name})"
+        )
+
+
 def fft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centered orthonormal 2-D FFT over the last two dims. ``[..., H, W]`` complex → same."""
+    """Centered orthonormal 2-D FFT over the last two dims. ``[..., H, W]`` complex → same.
+
+    Raises:
+        ValueError: ``x`` is real, e.g. a fastMRI real-view ``[..., H, W, 2]`` tensor, whose last
+            two dims are not the image axes.
+    """
+    _check_complex(x, "fft2c")
     x = torch.fft.ifftshift(x, dim=_DIMS)
     return torch.fft.fftshift(torch.fft.fft2(x, dim=_DIMS, norm="ortho"), dim=_DIMS)
 
 
 def ifft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centered orthonormal inverse 2-D FFT over the last two dims. ``[..., H, W]`` complex."""
+    """Centered orthonormal inverse 2-D FFT over the last two dims. ``[..., H, W]`` complex.
+
+    Raises:
+        ValueError: ``x`` is real (see :func:`fft2c`).
+    """
+    _check_complex(x, "ifft2c")
     x = torch.fft.ifftshift(x, dim=_DIMS)
     return torch.fft.fftshift(torch.fft.ifft2(x, dim=_DIMS, norm="ortho"), dim=_DIMS)
 

@@ -2,7 +2,8 @@
 
 Masks are ``dict[str, torch.BoolTensor]`` keyed by ``named_parameters()`` names of the unpruned
 model; True keeps a weight. :class:`PruneConfig` (``config.py``) holds every pruning default;
-``methods.py`` is the registry of the pruning methods.
+``methods.py`` is the registry of the pruning methods; :func:`prune_at_init` (``at_init.py``) runs
+any of them on a fastMRI model in one call.
 """
 
 from .apply import (
@@ -15,6 +16,15 @@ from .apply import (
     make_permanent,
     masks_from_state_dict,
     validate_masks,
+)
+from .at_init import (
+    LOSS_NAMES,
+    PruneReport,
+    build_pruned_model,
+    image_loss,
+    load_pruned_state_dict,
+    make_loss_fn,
+    prune_at_init,
 )
 from .baselines import (
     imp_prune_step,
@@ -43,28 +53,35 @@ __all__ = [
     "DEFAULTS",
     "DEFAULT_PRIOR_P",
     "DEFAULT_PRUNABLE_TYPES",
+    "LOSS_NAMES",
     "GumbelBernoulliMask",
     "MaskedWeights",
     "Masks",
     "PruneConfig",
+    "PruneReport",
     "PruningMethod",
     "SparseCheckpoint",
     "apply_masks",
+    "build_pruned_model",
     "check_density",
     "dense_state_dict",
     "density_report",
     "get_masks",
     "get_pruning_method",
+    "image_loss",
     "imp_prune_step",
     "imp_schedule",
     "is_pruned",
     "list_pruning_methods",
+    "load_pruned_state_dict",
     "load_sparse",
     "load_sparse_into",
     "magnitude_masks",
     "magnitude_scores",
+    "make_loss_fn",
     "make_permanent",
     "masks_from_state_dict",
+    "prune_at_init",
     "pruning_methods_help",
     "pruning_methods_table",
     "pun_loss",

@@ -4,6 +4,12 @@ A pruned parameter ``<module>.<attr>`` becomes ``<attr>_orig`` (the ``nn.Paramet
 ``<attr>_mask`` buffer; a forward pre-hook recomputes ``<attr> = <attr>_orig * <attr>_mask``, so
 gradients to masked entries are exactly zero and an optimiser never makes them non-zero again
 (except through weight decay on ``_orig``, which the mask still zeroes in the forward).
+
+Between forward passes the recomputed ``<attr>`` is kept detached (:func:`detach_pruned_weights`,
+a forward hook): ``prune``'s hook leaves a non-leaf tensor there, which ``copy.deepcopy`` refuses,
+so a plainly pruned model cannot be copied by EMA/SWA (``torch.optim.swa_utils.AveragedModel``)
+or anything else that copies models. The forward's graph is unaffected: it holds the tensor the
+pre-hook computed for that call.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from torch.nn.utils import prune
 
 from .select import named_weights
 
+#: masks of a model: parameter name (of the unpruned model) → ``[*param.shape]`` bool, True = kept
 Masks = dict[str, torch.Tensor]
 
 _ORIG, _MASK = "_orig", "_mask"
@@ -89,7 +96,22 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
         order = [attr + _ORIG if k == attr else k for k in module._parameters]
         prune.custom_from_mask(module, attr, mask.to(device=param.device, dtype=param.dtype))
         _reorder(module._parameters, order)
+        if detach_pruned_weights not in module._forward_hooks.values():
+            module.register_forward_hook(detach_pruned_weights)
+        detach_pruned_weights(module)
     return model
+
+
+def detach_pruned_weights(module: nn.Module, *_: object) -> None:
+    """Replace every pruned ``<attr>`` of ``module`` (``<attr>_orig * <attr>_mask``, recomputed
+    by ``prune``'s pre-hook at each forward) by a detached copy, so the module can be
+    ``copy.deepcopy``'d. Used as a forward hook (its extra arguments are ignored)."""
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, prune.BasePruningMethod):
+            attr = hook._tensor_name
+            value = getattr(module, attr, None)
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                setattr(module, attr, value.detach())
 
 
 def _reorder(params: dict[str, object], order: list[str]) -> None:
@@ -133,6 +155,12 @@ def make_permanent(model: nn.Module) -> nn.Module:
         order = [attr if k == attr + _ORIG else k for k in module._parameters]
         prune.remove(module, attr)
         _reorder(module._parameters, order)
+        if not any(
+            isinstance(h, prune.BasePruningMethod) for h in module._forward_pre_hooks.values()
+        ):
+            for key, hook in list(module._forward_hooks.items()):
+                if hook is detach_pruned_weights:
+                    del module._forward_hooks[key]
     return model
 
 

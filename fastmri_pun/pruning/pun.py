@@ -81,7 +81,7 @@ def topk_mask(
     }
 
 
-def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
+def cycle_batches(batches: Iterable[Any]) -> Iterator[Any]:
     """Re-iterate ``batches`` forever (unlike ``itertools.cycle``, without keeping them all)."""
     while True:
         empty = True
@@ -270,7 +270,7 @@ def search_masks(
     model.train()
     try:
         with MaskedWeights(model, names) as masked:
-            for step, batch in zip(range(steps), _cycle(batches), strict=False):
+            for step, batch in zip(range(steps), cycle_batches(batches), strict=False):
                 optimizer.zero_grad(set_to_none=True)
                 total, data, kl = pun_loss(
                     masked, scores, batch, loss_fn, kl_weight, kl_reduction, generator

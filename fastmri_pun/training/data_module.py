@@ -4,32 +4,44 @@ Datasets are :class:`fastmri.data.SliceDataset`; the transforms (e.g.
 :class:`fastmri_pun.data.SenseDataTransform`) are passed in. Differences from fastMRI's
 ``FastMriDataModule``, and why this is not a subclass of it:
 
-* clear errors for a missing data folder, an empty split folder or unreadable files;
+* every file of a split is checked (:func:`fastmri_pun.data.validate_fastmri_folder`, one line
+  naming the bad file) before ``SliceDataset`` parses the headers;
+* batches never mix slice shapes (fastMRI brain volumes differ in width and coil count):
+  every loader uses a :class:`~fastmri_pun.training.samplers.BucketBatchSampler`;
 * training order and random training masks are a function of ``(seed, epoch, rank)`` only:
-  the training sampler is a :class:`torch.utils.data.DistributedSampler` (also with one
-  process, so Lightning keeps it and calls ``set_epoch``), and ``set_epoch`` reseeds the mask
-  function's random generator. A run resumed from an end-of-epoch checkpoint therefore sees
-  the same batches and masks as an uninterrupted run (fastMRI's ``worker_init_fn`` seeds from
-  the DataLoader's base seed, which is drawn from the global RNG and not checkpointed);
-* validation/test loaders are plain sequential loaders; under DDP Lightning adds its
-  ``DistributedSampler`` and :class:`~fastmri_pun.training.MriModule` removes the padded
-  duplicates when it reduces metrics.
+  ``set_epoch`` of the batch sampler's :class:`~fastmri_pun.training.samplers.EpochSeededSampler`
+  reseeds the mask function's random generator. A run resumed from an end-of-epoch checkpoint
+  therefore sees the same batches and masks as an uninterrupted run (fastMRI's
+  ``worker_init_fn`` seeds from the DataLoader's base seed, which is drawn from the global RNG
+  and not checkpointed);
+* validation/test batches are sequential and split over the trainer's ranks by the data module
+  (the padding repeats batches; :class:`~fastmri_pun.training.MriModule` counts a slice once);
+* validation/test sample whole volumes (``SliceDataset(volume_sample_rate=...)``): fastMRI's
+  per-volume metrics and the saved test volumes need every slice of a volume; training samples
+  slices (``sample_rate``);
+* files without a ``max`` attribute get their volume's target maximum (read once per file) in
+  the transform's ``max_values``, so their PSNR/SSIM use fastMRI's volume maximum.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from fastmri.data import SliceDataset
-from lightning_fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, get_worker_info
+from torch.utils.data import DataLoader
 
+from ..data.h5io import missing_max_values, validate_fastmri_folder
+from .samplers import (  # noqa: F401  (EpochSeededSampler, seed_mask_worker: public here too)
+    BucketBatchSampler,
+    EpochSeededSampler,
+    seed_mask_worker,
+)
+
+CHALLENGES = ("multicoil", "singlecoil")
 SPLITS = ("train", "val", "test")
 
 
@@ -63,55 +75,26 @@ def keep_all(raw_sample: Any) -> bool:
     return True
 
 
-def _mask_rng(dataset: Any) -> np.random.RandomState | None:
-    transform = getattr(dataset, "transform", None)
-    rng = getattr(getattr(transform, "mask_func", None), "rng", None)
-    return rng if isinstance(rng, np.random.RandomState) else None
-
-
-def _derive_seed(*values: int) -> int:
-    return int(np.random.SeedSequence([int(v) % 2**32 for v in values]).generate_state(1)[0])
-
-
-class EpochSeededSampler(DistributedSampler):
-    """``DistributedSampler`` whose ``set_epoch`` also reseeds the dataset's mask function.
-
-    The mask generator of ``dataset.transform.mask_func`` gets seed ``f(seed, epoch, rank)``, so
-    random training masks do not depend on anything a checkpoint does not restore.
-    """
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        rng = _mask_rng(self.dataset)
-        if rng is not None:
-            rng.seed(_derive_seed(self.seed, epoch, self.rank))
-
-
-def seed_mask_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker its own mask stream, derived from the
-    stream :meth:`EpochSeededSampler.set_epoch` set in the parent process; with
-    ``pl.seed_everything(..., workers=True)`` also Lightning's seeding of the global RNGs."""
-    if os.environ.get("PL_SEED_WORKERS") == "1":
-        pl_worker_init_function(worker_id)
-    info = get_worker_info()
-    rng = _mask_rng(info.dataset) if info is not None else None
-    if rng is not None:
-        rng.seed(_derive_seed(rng.randint(2**31), worker_id))
-
-
 class SliceDataModule(pl.LightningDataModule):
     """fastMRI folders → DataLoaders of transformed slices.
 
     Args:
         data_path: root holding ``{challenge}_train``, ``{challenge}_val``, ``{challenge}_test``.
-        challenge: ``"multicoil"`` (``"singlecoil"`` is not supported by the MoDL pipeline).
+        challenge: ``"multicoil"`` or ``"singlecoil"`` (the folders' prefix and the target
+            dataset: ``reconstruction_rss`` / ``reconstruction_esc``).
         train_transform, val_transform, test_transform: SliceDataset transforms.
         test_split: folder suffix used for testing (``"test"``, ``"val"``, ``"challenge"``, ...).
         test_path: explicit test folder (overrides ``data_path``/``test_split``).
-        sample_rate, val_sample_rate, test_sample_rate: fraction of slices used per split.
-        batch_size: slices per batch.
+        sample_rate: fraction of training slices used.
+        val_sample_rate, test_sample_rate: fraction of validation/test *volumes* used (whole
+            volumes, fastmri's ``volume_sample_rate``).
+        batch_size: slices per batch (batches hold equally shaped slices only).
         num_workers: DataLoader workers.
         seed: seed of the training order and of the random training masks.
+
+    Raises:
+        ValueError: an unknown challenge, bad batch size, worker count or sample rate.
+        FileNotFoundError: ``data_path`` does not exist.
     """
 
     def __init__(
@@ -131,8 +114,8 @@ class SliceDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if challenge != "multicoil":
-            raise ValueError(f"challenge {challenge!r} is not supported yet (only 'multicoil')")
+        if challenge not in CHALLENGES:
+            raise ValueError(f"challenge must be one of {CHALLENGES}, got {challenge!r}")
         if batch_size < 1 or num_workers < 0:
             raise ValueError(
                 f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}"
@@ -152,6 +135,7 @@ class SliceDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.datasets: dict[str, SliceDataset] = {}
+        self.has_targets: dict[str, bool] = {}
 
     def split_dir(self, split: str) -> Path:
         """Folder of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
@@ -161,16 +145,35 @@ class SliceDataModule(pl.LightningDataModule):
         return self.data_path / f"{self.challenge}_{name}"
 
     def dataset(self, split: str) -> SliceDataset:
-        """The (cached) ``SliceDataset`` of ``split``; checks its folder first."""
+        """The (cached) ``SliceDataset`` of ``split``.
+
+        First checks the folder and every file in it (training and validation files need a
+        target; test files may lack it, as fastMRI's test/challenge splits), then fills the
+        transform's ``max_values`` for files without a ``max`` attribute.
+
+        Raises:
+            FileNotFoundError: the folder does not exist.
+            ValueError: the folder is empty or holds other entries, a file is malformed (one line
+                naming it), or no slice is left after sampling.
+        """
         if split not in self.datasets:
             root = check_split_dir(self.split_dir(split))
+            infos = validate_fastmri_folder(
+                root, require_target=split != "test", challenge=self.challenge
+            )
+            self.has_targets[split] = all(info.has_target for info in infos)
+            transform = self.transforms[split]
+            if isinstance(getattr(transform, "max_values", None), dict):
+                transform.max_values.update(missing_max_values(root, self.challenge))
+            rate = self.sample_rates[split]
+            rates = {"sample_rate": rate} if split == "train" else {"volume_sample_rate": rate}
             try:
                 ds = SliceDataset(
                     root=root,
                     challenge=self.challenge,
-                    transform=self.transforms[split],
-                    sample_rate=self.sample_rates[split],
+                    transform=transform,
                     raw_sample_filter=keep_all,
+                    **rates,
                 )
             except (OSError, KeyError) as err:
                 raise ValueError(
@@ -186,37 +189,34 @@ class SliceDataModule(pl.LightningDataModule):
         for split in needed:
             self.dataset(split)
 
-    def _loader(self, split: str, sampler: Any = None) -> DataLoader:
+    def batch_sampler(self, split: str) -> BucketBatchSampler:
+        """The split's :class:`BucketBatchSampler` for the attached trainer's rank and world size
+        (one process without a trainer): shuffled for ``"train"``, sequential otherwise."""
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = EpochSeededSampler(
+            self.dataset(split),
+            num_replicas=replicas,
+            rank=rank,
+            shuffle=split == "train",
+            seed=self.seed,
+        )
+        return BucketBatchSampler(sampler, self.batch_size)
+
+    def _loader(self, split: str) -> DataLoader:
         return DataLoader(
             self.dataset(split),
-            batch_size=self.batch_size,
-            sampler=sampler,
-            shuffle=False,
+            batch_sampler=self.batch_sampler(split),
             num_workers=self.num_workers,
             worker_init_fn=seed_mask_worker,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training loader.
-
-        Attached to a Trainer: an :class:`EpochSeededSampler` for that trainer's rank and world
-        size. Standalone (e.g. handed to the pruning search's own Trainer): a ``RandomSampler``
-        with a seeded generator, which Lightning swaps for its ``DistributedSampler`` under DDP.
-        """
-        dataset = self.dataset("train")
-        trainer = self.trainer
-        if trainer is None:
-            generator = torch.Generator().manual_seed(self.seed)
-            return self._loader("train", RandomSampler(dataset, generator=generator))
-        sampler = EpochSeededSampler(
-            dataset,
-            num_replicas=trainer.world_size,
-            rank=trainer.global_rank,
-            shuffle=True,
-            seed=self.seed,
-        )
-        return self._loader("train", sampler)
+        """Shuffled, shape-bucketed training loader for the attached trainer's rank (one process
+        when standalone, e.g. handed to the pruning search's own Trainer, which then injects its
+        ``DistributedSampler`` under DDP: :class:`BucketBatchSampler` keeps bucketing)."""
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

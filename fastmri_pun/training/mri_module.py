@@ -17,7 +17,8 @@ This module keeps its behaviour with Lightning-2 hooks:
   the stacked volume;
 * on test, reconstructions are gathered on rank 0, stacked per volume in slice order and written
   with :func:`fastmri.save_reconstructions`, so ``python -m fastmri.evaluate`` scores them as is.
-  When the test batches carry targets, test metrics are computed the same way.
+  When the test batches carry targets, test metrics are computed the same way; slices without a
+  target (fastMRI's test/challenge files) are reconstructed and saved, never scored.
 
 Gathering per-slice records (a few floats each) instead of summing per-rank volume means is what
 makes the reduction exact when a volume's slices are split across ranks, which Lightning's
@@ -213,7 +214,9 @@ class MriModule(pl.LightningModule):
 
     After a validation/test epoch, ``self.val_results`` / ``self.test_results`` hold
     ``{"summary": {...}, "per_volume": {...}}`` from :func:`aggregate_volumes` (identical on all
-    ranks); logged keys are ``validation_loss``, ``val_metrics/{nmse,ssim,psnr}`` (fastMRI's names),
+    ranks; ``test_results`` stays ``None`` when no test slice has a target), and
+    ``self.test_saved`` is ``{fname: number of slices}`` of the saved test volumes (rank 0); logged
+    keys are ``validation_loss``, ``val_metrics/{nmse,ssim,psnr}`` (fastMRI's names),
     ``val_metrics/zf_*`` for the zero-filled baseline and ``test_metrics/*``.
 
     Args:
@@ -227,6 +230,7 @@ class MriModule(pl.LightningModule):
         self.reconstruction_dir: Path | None = None
         self.val_results: dict[str, Any] | None = None
         self.test_results: dict[str, Any] | None = None
+        self.test_saved: dict[str, int] = {}
         self._val_records: list[dict[str, Any]] = []
         self._test_records: list[dict[str, Any]] = []
         self._test_outputs: list[tuple[str, int, np.ndarray]] = []
@@ -288,6 +292,7 @@ class MriModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_records, self._test_outputs = [], []
+        self.test_results, self.test_saved = None, {}
 
     def on_test_batch_end(
         self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -315,6 +320,7 @@ class MriModule(pl.LightningModule):
             recons = {f: np.stack([v[s] for s in sorted(v)]) for f, v in volumes.items()}
             out_dir = Path(self.reconstruction_dir or self._default_reconstruction_dir())
             save_reconstructions_atomic(recons, out_dir)
+            self.test_saved = {f: int(v.shape[0]) for f, v in recons.items()}
             self.print(f"Saved {len(recons)} reconstructed volumes to {out_dir}")
         records = all_gather_list(self._test_records)
         self._test_records = []

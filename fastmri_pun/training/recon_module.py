@@ -10,6 +10,16 @@ Pruned models: ``set_prune_masks(masks)`` applies ``dict[str, BoolTensor]`` mask
 The masks go into the checkpoint as ``checkpoint["pun_masks"]`` and ``on_load_checkpoint``
 re-applies them *before* Lightning loads the state dict, so the ``weight_orig``/``weight_mask``
 keys of ``torch.nn.utils.prune`` match in ``load_from_checkpoint`` and when resuming a run.
+
+Transform settings: the hparam ``transform_settings`` holds the
+:meth:`fastmri_pun.data.TransformSettings.to_dict` of the data the model was trained on
+(challenge, mask, coil maps, readout crop, ESPIRiT), so a test run rebuilds the same transform
+and a resumed run is refused when its transform differs (:func:`check_checkpoint`).
+
+Crops: validation and test slices with a target are compared on their common size
+(:func:`fastmri_pun.data.crop.crop_to_common`: a k-space narrower than the target crops the
+target); test slices without a target (fastMRI's test/challenge files) are saved at the file's
+reconstruction size (:func:`~fastmri_pun.data.crop.crop_to_recon_size`), as fastMRI submits them.
 """
 
 from __future__ import annotations
@@ -41,13 +51,51 @@ def zero_filled(masked_kspace: torch.Tensor) -> torch.Tensor:
     return fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(masked_kspace)), dim=1)
 
 
+#: transform settings that may differ between a checkpoint and a run resuming it
+TRANSFORM_KEYS_IGNORED = ("maps_cache_dir",)
+
+
+def checkpoint_transform_settings(hparams: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``TransformSettings.to_dict()`` stored in a checkpoint's hyper-parameters (hparam
+    ``transform_settings``), or ``None`` for checkpoints written before it was stored."""
+    stored = hparams.get("transform_settings")
+    return dict(stored) if stored else None
+
+
+def transform_settings_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Keys of two ``TransformSettings.to_dict()`` that differ (ESPIRiT fields as
+    ``espirit.<field>``), except :data:`TRANSFORM_KEYS_IGNORED`."""
+
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in d.items():
+            if key in TRANSFORM_KEYS_IGNORED:
+                continue
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    a, b = flat(stored), flat(wanted)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def has_target(batch: Any) -> bool:
+    """Whether a collated batch carries targets ``[B, h, w]`` (fastMRI test/challenge files
+    carry ``tensor(0)`` per slice, collated to ``[B]``)."""
+    return batch.target.ndim >= 3 and batch.target.numel() > 0
+
+
 def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | None = None) -> None:
     """Raise ``ValueError`` unless ``checkpoint`` was written by :class:`ReconstructionModule`.
 
     Args:
         checkpoint: the loaded checkpoint dict.
         source: where it came from (for the message).
-        expected: ``{"model_name": ..., "model_kwargs": ...}`` the checkpoint must match, if given.
+        expected: ``{"model_name": ..., "model_kwargs": ...}`` the checkpoint must match, if
+            given; with a ``"transform_settings"`` entry (``TransformSettings.to_dict()``) also
+            the stored transform settings (checkpoints without them are not checked).
     """
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{source}: not a Lightning checkpoint (no 'state_dict' entry)")
@@ -57,24 +105,34 @@ def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | N
             f"{source}: not a fastmri_pun ReconstructionModule checkpoint (its hyper-parameters "
             f"{sorted(hp)} lack 'model_name'/'model_kwargs')"
         )
-    if expected is not None:
-        got = {"model_name": hp["model_name"], "model_kwargs": dict(hp["model_kwargs"] or {})}
-        want = {
-            "model_name": expected["model_name"],
-            "model_kwargs": dict(expected["model_kwargs"]),
-        }
-        if got != want:
-            diff = sorted(
-                k
-                for k in set(got["model_kwargs"]) | set(want["model_kwargs"])
-                if got["model_kwargs"].get(k) != want["model_kwargs"].get(k)
-            )
-            what = f"model {got['model_name']!r} vs {want['model_name']!r}" + (
-                f", differing settings {diff}" if diff else ""
-            )
+    if expected is None:
+        return
+    got = {"model_name": hp["model_name"], "model_kwargs": dict(hp["model_kwargs"] or {})}
+    want = {
+        "model_name": expected["model_name"],
+        "model_kwargs": dict(expected["model_kwargs"]),
+    }
+    if got != want:
+        diff = sorted(
+            k
+            for k in set(got["model_kwargs"]) | set(want["model_kwargs"])
+            if got["model_kwargs"].get(k) != want["model_kwargs"].get(k)
+        )
+        what = f"model {got['model_name']!r} vs {want['model_name']!r}" + (
+            f", differing settings {diff}" if diff else ""
+        )
+        raise ValueError(
+            f"{source} was saved for another model than this run builds ({what}); "
+            "use the checkpoint's settings or start a new run"
+        )
+    stored = checkpoint_transform_settings(hp)
+    wanted = expected.get("transform_settings")
+    if stored is not None and wanted is not None:
+        diff = transform_settings_diff(stored, dict(wanted))
+        if diff:
             raise ValueError(
-                f"{source} was saved for another model than this run builds ({what}); "
-                "use the checkpoint's settings or start a new run"
+                f"{source} was trained with other data transform settings than this run "
+                f"(differing {diff}); use the checkpoint's settings or start a new run"
             )
 
 
@@ -114,6 +172,10 @@ class ReconstructionModule(MriModule):
             ``"cosine"`` (cosine annealing over the Trainer's ``max_epochs``).
         lr_step_size, lr_gamma: StepLR settings.
         num_log_images: validation images logged to TensorBoard.
+        transform_settings: ``TransformSettings.to_dict()`` of the data transform the model is
+            trained with (JSON-able; stored in the checkpoint as the hparam
+            ``transform_settings`` so a test run can rebuild the same transform); ``None``:
+            unknown (checkpoints of older versions).
     """
 
     def __init__(
@@ -130,6 +192,7 @@ class ReconstructionModule(MriModule):
         lr_step_size: int = 40,
         lr_gamma: float = 0.1,
         num_log_images: int = 16,
+        transform_settings: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(num_log_images=num_log_images)
         if sens_maps not in ("espirit", "learned"):
@@ -176,6 +239,7 @@ class ReconstructionModule(MriModule):
         expected = {
             "model_name": self.hparams.model_name,
             "model_kwargs": self.hparams.model_kwargs or {},
+            "transform_settings": self.hparams.get("transform_settings"),
         }
         check_checkpoint(checkpoint, "checkpoint", expected=expected)
         masks = checkpoint.get("pun_masks")
@@ -277,7 +341,7 @@ class ReconstructionModule(MriModule):
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         output = self.reconstruct(batch)
         result: dict[str, Any] = {"fname": batch.fname, "slice_num": batch.slice_num}
-        if batch.target.numel() > 1:  # fastMRI test splits without targets carry tensor(0)
+        if has_target(batch):
             output, target = crop_to_common(output, batch.target)
             zf = center_crop(zero_filled(batch.masked_kspace), target.shape[-2:])
             result.update(target=target, max_value=batch.max_value, zero_filled=zf)

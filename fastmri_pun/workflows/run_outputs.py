@@ -69,21 +69,25 @@ def write_metrics_table(
         "",
         "Per-volume NMSE / SSIM / PSNR as in `fastmri.evaluate`, averaged over volumes.",
         *([note, ""] if note else [""]),
-        *markdown_table(
-            ("split", "reconstruction", "NMSE", "SSIM", "PSNR (dB)", "volumes", "slices"),
-            (
+        *(
+            markdown_table(
+                ("split", "reconstruction", "NMSE", "SSIM", "PSNR (dB)", "volumes", "slices"),
                 (
-                    r["split"],
-                    r["reconstruction"],
-                    f"{r['nmse']:.4f}",
-                    f"{r['ssim']:.4f}",
-                    f"{r['psnr']:.2f}",
-                    r["volumes"],
-                    r["slices"],
-                )
-                for r in rows
-            ),
-            align="llrrrrr",
+                    (
+                        r["split"],
+                        r["reconstruction"],
+                        f"{r['nmse']:.4f}",
+                        f"{r['ssim']:.4f}",
+                        f"{r['psnr']:.2f}",
+                        r["volumes"],
+                        r["slices"],
+                    )
+                    for r in rows
+                ),
+                align="llrrrrr",
+            )
+            if rows
+            else ["No reconstruction was scored (the data have no targets)."]
         ),
     ]
     if compute:
@@ -116,22 +120,37 @@ def write_metrics_table(
     return run.metrics_md, run.metrics_csv
 
 
+def _example_pair(recon_dir: Path, target_dir: Path) -> tuple[str, int, Any, Any] | None:
+    """``(file name, slice, reconstruction, target)`` of the middle slice of the first
+    reconstructed volume whose file has a target (``reconstruction_rss``, or
+    ``reconstruction_esc`` for single-coil files); ``None`` when there is none."""
+    for recon in sorted(Path(recon_dir).glob("*.h5")):
+        target_file = Path(target_dir) / recon.name
+        if not target_file.is_file():
+            continue
+        with h5py.File(recon, "r") as hr, h5py.File(target_file, "r") as ht:
+            key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in ht), None)
+            if key is None:
+                continue
+            i = hr["reconstruction"].shape[0] // 2
+            return recon.name, i, hr["reconstruction"][i], ht[key][i]
+    return None
+
+
 def save_example_figure(recon_dir: Path, target_dir: Path, out_png: Path) -> Path | None:
-    """Target / reconstruction / |error| of the middle slice of the first test volume.
+    """Target / reconstruction / |error| of the middle slice of the first test volume with a
+    target. Reconstruction and target are centre-cropped to their common size
+    (:func:`~fastmri_pun.data.crop.crop_to_common`: a k-space narrower than the target, as
+    fastMRI's FLAIR volumes, gives a narrower reconstruction).
 
     Returns:
-        ``out_png``, or ``None`` when there is no reconstruction with a target
-        (``reconstruction_rss``) to compare.
+        ``out_png``, or ``None`` when no reconstruction has a target to compare (fastMRI's
+        test/challenge files).
     """
-    recons = sorted(Path(recon_dir).glob("*.h5"))
-    if not recons or not (Path(target_dir) / recons[0].name).is_file():
+    pair = _example_pair(recon_dir, target_dir)
+    if pair is None:
         return None
-    with h5py.File(recons[0], "r") as hr, h5py.File(Path(target_dir) / recons[0].name, "r") as ht:
-        if "reconstruction_rss" not in ht:
-            return None
-        i = hr["reconstruction"].shape[0] // 2
-        rec = hr["reconstruction"][i]
-        tgt = ht["reconstruction_rss"][i]
+    name, i, rec, tgt = pair
     rec, tgt = crop_to_common(rec, tgt)
     vmax = float(tgt.max())
     fig = Figure(figsize=(9, 3.2))
@@ -146,6 +165,6 @@ def save_example_figure(recon_dir: Path, target_dir: Path, out_png: Path) -> Pat
         ax.imshow(img, cmap="gray", vmin=0, vmax=v)
         ax.set_title(title)
         ax.axis("off")
-    fig.suptitle(f"{recons[0].name}, slice {i}")
+    fig.suptitle(f"{name}, slice {i}")
     fig.tight_layout()
     return save_figure(fig, out_png, dpi=100)

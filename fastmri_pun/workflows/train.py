@@ -1,4 +1,5 @@
-"""Train / test a registered reconstruction model (MoDL by default) on fastMRI multicoil data.
+"""Train / test a registered reconstruction model (MoDL by default) on fastMRI data (multicoil or
+singlecoil).
 
 ::
 
@@ -12,13 +13,29 @@
 nothing is trained yet) then :func:`execute` (pruning, training, testing, ``metrics.md``/``.csv``,
 an example figure). Bad input raises ``ValueError``/``FileNotFoundError``; the process never
 exits. The output folder's layout is :class:`fastmri_pun.utils.run_dir.RunDir`'s.
+
+Transforms are built only through :class:`~fastmri_pun.data.TransformSettings`
+(:meth:`TrainConfig.transform_settings`); a trained module stores ``settings.to_dict()`` as its
+hparam ``transform_settings``. ``--mode test`` rebuilds the transform from the checkpoint: its
+``challenge``, mask, ``sens_maps``, ``crop_readout`` and ``espirit`` settings win over the
+command line (a line names the flags that were overridden; to score other masks use
+``evaluate`` and its shifts); files with their own ``mask`` (fastMRI's test/challenge files)
+keep theirs. The recorded ``config.yaml``/``config_test.yaml`` holds the settings and the model
+settings actually used. Checkpoints without the hparam (older versions) use their
+``sens_maps`` hparam and the command line for the rest. Resuming a training
+refuses a checkpoint whose stored transform settings differ from the run's (the ESPIRiT cache
+folder excepted).
+
+In test mode into a folder that already holds a training run (its ``config.yaml``), the
+configuration and metrics go to ``config_test.yaml``, ``metrics_test.md`` and
+``metrics_test.csv``; the training run's files are kept.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +43,19 @@ import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from ..data import SenseDataTransform
-from ..data.masks import make_mask_func
+from ..data.transform_settings import TransformSettings
 from ..demo.builder import ensure_demo_dataset
+from ..models import model_settings
 from ..training import ReconstructionModule, SliceDataModule
-from ..training.recon_module import check_checkpoint, load_checkpoint_file
+from ..training.recon_module import (
+    check_checkpoint,
+    checkpoint_transform_settings,
+    load_checkpoint_file,
+)
 from ..utils.io import atomic_write_text
 from ..utils.run_dir import RunDir
 from .run_outputs import metric_rows, read_compute, save_example_figure, write_metrics_table
-from .train_config import DataConfig, RunConfig, TrainConfig
+from .train_config import ESPIRIT_PREFIX, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .train_prune import prune_module
 from .trainer import TrainingInterrupted, build_trainer
 
@@ -47,7 +68,10 @@ __all__ = [
     "dump_config",
     "execute",
     "fit",
+    "no_target_note",
     "prepare",
+    "run_dir",
+    "test_transform_settings",
 ]
 
 
@@ -60,7 +84,9 @@ class TrainResult:
         best_checkpoint: ``checkpoints/best.ckpt`` (best validation SSIM; train mode), ``None``
             in test mode or when the run was interrupted.
         last_checkpoint: ``checkpoints/last.ckpt`` (train mode).
-        metrics_md, metrics_csv: the metrics table.
+        metrics_md, metrics_csv: the metrics table (``metrics_test.*`` for a test run into a
+            training run's folder); it notes test volumes without a target, which are saved
+            but not scored.
         reconstructions: folder of the test reconstructions (fastMRI's h5 layout).
         figure: ``figures/test_example.png``.
         val, test: ``MriModule.val_results``/``test_results``: ``{"summary": {...},
@@ -89,19 +115,23 @@ class PreparedRun:
         module: the model to train (fresh) or test (loaded from ``ckpt_path``).
         datamodule: the data (every needed split checked).
         ckpt_path: checkpoint to resume from (train) or to test; ``None``: a fresh training.
+        settings: the transform settings the data module was built with.
     """
 
     cfg: TrainConfig
     module: ReconstructionModule
     datamodule: SliceDataModule
     ckpt_path: Path | None
+    settings: TransformSettings | None = None
 
 
 # ------------------------------------------------------------------------------ building
 def build_module(cfg: TrainConfig) -> ReconstructionModule:
-    """A fresh :class:`~fastmri_pun.training.ReconstructionModule` of the configured model."""
+    """A fresh :class:`~fastmri_pun.training.ReconstructionModule` of the configured model, with
+    the run's transform settings in its hparam ``transform_settings``."""
     o = cfg.optimisation
     return ReconstructionModule(
+        transform_settings=cfg.transform_settings().to_dict(),
         model_name=cfg.model.model,
         model_kwargs=cfg.model.settings.model_kwargs(sens_maps=cfg.data.sens_maps),
         sens_maps=cfg.data.sens_maps,
@@ -117,29 +147,34 @@ def build_module(cfg: TrainConfig) -> ReconstructionModule:
     )
 
 
-def build_datamodule(cfg: TrainConfig, data_path: Path, sens_maps: str) -> SliceDataModule:
-    """:class:`~fastmri_pun.training.SliceDataModule` with :class:`SenseDataTransform`\\ s.
+def build_datamodule(
+    cfg: TrainConfig,
+    data_path: Path,
+    settings: TransformSettings | str | None = None,
+) -> SliceDataModule:
+    """:class:`~fastmri_pun.training.SliceDataModule` with transforms built by
+    :meth:`TransformSettings.build`.
 
     Training masks are random per slice (``use_seed=False``, reseeded per epoch by the data
-    module); validation/test masks are fixed per volume (``use_seed=True``), as in fastMRI.
+    module); validation/test masks are fixed per volume (``use_seed=True``), as in fastMRI. Files
+    with their own ``mask`` keep it.
+
+    Args:
+        cfg: the run.
+        data_path: the fastMRI root.
+        settings: the transform settings (default: ``cfg.transform_settings()``); a string is a
+            ``sens_maps`` value replacing the configured one.
     """
     d = cfg.data
-
-    def transform(use_seed: bool) -> SenseDataTransform:
-        return SenseDataTransform(
-            mask_func=make_mask_func(d.mask_type, d.center_fractions, d.accelerations),
-            use_seed=use_seed,
-            sens_maps=sens_maps,
-            cache_dir=d.maps_cache_dir,
-            crop_readout=d.crop_readout,
-        )
-
+    if settings is None or isinstance(settings, str):
+        base = cfg.transform_settings()
+        settings = base if settings is None else replace(base, sens_maps=settings)
     return SliceDataModule(
         data_path=data_path,
-        train_transform=transform(False),
-        val_transform=transform(True),
-        test_transform=transform(True),
-        challenge=cfg.run.challenge,
+        train_transform=settings.build(use_seed=False),
+        val_transform=settings.build(use_seed=True),
+        test_transform=settings.build(use_seed=True),
+        challenge=settings.challenge,
         test_split=d.test_split,
         test_path=d.test_path,
         sample_rate=d.sample_rate,
@@ -148,6 +183,72 @@ def build_datamodule(cfg: TrainConfig, data_path: Path, sens_maps: str) -> Slice
         batch_size=d.batch_size,
         num_workers=d.num_workers,
         seed=cfg.run.seed,
+    )
+
+
+#: transform settings a test run takes from the checkpoint (the ESPIRiT cache folder comes from
+#: the command line)
+CHECKPOINT_TRANSFORM_KEYS = (
+    "challenge",
+    "mask_type",
+    "center_fractions",
+    "accelerations",
+    "sens_maps",
+    "crop_readout",
+    "espirit",
+)
+
+
+def test_transform_settings(cfg: TrainConfig, hparams: Any) -> TransformSettings:
+    """Transform settings of ``--mode test`` with a checkpoint of ``hparams``.
+
+    :data:`CHECKPOINT_TRANSFORM_KEYS` come from the checkpoint's hparam ``transform_settings``
+    (older checkpoints: only ``sens_maps``, from their hparam); the ESPIRiT cache folder from
+    ``cfg`` (the mask is used only for files without their own ``mask``). Settings of ``cfg``
+    that the checkpoint overrides are named in one info line.
+
+    Raises:
+        ValueError: the stored settings are unreadable.
+    """
+    run = cfg.transform_settings()
+    stored = checkpoint_transform_settings(dict(hparams))
+    if stored is not None:
+        ckpt = TransformSettings.from_dict(stored)
+        taken = {k: getattr(ckpt, k) for k in CHECKPOINT_TRANSFORM_KEYS}
+    else:
+        taken = {"sens_maps": hparams.get("sens_maps", run.sens_maps)}
+    overridden = sorted(k for k, v in taken.items() if getattr(run, k) != v)
+    if overridden:
+        rank_zero_info(
+            f"--mode test: the checkpoint's transform settings replace {overridden} of the "
+            "command line"
+        )
+    return replace(run, **taken)
+
+
+def effective_test_config(
+    cfg: TrainConfig, hparams: Any, settings: TransformSettings
+) -> TrainConfig:
+    """``cfg`` with what a test run really uses: the transform ``settings`` (from the checkpoint)
+    and the checkpoint's model and model settings, so that the recorded configuration describes
+    the run. Fields the checkpoint does not hold keep ``cfg``'s values."""
+    name = str(hparams.get("model_name", cfg.model.model))
+    kwargs = dict(hparams.get("model_kwargs") or {})
+    settings_cls = model_settings(name)
+    base = cfg.model.settings if type(cfg.model.settings) is settings_cls else settings_cls()
+    known = {f.name for f in fields(settings_cls)}
+    model_cfg = ModelConfig(name, replace(base, **{k: v for k, v in kwargs.items() if k in known}))
+    data = replace(
+        cfg.data,
+        mask_type=settings.mask_type,
+        center_fractions=list(settings.center_fractions),
+        accelerations=[int(a) if float(a).is_integer() else a for a in settings.accelerations],
+        sens_maps=settings.sens_maps,
+        crop_readout=settings.crop_readout,
+        espirit=settings.espirit,
+    )
+    return replace(
+        cfg, run=replace(cfg.run, challenge=settings.challenge), data=data, model=model_cfg
     )
 
 
@@ -212,11 +313,12 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)  # no log line before errors
     if cfg.run.mode == "test":
         module = ReconstructionModule.load_checkpoint(ckpt_path)
-        sens_maps = module.hparams.sens_maps
+        settings = test_transform_settings(cfg, module.hparams)
+        cfg = effective_test_config(cfg, module.hparams, settings)
     else:
+        settings = cfg.transform_settings()
         module = build_module(cfg)
-        sens_maps = cfg.data.sens_maps
-        if sens_maps == "espirit" and not module.uses_sens_maps:
+        if settings.sens_maps == "espirit" and not module.uses_sens_maps:
             raise ValueError(
                 f"--model {cfg.model.model} estimates its own coil maps (it takes no sens_maps); "
                 "use --sens_maps learned"
@@ -225,17 +327,68 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
             expected = {
                 "model_name": module.hparams.model_name,
                 "model_kwargs": module.hparams.model_kwargs,
+                "transform_settings": settings.to_dict(),
             }
             check_checkpoint(load_checkpoint_file(ckpt_path), f"--resume {ckpt_path}", expected)
-    dm = build_datamodule(cfg, data_path, sens_maps)
+    dm = build_datamodule(cfg, data_path, settings)
     for split in ("train", "val", "test") if cfg.run.mode == "train" else ("test",):
-        dm.dataset(split)  # missing/empty folders fail here, before Lightning starts
-    return PreparedRun(cfg, module, dm, ckpt_path)
+        dm.dataset(split)  # missing/empty folders and bad files fail here, before Lightning
+    return PreparedRun(cfg, module, dm, ckpt_path, settings)
 
 
-def dump_config(cfg: TrainConfig) -> str:
-    """The configuration as YAML (flat flag keys; loadable with ``--config``)."""
-    return yaml.safe_dump(cfg.to_flat(), sort_keys=False)
+def dump_config(cfg: TrainConfig, settings: TransformSettings | None = None) -> str:
+    """The configuration as YAML (flat flag keys; loadable with ``--config``); with
+    ``settings``, the transform flags they set (challenge, coil maps, readout crop, ESPIRiT)
+    are written as used (a test run's checkpoint settings)."""
+    flat = cfg.to_flat()
+    if settings is not None:
+        flat.update(
+            challenge=settings.challenge,
+            sens_maps=settings.sens_maps,
+            crop_readout=settings.crop_readout,
+            **{f"{ESPIRIT_PREFIX}{k}": v for k, v in asdict(settings.espirit).items()},
+        )
+    return yaml.safe_dump(flat, sort_keys=False)
+
+
+class _TestRunDir(RunDir):
+    """A run folder whose config and metrics files are ``config_test.yaml`` and
+    ``metrics_test.md``/``.csv`` (a test run into a training run's folder)."""
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config_test.yaml"
+
+    @property
+    def metrics_md(self) -> Path:
+        return self.root / "metrics_test.md"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / "metrics_test.csv"
+
+
+def run_dir(cfg: TrainConfig) -> RunDir:
+    """The run's folder; in test mode into a folder holding a training run's ``config.yaml``,
+    one whose config and metrics files are ``config_test.yaml``/``metrics_test.*``."""
+    run = RunDir(cfg.run.output_dir)
+    if cfg.run.mode == "test" and run.config.is_file():
+        return _TestRunDir(cfg.run.output_dir)
+    return run
+
+
+def no_target_note(module: ReconstructionModule, dm: SliceDataModule) -> str:
+    """A metrics-table line for test volumes without targets (fastMRI test/challenge files):
+    how many were reconstructed and that they are not scored; ``""`` when all were scored."""
+    saved = module.test_saved
+    scored = set((module.test_results or {}).get("per_volume", {}))
+    unscored = sorted(set(saved) - scored)
+    if not unscored:
+        return ""
+    return (
+        f"Test split `{dm.split_dir('test')}`: {len(unscored)} of {len(saved)} volumes have no "
+        "target (fastMRI test/challenge files): reconstructed and saved, not scored."
+    )
 
 
 def execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
@@ -269,11 +422,11 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
     )
     if cfg.prune != "none" and cfg.run.mode == "train" and ckpt_path is None:
         prune_module(cfg, module, dm)
-    run = RunDir(cfg.run.output_dir)
+    run = run_dir(cfg)
     run.root.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(cfg, callbacks)
     if trainer.is_global_zero:
-        atomic_write_text(run.config, dump_config(cfg))
+        atomic_write_text(run.config, dump_config(cfg, prepared.settings))
     module.reconstruction_dir = run.reconstructions
     result = TrainResult(run.root)
     if cfg.run.mode == "train":
@@ -299,7 +452,9 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
         if cfg.prune != "none":
             label += f" ({cfg.prune}, density {cfg.pruning.density})"
         rows = metric_rows("val", result.val, label) + metric_rows("test", result.test, label)
-        if rows:
+        missing = no_target_note(module, dm)
+        note = f"{note}\n\n{missing}" if missing else note
+        if rows or missing:
             result.metrics_md, result.metrics_csv = write_metrics_table(
                 run, rows, note, read_compute(run)
             )

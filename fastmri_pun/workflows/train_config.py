@@ -16,17 +16,23 @@ checks that need the file system (data folders, checkpoints) happen in
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints
 
+import docstring_parser
+
+from ..data.espirit import EspiritSettings
 from ..data.masks import (
     DEFAULT_ACCELERATIONS,
     DEFAULT_CENTER_FRACTIONS,
     DEFAULT_MASK_TYPE,
     MASK_TYPES,
 )
+from ..data.transform_settings import TransformSettings
 from ..demo.builder import DemoConfig
 from ..models import ModelSettings, model_settings
 from ..pruning.config import PruneConfig
@@ -34,6 +40,7 @@ from ..pruning.methods import list_pruning_methods
 from ..utils.config_checks import check_field_types, unknown_keys_message
 
 __all__ = [
+    "ESPIRIT_PREFIX",
     "PRUNE_FLAGS",
     "DataConfig",
     "Flag",
@@ -42,8 +49,12 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "TrainerConfig",
+    "espirit_flag_help",
     "train_flags",
 ]
+
+#: prefix of the flags of :class:`~fastmri_pun.data.espirit.EspiritSettings` fields
+ESPIRIT_PREFIX = "espirit_"
 
 #: :class:`PruneConfig` fields a training run exposes as flags; the others keep their defaults
 #: and ``seed`` is the run's seed.
@@ -73,11 +84,15 @@ class RunConfig:
     """run: what the run does, where its outputs go, its seed.
 
     Attributes:
-        challenge: fastMRI challenge; only 'multicoil' is supported ('singlecoil': not yet).
+        challenge: fastMRI challenge: 'multicoil' (DATA_PATH/multicoil_*, target
+            reconstruction_rss) or 'singlecoil' (DATA_PATH/singlecoil_*, target
+            reconstruction_esc; MoDL with a unit coil map). --mode test uses the checkpoint's.
         mode: 'train': fit, then validate and test the best checkpoint; 'test': reconstruct and
             score the test split with the checkpoint given by --resume.
         output_dir: Folder for checkpoints/ (last.ckpt, best.ckpt), logs/ (TensorBoard + CSV),
-            reconstructions/, figures/, metrics.md, metrics.csv and the resolved config.yaml.
+            reconstructions/, figures/, metrics.md, metrics.csv and the resolved config.yaml
+            (--mode test: config_test.yaml, metrics_test.md/.csv, so a training run's own files
+            in the same folder are kept).
         resume: Checkpoint to continue training from (train) or to evaluate (test); 'last' /
             'best' = OUTPUT_DIR/checkpoints/last.ckpt / best.ckpt. In train mode an existing
             OUTPUT_DIR/checkpoints/last.ckpt is continued even without this flag (as fastMRI
@@ -87,7 +102,7 @@ class RunConfig:
             warn instead of failing on ops without one, false = fastest.
     """
 
-    challenge: str = "multicoil"
+    challenge: Literal["multicoil", "singlecoil"] = "multicoil"
     mode: Literal["train", "test"] = "train"
     output_dir: str = "outputs/demo"
     resume: str | None = None
@@ -97,12 +112,6 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.output_dir, self.resume = _as_str(self.output_dir), _as_str(self.resume)
         check_field_types(self, prefix="--")
-        if self.challenge == "singlecoil":
-            raise ValueError(
-                "--challenge singlecoil is not supported yet; use --challenge multicoil"
-            )
-        if self.challenge != "multicoil":
-            raise ValueError(f"--challenge must be 'multicoil', got {self.challenge!r}")
         if self.mode == "test" and not self.resume:
             raise ValueError("--mode test needs a checkpoint: --resume PATH (or 'best'/'last')")
 
@@ -112,27 +121,34 @@ class DataConfig:
     """data: which slices, which undersampling, which coil maps.
 
     Attributes:
-        data_path: fastMRI root holding multicoil_train/, multicoil_val/, multicoil_test/.
+        data_path: fastMRI root holding <challenge>_train/, <challenge>_val/, <challenge>_test/.
             Default: the demo set, built on first use in $FASTMRI_PUN_CACHE/demo
             (~/.cache/fastmri_pun/demo).
         demo_size: Demo set only: reconstruction matrix size N (N x N).
         demo_coils: Demo set only: number of receive coils.
-        test_split: Test folder suffix: DATA_PATH/multicoil_<test_split>.
+        test_split: Test folder suffix: DATA_PATH/<challenge>_<test_split> ('test', 'challenge',
+            'val', ...); files without a target are reconstructed and saved, not scored.
         test_path: Test folder (overrides data_path/test_split).
-        sample_rate: Fraction of training slices used.
-        val_sample_rate: Fraction of validation slices used.
-        test_sample_rate: Fraction of test slices used.
+        sample_rate: Fraction of training slices used (slices drawn at random).
+        val_sample_rate: Fraction of validation volumes used (whole volumes: fastMRI's metrics
+            are per volume).
+        test_sample_rate: Fraction of test volumes used (whole volumes, so every saved volume is
+            complete).
         mask_type: Undersampling mask (fastmri.data.subsample.create_mask_for_mask_type).
         center_fractions: Fully sampled centre fraction(s), one per acceleration.
-        accelerations: Acceleration(s); with several, each slice draws one.
-        sens_maps: Coil maps: 'espirit' = ESPIRiT (sigpy) from the ACS lines, cached on disk;
+        accelerations: Acceleration(s); with several, each slice draws one. Files with their own
+            'mask' (fastMRI test/challenge files) keep it.
+        sens_maps: Coil maps: 'espirit' = ESPIRiT from the ACS band, cached on disk;
             'learned' = the model's own fastmri SensitivityModel. --mode test uses the
             checkpoint's setting.
         maps_cache_dir: Folder for cached ESPIRiT maps (default: the transform's cache folder).
         crop_readout: Remove the 2x readout oversampling (crop to the reconstruction field of
             view in image space) before reconstruction; standard for unrolled networks, saves
             half the memory.
-        batch_size: Slices per batch.
+        espirit: ESPIRiT calibration settings (the --espirit_<field> flags). --mode test uses the
+            checkpoint's.
+        batch_size: Slices per batch (each batch holds slices of one shape: volumes of other
+            widths or coil counts go to other batches).
         num_workers: DataLoader worker processes.
     """
 
@@ -150,10 +166,13 @@ class DataConfig:
     sens_maps: Literal["espirit", "learned"] = "espirit"
     maps_cache_dir: str | None = None
     crop_readout: bool = True
+    espirit: EspiritSettings = field(default_factory=EspiritSettings)
     batch_size: int = 1
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.espirit, dict):
+            self.espirit = EspiritSettings(**self.espirit)
         for name in ("data_path", "test_path", "maps_cache_dir"):
             setattr(self, name, _as_str(getattr(self, name)))
         self.center_fractions = _as_list(self.center_fractions)
@@ -166,6 +185,23 @@ class DataConfig:
             )
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+
+    def transform_settings(self, challenge: str = "multicoil") -> TransformSettings:
+        """The :class:`~fastmri_pun.data.TransformSettings` of these flags for ``challenge``.
+
+        Raises:
+            ValueError: a bad mask combination (one line naming it).
+        """
+        return TransformSettings(
+            challenge=challenge,
+            mask_type=self.mask_type,
+            center_fractions=tuple(self.center_fractions),
+            accelerations=tuple(self.accelerations),
+            sens_maps=self.sens_maps,
+            crop_readout=self.crop_readout,
+            espirit=self.espirit,
+            maps_cache_dir=self.maps_cache_dir,
+        )
 
 
 @dataclass
@@ -308,17 +344,24 @@ class TrainConfig:
         by_owner: dict[type, dict[str, Any]] = {}
         for f in flags:
             if f.name in mapping:
-                by_owner.setdefault(f.owner, {})[f.name] = mapping[f.name]
+                by_owner.setdefault(f.owner, {})[f.field] = mapping[f.name]
         settings_cls = model_settings(model)
         return cls(
             run=RunConfig(**by_owner.get(RunConfig, {})),
-            data=DataConfig(**by_owner.get(DataConfig, {})),
+            data=DataConfig(
+                espirit=_espirit_settings(by_owner.get(EspiritSettings, {})),
+                **by_owner.get(DataConfig, {}),
+            ),
             model=ModelConfig(model, settings_cls(**by_owner.get(settings_cls, {}))),
             optimisation=OptimisationConfig(**by_owner.get(OptimisationConfig, {})),
             trainer=TrainerConfig(**by_owner.get(TrainerConfig, {})),
             pruning=PruneConfig(**by_owner.get(PruneConfig, {})),
             **by_owner.get(TrainConfig, {}),
         )
+
+    def transform_settings(self) -> TransformSettings:
+        """:meth:`DataConfig.transform_settings` for this run's challenge."""
+        return self.data.transform_settings(self.run.challenge)
 
     def to_flat(self) -> dict[str, Any]:
         """``{flag: value}`` of every flag, in :func:`train_flags` order (lists copied).
@@ -334,10 +377,11 @@ class TrainConfig:
             TrainerConfig: self.trainer,
             TrainConfig: self,
             PruneConfig: self.pruning,
+            EspiritSettings: self.data.espirit,
         }
         flat = {}
         for f in train_flags(self.model.model):
-            value = getattr(owners[f.owner], f.name)
+            value = getattr(owners[f.owner], f.field)
             flat[f.name] = list(value) if isinstance(value, list) else value
         return flat
 
@@ -352,6 +396,9 @@ class Flag:
         owner: the dataclass holding the field (its docstring documents it).
         type: the field's type annotation (resolved).
         default: the field's default value.
+        attr: the owner's field when it differs from ``name`` (``kernel_width`` of the flag
+            ``espirit_kernel_width``); ``None``: ``name``.
+        help: the flag's help when the owner's docstring has no ``Attributes:`` line for it.
     """
 
     name: str
@@ -359,17 +406,71 @@ class Flag:
     owner: type
     type: Any
     default: Any
+    attr: str | None = None
+    help: str | None = None
+
+    @property
+    def field(self) -> str:
+        """The owner's field this flag sets."""
+        return self.attr or self.name
 
 
-def _flags(group: str, owner: type, names: Iterable[str] | None = None) -> list[Flag]:
+def _flags(
+    group: str, owner: type, names: Iterable[str] | None = None, skip: Iterable[str] = ()
+) -> list[Flag]:
     hints = get_type_hints(owner)
     fields = {f.name: f for f in dataclasses.fields(owner)}
     out = []
     for name in fields if names is None else names:
+        if name in skip:
+            continue
         f = fields[name]
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         out.append(Flag(name, group, owner, hints[name], default))
     return out
+
+
+def espirit_flag_help() -> dict[str, str]:
+    """``{field: help}`` of :class:`~fastmri_pun.data.espirit.EspiritSettings` from its docstring:
+    the ``Attributes:`` section, else the ````field````: text`` phrases of its prose."""
+    doc = inspect.getdoc(EspiritSettings) or ""
+    parsed = {
+        p.arg_name: " ".join((p.description or "").split())
+        for p in docstring_parser.parse(doc).params
+    }
+    prose = " ".join(doc.split())
+    for f in dataclasses.fields(EspiritSettings):
+        if f.name not in parsed:
+            match = re.search(rf"``{f.name}``:\s*([^;]*?)(?:;|\.\s|$)", prose)
+            parsed[f.name] = match.group(1).strip() if match else ""
+    return parsed
+
+
+def _espirit_flags() -> list[Flag]:
+    """One ``--espirit_<field>`` flag per :class:`EspiritSettings` field (data group)."""
+    helps = espirit_flag_help()
+    return [
+        dataclasses.replace(
+            f,
+            name=ESPIRIT_PREFIX + f.name,
+            attr=f.name,
+            help=f"ESPIRiT setting {f.name}: {helps.get(f.name, '').rstrip('.')} (--mode test: "
+            "the checkpoint's).",
+        )
+        for f in _flags("data", EspiritSettings)
+    ]
+
+
+def _espirit_settings(values: Mapping[str, Any]) -> EspiritSettings:
+    """:class:`EspiritSettings` of the ``--espirit_*`` values (field names), checked with
+    errors naming the flag."""
+    hints = get_type_hints(EspiritSettings)
+    holder = dataclasses.make_dataclass("EspiritFlags", [(n, hints[n]) for n in values])
+    check_field_types(holder(**values), prefix=f"--{ESPIRIT_PREFIX}")
+    try:
+        return dataclasses.replace(EspiritSettings(), **values)
+    except ValueError as err:
+        raise ValueError(f"--espirit_* settings: {err}") from None
 
 
 def train_flags(model: str = ModelConfig.model) -> list[Flag]:
@@ -382,7 +483,8 @@ def train_flags(model: str = ModelConfig.model) -> list[Flag]:
     prune = [dataclasses.replace(prune[0], type=Literal[("none", *list_pruning_methods())])]
     return [
         *_flags("run", RunConfig),
-        *_flags("data", DataConfig),
+        *_flags("data", DataConfig, skip=("espirit",)),
+        *_espirit_flags(),
         *_flags("model", ModelConfig, ["model"]),
         *_flags("model", model_settings(model)),
         *_flags("optimisation", OptimisationConfig),

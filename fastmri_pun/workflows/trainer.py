@@ -4,6 +4,10 @@ phase (dense pre-training, mask search, IMP round), all with compute accounting.
 Lightning answers Ctrl-C by shutting the run down and calling ``sys.exit(1)``; the trainers built
 here raise :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) instead, so a library caller
 keeps its process and :func:`fastmri_pun.workflows.train.fit` can report an interrupted run.
+
+Checkpoints are written by :class:`~fastmri_pun.training.checkpoint_io.AtomicCheckpointIO`
+(temporary file beside the checkpoint, fsync, rename): a kill or a full disk during a save
+leaves the previous ``last.ckpt``/``best.ckpt`` intact, whatever filesystem the output is on.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from ..training.accounting import ComputeAccounting
+from ..training.checkpoint_io import AtomicCheckpointIO
 from ..utils.run_dir import RunDir
 from .train_config import TrainConfig
 
@@ -78,7 +83,14 @@ def trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """The run's trainer: last + best (validation SSIM) checkpoints, TensorBoard and CSV loggers,
     learning-rate monitor, compute accounting (phase ``dense``, or ``sparse`` when pruned), then
-    ``callbacks``."""
+    ``callbacks``.
+
+    ``use_distributed_sampler=False``: the data module's shape-bucketing batch samplers split the
+    batches over the ranks themselves
+    (:class:`~fastmri_pun.training.samplers.BucketBatchSampler`), so Lightning neither rebuilds
+    the loaders nor adds its ``DistributedSampler``. (Phase trainers keep Lightning's default:
+    the PUN search gets a standalone loader, into whose bucketing batch sampler Lightning injects
+    its ``DistributedSampler`` under DDP.)"""
     run = RunDir(cfg.run.output_dir)
     # separate roots: each logger numbers its runs (version_0, version_1 after --resume, ...)
     loggers = [
@@ -108,7 +120,9 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
     phase = "dense" if cfg.prune == "none" else "sparse"
     return InterruptibleTrainer(
         max_epochs=cfg.trainer.max_epochs,
+        use_distributed_sampler=False,
         logger=loggers,
+        plugins=[AtomicCheckpointIO()],
         callbacks=[
             best,  # first: trainer.checkpoint_callback is the best checkpoint's callback
             last,

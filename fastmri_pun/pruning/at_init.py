@@ -1,0 +1,574 @@
+"""One call that prunes a fastMRI model: :func:`prune_at_init` (and :func:`build_pruned_model`).
+
+``prune_at_init(model, dataloader, density=0.03, method="pun-it")`` runs a registered pruning
+method (:func:`~fastmri_pun.pruning.methods.list_pruning_methods`) in a plain PyTorch loop,
+applies the masks to ``model`` in place with ``torch.nn.utils.prune`` and returns the same model,
+with a :class:`PruneReport` as ``model.prune_report``.
+
+No hand-written loss is needed: the forward call comes from the batch's fields and the loss from
+its name (:data:`LOSS_NAMES`):
+
+- k-space samples (fastMRI's ``VarNetSample``, :class:`fastmri_pun.data.SenseSample`; any object
+  with ``masked_kspace``, ``mask``, ``num_low_frequencies``, ``target``, ``max_value`` and
+  optionally ``sens_maps``): ``model(masked_kspace, mask, num_low_frequencies[, sens_maps=])``
+  → ``[B, H, W]``, for ``fastmri.models.VarNet``, :class:`~fastmri_pun.models.MoDL` and every
+  registered model;
+- image samples (fastMRI's ``UnetSample``: ``image``, ``target``, ``mean``, ``std``,
+  ``max_value``): ``model(image[:, None])[:, 0]``, for ``fastmri.models.Unet``; output and target
+  are un-normalised (``x * std + mean``) before the loss, so ``max_value`` keeps its meaning.
+
+Output and target are centre-cropped to their common size (fastMRI's
+``center_crop_to_smallest``). The Lightning training command runs the same methods through
+``fastmri_pun.workflows.prune.find_masks``; this module is its trainer-free counterpart for
+users with their own loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from fastmri.data.transforms import center_crop_to_smallest
+from torch import nn
+
+from ..models.losses import LOSS_NAMES, ReconLoss
+from ..models.registry import accepts_sens_maps, build_model
+from .apply import (
+    Masks,
+    apply_masks,
+    density_report,
+    get_masks,
+    is_pruned,
+    make_permanent,
+    masks_from_state_dict,
+)
+from .baselines import imp_prune_step, imp_schedule, magnitude_masks, random_masks, snip_masks
+from .config import DEFAULTS, PruneConfig, check_density
+from .methods import get_pruning_method
+from .pun import LossFn, cycle_batches, search_masks
+from .select import select_parameters
+
+__all__ = [
+    "LOSS_NAMES",
+    "PruneReport",
+    "build_pruned_model",
+    "image_loss",
+    "load_pruned_state_dict",
+    "make_loss_fn",
+    "prune_at_init",
+]
+
+
+#: ``loss(output [B, h, w], target [B, h, w], max_value [B]) -> []`` float32.
+ImageLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def image_loss(name: str = "ssim_l1", l1_weight: float = 0.16) -> ImageLoss:
+    """The image-domain loss called ``name``, as the training command computes it.
+
+    ``"ssim"`` is ``1 - SSIM`` with fastmri's :class:`fastmri.losses.SSIMLoss`
+    (``data_range=max_value``); ``"l1"`` and ``"mse"`` compare images divided by ``max_value``;
+    ``"ssim_l1"`` is ``(1 - l1_weight) * (1 - SSIM) + l1_weight * L1``.
+
+    Args:
+        name: one of :data:`LOSS_NAMES`.
+        l1_weight: L1 weight of ``"ssim_l1"``, in [0, 1].
+
+    Returns:
+        ``loss(output, target, max_value)``: ``output``/``target`` ``[B, h, w]`` float32 images,
+        ``max_value`` ``[B]`` (or a number) → ``[]`` float32.
+
+    Raises:
+        ValueError: unknown ``name`` or ``l1_weight`` outside [0, 1].
+    """
+    return ReconLoss(name, l1_weight)
+
+
+def _num_low(value: Any) -> int | None:
+    """fastmri's SensitivityModel takes an int or None; a collated ``[B]`` tensor becomes one."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() == 0:
+            return None
+        return int(value.reshape(-1)[0]) if bool((value == value.reshape(-1)[0]).all()) else None
+    return value
+
+
+def _reconstruct(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(output, target)`` ``[B, h, w]`` float32 of ``model`` on a fastMRI sample, cropped."""
+    if hasattr(batch, "masked_kspace"):
+        args = (batch.masked_kspace, batch.mask, _num_low(batch.num_low_frequencies))
+        sens_maps = getattr(batch, "sens_maps", None)
+        if sens_maps is not None and sens_maps.numel() > 0 and accepts_sens_maps(model):
+            output = model(*args, sens_maps=sens_maps)
+        else:
+            output = model(*args)
+        target = batch.target
+    elif all(hasattr(batch, k) for k in ("image", "mean", "std")):
+        image = batch.image
+        if image.ndim == 2:  # one uncollated sample
+            image = image[None]
+        mean = torch.as_tensor(batch.mean, device=image.device).reshape(-1, 1, 1)
+        std = torch.as_tensor(batch.std, device=image.device).reshape(-1, 1, 1)
+        output = model(image.unsqueeze(1)).squeeze(1) * std + mean
+        target = batch.target.reshape(output.shape[0], *batch.target.shape[-2:]) * std + mean
+    else:
+        raise ValueError(
+            f"cannot tell how to run the model on a batch of type {type(batch).__name__}: expected "
+            "fields masked_kspace, mask, num_low_frequencies, target, max_value (VarNetSample, "
+            "SenseSample) or image, target, mean, std, max_value (UnetSample); pass "
+            "loss_fn=callable(model, batch) instead"
+        )
+    if target.ndim == 2:
+        target = target[None]
+    target, output = center_crop_to_smallest(target, output)
+    return output, target
+
+
+def make_loss_fn(loss: str | ImageLoss = "ssim_l1", l1_weight: float = 0.16) -> LossFn:
+    """``loss_fn(model, batch) -> []`` for fastMRI samples (module docstring): the forward call
+    from the sample's fields, the loss from its name.
+
+    Args:
+        loss: a name of :data:`LOSS_NAMES` (see :func:`image_loss`) or an
+            ``ImageLoss(output [B, h, w], target [B, h, w], max_value [B]) -> []``.
+        l1_weight: L1 weight of ``"ssim_l1"``.
+
+    Returns:
+        ``loss_fn(model, batch)``, a mean-reduced scalar; it raises ``ValueError`` on a batch
+        without the fields of a k-space or image sample.
+
+    Raises:
+        ValueError: unknown loss name.
+    """
+    criterion = image_loss(loss, l1_weight) if isinstance(loss, str) else loss
+
+    def loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
+        output, target = _reconstruct(model, batch)
+        return criterion(output, target, batch.max_value)
+
+    return loss_fn
+
+
+@dataclass
+class PruneReport:
+    """What :func:`prune_at_init` did (``model.prune_report``).
+
+    Attributes:
+        method: the pruning method's name.
+        target_density: the requested fraction of the prunable weights kept.
+        density: achieved fraction kept, all masked layers together.
+        kept: weights kept.
+        total: prunable weights (the masked parameters' sizes summed).
+        layers: parameter name → ``{"kept": int, "total": int, "density": float}``.
+        seed: the seed of the run.
+        steps: PUN search steps (0 for methods without a search).
+        phases: phase → compute of that phase: ``{"steps": int, "samples": int,
+            "wall_time_s": float}``; ``samples`` counts per-sample forward(+backward) passes,
+            as the training command's compute accounting. Phases: ``"dense"`` (dense training
+            of pun-at / magnitude-at), ``"search"``, ``"snip"``, ``"imp-1"``, ``"imp-2"``, ...,
+            ``"mask"`` (the mask computation itself).
+        wall_time_s: total seconds of the call.
+    """
+
+    method: str
+    target_density: float
+    density: float
+    kept: int
+    total: int
+    layers: dict[str, dict[str, float]]
+    seed: int
+    steps: int = 0
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain Python values (JSON-serialisable)."""
+        return asdict(self)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a (nested) sample to ``device``; named tuples keep their type."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its target (fastMRI samples) or of its first
+    tensor (tuples, lists, dicts); 1 when there is none."""
+    target = getattr(batch, "target", None)
+    if isinstance(target, torch.Tensor) and target.ndim >= 3:
+        return int(target.shape[0])
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    values = batch.values() if isinstance(batch, Mapping) else batch
+    if isinstance(values, (list, tuple)) or isinstance(batch, Mapping):
+        for value in values:
+            if isinstance(value, torch.Tensor):
+                return _batch_size(value)
+    return 1
+
+
+class _Meter:
+    """Counts steps, samples and seconds of one phase of :func:`prune_at_init`."""
+
+    def __init__(self, loss_fn: LossFn, device: torch.device) -> None:
+        self._loss_fn = loss_fn
+        self._device = device
+        self.phases: dict[str, dict[str, float]] = {}
+        self._current: dict[str, float] | None = None
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        batch = _to_device(batch, self._device)
+        if self._current is not None:
+            self._current["steps"] += 1
+            self._current["samples"] += _batch_size(batch)
+        return self._loss_fn(model, batch)
+
+    def run(self, phase: str, fn: Callable[[], Any]) -> Any:
+        self._current = {"steps": 0, "samples": 0, "wall_time_s": 0.0}
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self._current["wall_time_s"] = time.perf_counter() - start
+            self.phases[phase] = self._current
+            self._current = None
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed the CPU and CUDA generators inside the block and restore their states after it."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def _train(
+    model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, steps: int, lr: float
+) -> None:
+    """``steps`` Adam steps on ``model``'s trainable parameters (masked or not), in place."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    was_training = model.training
+    model.train()
+    try:
+        for _, batch in zip(range(steps), cycle_batches(batches), strict=False):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model, batch).backward()
+            optimizer.step()
+    finally:
+        model.train(was_training)
+
+
+def prune_at_init(
+    model: nn.Module,
+    dataloader: Iterable[Any] | None = None,
+    density: float = DEFAULTS.density,
+    method: str = "pun-it",
+    *,
+    steps: int = DEFAULTS.search_steps,
+    loss: str | ImageLoss = "ssim_l1",
+    loss_fn: LossFn | None = None,
+    seed: int = DEFAULTS.seed,
+    train_steps: int = 100,
+    train_lr: float = 1e-3,
+    config: PruneConfig | None = None,
+) -> nn.Module:
+    """Prune ``model`` with a registered method and return the same model, masked in place.
+
+    The masks are applied with ``torch.nn.utils.prune`` (``weight_orig`` parameter +
+    ``weight_mask`` buffer per masked weight), so training the returned model with any optimiser
+    keeps the pruned weights exactly zero, and ``model.state_dict()`` reloads into a fresh model
+    with :func:`load_pruned_state_dict`. ``model.prune_report`` holds the :class:`PruneReport`.
+
+    Example::
+
+        model = fastmri.models.VarNet(num_cascades=4)
+        model = fastmri_pun.prune_at_init(model, train_loader, density=0.03, method="pun-it")
+        print(model.prune_report.density)  # 0.03
+
+    Args:
+        model: unpruned network (``fastmri.models.VarNet`` / ``Unet``, :class:`MoDL`, any
+            ``nn.Module``); its device is used for the batches.
+        dataloader: iterable of fastMRI samples (collated ``VarNetSample``, ``SenseSample`` or
+            ``UnetSample``; see the module docstring), iterated again as needed. ``None`` is
+            allowed for methods that need no data (``"magnitude"``, ``"random"``).
+        density: fraction of the prunable weights kept, in (0, 1]; exactly
+            ``round(density * N)`` weights are kept.
+        method: a name of :func:`~fastmri_pun.pruning.methods.list_pruning_methods`:
+            ``"pun-it"``, ``"pun-at"``, ``"magnitude"``, ``"magnitude-at"``, ``"random"``,
+            ``"snip"``, ``"imp"``.
+        steps: Adam steps of the PUN mask search (``pun-it``, ``pun-at``).
+        loss: a loss name of :data:`LOSS_NAMES` (default ``"ssim_l1"``) or an ``ImageLoss``
+            ``(output [B, h, w], target [B, h, w], max_value [B]) -> []``.
+        loss_fn: ``loss_fn(model, batch) -> []`` mean-reduced loss for batches of any other
+            type; replaces ``loss`` and the forward call built from the sample's fields.
+        seed: seeds everything random (Gumbel noise, random masks, data-loader shuffling,
+            dropout) inside the call; the global RNG state is restored afterwards. Same seed,
+            same model and data → identical masks.
+        train_steps: Adam steps of each training the method runs before its mask: the dense
+            training of ``pun-at`` / ``magnitude-at`` and every IMP round.
+        train_lr: Adam learning rate of those trainings (the search uses ``config.search_lr``).
+        config: further settings (temperature, KL weight, ``include`` / ``exclude`` patterns,
+            IMP rounds, ...); ``density``, ``steps`` and ``seed`` given here override its
+            ``density``, ``search_steps`` and ``seed``.
+
+    Returns:
+        ``model`` itself, pruned. Its weights: the initial ones (``pun-it``, ``magnitude``,
+        ``random``, ``snip``, and ``imp``, which rewinds), or the densely trained ones
+        (``pun-at``, ``magnitude-at``).
+
+    Raises:
+        ValueError: unknown method or loss, invalid density/steps, ``model`` already pruned,
+            a method that needs data without ``dataloader``, an empty ``dataloader``, a batch
+            of an unknown type, or a method whose mask procedure exists only in the training
+            workflow (use ``fastmri_pun.workflows.prune.find_masks``).
+    """
+    spec = get_pruning_method(method)
+    density = check_density(density)
+    cfg = replace(config or PruneConfig(), density=density, search_steps=steps, seed=seed)
+    if train_steps < 1:
+        raise ValueError(f"train_steps must be >= 1, got {train_steps}")
+    if not train_lr > 0:
+        raise ValueError(f"train_lr must be > 0, got {train_lr}")
+    if is_pruned(model):
+        raise ValueError("model is already pruned; prune_at_init needs the unpruned model")
+    needs_data = bool(spec.required_arguments)
+    if needs_data and dataloader is None:
+        raise ValueError(f"method {method!r} needs a dataloader")
+    if spec.procedure not in _PROCEDURES:
+        raise ValueError(
+            f"method {method!r}: mask procedure {spec.procedure!r} runs only in "
+            "fastmri_pun.workflows.prune.find_masks"
+        )
+    loss_fn = make_loss_fn(loss) if loss_fn is None else loss_fn
+    names = select_parameters(model, cfg.include, cfg.exclude, trainable_only=cfg.trainable_only)
+    device = next(model.parameters()).device
+    meter = _Meter(loss_fn, device)
+
+    def train(phase: str) -> None:
+        meter.run(phase, lambda: _train(model, dataloader, meter.loss, train_steps, train_lr))
+
+    start = time.perf_counter()
+    with _seeded(seed):
+        if spec.dense_first:
+            train("dense")
+        masks = _PROCEDURES[spec.procedure](model, names, cfg, dataloader, meter, train)
+    if not is_pruned(model):
+        apply_masks(model, masks)
+    report = density_report(model, masks)
+    model.prune_report = PruneReport(
+        method=method,
+        target_density=density,
+        density=report["density"],
+        kept=report["kept"],
+        total=report["total"],
+        layers=report["layers"],
+        seed=seed,
+        steps=steps if spec.search else 0,
+        phases=meter.phases,
+        wall_time_s=time.perf_counter() - start,
+    )
+    return model
+
+
+_Procedure = Callable[
+    [nn.Module, list[str], PruneConfig, Any, _Meter, Callable[[str], None]], Masks
+]
+
+
+def _pun(
+    model: nn.Module,
+    names: list[str],
+    cfg: PruneConfig,
+    batches: Any,
+    meter: _Meter,
+    train: Callable[[str], None],
+) -> Masks:
+    masks, _ = meter.run(
+        "search",
+        lambda: search_masks(
+            model,
+            batches,
+            meter.loss,
+            density=cfg.density,
+            steps=cfg.search_steps,
+            names=names,
+            temperature=cfg.temperature,
+            kl_weight=cfg.kl_weight,
+            prior_p=cfg.prior_p,
+            lr=cfg.search_lr,
+            kl_reduction=cfg.kl_reduction,
+            min_per_layer=cfg.min_per_layer,
+            seed=cfg.seed,
+        ),
+    )
+    return masks
+
+
+def _magnitude(
+    model: nn.Module,
+    names: list[str],
+    cfg: PruneConfig,
+    batches: Any,
+    meter: _Meter,
+    train: Callable[[str], None],
+) -> Masks:
+    return meter.run("mask", lambda: magnitude_masks(model, cfg.density, names, cfg.min_per_layer))
+
+
+def _random(
+    model: nn.Module,
+    names: list[str],
+    cfg: PruneConfig,
+    batches: Any,
+    meter: _Meter,
+    train: Callable[[str], None],
+) -> Masks:
+    return meter.run(
+        "mask", lambda: random_masks(model, cfg.density, names, cfg.seed, cfg.min_per_layer)
+    )
+
+
+def _snip(
+    model: nn.Module,
+    names: list[str],
+    cfg: PruneConfig,
+    batches: Any,
+    meter: _Meter,
+    train: Callable[[str], None],
+) -> Masks:
+    def run() -> Masks:
+        first = [b for _, b in zip(range(cfg.snip_batches), batches, strict=False)]
+        if not first:
+            raise ValueError("dataloader yielded no batch")
+        was_training = model.training
+        model.train()
+        try:
+            return snip_masks(model, cfg.density, first, meter.loss, names, cfg.min_per_layer)
+        finally:
+            model.train(was_training)
+
+    return meter.run("snip", run)
+
+
+def _imp(
+    model: nn.Module,
+    names: list[str],
+    cfg: PruneConfig,
+    batches: Any,
+    meter: _Meter,
+    train: Callable[[str], None],
+) -> Masks:
+    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    masks: Masks | None = None
+    for r, round_density in enumerate(imp_schedule(cfg.density, cfg.imp_rounds, cfg.imp_rate), 1):
+        train(f"imp-{r}")
+        masks = imp_prune_step(model, round_density, masks, names, cfg.min_per_layer)
+        make_permanent(model)  # rewind: the next round trains the new mask from w0
+        model.load_state_dict(init)
+        apply_masks(model, masks)
+    if masks is None:  # density 1: nothing to prune
+        masks = {n: torch.ones_like(init[n], dtype=torch.bool) for n in names}
+    return masks
+
+
+#: procedure key of :class:`~fastmri_pun.pruning.methods.PruningMethod` → plain-loop procedure
+_PROCEDURES: dict[str, _Procedure] = {
+    "pun-search": _pun,
+    "magnitude": _magnitude,
+    "random": _random,
+    "snip": _snip,
+    "imp": _imp,
+}
+
+
+def build_pruned_model(
+    name: str,
+    dataloader: Iterable[Any] | None = None,
+    *,
+    prune: str = "pun-it",
+    density: float = DEFAULTS.density,
+    seed: int = DEFAULTS.seed,
+    model_kwargs: Mapping[str, Any] | None = None,
+    **prune_kwargs: Any,
+) -> nn.Module:
+    """Build the registered model ``name`` and prune it: a model name plus a pruning line.
+
+    Equivalent to (and bit-identical with)::
+
+        with torch.random.fork_rng():  # CPU and CUDA generators
+            torch.manual_seed(seed)
+            model = build_model(name, **model_kwargs)
+        prune_at_init(model, dataloader, density, prune, seed=seed, **prune_kwargs)
+
+    This is a separate entry point rather than a ``prune=`` option of
+    :func:`~fastmri_pun.models.build_model`: models sit below pruning in the package's layers, so
+    the model registry cannot call pruning code without a hook whose effect would depend on
+    whether :mod:`fastmri_pun.pruning` happens to be imported; ``build_model`` keeps its contract
+    (a dense model) and this function composes the two.
+
+    Args:
+        name: a registered model (:func:`~fastmri_pun.models.list_models`: ``"modl"``,
+            ``"varnet"``, ...).
+        dataloader: batches for the methods that need data (see :func:`prune_at_init`).
+        prune: pruning method name (:func:`~fastmri_pun.pruning.methods.list_pruning_methods`).
+        density: fraction of the prunable weights kept, in (0, 1].
+        seed: seeds the weight initialisation and the pruning (global RNG state restored).
+        model_kwargs: keyword arguments of the model's factory.
+        **prune_kwargs: further :func:`prune_at_init` arguments (``steps``, ``loss``, ...).
+
+    Returns:
+        The pruned model, with ``prune_report``.
+
+    Raises:
+        ValueError: unknown model or method, and everything :func:`prune_at_init` raises.
+    """
+    with _seeded(seed):
+        model = build_model(name, **dict(model_kwargs or {}))
+    return prune_at_init(model, dataloader, density, prune, seed=seed, **prune_kwargs)
+
+
+def load_pruned_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True
+) -> nn.Module:
+    """Load a pruned model's state dict into a fresh (unpruned) ``model``; returns ``model``.
+
+    A pruned model's ``state_dict()`` holds ``<name>_orig`` and ``<name>_mask`` instead of
+    ``<name>``; a fresh model has no such keys. The masks found in ``state_dict`` are applied
+    first with ``torch.nn.utils.prune.custom_from_mask``, then the state dict is loaded, so the
+    model computes exactly what the saved one did and keeps training sparse. A dense-form state
+    dict (no masks) is loaded as is. Plain PyTorch code can do the same: apply
+    ``prune.custom_from_mask(module, "weight", sd[key + "_mask"])`` per masked weight, then
+    ``model.load_state_dict(sd)``.
+
+    Args:
+        model: the same architecture, unpruned, or pruned with exactly the saved masks' names.
+        state_dict: ``model.state_dict()`` of a pruned (or dense) model.
+        strict: as ``nn.Module.load_state_dict``.
+
+    Raises:
+        ValueError: ``model`` is pruned with other parameters than ``state_dict``, or a mask
+            does not fit ``model``.
+        RuntimeError: missing / unexpected keys or shapes (``load_state_dict``, with ``strict``).
+    """
+    masks = masks_from_state_dict(state_dict)
+    if is_pruned(model):
+        if set(get_masks(model)) != set(masks):
+            raise ValueError("model is pruned with other parameters than the state dict")
+    elif masks:
+        apply_masks(model, masks)
+    model.load_state_dict(state_dict, strict=strict)
+    return model

@@ -1,0 +1,62 @@
+"""Reliability: what survives a failed write, what can be copied, what is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastmri_pun.training.checkpoint_io import AtomicCheckpointIO
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(proc.stdout)
+
+
+def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
+    """A save that dies half-way (full disk, kill) leaves the previous checkpoint byte-identical
+    and no temporary file; a stale temporary file of a dead process is cleared by the next
+    save."""
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.arange(1000.0)}, path)
+    good = path.read_bytes()
+
+    real_save = torch.save
+
+    def full_disk(obj, fh, *args, **kwargs):
+        fh.write(b"x" * 4096)  # a partial write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+    stale = path.parent / f".last.ckpt.{_dead_pid()}-0a0b0c0d.tmp.ckpt"
+    stale.write_bytes(b"half")
+    io.save_checkpoint({"epoch": 3, "w": torch.ones(10)}, path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert io.load_checkpoint(path)["epoch"] == 3
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path):
+    """Checkpoints get the same permissions as every other output (no 0600 temp-file modes)."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "best.ckpt"
+        AtomicCheckpointIO().save_checkpoint({"epoch": 0}, path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
