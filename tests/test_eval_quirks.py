@@ -15,6 +15,7 @@ import pytest
 import torch
 from fastmri import evaluate as fm_eval
 from quirk_files import equispaced_mask, write_bad_files
+from tiny_checkpoints import untrained_checkpoint
 
 from fastmri_pun.data import EspiritSettings, TransformSettings, validate_fastmri_folder
 from fastmri_pun.data.crop import common_size
@@ -39,19 +40,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _checkpoint(path: Path, **settings) -> Path:
     """An untrained ReconstructionModule checkpoint storing its transform settings."""
-    from fastmri_pun.training import ReconstructionModule
-
-    ts = TransformSettings(**settings)
-    torch.manual_seed(0)
-    module = ReconstructionModule(
-        model_kwargs=dict(num_unrolls=1, num_cg_iters=2, chans=8, num_layers=3),
-        sens_maps=ts.sens_maps,
-        transform_settings=ts.to_dict(),
-    )
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    module.on_save_checkpoint(ckpt)
-    torch.save(ckpt, path)
-    return path
+    return untrained_checkpoint(path, **settings)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -42,13 +43,19 @@ def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
         io.save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, path)
     monkeypatch.setattr(torch, "save", real_save)
     assert path.read_bytes() == good
-    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    # the previous checkpoint and its matching sidecar, no temporary file
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
 
     stale = path.parent / f".last.ckpt.{_dead_pid()}-0a0b0c0d.tmp.ckpt"
     stale.write_bytes(b"half")
     io.save_checkpoint({"epoch": 3, "w": torch.ones(10)}, path)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
     assert io.load_checkpoint(path)["epoch"] == 3
+    # the sidecar holds the digest of the bytes written, in sha256sum's format
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (path.parent / "last.ckpt.sha256").read_text() == f"{digest}  last.ckpt\n"
+    io.remove_checkpoint(path)
+    assert list(path.parent.iterdir()) == []
 
 
 def test_checkpoint_files_follow_the_umask(tmp_path):

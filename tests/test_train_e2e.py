@@ -189,5 +189,7 @@ def test_last_checkpoint_is_the_latest_epoch_even_when_the_score_drops(demo_root
     assert torch.load(result.best_checkpoint, weights_only=True)["epoch"] == 0
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "best.ckpt",
+        "best.ckpt.sha256",
         "last.ckpt",
+        "last.ckpt.sha256",
     ]

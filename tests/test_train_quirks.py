@@ -128,6 +128,27 @@ def test_every_file_is_validated_before_the_dataset(quirk_root, tmp_path):
         dm.dataset("train")
 
 
+def test_skip_bad_files_leaves_them_out_and_names_each(quirk_root, tmp_path):
+    shutil.copytree(quirk_root / "multicoil_val", tmp_path / "multicoil_val")
+    bad = write_bad_files(tmp_path / "multicoil_val")
+    dm = SliceDataModule(tmp_path, None, None, None, skip_bad_files=True)
+    with pytest.warns(UserWarning, match="skipping bad file") as record:
+        ds = dm.dataset("val")
+    messages = [str(w.message) for w in record if "skipping bad file" in str(w.message)]
+    assert sorted(m.split(": ")[0].rsplit("/", 1)[-1] for m in messages) == sorted(bad)
+    assert sorted(p.name for p, _ in dm.skipped["val"]) == sorted(bad)
+    # exactly the good files' slices, and the bad files were never opened as a dataset
+    assert {s.fname.name for s in ds.raw_samples} == {
+        "brain_w64_c4.h5",
+        "flair_narrow_w56_c6.h5",
+    }
+    assert len(ds) == 4
+    only_bad = tmp_path / "bad_only"
+    write_bad_files(only_bad / "multicoil_val")
+    with pytest.raises(ValueError, match=r"no usable file left after skipping 3 bad file"):
+        SliceDataModule(only_bad, None, None, None, skip_bad_files=True).dataset("val")
+
+
 def test_missing_max_gets_the_volume_maximum(quirk_root):
     cfg = parse_args(["--data_path", str(quirk_root), *TINY, "--sens_maps", "learned"])
     dm = build_datamodule(cfg, quirk_root)

@@ -13,6 +13,7 @@ config files are checked by :func:`~fastmri_pun.cli.config_files.parse_checked`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
@@ -99,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         checkpoints, cfg = parse_args(argv)
         result = evaluate(checkpoints, cfg)
+        bad = [(s, p, why) for s, v in result.skipped_files.items() for p, why in v]
+        if bad:
+            print(f"{PROG}: skipped {len(bad)} bad file(s):", file=sys.stderr)
+            for shift, _path, why in bad:
+                print(f"  {shift}: {' '.join(why.split())}", file=sys.stderr)
         print(
             f"results: {result.results_csv}\nsummary: {result.summary_md}\n"
             f"figures: {RunDir(cfg.output_dir).figures}"

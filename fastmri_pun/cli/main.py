@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "paper": ("fastmri_pun.cli.paper", "the paper's comparison, end to end (python -m fastmri_pun.experiments.paper)"),
     "export": ("fastmri_pun.cli.export", "compact sparse file of a pruned checkpoint (python -m fastmri_pun.export)"),
     "demo": ("fastmri_pun.cli.demo", "build the demo dataset (python -m fastmri_pun.demo)"),
+    "score": ("fastmri_pun.cli.score", "fastMRI's scores of saved reconstructions (python -m fastmri_pun.cli.score)"),
     "espirit": ("fastmri_pun.cli.espirit", "precompute ESPIRiT coil maps for a folder (python -m fastmri_pun.cli.espirit)"),
 }  # fmt: skip
 

@@ -161,6 +161,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 def report(result: TrainResult) -> str:
     """The summary printed after a run: output paths, logs, and the metrics table."""
     lines = ["", "=== fastmri_pun.train finished ==="]
+    if result.reused:
+        lines.append(
+            f"{result.output_dir} holds this run, finished earlier: nothing was run (re-test it "
+            "with --mode test --resume best; another --output_dir trains afresh)"
+        )
     for key in (
         "best_checkpoint",
         "last_checkpoint",

@@ -1,5 +1,6 @@
 """Data layer, what real fastMRI data need: the SENSE data transform with ESPIRiT coil maps (built
-from :class:`TransformSettings`), undersampling masks, test-time shifts, fastMRI+ annotations and fastMRI HDF5 files.
+from :class:`TransformSettings`), undersampling masks, test-time shifts, fastMRI+ annotations, fastMRI HDF5 files and
+fastMRI's ``SliceDataset`` without the files found bad.
 
 The demo dataset lives in :mod:`fastmri_pun.demo`; precomputing ESPIRiT maps for a folder in
 :mod:`fastmri_pun.workflows.espirit` (``python -m fastmri_pun.cli.espirit --help``).
@@ -28,6 +29,7 @@ from .shifts import (
     register_shift,
     resolve_shift,
 )
+from .slice_dataset import FilteredSliceDataset
 from .transform_settings import TransformSettings
 from .transforms import SenseDataTransform, SenseSample, add_noise_at_snr, crop_readout
 
@@ -38,6 +40,7 @@ __all__ = [
     "Annotation",
     "EspiritSettings",
     "FastMRIFileInfo",
+    "FilteredSliceDataset",
     "ResolvedShift",
     "SenseDataTransform",
     "SenseSample",

@@ -24,6 +24,7 @@ import contextlib
 import os
 import warnings
 import xml.etree.ElementTree as etree
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,7 +217,9 @@ def validate_fastmri_file(
 
     Checks structure only (cheap on real data): the file opens, ``kspace`` is a complex
     ``[slices, coils, H, W]`` (multicoil) or ``[slices, H, W]`` (singlecoil) dataset with at least
-    one slice, ``ismrmrd_header`` exists and parses with fastMRI's own query (matrix sizes,
+    one slice, ``ismrmrd_header`` exists and parses with fastMRI's own query (``encodedSpace``
+    matrix size ``(x, y)`` equal to the k-space ``(H, W)``, as in every fastMRI file, e.g. knee
+    640 × 368; ``reconSpace`` ``x`` at most ``H``, the readout crop needs it; matrix sizes,
     ``kspace_encoding_step_1`` limits giving an acquired window inside the ``W`` columns), the
     target (``reconstruction_rss`` multicoil, ``reconstruction_esc`` singlecoil; if present, or
     if ``require_target``) is ``[slices, h, w]``, and an optional ``mask`` has ``W`` entries.
@@ -269,6 +272,7 @@ def validate_fastmri_file(
             enc = ["encoding", "encodedSpace", "matrixSize"]
             rec = ["encoding", "reconSpace", "matrixSize"]
             lims = ["encoding", "encodingLimits", "kspace_encoding_step_1"]
+            enc_x = int(et_query(root, enc + ["x"]))
             enc_y = int(et_query(root, enc + ["y"]))
             recon = (int(et_query(root, rec + ["x"])), int(et_query(root, rec + ["y"])))
             center = int(et_query(root, lims + ["center"]))
@@ -277,6 +281,20 @@ def validate_fastmri_file(
             raise _fail(
                 path, f"unreadable 'ismrmrd_header' ({type(err).__name__}: {err})"
             ) from None
+        # fastMRI stores the k-space as [.., H, W] = encodedSpace (x, y) (knee 640 x 368, brain
+        # 640 x W); SliceDataset takes the acquired window from y and the readout crop from
+        # reconSpace x, so a header that disagrees silently reads the wrong columns or rows
+        if (enc_x, enc_y) != (h, w):
+            raise _fail(
+                path,
+                f"'ismrmrd_header' encodedSpace matrixSize (x={enc_x}, y={enc_y}) disagrees "
+                f"with the stored k-space (H={h}, W={w})",
+            )
+        if recon[0] > h:
+            raise _fail(
+                path,
+                f"'ismrmrd_header' reconSpace x={recon[0]} exceeds the {h} k-space readout rows",
+            )
         # fastmri.data.SliceDataset._retrieve_metadata
         left = enc_y // 2 - center
         right = left + maximum + 1
@@ -336,15 +354,20 @@ def volume_max(path: str | os.PathLike, challenge: str = "multicoil") -> float:
         return float(np.max(hf[key][()]))
 
 
-def missing_max_values(root: str | os.PathLike, challenge: str = "multicoil") -> dict[str, float]:
+def missing_max_values(
+    root: str | os.PathLike, challenge: str = "multicoil", exclude: Collection[str] = ()
+) -> dict[str, float]:
     """``{file name: volume maximum}`` for the files of a data folder that have a target but no
     ``max`` attribute; feed it to ``SenseDataTransform(max_values=...)`` (or its
-    ``max_values`` attribute) so they get fastMRI's volume maximum, not a slice's.
+    ``max_values`` attribute) so they get fastMRI's volume maximum, not a slice's. Files named
+    in ``exclude`` (e.g. bad files being skipped) are not opened.
 
     Warns (``UserWarning``, one line naming the folder and files) when there are such files."""
     out: dict[str, float] = {}
     key = TARGET_KEYS.get(challenge, "reconstruction_rss")
     for path in list_fastmri_files(root):
+        if path.name in exclude:
+            continue
         with h5py.File(path, "r") as hf:
             lacks = "max" not in hf.attrs and key in hf
         if lacks:

@@ -3,7 +3,8 @@
 Per slice (``SliceDataset`` calls it with ``kspace, mask, target, attrs, fname, slice_num``):
 
 1. check the k-space (``[coils, H, W]`` complex, or ``[H, W]`` for ``challenge="singlecoil"``,
-   which gets a coil axis; finite) with a one-line error naming the slice; complex128 is cast to
+   which gets a coil axis; finite; a target, when present, finite too) with a one-line error
+   naming the slice; complex128 is cast to
    complex64 here, at the boundary;
 2. the acquired window: columns ``[padding_left, padding_right)`` of ``attrs`` (fastMRI's
    ``SliceDataset`` derives them from the header's ``encodingLimits``; zero padding outside, as
@@ -357,7 +358,8 @@ class SenseDataTransform:
             A :class:`SenseSample`.
 
         Raises:
-            ValueError: one line naming the file (and slice) and the problem.
+            ValueError: one line naming the file (and slice) and the problem (e.g. NaN or Inf
+                in the k-space or the target).
         """
         where = f"{fname} slice {slice_num}"
         kspace = self._check_kspace(kspace, fname, slice_num)
@@ -375,6 +377,8 @@ class SenseDataTransform:
                 raise self._refuse_file_mask(mask, attrs, fname)
         elif self.mask_func is None:
             raise ValueError(f"{where}: no mask_func given and the file has no 'mask'")
+        if target is not None and not np.isfinite(target).all():
+            raise ValueError(f"{where}: target contains NaN or Inf values")
         attrs = {**attrs, "padding_left": left, "padding_right": right}
         attrs["max"] = self._max_value(target, attrs, fname)
         if self.noise_snr_db is not None:

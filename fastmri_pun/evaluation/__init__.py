@@ -1,9 +1,13 @@
 """Robustness evaluation: per-image metrics, statistics, figures, and the model × shift suite
 (:mod:`.runner` runs it, :mod:`.cache` keeps finished pairs, :mod:`.report` writes figures and
-the summary). :func:`fastmri_pun.workflows.evaluate.evaluate` is the whole suite as one call;
+the summary, :mod:`.coil_maps` checks each slice's coil maps against its data,
+:mod:`.fastmri_scorer` gives fastMRI's own volume scores of saved reconstructions).
+:func:`fastmri_pun.workflows.evaluate.evaluate` is the whole suite as one call;
 ``python -m fastmri_pun.evaluate --help`` runs it from the command line.
 """
 
+from .coil_maps import MAPS_FIT_MIN, maps_fit
+from .fastmri_scorer import format_scores, score_folder
 from .metrics import (
     IMAGE_METRICS,
     ROI_METRICS,
@@ -19,20 +23,24 @@ from .stats import N_BOOT, bootstrap_ci, paired_differences, summarize, verdict
 
 __all__ = [
     "IMAGE_METRICS",
+    "MAPS_FIT_MIN",
     "N_BOOT",
     "ROI_METRICS",
     "ZERO_FILLED",
     "ShiftData",
     "bootstrap_ci",
     "evaluate_shift",
+    "format_scores",
     "image_metrics",
     "image_roi_metrics",
     "make_figures",
+    "maps_fit",
     "model_names",
     "paired_differences",
     "reconstruct",
     "roi_bbox",
     "roi_metrics",
+    "score_folder",
     "summarize",
     "summary_markdown",
     "verdict",

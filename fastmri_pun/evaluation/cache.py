@@ -2,14 +2,17 @@
 
 Each pair is stored as ``RunDir.partial_results(model, shift)``: a CSV of its per-image rows and a
 JSON fingerprint of everything that produced them (checkpoint path, size and modification time;
-the resolved shift; data folder; annotation files; transform settings: challenge, coil maps,
-ESPIRiT, readout crop; slice subset; seed). A rerun
-reuses the rows only when the fingerprint it computes equals the stored one. The JSON is written
-after the CSV (and removed before a rewrite), so a CSV without its JSON is never trusted.
+the resolved shift; data folder and its contents, :func:`folder_digest`; annotation files;
+transform settings: challenge, coil maps, ESPIRiT, readout crop; slice subset; seed). A rerun
+reuses the rows only when the fingerprint it computes equals the stored one, and only when every
+stored metric is a number (rows with NaN image metrics are recomputed, never served). The JSON
+is written after the CSV (and removed before a rewrite), so a CSV without its JSON is never
+trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -23,7 +26,7 @@ from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.run_dir import RunDir
 from .metrics import IMAGE_METRICS, ROI_METRICS
 
-__all__ = ["RESULT_COLUMNS", "fingerprint", "load_partial", "save_partial"]
+__all__ = ["RESULT_COLUMNS", "fingerprint", "folder_digest", "load_partial", "save_partial"]
 
 #: columns of the per-image results (``results.csv`` and every partial CSV)
 RESULT_COLUMNS = [
@@ -37,8 +40,43 @@ RESULT_COLUMNS = [
     *IMAGE_METRICS,
     *ROI_METRICS,
     "n_rois",
+    "maps_fit",
 ]
-_FINGERPRINT_VERSION = 2
+_FINGERPRINT_VERSION = 3
+#: bytes hashed at each end of a data file (:func:`folder_digest`)
+DIGEST_BYTES = 1 << 20
+
+
+def _file_digest(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        h.update(f.read(DIGEST_BYTES))
+        if size > DIGEST_BYTES:
+            f.seek(max(DIGEST_BYTES, size - DIGEST_BYTES))
+            h.update(f.read(DIGEST_BYTES))
+    return h.hexdigest()
+
+
+def folder_digest(folder: str | os.PathLike) -> list[list[Any]]:
+    """What a shift folder holds: ``[[name, size, mtime_ns, sha256], ...]`` of its files, sorted
+    by name (``[]`` for a missing folder).
+
+    ``sha256`` covers the first and the last :data:`DIGEST_BYTES` (1 MiB) of the file. Name, size
+    and modification time alone miss a file replaced by a copy that keeps them (``cp -p``,
+    ``rsync -t``, an unpacked archive); hashing whole files would read the data set once more
+    on every rerun (tens of GB on fastMRI). The two ends hold the HDF5 superblock and object
+    headers, the ISMRMRD header and the attributes, and, for the contiguous ``kspace`` and
+    target datasets, the first and last slices, so any other volume or re-simulated data
+    changes them, at 2 MiB read per file.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    out: list[list[Any]] = []
+    for path in sorted(p for p in root.iterdir() if p.is_file()):
+        st = path.stat()
+        out.append([path.name, st.st_size, st.st_mtime_ns, _file_digest(path, st.st_size)])
+    return out
 
 
 def fingerprint(
@@ -55,7 +93,8 @@ def fingerprint(
 
     Args:
         shift: the resolved shift.
-        data_dir: its data folder.
+        data_dir: its data folder (its files enter by :func:`folder_digest`: a replaced,
+            added or removed file invalidates the shift's stored rows).
         annotations: annotation CSVs used on the shift (``None`` entries and missing files are
             skipped).
         checkpoint: the model's checkpoint, ``None`` for the zero-filled baseline.
@@ -73,6 +112,7 @@ def fingerprint(
         "checkpoint": ck,
         "shift": asdict(shift),
         "data_dir": str(Path(data_dir).resolve()),
+        "data_files": folder_digest(data_dir),
         "annotations": [
             [str(Path(a).resolve()), Path(a).stat().st_mtime_ns]
             for a in annotations
@@ -85,21 +125,36 @@ def fingerprint(
 
 
 def load_partial(out: RunDir, model: str, shift: str, fp: dict[str, Any]) -> pd.DataFrame | None:
-    """The stored rows of ``model`` on ``shift`` if their fingerprint equals ``fp``, else
-    ``None`` (also for missing or unreadable files)."""
+    """The stored rows of ``model`` on ``shift`` if their fingerprint equals ``fp`` and every
+    image metric is a number, else ``None`` (also for missing or unreadable files)."""
     csv_path, meta_path = out.partial_results(model, shift)
     try:
         if json.loads(meta_path.read_text()) != json.loads(json.dumps(fp)):
             return None
-        return pd.read_csv(csv_path)
+        rows = pd.read_csv(csv_path)
     except (OSError, ValueError):
         return None
+    if list(rows.columns) != RESULT_COLUMNS or rows[list(IMAGE_METRICS)].isna().any().any():
+        return None
+    return rows
 
 
 def save_partial(
     out: RunDir, model: str, shift: str, fp: dict[str, Any], rows: list[dict[str, Any]]
 ) -> None:
-    """Store the rows (``RESULT_COLUMNS``) of ``model`` on ``shift`` with their fingerprint."""
+    """Store the rows (``RESULT_COLUMNS``) of ``model`` on ``shift`` with their fingerprint.
+
+    Raises:
+        ValueError: a row with a NaN image metric (never cached; one line naming model, shift,
+            file and slice).
+    """
+    for r in rows:
+        bad = [m for m in IMAGE_METRICS if not isinstance(r.get(m), float | int) or r[m] != r[m]]
+        if bad:
+            raise ValueError(
+                f"model {model!r} on shift {shift!r}: {r.get('fname')} slice "
+                f"{r.get('slice_num')} has no finite {', '.join(bad)}; not cached"
+            )
     csv_path, meta_path = out.partial_results(model, shift)
     meta_path.unlink(missing_ok=True)  # the CSV is only trusted once its metadata exists
     atomic_write_text(csv_path, pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +23,7 @@ import torch
 from ..data.shifts import ResolvedShift
 from ..utils.markdown import markdown_table
 from . import figures
+from .coil_maps import MAPS_FIT_MIN
 from .metrics import image_metrics, roi_bbox
 from .runner import ZERO_FILLED, Model, compare, reconstruct
 from .shift_data import Annotations, ShiftData, shift_dir
@@ -30,7 +31,7 @@ from .shift_data import Annotations, ShiftData, shift_dir
 if TYPE_CHECKING:
     from ..data.transform_settings import TransformSettings
 
-__all__ = ["ReportSettings", "make_figures", "summary_markdown"]
+__all__ = ["ReportSettings", "low_maps_fit", "make_figures", "summary_markdown"]
 
 
 class ReportSettings(Protocol):
@@ -120,6 +121,76 @@ def make_figures(
 
 
 # ----------------------------------------------------------------------------- summary
+def _slices(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (shift, file, slice): ``maps_fit`` is a property of the slice."""
+    return results.drop_duplicates(["shift", "fname", "slice_num"])
+
+
+def low_maps_fit(results: pd.DataFrame, threshold: float = MAPS_FIT_MIN) -> dict[str, int]:
+    """``{shift: number of slices}`` whose ``maps_fit`` is below ``threshold`` (shifts without
+    such slices, and results without the column, give nothing)."""
+    if "maps_fit" not in results:
+        return {}
+    sl = _slices(results)
+    low = sl[sl["maps_fit"].astype(float) < threshold]
+    return {str(k): int(v) for k, v in low.groupby("shift", sort=False).size().items()}
+
+
+def _maps_fit_lines(results: pd.DataFrame | None, heading: str) -> list[str]:
+    if results is None or "maps_fit" not in results or results["maps_fit"].isna().all():
+        return []
+    sl = _slices(results)
+    low = low_maps_fit(results)
+    rows = []
+    for shift, sub in sl.groupby("shift", sort=False):
+        fit = sub["maps_fit"].astype(float)
+        worst = sub.loc[fit.idxmin()] if fit.notna().any() else None
+        rows.append(
+            [
+                shift,
+                f"{low.get(str(shift), 0)} / {len(sub)}",
+                "–" if worst is None else f"{float(worst['maps_fit']):.3f}",
+                "–" if worst is None else f"{worst['fname']} slice {int(worst['slice_num'])}",
+            ]
+        )
+    lines = [f"{heading}# Coil maps", ""]
+    for shift, n in low.items():
+        lines += [
+            f"**WARNING: shift `{shift}`: {n} slice(s) have coil maps that do not fit their data "
+            f"(maps_fit < {MAPS_FIT_MIN}); every model using these maps is scored on them, so "
+            "the shift's means include them (see `results.csv`, column `maps_fit`).**",
+            "",
+        ]
+    lines += markdown_table(["shift", f"slices < {MAPS_FIT_MIN}", "lowest fit", "at"], rows)
+    lines += [
+        "",
+        "maps_fit: mean over the object of |Σ conj(S_c) x_c| / RSS(x) on the ACS-only coil "
+        "images x_c; 1 for maps consistent with the data.",
+        "",
+    ]
+    return lines
+
+
+def _skipped_lines(
+    skipped: Mapping[str, Sequence[tuple[Path, str]]] | None, heading: str
+) -> list[str]:
+    if not skipped:
+        return []
+    n = sum(len(v) for v in skipped.values())
+    lines = [
+        f"{heading}# Skipped files",
+        "",
+        f"**WARNING: {n} bad file(s) were skipped (`skip_bad_files`); the tables cover the "
+        "other files only.**",
+        "",
+    ]
+    for shift, bad in skipped.items():
+        lines += [
+            f"- `{shift}`: `{Path(p).name}`: {' '.join(problem.split())}" for p, problem in bad
+        ]
+    return [*lines, ""]
+
+
 def _fmt(v: float, metric: str) -> str:
     if not math.isfinite(v):
         return "–"
@@ -226,6 +297,7 @@ def summary_markdown(
     settings: TransformSettings | None = None,
     results: pd.DataFrame | None = None,
     data: ShiftData | None = None,
+    skipped: Mapping[str, Sequence[tuple[Path, str]]] | None = None,
 ) -> str:
     """Markdown: settings, per-metric tables (mean ± std, median) and paired differences.
 
@@ -245,6 +317,11 @@ def summary_markdown(
             their own acceleration in the shift table.
         data: where the shifts were read; the table then names the folders actually read
             (``multicoil_val``, ``singlecoil_test``, ...) instead of the registry's.
+        skipped: ``{shift: [(file, problem), ...]}`` left out as bad; listed under a warning.
+
+    With ``results`` holding ``maps_fit``, a "Coil maps" section counts per shift the slices
+    below :data:`~fastmri_pun.evaluation.coil_maps.MAPS_FIT_MIN`, one bold warning line per
+    shift that has any.
     """
     lines = [
         f"{heading} Robustness evaluation",
@@ -261,6 +338,8 @@ def summary_markdown(
         + ", ".join(f"`{n}` (`{p}`)" for n, p in checkpoints.items())
         + (f", `{ZERO_FILLED}` (fastMRI zero-filled RSS)" if cfg.zero_filled else ""),
         "",
+        *_skipped_lines(skipped, heading),
+        *_maps_fit_lines(results, heading),
     ]
     if any(s.annotations for s in shifts) or cfg.annotations:
         lines += [

@@ -35,6 +35,7 @@ from ..data.shifts import ResolvedShift
 from ..utils.run_dir import RunDir
 from . import cache
 from .cache import RESULT_COLUMNS
+from .coil_maps import maps_fit
 from .metrics import image_metrics, image_roi_metrics
 from .shift_data import (
     Annotations,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ZERO_FILLED",
+    "check_finite",
     "checkpoint_settings",
     "collect",
     "compare",
@@ -204,6 +206,7 @@ def _row(
     anns: list,
     acceleration: float,
     file_mask: bool,
+    fit: float = math.nan,
 ) -> dict[str, Any]:
     recon, target, rois = compare(recon, sample.target.numpy(), anns)
     max_value = float(sample.max_value)
@@ -218,7 +221,20 @@ def _row(
     }
     row.update(image_metrics(target, recon, max_value))
     row.update(image_roi_metrics(target, recon, [r for r in rois if r.any()], max_value))
+    row["maps_fit"] = fit
     return row
+
+
+def check_finite(recon: np.ndarray, model: str, shift: str, sample: Any) -> None:
+    """Raise a one-line ``ValueError`` naming model, shift, file and slice when a reconstruction
+    holds NaN or Inf (it would score NaN, and NaN rows would drop out of every table)."""
+    if not np.isfinite(recon).all():
+        n = int((~np.isfinite(recon)).sum())
+        raise ValueError(
+            f"model {model!r} on shift {shift!r}: the reconstruction of {sample.fname} slice "
+            f"{int(sample.slice_num)} has {n} NaN/Inf pixels (of {recon.size}); nothing of this "
+            "shift was cached or written"
+        )
 
 
 def evaluate_shift(
@@ -241,10 +257,14 @@ def evaluate_shift(
             ``file_mask`` True).
 
     Returns:
-        ``{model: [row per image]}``, rows with the :data:`~.cache.RESULT_COLUMNS`.
+        ``{model: [row per image]}``, rows with the :data:`~.cache.RESULT_COLUMNS`;
+        ``maps_fit`` is the slice's coil-map consistency (:func:`~.coil_maps.maps_fit`; NaN
+        with learned maps), the same for every model.
 
     Raises:
-        ValueError: a slice without target (fastMRI's test split).
+        ValueError: a slice without target (fastMRI's test split); a model whose
+            reconstruction holds NaN or Inf (naming model, shift, file and slice; raised before
+            anything of the shift is cached).
     """
     indices = range(len(dataset)) if indices is None else indices
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
@@ -264,9 +284,13 @@ def evaluate_shift(
         anns = annotations.get((Path(sample.fname).stem, int(sample.slice_num)), [])
         own = (file_accelerations or {}).get(Path(sample.fname).name)
         acc = float(acceleration) if own is None else own
+        fit = maps_fit(
+            sample.masked_kspace, sample.mask, sample.sens_maps, sample.num_low_frequencies
+        )
         for name, model in models.items():
             recon = reconstruct(model, sample, device)
-            rows[name].append(_row(recon, sample, name, shift, anns, acc, own is not None))
+            check_finite(recon, name, shift, sample)
+            rows[name].append(_row(recon, sample, name, shift, anns, acc, own is not None, fit))
     return rows
 
 
@@ -280,6 +304,7 @@ def collect(
     out: RunDir,
     progress: bool = True,
     file_infos: Mapping[str, Sequence[FastMRIFileInfo]] | None = None,
+    skipped: Mapping[str, Sequence[tuple[Path, str]]] | None = None,
 ) -> tuple[list[pd.DataFrame], dict[str, Any], dict[str, Annotations]]:
     """Per shift: reuse the finished partial results, evaluate the models without, save theirs.
 
@@ -291,6 +316,8 @@ def collect(
         out: the evaluation folder (partial results).
         file_infos: ``{shift: file infos}`` of
             :func:`~.shift_data.check_shift_files` (files with their own mask); ``None``: none.
+        skipped: ``{shift: [(file, problem), ...]}`` of :func:`~.shift_data.scan_shift_files`
+            with ``skip_bad_files``: files left out of the shift's dataset.
 
     Returns:
         ``(result frames, {shift: dataset}, {shift: annotations})``.
@@ -299,7 +326,8 @@ def collect(
     datasets: dict[str, Any] = {}
     rois: dict[str, Annotations] = {}
     for shift in shifts:
-        dataset = shift_dataset(shift, data, settings)
+        skip = [p.name for p, _ in (skipped or {}).get(shift.name, [])]
+        dataset = shift_dataset(shift, data, settings, skip=skip)
         datasets[shift.name], rois[shift.name] = dataset, shift_annotations(shift, data, dataset)
         own = file_mask_accelerations((file_infos or {}).get(shift.name, []))
         fps = {

@@ -12,7 +12,7 @@ come from the shift's own annotation CSV and an optional extra one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from ..data.annotations import read_annotations
 from ..data.h5io import FastMRIFileInfo, missing_max_values, validate_fastmri_folder
 from ..data.masks import sampled_acceleration
 from ..data.shifts import ResolvedShift, list_shifts, resolve_shift
+from ..data.slice_dataset import FilteredSliceDataset
 
 if TYPE_CHECKING:
     from ..data.transform_settings import TransformSettings
@@ -37,6 +38,7 @@ __all__ = [
     "check_shift_names",
     "file_mask_accelerations",
     "resolve_shifts",
+    "scan_shift_files",
     "shift_annotations",
     "shift_dataset",
     "shift_dir",
@@ -60,6 +62,8 @@ class ShiftData:
         max_slices: at most this many (evenly spaced) slices per shift; ``None``: all.
         challenge: ``"multicoil"`` or ``"singlecoil"``: the prefix of the shift folders
             (``singlecoil_test``, ...) and the k-space layout.
+        skip_bad_files: leave files that fail the checks of :func:`scan_shift_files` out
+            (listed) instead of refusing the evaluation.
     """
 
     data_path: Path
@@ -68,6 +72,7 @@ class ShiftData:
     seed: int
     max_slices: int | None
     challenge: str = "multicoil"
+    skip_bad_files: bool = False
 
     def indices(self, n: int) -> list[int]:
         """The evaluated slice indices of a dataset of ``n`` slices."""
@@ -134,43 +139,77 @@ def check_shift_dirs(shifts: Sequence[ResolvedShift], data: ShiftData) -> None:
             )
 
 
-def check_shift_files(
+def _file_problem(info: FastMRIFileInfo, shift: ResolvedShift) -> str | None:
+    if not info.has_target:
+        return (
+            f"{info.path}: no target to score against (fastMRI's test split has none: "
+            "evaluate on the validation split, --test_split val)"
+        )
+    if info.has_mask and shift.changes_mask:
+        return (
+            f"{info.path}: has its own sampling mask, but shift {shift.name!r} asks for "
+            f"another ({shift.mask_type}, {shift.acceleration:g}x, centre fraction "
+            f"{shift.center_fraction:g}); evaluate this folder with shifts that keep "
+            "the training mask (in-dist, noise)"
+        )
+    return None
+
+
+def scan_shift_files(
     shifts: Sequence[ResolvedShift], data: ShiftData
-) -> dict[str, list[FastMRIFileInfo]]:
+) -> tuple[dict[str, list[FastMRIFileInfo]], dict[str, list[tuple[Path, str]]]]:
     """Check every file of every shift folder before any model runs (cheap: headers and dataset
     shapes, :func:`~fastmri_pun.data.validate_fastmri_folder`).
 
+    A file is bad when it is unreadable or its header disagrees with its data, has no target
+    (fastMRI's test split: evaluate ``--test_split val``), or has its own mask on a shift that
+    asks for another mask (``accel-8x``, ``mask-type``). With ``data.skip_bad_files`` bad files
+    are returned with their problem instead of raising.
+
     Returns:
-        ``{shift name: [file info, ...]}``.
+        ``({shift name: [info of each good file]}, {shift name: [(bad file, problem), ...]})``;
+        the second is empty without ``skip_bad_files``.
 
     Raises:
         FileNotFoundError: a missing shift folder.
-        ValueError: one line naming the file: an unreadable file or header, a file without
-            target (fastMRI's test split: evaluate ``--test_split val``), or a file with its own
-            mask on a shift that asks for another mask (``accel-8x``, ``mask-type``).
+        ValueError: without ``skip_bad_files``, the first bad file (one line naming it); with
+            it, a shift folder without any good file.
     """
     check_shift_dirs(shifts, data)
-    infos: dict[Path, list[FastMRIFileInfo]] = {}
-    out = {}
+    scanned: dict[Path, tuple[list[FastMRIFileInfo], list[tuple[Path, str]]]] = {}
+    good: dict[str, list[FastMRIFileInfo]] = {}
+    bad: dict[str, list[tuple[Path, str]]] = {}
     for shift in shifts:
         d = shift_dir(shift, data)
-        if d not in infos:
-            infos[d] = validate_fastmri_folder(d, challenge=data.challenge)
-        for info in infos[d]:
-            if not info.has_target:
-                raise ValueError(
-                    f"{info.path}: no target to score against (fastMRI's test split has none: "
-                    "evaluate on the validation split, --test_split val)"
-                )
-            if info.has_mask and shift.changes_mask:
-                raise ValueError(
-                    f"{info.path}: has its own sampling mask, but shift {shift.name!r} asks for "
-                    f"another ({shift.mask_type}, {shift.acceleration:g}x, centre fraction "
-                    f"{shift.center_fraction:g}); evaluate this folder with shifts that keep "
-                    "the training mask (in-dist, noise)"
-                )
-        out[shift.name] = infos[d]
-    return out
+        if d not in scanned:
+            if data.skip_bad_files:
+                scanned[d] = validate_fastmri_folder(d, challenge=data.challenge, skip_bad=True)
+            else:
+                scanned[d] = (validate_fastmri_folder(d, challenge=data.challenge), [])
+        infos, problems = scanned[d][0], list(scanned[d][1])
+        keep = []
+        for info in infos:
+            problem = _file_problem(info, shift)
+            if problem is None:
+                keep.append(info)
+            elif data.skip_bad_files:
+                problems.append((info.path, problem))
+            else:
+                raise ValueError(problem)
+        if not keep:
+            raise ValueError(f"shift {shift.name!r}: no usable file in {d} (all were skipped)")
+        good[shift.name] = keep
+        if problems:
+            bad[shift.name] = sorted(problems)
+    return good, bad
+
+
+def check_shift_files(
+    shifts: Sequence[ResolvedShift], data: ShiftData
+) -> dict[str, list[FastMRIFileInfo]]:
+    """``{shift name: [file info, ...]}`` of the good files (:func:`scan_shift_files`, whose
+    errors it raises)."""
+    return scan_shift_files(shifts, data)[0]
 
 
 def file_mask_accelerations(infos: Sequence[FastMRIFileInfo]) -> dict[str, float]:
@@ -196,6 +235,7 @@ def shift_dataset(
     data: ShiftData,
     settings: TransformSettings,
     max_values: Mapping[str, float] | None = None,
+    skip: Collection[str] = (),
 ) -> Any:
     """``SliceDataset`` of a shift: ``settings`` (the training transform settings) with the
     shift's mask and noise, built by :meth:`TransformSettings.build` (masks seeded by file name;
@@ -207,20 +247,19 @@ def shift_dataset(
         settings: the models' transform settings (coil maps, readout crop, challenge).
         max_values: ``{file name: volume maximum}`` of files without ``max`` (default: read
             from the folder, :func:`~fastmri_pun.data.h5io.missing_max_values`).
+        skip: file names left out (bad files of :func:`scan_shift_files`); never opened.
 
     Raises:
         FileNotFoundError: a missing folder.
         ValueError: a folder that ``SliceDataset`` cannot read.
     """
-    from fastmri.data import SliceDataset
-
     from ..training import check_split_dir
 
     check_shift_dirs([shift], data)
     root = shift_dir(shift, data)
     check_split_dir(root)
     if max_values is None:
-        max_values = missing_max_values(root, settings.challenge)
+        max_values = missing_max_values(root, settings.challenge, exclude=skip)
     transform = shift.transform_settings(settings).build(
         use_seed=True,
         file_mask="error" if shift.changes_mask else "use",
@@ -229,7 +268,9 @@ def shift_dataset(
         shift_name=shift.name,
         max_values=max_values,
     )
-    return SliceDataset(root=root, challenge=settings.challenge, transform=transform)
+    return FilteredSliceDataset(
+        root=root, challenge=settings.challenge, transform=transform, skip_files=skip
+    )
 
 
 def annotation_files(shift: ResolvedShift, data: ShiftData) -> list[Path | None]:
@@ -250,7 +291,8 @@ def shift_annotations(shift: ResolvedShift, data: ShiftData, dataset: Any) -> An
     The shift's own CSV (e.g. the demo's simulated lesions) must match its folder exactly: a row
     naming a file that is not there, or a slice the file does not have, is a ``ValueError``. The
     extra ``data.annotations`` CSV (fastMRI+ covers all splits) is filtered to the folder's
-    files; rows of present files must still have valid slices.
+    files; rows of present files must still have valid slices. Rows of files skipped as bad
+    (``dataset.skipped_files``) are ignored.
     """
     counts = _slice_counts(dataset)
     extra, own = annotation_files(shift, data)
@@ -261,7 +303,8 @@ def shift_annotations(shift: ResolvedShift, data: ShiftData, dataset: Any) -> An
             if not ann.has_box:
                 continue
             if ann.file not in counts:
-                if strict:
+                skipped = {Path(f).stem for f in getattr(dataset, "skipped_files", ())}
+                if strict and ann.file not in skipped:
                     raise ValueError(
                         f"annotation CSV {path}: row for file {ann.file!r} slice {ann.slice}, "
                         f"but {shift_dir(shift, data)} has no {ann.file}.h5"

@@ -35,6 +35,12 @@ def _check_inputs(
         expect = ks if not sens_maps.is_complex() else ks[:-1]
         if ss != expect:
             raise ValueError(f"sens_maps shape {ss} does not match k-space shape {ks}")
+        if not bool(
+            torch.isfinite(
+                torch.view_as_real(sens_maps) if sens_maps.is_complex() else sens_maps
+            ).all()
+        ):
+            raise ValueError(f"sens_maps {ss} contain NaN or Inf values")
     if not bool(torch.isfinite(masked_kspace).all()):
         raise ValueError(f"masked_kspace {ks} contains NaN or Inf values")
 
@@ -196,6 +202,10 @@ class MoDL(nn.Module):
             num_low_frequencies: ACS lines, for the learned sensitivity model (as in VarNet).
             sens_maps: optional precomputed coil maps, ``[B, C, H, W, 2]`` float32 or
                 ``[B, C, H, W]`` complex64 (e.g. ESPIRiT). ``None``: learned ``SensitivityModel``.
+
+        Raises:
+            ValueError: bad shapes, or NaN/Inf in ``masked_kspace`` or ``sens_maps`` (one
+                ``isfinite`` pass over each per call).
 
         Returns:
             ``[B, H, W]`` float32 magnitude image on the full k-space grid (crop to the target).

@@ -2,9 +2,18 @@
 
 PUN-IT's claim is partly about cost: search + one sparse training versus PUN-AT's dense training
 + search + fine-tuning, or IMP's several trainings. ``ComputeAccounting`` counts, for one
-``trainer.fit`` (a *phase*), the per-sample forward+backward passes (training batches × batch
-size, summed over DDP ranks), the validation forward passes, and the wall time; it appends one
-record to a JSON list file, written atomically by global rank 0.
+training *phase*, the optimiser steps, the per-sample forward+backward passes (training batches
+× batch size, summed over DDP ranks), the validation forward passes, and the wall time, per
+epoch; global rank 0 writes them to a JSON list file (one record per phase), atomically, at the
+end of every epoch, so a killed run loses at most its current epoch.
+
+Resumed runs: a ``trainer.fit`` that starts from a checkpoint (``trainer.ckpt_path`` set)
+continues the latest record of its phase instead of adding one. Epochs are keyed by their
+number: the epochs the resumed run trains are added, and an epoch it trains again (one that was
+cut short after the checkpoint it resumes from was written) replaces the earlier count, so the
+record of a killed-and-resumed run equals the record of an uninterrupted one (wall time
+excepted). A fit without a checkpoint adds a new record, even for a phase already recorded (the
+work was done twice). Records of older versions (without ``epochs``) are left as they are.
 """
 
 from __future__ import annotations
@@ -16,10 +25,35 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.data import extract_batch_size
+from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
 from ..utils.io import atomic_write_json
 from ..utils.run_dir import RunDir
+
+__all__ = ["ComputeAccounting", "append_json_record", "read_json_records"]
+
+#: per-epoch counters, summed into the phase record
+COUNTERS = ("train_steps", "train_batches", "train_samples", "val_batches", "val_samples")
+
+
+def read_json_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The JSON list in ``path`` (``[]`` when the file does not exist).
+
+    Raises:
+        ValueError: ``path`` holds something else than a JSON list (naming the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(records, list):
+        raise ValueError(f"{path} must hold a JSON list of records")
+    return records
 
 
 def append_json_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
@@ -28,35 +62,48 @@ def append_json_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     Raises:
         ValueError: ``path`` holds something else than a JSON list.
     """
-    path = Path(path)
-    records: list[dict[str, Any]] = []
-    if path.exists():
-        try:
-            records = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-        if not isinstance(records, list):
-            raise ValueError(f"{path} must hold a JSON list of records")
+    records = read_json_records(path)
     records.append(record)
     return atomic_write_json(path, records)
 
 
+def phase_record(phase: str, epochs: list[dict[str, Any]], world_size: int) -> dict[str, Any]:
+    """A phase record: the sums of the per-epoch ``epochs`` entries (keys :data:`COUNTERS` and
+    ``wall_time_s``), the ``world_size`` and the entries themselves, sorted by epoch."""
+    epochs = sorted(epochs, key=lambda e: e["epoch"])
+    record: dict[str, Any] = {"phase": phase}
+    for key in COUNTERS:
+        record[key] = int(sum(e[key] for e in epochs))
+    record["wall_time_s"] = float(sum(e["wall_time_s"] for e in epochs))
+    record["world_size"] = int(world_size)
+    record["epochs"] = epochs
+    return record
+
+
 class ComputeAccounting(pl.Callback):
-    """Count passes and wall time of one ``trainer.fit`` and append them to a JSON file.
+    """Count the steps, passes and wall time of one training phase, per epoch, into a JSON file.
 
     Args:
         phase: name of the phase (``"dense"``, ``"search"``, ``"sparse"``, ``"imp-2"``, ...).
         path: JSON file; default: the accounting file of the output folder
             ``trainer.default_root_dir`` (``RunDir(...).compute_accounting``).
 
-    The record (also kept in ``self.record``)::
+    The phase record (also kept in ``self.record``)::
 
         {"phase": str, "train_steps": int, "train_batches": int, "train_samples": int,
-         "val_batches": int, "val_samples": int, "wall_time_s": float, "world_size": int}
+         "val_batches": int, "val_samples": int, "wall_time_s": float, "world_size": int,
+         "epochs": [{"epoch": int, "train_steps": int, ..., "wall_time_s": float}, ...]}
 
-    ``train_samples`` = per-sample forward+backward passes, ``val_samples`` = validation
-    forward passes (sanity-check batches excluded); batch counts and samples are summed over
-    DDP ranks (per-rank counts × world size, as DDP shards batches evenly).
+    ``train_steps`` = optimiser steps, ``train_samples`` = per-sample forward+backward passes,
+    ``val_samples`` = validation forward passes of the fit (sanity-check batches and later
+    ``trainer.validate``/``test`` calls excluded); batch counts and samples are summed over DDP
+    ranks (per-rank counts × world size, as DDP shards batches evenly). The wall time of an epoch
+    runs from the end of the previous one (or the start of the fit) to its end. The file is
+    written at each epoch end, at the end of the fit and, for the current partial epoch, when
+    the fit fails (module docstring for resumed runs).
+
+    Raises:
+        ValueError: from the hooks, when the file holds something else than a JSON list of records.
     """
 
     def __init__(self, phase: str, path: str | os.PathLike | None = None) -> None:
@@ -68,40 +115,103 @@ class ComputeAccounting(pl.Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._train_batches = self._train_samples = 0
-        self._val_batches = self._val_samples = 0
-        self._start = time.perf_counter()
+        self._epochs: dict[int, dict[str, Any]] = {}  # this process's epochs
+        self._current: dict[str, Any] | None = None
+        self._index: int | None = None  # position of this fit's record in the file
+        self._earlier: list[dict[str, Any]] = []  # epochs of the record a resumed fit continues
+        self._mark = time.perf_counter()
+
+    # ------------------------------------------------------------------ counting
+    def _open(self, trainer: pl.Trainer) -> dict[str, Any]:
+        if self._current is None or self._current["epoch"] != trainer.current_epoch:
+            self._current = {"epoch": int(trainer.current_epoch), "_step0": trainer.global_step}
+            self._current.update(dict.fromkeys(COUNTERS, 0))
+        return self._current
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._current = None
+        self._open(trainer)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
         batch_idx: int,
     ) -> None:  # fmt: skip
-        self._train_batches += 1
-        self._train_samples += extract_batch_size(batch)
+        current = self._open(trainer)
+        current["train_batches"] += 1
+        current["train_samples"] += extract_batch_size(batch)
 
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
         batch_idx: int, dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        if not trainer.sanity_checking:
-            self._val_batches += 1
-            self._val_samples += extract_batch_size(batch)
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        current = self._open(trainer)
+        current["val_batches"] += 1
+        current["val_samples"] += extract_batch_size(batch)
+
+    def _close(self, trainer: pl.Trainer) -> bool:
+        """Move the current epoch's counts into ``self._epochs``; whether there were any."""
+        current, self._current = self._current, None
+        if current is None:
+            return False
+        steps = trainer.global_step - current.pop("_step0")
+        now = time.perf_counter()
+        current["train_steps"] = int(steps)
+        current["wall_time_s"] = now - self._mark
+        self._mark = now
+        if not any(current[k] for k in COUNTERS):
+            return False
+        world = trainer.world_size
+        for key in ("train_batches", "train_samples", "val_batches", "val_samples"):
+            current[key] *= world
+        self._epochs[current["epoch"]] = current
+        return True
+
+    # ------------------------------------------------------------------ writing
+    def _write(self, trainer: pl.Trainer) -> None:
+        if not trainer.is_global_zero:
+            return
+        path = self.path or RunDir(trainer.default_root_dir).compute_accounting
+        records = read_json_records(path)
+        if self._index is None:
+            same = [
+                i
+                for i, r in enumerate(records)
+                if isinstance(r, dict) and r.get("phase") == self.phase and "epochs" in r
+            ]
+            if trainer.ckpt_path is not None and same:  # a resumed fit continues its record
+                self._index = same[-1]
+                self._earlier = list(records[self._index]["epochs"])
+            else:
+                self._index = len(records)
+        mine = set(self._epochs)
+        epochs = [e for e in self._earlier if e["epoch"] not in mine] + list(self._epochs.values())
+        self.record = phase_record(self.phase, epochs, trainer.world_size)
+        if self._index < len(records):
+            records[self._index] = self.record
+        else:
+            records.append(self.record)
+            self._index = len(records) - 1
+        atomic_write_json(path, records)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._close(trainer):
+            self._write(trainer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        world = trainer.world_size
-        self.record = {
-            "phase": self.phase,
-            "train_steps": int(trainer.global_step),
-            "train_batches": self._train_batches * world,
-            "train_samples": self._train_samples * world,
-            "val_batches": self._val_batches * world,
-            "val_samples": self._val_samples * world,
-            "wall_time_s": time.perf_counter() - self._start,
-            "world_size": world,
-        }
-        if trainer.is_global_zero:
-            path = self.path or RunDir(trainer.default_root_dir).compute_accounting
-            append_json_record(path, self.record)
+        if self._close(trainer) or self._index is None:
+            self._write(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn != TrainerFn.FITTING or not self._close(trainer):
+            return
+        try:
+            self._write(trainer)
+        except (OSError, ValueError) as err:  # keep the fit's own exception in front
+            rank_zero_warn(f"compute accounting of the failed fit not written: {err}")

@@ -8,6 +8,12 @@ checkpoint is serialised to a temporary file *beside* the destination, flushed a
 renamed over it (:func:`fastmri_pun.utils.io.atomic_path`): the previous checkpoint survives until
 the new one is complete, and stale temporary files of dead processes are removed before each save.
 
+Each checkpoint gets a ``<name>.sha256`` sidecar (``sha256sum`` format, the digest of the bytes
+written), which :func:`fastmri_pun.training.recon_module.load_checkpoint_file` verifies. Order: the
+old sidecar is removed, the checkpoint renamed into place, then the new sidecar written
+atomically; a kill in between leaves a checkpoint without a sidecar (loaded unverified), never a
+stale sidecar that would refuse a good checkpoint.
+
 Local paths only (remote URLs fall back to Lightning's implementation).
 """
 
@@ -20,7 +26,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ..utils.io import atomic_path, remove_stale_temp_files
+from ..utils.io import atomic_path, atomic_write_text, file_sha256, remove_stale_temp_files
 
 __all__ = ["AtomicCheckpointIO"]
 
@@ -54,5 +60,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(str(path).removeprefix("file://"))
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(path.parent)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            torch.save(checkpoint, fh)
+        sidecar = path.with_name(path.name + ".sha256")
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+            digest = file_sha256(tmp)
+            sidecar.unlink(missing_ok=True)
+        atomic_write_text(sidecar, f"{digest}  {path.name}\n")
+
+    def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        """Remove a checkpoint and its ``.sha256`` sidecar."""
+        super().remove_checkpoint(path)
+        if _is_local(path):
+            Path(str(path).removeprefix("file://") + ".sha256").unlink(missing_ok=True)

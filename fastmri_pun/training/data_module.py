@@ -10,7 +10,9 @@ Datasets are :class:`fastmri.data.SliceDataset`; the transforms (e.g.
   every loader uses a :class:`~fastmri_pun.training.samplers.BucketBatchSampler`;
 * training order and random training masks are a function of ``(seed, epoch, rank)`` only:
   ``set_epoch`` of the batch sampler's :class:`~fastmri_pun.training.samplers.EpochSeededSampler`
-  reseeds the mask function's random generator. A run resumed from an end-of-epoch checkpoint
+  reseeds the mask function's random generator, and so does every ``iter()`` of the loaders
+  (:class:`MaskSeededDataLoader`: before the workers start; loaders iterated without
+  ``set_epoch``, as SNIP's scoring batches). A run resumed from an end-of-epoch checkpoint
   therefore sees the same batches and masks as an uninterrupted run (fastMRI's
   ``worker_init_fn`` seeds from the DataLoader's base seed, which is drawn from the global RNG
   and not checkpointed);
@@ -25,6 +27,7 @@ Datasets are :class:`fastmri.data.SliceDataset`; the transforms (e.g.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from fastmri.data import SliceDataset
 from torch.utils.data import DataLoader
 
 from ..data.h5io import missing_max_values, validate_fastmri_folder
+from ..data.slice_dataset import FilteredSliceDataset
 from .samplers import (  # noqa: F401  (EpochSeededSampler, seed_mask_worker: public here too)
     BucketBatchSampler,
     EpochSeededSampler,
@@ -69,6 +73,31 @@ def check_split_dir(path: str | Path) -> Path:
     return path
 
 
+class MaskSeededDataLoader(DataLoader):
+    """``DataLoader`` that seeds the mask generator of its dataset before every iteration.
+
+    ``iter()`` reseeds through the batch sampler's
+    :class:`~fastmri_pun.training.samplers.EpochSeededSampler` (``(seed, epoch, rank)``), before
+    the worker processes start with a copy of the generator and before the first batches are
+    drawn: Lightning creates an epoch's iterator before it calls ``set_epoch`` (the first epoch,
+    and the first one after a resume), and a loader iterated directly (SNIP's scoring batches)
+    gets no ``set_epoch`` at all. ``epoch_source``, when set, returns the epoch a running
+    training is at (``None`` otherwise); ``iter()`` sets that epoch first.
+    """
+
+    epoch_source: Callable[[], int | None] | None = None
+
+    def __iter__(self) -> Any:
+        sampler = getattr(self.batch_sampler, "sampler", None)
+        if isinstance(sampler, EpochSeededSampler):
+            epoch = self.epoch_source() if self.epoch_source is not None else None
+            if epoch is not None:
+                sampler.set_epoch(epoch)
+            else:
+                sampler.reseed_mask()
+        return super().__iter__()
+
+
 def keep_all(raw_sample: Any) -> bool:
     """``SliceDataset`` filter keeping every slice (fastmri's default is a lambda, which cannot
     be pickled for ``ddp_spawn`` or spawned DataLoader workers)."""
@@ -91,6 +120,8 @@ class SliceDataModule(pl.LightningDataModule):
         batch_size: slices per batch (batches hold equally shaped slices only).
         num_workers: DataLoader workers.
         seed: seed of the training order and of the random training masks.
+        skip_bad_files: leave out files the validator refuses (each named in a warning and
+            listed in :attr:`skipped`) instead of stopping at the first.
 
     Raises:
         ValueError: an unknown challenge, bad batch size, worker count or sample rate.
@@ -112,6 +143,7 @@ class SliceDataModule(pl.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         seed: int = 0,
+        skip_bad_files: bool = False,
     ) -> None:
         super().__init__()
         if challenge not in CHALLENGES:
@@ -134,8 +166,11 @@ class SliceDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.skip_bad_files = skip_bad_files
         self.datasets: dict[str, SliceDataset] = {}
         self.has_targets: dict[str, bool] = {}
+        #: ``{split: [(path, problem), ...]}`` of the files left out (``skip_bad_files=True``)
+        self.skipped: dict[str, list[tuple[Path, str]]] = {}
 
     def split_dir(self, split: str) -> Path:
         """Folder of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
@@ -149,7 +184,9 @@ class SliceDataModule(pl.LightningDataModule):
 
         First checks the folder and every file in it (training and validation files need a
         target; test files may lack it, as fastMRI's test/challenge splits), then fills the
-        transform's ``max_values`` for files without a ``max`` attribute.
+        transform's ``max_values`` for files without a ``max`` attribute. With
+        ``skip_bad_files``, bad files are left out (never opened again), each named in a warning
+        and listed in :attr:`skipped`.
 
         Raises:
             FileNotFoundError: the folder does not exist.
@@ -158,21 +195,21 @@ class SliceDataModule(pl.LightningDataModule):
         """
         if split not in self.datasets:
             root = check_split_dir(self.split_dir(split))
-            infos = validate_fastmri_folder(
-                root, require_target=split != "test", challenge=self.challenge
-            )
+            infos, bad = self._checked_files(root, split)
             self.has_targets[split] = all(info.has_target for info in infos)
             transform = self.transforms[split]
+            skip = [path.name for path, _ in bad]
             if isinstance(getattr(transform, "max_values", None), dict):
-                transform.max_values.update(missing_max_values(root, self.challenge))
+                transform.max_values.update(missing_max_values(root, self.challenge, skip))
             rate = self.sample_rates[split]
             rates = {"sample_rate": rate} if split == "train" else {"volume_sample_rate": rate}
             try:
-                ds = SliceDataset(
+                ds = FilteredSliceDataset(
                     root=root,
                     challenge=self.challenge,
                     transform=transform,
                     raw_sample_filter=keep_all,
+                    skip_files=skip,
                     **rates,
                 )
             except (OSError, KeyError) as err:
@@ -183,6 +220,22 @@ class SliceDataModule(pl.LightningDataModule):
                 raise ValueError(f"data folder {root} yields no slices")
             self.datasets[split] = ds
         return self.datasets[split]
+
+    def _checked_files(self, root: Path, split: str) -> tuple[list, list[tuple[Path, str]]]:
+        """Validated file infos of ``root`` and the bad files left out (``skip_bad_files``)."""
+        require = split != "test"
+        if not self.skip_bad_files:
+            return validate_fastmri_folder(root, require, self.challenge), []
+        infos, bad = validate_fastmri_folder(root, require, self.challenge, skip_bad=True)
+        for _, problem in bad:
+            warnings.warn(f"skipping bad file {problem}", stacklevel=3)
+        if not infos:
+            raise ValueError(
+                f"{root}: no usable file left after skipping {len(bad)} bad file(s) "
+                f"(first: {bad[0][1]})"
+            )
+        self.skipped[split] = bad
+        return infos, bad
 
     def setup(self, stage: str) -> None:
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())
@@ -203,14 +256,25 @@ class SliceDataModule(pl.LightningDataModule):
         )
         return BucketBatchSampler(sampler, self.batch_size)
 
+    def training_epoch(self) -> int | None:
+        """The epoch the attached trainer is fitting (restored on resume), ``None`` when no
+        trainer is attached or it is not fitting."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return None
+        return int(trainer.fit_loop.epoch_progress.current.processed)
+
     def _loader(self, split: str) -> DataLoader:
-        return DataLoader(
+        loader = MaskSeededDataLoader(
             self.dataset(split),
             batch_sampler=self.batch_sampler(split),
             num_workers=self.num_workers,
             worker_init_fn=seed_mask_worker,
             pin_memory=torch.cuda.is_available(),
         )
+        if split == "train" and self.trainer is not None:
+            loader.epoch_source = self.training_epoch
+        return loader
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, shape-bucketed training loader for the attached trainer's rank (one process

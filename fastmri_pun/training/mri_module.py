@@ -16,9 +16,16 @@ This module keeps its behaviour with Lightning-2 hooks:
   ``max_value`` = the volume's target maximum these equal ``fastmri.evaluate.nmse/psnr/ssim`` on
   the stacked volume;
 * on test, reconstructions are gathered on rank 0, stacked per volume in slice order and written
-  with :func:`fastmri.save_reconstructions`, so ``python -m fastmri.evaluate`` scores them as is.
+  with :func:`fastmri.save_reconstructions`, so fastMRI's scorer reads them as is (with numpy 2,
+  ``fastmri-pun score``: fastmri 0.3.0's ``python -m fastmri.evaluate`` crashes there).
   When the test batches carry targets, test metrics are computed the same way; slices without a
   target (fastMRI's test/challenge files) are reconstructed and saved, never scored.
+
+Non-finite values are errors, never results: a NaN/inf validation or test reconstruction, target,
+loss or per-slice metric raises :class:`~fastmri_pun.training.finite_guard.NonFiniteError` (a
+``ValueError``) naming the file and slice (and the epoch and step), before any checkpoint of that
+epoch is written; a volume whose metric is undefined (all-zero target, reconstruction equal to
+the target) raises one naming the file; non-finite reconstructions are never saved.
 
 Gathering per-slice records (a few floats each) instead of summing per-rank volume means is what
 makes the reduction exact when a volume's slices are split across ranks, which Lightning's
@@ -39,7 +46,8 @@ import torch
 import torch.distributed as dist
 from fastmri import evaluate
 
-from ..utils.io import atomic_path
+from ..utils.io import atomic_path, remove_stale_temp_files
+from .finite_guard import NonFiniteError, non_finite_rows
 
 REQUIRED_VAL_KEYS = ("batch_idx", "fname", "slice_num", "max_value", "output", "target", "val_loss")
 VOLUME_METRICS = ("nmse", "ssim", "psnr")
@@ -105,15 +113,54 @@ def slice_records(
     return records
 
 
+def check_finite_images(
+    images: np.ndarray, fnames: list, slice_nums: list, what: str, when: str = ""
+) -> None:
+    """Raise :class:`NonFiniteError` naming the first image of ``images`` (``[B, h, w]``) that
+    holds a NaN or infinity, by its file and slice.
+
+    Args:
+        what: the images' role in the message (``"validation reconstruction"``, ...).
+        when: appended to the message (e.g. ``" at epoch 2, global step 12"``).
+    """
+    rows = non_finite_rows(torch.from_numpy(np.ascontiguousarray(images)))
+    if rows:
+        i = rows[0]
+        more = f" (and {len(rows) - 1} more slices of the batch)" if len(rows) > 1 else ""
+        raise NonFiniteError(
+            f"{what} of {fnames[i]} slice {int(slice_nums[i])} holds NaN/inf{more}{when}"
+        )
+
+
+def check_finite_records(records: list[dict[str, Any]], what: str, when: str = "") -> None:
+    """Raise :class:`NonFiniteError` naming the file and slice of the first per-slice record
+    (:func:`slice_records`, plus ``loss``) with a NaN or infinite value."""
+    for rec in records:
+        for key, value in rec.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise NonFiniteError(
+                    f"{what}: non-finite {key} ({value}) for {rec['fname']} slice "
+                    f"{rec['slice_num']}{when}"
+                )
+
+
 def _batch_records(
-    outputs: dict[str, Any], output: np.ndarray, target: np.ndarray
+    outputs: dict[str, Any], output: np.ndarray, target: np.ndarray, what: str = "", when: str = ""
 ) -> list[dict[str, Any]]:
     """:func:`slice_records` of a step's output dict, with ``zf_*`` entries when it has
-    ``zero_filled`` images. ``output``, ``target``: ``[B, h, w]`` float32."""
+    ``zero_filled`` images. ``output``, ``target``: ``[B, h, w]`` float32.
+
+    Raises:
+        NonFiniteError: a non-finite reconstruction, target or metric (named by file and slice;
+            ``what``/``when`` describe the stage in the message), when ``what`` is given.
+    """
     n = output.shape[0]
     fnames = _as_list(outputs["fname"], n)
     slices = _as_list(outputs["slice_num"], n)
     max_values = _as_list(outputs["max_value"], n)
+    if what:
+        check_finite_images(target, fnames, slices, f"{what} target", when)
+        check_finite_images(output, fnames, slices, f"{what} reconstruction", when)
     records = slice_records(fnames, slices, max_values, output, target)
     if outputs.get("zero_filled") is not None:
         zf = _as_batch(outputs["zero_filled"])
@@ -121,6 +168,8 @@ def _batch_records(
             records, slice_records(fnames, slices, max_values, zf, target, "zf_"), strict=True
         ):
             rec.update(zrec)
+    if what:
+        check_finite_records(records, what, when)
     return records
 
 
@@ -135,7 +184,14 @@ def aggregate_volumes(
         ``(summary, per_volume)``: ``summary`` has ``nmse, ssim, psnr`` (and ``zf_*`` when the
         records have zero-filled entries, ``loss`` when they have ``loss``), plus
         ``num_volumes`` and ``num_slices``; ``per_volume[fname]`` has the per-volume values.
+
+    Raises:
+        RuntimeError: no records.
+        NonFiniteError: a record with a non-finite value, or a volume whose NMSE/PSNR is
+            undefined (all-zero target, non-positive ``max_value``, reconstruction equal to the
+            target), naming the file (and slice).
     """
+    check_finite_records(records, "metrics")
     unique: dict[tuple[str, int], dict[str, Any]] = {}
     for rec in records:
         unique[(rec["fname"], rec["slice_num"])] = rec
@@ -152,6 +208,11 @@ def aggregate_volumes(
         for p in prefixes:
             mse = float(np.mean([r[f"{p}mse"] for r in recs]))
             target_norm = float(np.mean([r[f"{p}target_norm"] for r in recs]))
+            if not (target_norm > 0 and mse > 0 and max_value > 0):
+                raise NonFiniteError(
+                    f"{fname}: {p}NMSE/PSNR undefined (mean squared error {mse}, target "
+                    f"energy {target_norm}, max_value {max_value})"
+                )
             vol[f"{p}nmse"] = mse / target_norm
             vol[f"{p}psnr"] = 20 * math.log10(max_value) - 10 * math.log10(mse)
             vol[f"{p}ssim"] = float(np.mean([r[f"{p}ssim"] for r in recs]))
@@ -197,9 +258,21 @@ def gather_list_to_zero(items: list) -> list | None:
 def save_reconstructions_atomic(reconstructions: dict[str, np.ndarray], out_dir: Path) -> None:
     """:func:`fastmri.save_reconstructions`, one file at a time through
     :func:`fastmri_pun.utils.io.atomic_path`: each ``out_dir/fname`` appears whole or not at all.
+    Temporary files that a killed earlier save left in ``out_dir`` are removed first.
 
     ``reconstructions[fname]``: ``[slices, h, w]`` float32.
+
+    Raises:
+        NonFiniteError: a volume holds NaN/inf (naming the file and slice); nothing is saved.
     """
+    for fname, volume in reconstructions.items():
+        bad = np.flatnonzero(~np.isfinite(np.asarray(volume)).reshape(len(volume), -1).all(1))
+        if bad.size:
+            raise NonFiniteError(
+                f"refusing to save the reconstruction of {fname}: slice index {int(bad[0])} holds "
+                f"NaN/inf ({bad.size} of {len(volume)} slices)"
+            )
+    remove_stale_temp_files(out_dir)
     for fname, volume in reconstructions.items():
         with atomic_path(Path(out_dir) / fname) as tmp:
             fastmri.save_reconstructions({tmp.name: volume}, tmp.parent)
@@ -248,10 +321,12 @@ class MriModule(pl.LightningModule):
         if missing:
             raise RuntimeError(f"validation_step output lacks keys {missing}")
         output, target = _as_batch(outputs["output"]), _as_batch(outputs["target"])
-        records = _batch_records(outputs, output, target)
+        when = self._when()
+        records = _batch_records(outputs, output, target, "validation", when)
         loss = float(torch.as_tensor(outputs["val_loss"]).detach().float().mean())
         for rec in records:
             rec["loss"] = loss
+        check_finite_records(records, "validation", when)
         self._val_records.extend(records)
         if batch_idx in self._val_log_indices():
             self._log_images(f"val_images_idx_{batch_idx}", output[0], target[0])
@@ -264,6 +339,16 @@ class MriModule(pl.LightningModule):
         for key, value in summary.items():
             if key.split("_")[-1] in VOLUME_METRICS:
                 self.log(f"val_metrics/{key}", value, prog_bar=key == "psnr", sync_dist=True)
+
+    def _when(self) -> str:
+        """``" at epoch e, global step s"`` (``" in the sanity check"``) of the current trainer;
+        ``""`` without one."""
+        trainer = self._trainer
+        if trainer is None:
+            return ""
+        if trainer.sanity_checking:
+            return " in the sanity check before training"
+        return f" at epoch {trainer.current_epoch}, global step {trainer.global_step}"
 
     def _val_log_indices(self) -> set[int]:
         trainer = self._trainer
@@ -303,12 +388,15 @@ class MriModule(pl.LightningModule):
         n = output.shape[0]
         fnames = _as_list(outputs["fname"], n)
         slices = _as_list(outputs["slice_num"], n)
+        check_finite_images(output, fnames, slices, "test reconstruction", "; nothing is saved")
         self._test_outputs.extend(
             (str(f), int(s), output[i]) for i, (f, s) in enumerate(zip(fnames, slices, strict=True))
         )
         target = outputs.get("target")
         if target is not None and torch.as_tensor(target).numel() > 0:
-            self._test_records.extend(_batch_records(outputs, output, _as_batch(target)))
+            self._test_records.extend(
+                _batch_records(outputs, output, _as_batch(target), "test", "")
+            )
 
     def on_test_epoch_end(self) -> None:
         gathered = gather_list_to_zero(self._test_outputs)

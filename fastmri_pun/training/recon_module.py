@@ -7,7 +7,8 @@ target [B, h, w] f32, fname list[str], slice_num [B], max_value [B], crop_size, 
 
 Pruned models: ``set_prune_masks(masks)`` applies ``dict[str, BoolTensor]`` masks (keys as in
 ``model.named_parameters()`` of the unpruned model) with :func:`fastmri_pun.pruning.apply_masks`.
-The masks go into the checkpoint as ``checkpoint["pun_masks"]`` and ``on_load_checkpoint``
+The masks go into the checkpoint as ``checkpoint["pun_masks"]`` (the method that found them,
+``prune_method``, as ``checkpoint["pun_method"]``) and ``on_load_checkpoint``
 re-applies them *before* Lightning loads the state dict, so the ``weight_orig``/``weight_mask``
 keys of ``torch.nn.utils.prune`` match in ``load_from_checkpoint`` and when resuming a run.
 
@@ -25,6 +26,7 @@ reconstruction size (:func:`~fastmri_pun.data.crop.crop_to_recon_size`), as fast
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from ..data.crop import center_crop, crop_to_common, crop_to_recon_size
 from ..models import accepts_sens_maps, build_model
 from ..pruning import apply_masks, get_masks, is_pruned
+from ..utils.io import file_sha256
 from .losses import ReconLoss
 from .mri_module import MriModule
 
@@ -136,23 +139,129 @@ def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | N
             )
 
 
+#: weights whose magnitude exceeds this are refused as corrupt (:func:`check_finite_weights`)
+MAX_WEIGHT_MAGNITUDE = 1e30
+
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+
+
+def _load_error(path: Path, err: Exception) -> str:
+    """The problem of a checkpoint ``torch.load(weights_only=True)`` failed on, as
+    ``"<path>: <problem>"`` (never torch's advice to disable safe loading)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    text = str(err)
+    if head == _ZIP_LOCAL_HEADER and not zipfile.is_zipfile(path):
+        return f"{path}: truncated ({size} bytes; the end of its zip archive is missing)"
+    if "Unsupported global" in text or "can still be loaded" in text:
+        return (
+            f"{path}: refused for safety: it holds objects other than tensors and plain data "
+            "(torch.load(weights_only=True) refuses them; never load untrusted checkpoints "
+            "with weights_only=False)"
+        )
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError):
+            return f"{path}: corrupt (its zip archive cannot be read)"
+        if bad is not None:
+            return f"{path}: corrupt (zip entry {bad} does not match its checksum)"
+        if not any(n.endswith("data.pkl") for n in names):
+            return f"{path}: not a PyTorch checkpoint (a zip archive without data.pkl)"
+        return f"{path}: corrupt ({type(err).__name__})"
+    if isinstance(err, EOFError) or "truncated" in text:
+        return f"{path}: truncated ({size} bytes)"
+    return f"{path}: not a PyTorch checkpoint"
+
+
+def check_finite_weights(checkpoint: dict[str, Any], source: str | Path) -> None:
+    """Raise ``ValueError`` naming the first floating-point tensor of ``checkpoint["state_dict"]``
+    that holds NaN/Inf or values above :data:`MAX_WEIGHT_MAGNITUDE` in magnitude."""
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        return
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if value.numel() == 0:
+            continue
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{source}: weight {name!r} holds NaN or Inf values")
+        if float(value.abs().max()) > MAX_WEIGHT_MAGNITUDE:
+            raise ValueError(
+                f"{source}: weight {name!r} holds values above {MAX_WEIGHT_MAGNITUDE:g} in "
+                "magnitude"
+            )
+
+
+def _check_sha256(path: Path) -> None:
+    """Compare ``path`` with its ``<path>.sha256`` sidecar (``sha256sum`` format), if present."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        return
+    recorded = sidecar.read_text().split()
+    if not recorded:
+        raise ValueError(f"{sidecar}: empty checksum file")
+    if file_sha256(path) != recorded[0].lower():
+        raise ValueError(
+            f"{path}: content does not match its recorded sha256 ({sidecar.name}); the file "
+            "was changed or damaged after it was written"
+        )
+
+
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)`` and clear errors.
+    """Load a checkpoint with ``torch.load(weights_only=True)`` and one-line errors.
+
+    Checks, in order: the file exists and is not empty; its ``<path>.sha256`` sidecar matches
+    (when there is one); it loads safely; every floating-point weight of its ``state_dict`` is
+    finite and at most :data:`MAX_WEIGHT_MAGNITUDE` in magnitude. For a bad ``last.ckpt``
+    with a ``best.ckpt`` beside it, the message points at ``--resume best``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a torch checkpoint or holds arbitrary python objects.
+        ValueError: ``"<path>: empty (0 bytes)"``, ``"<path>: truncated (...)"``,
+            ``"<path>: not a PyTorch checkpoint"``, ``"<path>: refused for safety: ..."``
+            (objects other than tensors and plain data), a corrupt zip entry, a checksum
+            mismatch, or non-finite/absurd weights.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return pl_load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"checkpoint {path} cannot be loaded safely with torch.load(weights_only=True): {first}"
-        ) from err
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path}: empty (0 bytes)")
+        _check_sha256(path)
+        try:
+            checkpoint = pl_load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+            raise ValueError(_load_error(path, err)) from err
+        check_finite_weights(checkpoint, path)
+    except ValueError as err:
+        best = path.with_name("best.ckpt")
+        if path.name == "last.ckpt" and best.is_file():
+            raise ValueError(
+                f"{err}; continue from the best checkpoint instead with --resume best"
+            ) from err
+        raise
+    return checkpoint
+
+
+def checkpoint_pruning(checkpoint: dict[str, Any]) -> tuple[str | None, float] | None:
+    """``(method, density)`` of a pruned checkpoint (its ``pun_masks``), ``None`` for a dense one.
+
+    ``method`` is the stored ``pun_method`` (``None`` for checkpoints written before it was
+    stored); ``density`` the kept fraction of the masked weights.
+    """
+    masks = checkpoint.get("pun_masks") if isinstance(checkpoint, dict) else None
+    if not masks:
+        return None
+    kept = sum(int(m.bool().sum()) for m in masks.values())
+    total = sum(int(m.numel()) for m in masks.values())
+    method = checkpoint.get("pun_method")
+    return (str(method) if method else None), kept / max(total, 1)
 
 
 class ReconstructionModule(MriModule):
@@ -211,6 +320,8 @@ class ReconstructionModule(MriModule):
         if self.uses_sens_maps and isinstance(sens_net, torch.nn.Module):
             sens_net.requires_grad_(False)
         self.prune_masks: dict[str, torch.Tensor] | None = None
+        #: the pruning method that found ``prune_masks`` (stored as ``checkpoint["pun_method"]``)
+        self.prune_method: str | None = None
 
     # ------------------------------------------------------------------ pruning masks
     def set_prune_masks(self, masks: dict[str, torch.Tensor] | None) -> None:
@@ -234,6 +345,8 @@ class ReconstructionModule(MriModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.prune_masks is not None:
             checkpoint["pun_masks"] = self.prune_masks
+            if self.prune_method:
+                checkpoint["pun_method"] = self.prune_method
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected = {
@@ -243,6 +356,8 @@ class ReconstructionModule(MriModule):
         }
         check_checkpoint(checkpoint, "checkpoint", expected=expected)
         masks = checkpoint.get("pun_masks")
+        if masks and self.prune_method is None and checkpoint.get("pun_method"):
+            self.prune_method = str(checkpoint["pun_method"])
         if masks and self.prune_masks is None:
             self.set_prune_masks(masks)
         elif masks and self.prune_masks is not None:
@@ -258,8 +373,12 @@ class ReconstructionModule(MriModule):
     def load_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> ReconstructionModule:
         """Build the module a checkpoint was saved from and load its weights (and masks).
 
-        Loads with ``weights_only=True``; raises ``FileNotFoundError``/``ValueError`` with one
-        clear line for a missing file, an unsafe/corrupt file or a checkpoint of another module.
+        Loads with :func:`load_checkpoint_file` (``weights_only=True``, finite weights).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: one line for an empty, truncated, corrupt, unsafe or non-finite
+                checkpoint (see :func:`load_checkpoint_file`) or one of another module.
         """
         checkpoint = load_checkpoint_file(path, map_location)
         check_checkpoint(checkpoint, f"checkpoint {path}")

@@ -61,14 +61,25 @@ class EpochSeededSampler(DistributedSampler):
     """``DistributedSampler`` whose ``set_epoch`` also reseeds the dataset's mask function.
 
     The mask generator of ``dataset.transform.mask_func`` gets seed ``f(seed, epoch, rank)``, so
-    random training masks do not depend on anything a checkpoint does not restore.
+    random training masks do not depend on anything a checkpoint does not restore. It is seeded
+    already on construction (epoch 0) and by :meth:`reseed_mask`: a loader iterated without
+    ``set_epoch`` (SNIP's scoring batches) or whose workers start before Lightning calls
+    ``set_epoch`` still never sees fastMRI's OS-seeded generator.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reseed_mask()
+
+    def reseed_mask(self) -> None:
+        """Seed the dataset's mask generator from ``(seed, epoch, rank)`` (no-op without one)."""
+        rng = _mask_rng(self.dataset)
+        if rng is not None:
+            rng.seed(_derive_seed(self.seed, self.epoch, self.rank))
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
-        rng = _mask_rng(self.dataset)
-        if rng is not None:
-            rng.seed(_derive_seed(self.seed, epoch, self.rank))
+        self.reseed_mask()
 
 
 def seed_mask_worker(worker_id: int) -> None:

@@ -15,6 +15,7 @@ name (matplotlib's ``savefig``, h5py) behave as for the final file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -27,6 +28,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "file_sha256",
     "remove_stale_temp_files",
     "save_figure",
 ]
@@ -121,6 +123,15 @@ def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Pat
     with atomic_path(path) as tmp:
         fig.savefig(tmp, **savefig_kwargs)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 digest of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -6,6 +6,7 @@ there by these names only. A training run::
     config.yaml                  resolved configuration (loadable with --config)
     checkpoints/best.ckpt        best validation SSIM
     checkpoints/last.ckpt        latest epoch (training continues from it)
+    checkpoints/masks.pt         pruning masks found before the sparse training (a rerun reuses)
     compute_accounting.json      passes and wall time per training phase
     density_report.json          per-layer kept fraction (pruned runs)
     metrics.md, metrics.csv      NMSE / SSIM / PSNR per split, next to zero-filled
@@ -69,6 +70,12 @@ class RunDir:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.ckpt"
+
+    @property
+    def search_masks(self) -> Path:
+        """``checkpoints/masks.pt``: the pruning masks (and their method, density, seed), saved
+        once found, before the sparse training; a rerun loads them instead of searching."""
+        return self.checkpoints / "masks.pt"
 
     @property
     def config(self) -> Path:

@@ -16,7 +16,12 @@ settings: the shifts are defined relative to that mask and all models read ident
 (paired comparisons); disagreeing checkpoints are refused with one line naming both models and
 the setting (evaluate them separately, or override the setting). Every check (shift names and
 mask rules, shift folders and files: unreadable headers, missing targets, files with their own
-mask on a shift that asks for another mask) happens before any model runs.
+mask on a shift that asks for another mask) happens before any model runs; with
+``skip_bad_files`` the bad files are left out and listed instead. A model whose reconstruction
+holds NaN or Inf stops the run with one line naming model, shift, file and slice, before that
+shift's rows are cached or any table is written. Each row carries the slice's coil-map
+consistency ``maps_fit`` (:mod:`fastmri_pun.evaluation.coil_maps`); ``summary.md`` counts, per
+shift, the slices below the threshold (their scores are kept).
 
 It writes into ``output_dir`` (names from :class:`~fastmri_pun.utils.run_dir.RunDir`)::
 
@@ -51,8 +56,9 @@ import yaml
 from ..data.masks import MASK_TYPES
 from ..data.shifts import DEFAULT_SHIFTS, ResolvedShift
 from ..demo import DemoConfig
+from ..evaluation.coil_maps import MAPS_FIT_MIN
 from ..evaluation.metrics import IMAGE_METRICS, ROI_METRICS
-from ..evaluation.report import make_figures, summary_markdown
+from ..evaluation.report import low_maps_fit, make_figures, summary_markdown
 from ..evaluation.runner import (
     ZERO_FILLED,
     Model,
@@ -64,9 +70,9 @@ from ..evaluation.runner import (
 )
 from ..evaluation.shift_data import (
     ShiftData,
-    check_shift_files,
     check_shift_names,
     resolve_shifts,
+    scan_shift_files,
 )
 from ..evaluation.stats import N_BOOT, paired_differences, summarize
 from ..utils.io import atomic_write_text
@@ -134,6 +140,10 @@ class _SuiteConfig:
             GPU if available, else the CPU), 'cpu' or 'gpu' (CUDA).
         enable_progress_bar: Show tqdm progress bars.
         metrics: Metrics summarized and compared (default: all).
+        skip_bad_files: Evaluate the good files of a shift folder and list the bad ones (an
+            unreadable file or header, a header that disagrees with the k-space, no target, a
+            file mask a shift cannot use) in summary.md and on stderr, instead of stopping at
+            the first.
     """
 
     data_path: Path | None = None
@@ -158,6 +168,7 @@ class _SuiteConfig:
     accelerator: str = TrainerConfig.accelerator
     enable_progress_bar: bool = True
     metrics: list[str] = field(default_factory=lambda: [*IMAGE_METRICS, *ROI_METRICS])
+    skip_bad_files: bool = False
 
     def __post_init__(self) -> None:
         for name in _PATHS:
@@ -207,6 +218,9 @@ class SuiteResult:
             training settings with the overrides; :func:`suite_settings`).
         output_dir: the evaluation folder; ``results_csv``, ``summary_md``, ``summary_csv`` and
             ``differences_csv`` are the files written there.
+        skipped_files: ``{shift: [(file, problem), ...]}`` left out with ``skip_bad_files``.
+        low_maps_fit: ``{shift: slices}`` with ``maps_fit`` below
+            :data:`~fastmri_pun.evaluation.coil_maps.MAPS_FIT_MIN` (shifts with none omitted).
     """
 
     results: pd.DataFrame
@@ -217,6 +231,8 @@ class SuiteResult:
     data_path: Path
     output_dir: Path
     transform_settings: TransformSettings | None = None
+    skipped_files: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)
+    low_maps_fit: dict[str, int] = field(default_factory=dict)
 
     results_csv: Path = field(init=False)
     summary_md: Path = field(init=False)
@@ -367,7 +383,9 @@ def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> 
         ValueError: bad settings, names, shifts (a mask rule, naming the shift) or annotation
             rows; a checkpoint that is not a fastmri_pun model; checkpoints trained with
             disagreeing settings; a bad file in a shift folder, a file without target, a file
-            with its own mask on a shift asking for another mask (one line naming the file).
+            with its own mask on a shift asking for another mask (one line naming the file;
+            with ``skip_bad_files`` only a shift without any good file); a non-finite
+            reconstruction (naming model, shift, file and slice).
         FileNotFoundError: a missing checkpoint, dataset root or shift folder.
     """
     cfg.check()
@@ -407,13 +425,24 @@ def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> 
         seed=cfg.seed,
         max_slices=cfg.max_slices,
         challenge=settings.challenge,
+        skip_bad_files=cfg.skip_bad_files,
     )
-    infos = check_shift_files(shifts, data)
+    infos, skipped = scan_shift_files(shifts, data)
+    for shift, bad in skipped.items():
+        for _path, problem in bad:
+            warnings.warn(f"shift {shift!r}: skipped bad file: {problem}", stacklevel=2)
     out = RunDir(cfg.output_dir)
     frames, datasets, rois = collect(
-        shifts, models, ckpts, data, settings, device, out, cfg.enable_progress_bar, infos
+        shifts, models, ckpts, data, settings, device, out, cfg.enable_progress_bar, infos, skipped
     )
     results = sort_results(frames, all_names, shifts)
+    low_fit = low_maps_fit(results)
+    for shift, n in low_fit.items():
+        warnings.warn(
+            f"shift {shift!r}: {n} slice(s) with coil-map fit below {MAPS_FIT_MIN} (coil maps "
+            "that do not explain the data; their scores are kept, see summary.md)",
+            stacklevel=2,
+        )
     atomic_write_text(out.results_csv, results.to_csv(index=False))
     metrics = [m for m in cfg.metrics if m in results and results[m].notna().any()]
     summary = summarize(results, metrics)
@@ -439,6 +468,18 @@ def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> 
         settings=settings,
         results=results,
         data=data,
+        skipped=skipped,
     )
     atomic_write_text(out.summary_md, md)
-    return SuiteResult(results, summary, diffs, figs, shifts, cfg.data_path, out.root, settings)
+    return SuiteResult(
+        results,
+        summary,
+        diffs,
+        figs,
+        shifts,
+        cfg.data_path,
+        out.root,
+        settings,
+        skipped,
+        low_fit,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import h5py
 from matplotlib.figure import Figure  # not pyplot: no global backend or figure state
 
 from ..data.crop import crop_to_common
+from ..training.accounting import read_json_records
 from ..utils.io import atomic_write_text, save_figure
 from ..utils.markdown import markdown_table
 from ..utils.run_dir import RunDir
@@ -42,9 +42,16 @@ def metric_rows(split: str, results: dict[str, Any] | None, label: str) -> list[
 
 
 def read_compute(run: RunDir) -> list[dict[str, Any]] | None:
-    """The phase records of ``compute_accounting.json``, or ``None`` when there is none."""
+    """The phase records of ``compute_accounting.json``
+    (:class:`~fastmri_pun.training.accounting.ComputeAccounting`: one per phase, its totals
+    summed over the epochs of all the processes that trained it, resumes included), or ``None``
+    when there is none.
+
+    Raises:
+        ValueError: the file is not a JSON list of records (naming it).
+    """
     path = run.compute_accounting
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_records(path) if path.is_file() else None
 
 
 def write_metrics_table(

@@ -26,6 +26,16 @@ settings actually used. Checkpoints without the hparam (older versions) use thei
 refuses a checkpoint whose stored transform settings differ from the run's (the ESPIRiT cache
 folder excepted).
 
+A training run that finishes writes ``DONE.json`` last (checkpoints, metrics files, the
+validation and test results and its configuration; :func:`finished_run`). Rerunning the same
+configuration into that folder returns the recorded :class:`TrainResult` and changes nothing
+(no training, no second compute row, ``config.yaml`` kept); other settings are refused unless
+``--resume`` continues the finished run (e.g. ``--max_epochs`` raised with ``--resume last``).
+To re-test a finished run use ``--mode test --resume best``; another ``--output_dir`` trains
+afresh. A resumed checkpoint must match ``--prune``/``--density`` (a pruned checkpoint holds
+its masks, ``pun_masks``, and method, ``pun_method``); ``--mode test`` takes both from the
+checkpoint.
+
 In test mode into a folder that already holds a training run (its ``config.yaml``), the
 configuration and metrics go to ``config_test.yaml``, ``metrics_test.md`` and
 ``metrics_test.csv``; the training run's files are kept.
@@ -33,6 +43,10 @@ configuration and metrics go to ``config_test.yaml``, ``metrics_test.md`` and
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,19 +54,22 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ..data.transform_settings import TransformSettings
 from ..demo.builder import ensure_demo_dataset
 from ..models import model_settings
+from ..pruning.select import select_parameters
 from ..training import ReconstructionModule, SliceDataModule
 from ..training.recon_module import (
     check_checkpoint,
+    checkpoint_pruning,
     checkpoint_transform_settings,
     load_checkpoint_file,
 )
-from ..utils.io import atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.run_dir import RunDir
 from .run_outputs import metric_rows, read_compute, save_example_figure, write_metrics_table
 from .train_config import ESPIRIT_PREFIX, DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -67,6 +84,7 @@ __all__ = [
     "build_module",
     "dump_config",
     "execute",
+    "finished_run",
     "fit",
     "no_target_note",
     "prepare",
@@ -92,6 +110,8 @@ class TrainResult:
         val, test: ``MriModule.val_results``/``test_results``: ``{"summary": {...},
             "per_volume": {...}}``; ``None`` when not run.
         interrupted: the run was stopped (Ctrl-C) before it finished.
+        reused: the folder held this finished run; the result is its record (``DONE.json``)
+            and nothing was run.
     """
 
     output_dir: Path
@@ -104,6 +124,7 @@ class TrainResult:
     val: dict[str, Any] | None = None
     test: dict[str, Any] | None = None
     interrupted: bool = False
+    reused: bool = False
 
 
 @dataclass
@@ -183,6 +204,7 @@ def build_datamodule(
         batch_size=d.batch_size,
         num_workers=d.num_workers,
         seed=cfg.run.seed,
+        skip_bad_files=d.skip_bad_files,
     )
 
 
@@ -292,20 +314,285 @@ def _earlier_run(out: RunDir) -> Path | None:
     return None
 
 
+#: flags that may differ between a finished run and a rerun that is recognised as the same run
+_RERUN_IGNORED = ("mode", "resume")
+
+
+def _comparable(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` as it reads back from JSON, without :data:`_RERUN_IGNORED`."""
+    data = {k: v for k, v in flat.items() if k not in _RERUN_IGNORED}
+    return json.loads(json.dumps(data, default=str))
+
+
+def _path_or_none(value: Any) -> Path | None:
+    return Path(value) if value else None
+
+
+def finished_run(cfg: TrainConfig) -> TrainResult | None:
+    """The recorded result of the finished training run in ``cfg.run.output_dir``, or ``None``.
+
+    A training run that finishes writes ``DONE.json`` (checkpoints, metrics files, the
+    validation and test results, its flat configuration) as its last step. Rerunning the same
+    configuration (``mode`` and ``resume`` aside) into that folder returns the record: nothing is
+    trained, validated or written again. With other settings and an explicit ``--resume``, the
+    finished run is continued (e.g. a larger ``--max_epochs`` with ``--resume last``) and
+    ``None`` is returned. ``--mode test`` runs are never finished runs.
+
+    Raises:
+        ValueError: ``DONE.json`` is unreadable, or the folder holds a finished run with other
+            settings and no ``--resume`` was given.
+    """
+    if cfg.run.mode != "train":
+        return None
+    run = RunDir(cfg.run.output_dir)
+    if not run.done.is_file():
+        return None
+    try:
+        record = json.loads(run.done.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{run.done}: unreadable finished-run record ({type(err).__name__}); delete it to "
+            "train this run again or choose another --output_dir"
+        ) from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{run.done}: not a finished-run record (no JSON object)")
+    recorded = record.get("config")
+    if isinstance(recorded, dict):
+        old, new = _comparable(recorded), _comparable(cfg.to_flat())
+        if old != new:
+            if cfg.run.resume:
+                return None
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(
+                f"--output_dir {run.root} holds a finished run with other settings (differing "
+                f"{diff}); continue it with --resume last, re-test it with --mode test --resume "
+                "best, or choose another --output_dir to train afresh"
+            )
+    best = record.get("best_checkpoint") or record.get("checkpoint")
+    return TrainResult(
+        run.root,
+        best_checkpoint=_path_or_none(best),
+        last_checkpoint=_path_or_none(record.get("last_checkpoint")),
+        metrics_md=_path_or_none(record.get("metrics_md")),
+        metrics_csv=_path_or_none(record.get("metrics_csv")),
+        reconstructions=_path_or_none(record.get("reconstructions")),
+        figure=_path_or_none(record.get("figure")),
+        val=record.get("val"),
+        test=record.get("test"),
+        reused=True,
+    )
+
+
+def _finite_json(value: Any) -> Any:
+    """``value`` with non-finite floats as ``None`` and tuples as lists (for ``DONE.json``)."""
+    if isinstance(value, dict):
+        return {str(k): _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _write_done(run: RunDir, cfg: TrainConfig, result: TrainResult) -> None:
+    """``DONE.json``: the finished training run's outputs, results and configuration."""
+
+    def text(path: Path | None) -> str | None:
+        return str(path) if path is not None else None
+
+    atomic_write_json(
+        run.done,
+        {
+            "checkpoint": text(result.best_checkpoint),
+            "best_checkpoint": text(result.best_checkpoint),
+            "last_checkpoint": text(result.last_checkpoint),
+            "metrics_md": text(result.metrics_md),
+            "metrics_csv": text(result.metrics_csv),
+            "reconstructions": text(result.reconstructions),
+            "figure": text(result.figure),
+            "val": _finite_json(result.val),
+            "test": _finite_json(result.test),
+            "config": _finite_json(cfg.to_flat()),
+        },
+    )
+
+
+def _check_output_dir(root: Path) -> bool:
+    """Create ``root`` if needed and check a file can be written in it; ``True`` when it was
+    created here (so a failed start can remove it again).
+
+    Raises:
+        ValueError: ``root`` is a file, cannot be created or is not writable.
+    """
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--output_dir {root}: a file is in the way (a folder is needed)")
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--output_dir {root}: cannot create the folder ({err.strerror})") from err
+    probe = root / f".write_probe.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        if created:
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise ValueError(f"--output_dir {root}: not writable ({err.strerror})") from err
+    return created
+
+
+def _check_accelerator(cfg: TrainConfig) -> None:
+    """Refuse ``--accelerator gpu``/``cuda`` without CUDA, or more ``--devices`` than GPUs."""
+    t = cfg.trainer
+    if str(t.accelerator).lower() not in ("gpu", "cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"--accelerator {t.accelerator}: no CUDA GPU is available on this machine "
+            "(torch.cuda.is_available() is False); use --accelerator cpu or auto"
+        )
+    count = torch.cuda.device_count()
+    wanted = int(t.devices) if str(t.devices).isdigit() else None
+    if wanted is not None and wanted > count:
+        raise ValueError(f"--devices {t.devices}: this machine has {count} CUDA GPU(s)")
+
+
+def _check_density(cfg: TrainConfig, module: ReconstructionModule) -> None:
+    """Refuse a ``--density`` that keeps fewer weights than pruning needs, before any search:
+    ``round(density * N)`` must cover ``min_per_layer`` weights of every selected layer (and at
+    least one weight)."""
+    p = cfg.pruning
+    names = select_parameters(module.model, p.include, p.exclude, trainable_only=p.trainable_only)
+    params = dict(module.model.named_parameters())
+    sizes = [params[n].numel() for n in names]
+    total = sum(sizes)
+    kept = round(p.density * total)
+    needed = max(1, sum(min(p.min_per_layer, n) for n in sizes))
+    if kept < needed:
+        raise ValueError(
+            f"--density {p.density} keeps {kept} of the {total} prunable weights of --model "
+            f"{cfg.model.model}, fewer than the {needed} needed ({p.min_per_layer} in each of "
+            f"{len(sizes)} layers); use --density >= {needed / total:.3g}"
+        )
+
+
+def _pruning_method_beside(path: Path) -> str | None:
+    """The ``method`` of the ``density_report.json`` of the run a checkpoint belongs to."""
+    run = RunDir.of_checkpoint(path)
+    if run is None or not run.density_report.is_file():
+        return None
+    try:
+        method = json.loads(run.density_report.read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(method) if method else None
+
+
+def _check_resume_pruning(cfg: TrainConfig, checkpoint: dict[str, Any], path: Path) -> None:
+    """Refuse resuming a pruned checkpoint densely, a dense one with ``--prune``, or a pruned one
+    with another method or density."""
+    info = checkpoint_pruning(checkpoint)
+    if info is None:
+        if cfg.prune != "none":
+            raise ValueError(
+                f"--resume {path} holds a dense model but --prune is {cfg.prune!r}; resume it "
+                "without --prune, or start the pruned run in another --output_dir"
+            )
+        return
+    method = info[0] or _pruning_method_beside(path)
+    density = info[1]
+    as_trained = f"--prune {method or '<method>'} --density {density:.4g}"
+    if cfg.prune == "none":
+        raise ValueError(
+            f"--resume {path} holds a pruned model ({method or 'pruned'}, density "
+            f"{density:.4g}) but --prune is 'none'; resume it with {as_trained}"
+        )
+    masks = checkpoint["pun_masks"]
+    total = sum(int(m.numel()) for m in masks.values())
+    other_method = method is not None and method != cfg.prune
+    other_density = abs(density - cfg.pruning.density) > 1.0 / max(total, 1) + 1e-9
+    if other_method or other_density:
+        raise ValueError(
+            f"--resume {path} was pruned with {method or 'another method'} at density "
+            f"{density:.4g}, not --prune {cfg.prune} --density {cfg.pruning.density}; resume it "
+            f"with {as_trained}"
+        )
+
+
+def _test_pruning(cfg: TrainConfig, module: ReconstructionModule, path: Path | None) -> TrainConfig:
+    """``--mode test``: the pruning method and density come from the checkpoint (its masks),
+    not from ``--prune``/``--density``."""
+    if module.prune_masks is None:
+        return replace(cfg, prune="none")
+    masks = module.prune_masks
+    density = sum(int(m.sum()) for m in masks.values()) / max(
+        1, sum(m.numel() for m in masks.values())
+    )
+    method = module.prune_method or (_pruning_method_beside(path) if path else None)
+    if method is None:
+        method = cfg.prune if cfg.prune != "none" else None
+    module.prune_method = method
+    pruning = replace(cfg.pruning, density=round(density, 6))
+    return replace(cfg, prune=method or "none", pruning=pruning)
+
+
+def _label(module: ReconstructionModule) -> str:
+    """The model's name in the metrics table: ``modl`` or ``modl (pun-it, density 0.05)``."""
+    label = str(module.hparams.model_name)
+    masks = module.prune_masks
+    if masks:
+        kept = sum(int(m.sum()) for m in masks.values())
+        density = kept / max(1, sum(m.numel() for m in masks.values()))
+        label += f" ({module.prune_method or 'pruned'}, density {density:.4g})"
+    return label
+
+
 # ------------------------------------------------------------------------------ running
 def prepare(cfg: TrainConfig) -> PreparedRun:
     """Check a configuration against the file system and build what the run needs.
 
-    Seeds everything (``pl.seed_everything(cfg.run.seed)``) before building the model.
+    Seeds everything (``pl.seed_everything(cfg.run.seed)``) before building the model. Creates
+    ``cfg.run.output_dir`` (removed again if a later check fails) and writes nothing else; the
+    configuration is written by :func:`execute`.
 
     Raises:
         FileNotFoundError: missing data folder or checkpoint.
-        ValueError: empty or malformed split folders, a checkpoint that is not safe to load or
-            belongs to another model, a model that cannot use the configured coil maps,
-            checkpoints of an earlier run without ``last.ckpt``.
+        ValueError: the folder holds a finished run (:func:`finished_run`; :func:`fit` returns
+            its record instead), an output folder that is a file or not writable,
+            ``--accelerator gpu`` without CUDA (or more ``--devices`` than GPUs), empty or
+            malformed split folders, a checkpoint that is damaged, not safe to load, holds
+            non-finite weights or belongs to another model, a checkpoint whose pruning
+            contradicts ``--prune``/``--density``, a ``--density`` too small for the model's
+            prunable layers, a model that cannot use the configured coil maps, checkpoints of an
+            earlier run without ``last.ckpt``.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if finished_run(cfg) is not None:
+        raise ValueError(
+            f"--output_dir {cfg.run.output_dir} holds a finished run ({RunDir(cfg.run.output_dir).done}); "
+            "re-test it with --mode test --resume best, or choose another --output_dir to train "
+            "afresh"
+        )
+    _check_accelerator(cfg)
+    root = RunDir(cfg.run.output_dir).root
+    created = _check_output_dir(root)
+    try:
+        return _prepare(cfg)
+    except BaseException:
+        if created:  # a failed start leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise
+
+
+def _prepare(cfg: TrainConfig) -> PreparedRun:
     data_path = resolve_data_path(cfg.data)
     ckpt_path = resolve_checkpoint(cfg.run)
     if cfg.run.mode == "train" and ckpt_path is None:
@@ -315,6 +602,7 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
         module = ReconstructionModule.load_checkpoint(ckpt_path)
         settings = test_transform_settings(cfg, module.hparams)
         cfg = effective_test_config(cfg, module.hparams, settings)
+        cfg = _test_pruning(cfg, module, ckpt_path)
     else:
         settings = cfg.transform_settings()
         module = build_module(cfg)
@@ -329,7 +617,11 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
                 "model_kwargs": module.hparams.model_kwargs,
                 "transform_settings": settings.to_dict(),
             }
-            check_checkpoint(load_checkpoint_file(ckpt_path), f"--resume {ckpt_path}", expected)
+            checkpoint = load_checkpoint_file(ckpt_path)
+            check_checkpoint(checkpoint, f"--resume {ckpt_path}", expected)
+            _check_resume_pruning(cfg, checkpoint, ckpt_path)
+        elif cfg.prune != "none":
+            _check_density(cfg, module)
     dm = build_datamodule(cfg, data_path, settings)
     for split in ("train", "val", "test") if cfg.run.mode == "train" else ("test",):
         dm.dataset(split)  # missing/empty folders and bad files fail here, before Lightning
@@ -420,12 +712,16 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
         prepared.datamodule,
         prepared.ckpt_path,
     )
-    if cfg.prune != "none" and cfg.run.mode == "train" and ckpt_path is None:
-        prune_module(cfg, module, dm)
+    if cfg.prune != "none" and cfg.run.mode == "train":
+        if ckpt_path is None:
+            prune_module(cfg, module, dm)
+        module.prune_method = module.prune_method or cfg.prune
     run = run_dir(cfg)
     run.root.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(cfg, callbacks)
     if trainer.is_global_zero:
+        if cfg.run.mode == "train":  # continuing a finished run: it is unfinished until it ends
+            run.done.unlink(missing_ok=True)
         atomic_write_text(run.config, dump_config(cfg, prepared.settings))
     module.reconstruction_dir = run.reconstructions
     result = TrainResult(run.root)
@@ -448,9 +744,7 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
     result.test = module.test_results
     result.reconstructions = module.reconstruction_dir
     if trainer.is_global_zero:
-        label = str(module.hparams.model_name)
-        if cfg.prune != "none":
-            label += f" ({cfg.prune}, density {cfg.pruning.density})"
+        label = _label(module)
         rows = metric_rows("val", result.val, label) + metric_rows("test", result.test, label)
         missing = no_target_note(module, dm)
         note = f"{note}\n\n{missing}" if missing else note
@@ -461,15 +755,25 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
         result.figure = save_example_figure(
             module.reconstruction_dir, dm.split_dir("test"), run.test_example_figure
         )
+        if cfg.run.mode == "train":
+            _write_done(run, cfg, result)
     return result
 
 
 def fit(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
     """:func:`prepare` then :func:`execute`: the whole run (training, or testing when
-    ``cfg.run.mode == "test"``).
+    ``cfg.run.mode == "test"``). A rerun of a finished training run returns its recorded
+    result (:func:`finished_run`) without training, testing or writing anything.
 
     Raises:
         ValueError, FileNotFoundError: bad input, before anything is trained (see
             :func:`prepare`).
     """
+    done = finished_run(cfg)
+    if done is not None:
+        rank_zero_info(
+            f"{done.output_dir} holds this finished run: nothing to do (re-test it with --mode "
+            "test --resume best; another --output_dir trains afresh)"
+        )
+        return done
     return execute(prepare(cfg), callbacks)

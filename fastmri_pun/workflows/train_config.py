@@ -147,6 +147,8 @@ class DataConfig:
             half the memory.
         espirit: ESPIRiT calibration settings (the --espirit_<field> flags). --mode test uses the
             checkpoint's.
+        skip_bad_files: Leave out files that fail the checks (each named in a warning) instead
+            of stopping at the first bad file.
         batch_size: Slices per batch (each batch holds slices of one shape: volumes of other
             widths or coil counts go to other batches).
         num_workers: DataLoader worker processes.
@@ -167,6 +169,7 @@ class DataConfig:
     maps_cache_dir: str | None = None
     crop_readout: bool = True
     espirit: EspiritSettings = field(default_factory=EspiritSettings)
+    skip_bad_files: bool = False
     batch_size: int = 1
     num_workers: int = 0
 

@@ -5,29 +5,65 @@ loss and trainers: training phases (``dense`` for pun-at/magnitude-at, ``imp-k``
 budget (``max_epochs``) and settings, the PUN search ``search_steps`` steps; each phase appends
 its compute to ``compute_accounting.json``. The module ends up pruned, ready for the final sparse
 training.
+
+The masks are saved right after the search (rank 0, atomically) in ``RunDir.search_masks``
+(``checkpoints/masks.pt``, see :mod:`fastmri_pun.pruning.masks_file`): a run killed during the
+sparse training before its first ``last.ckpt``, or rerun, loads them instead of searching again
+(the file must hold this run's method, density, seed and prunable parameters; another file is a
+one-line ``ValueError``). A run killed during the search has no masks file and searches again.
+
+Every random source of the search is seeded from the run's seed: the Gumbel noise
+(:class:`~fastmri_pun.training.mask_search.MaskSearchModule`, ``seed + rank``), the random mask,
+the order of the training batches and the random undersampling masks of the training data
+(:class:`~fastmri_pun.training.samplers.EpochSeededSampler`, reseeded at every ``iter()`` of the
+data module's loaders, so SNIP's scoring batches and DataLoader workers are seeded too), and the
+global RNGs (``pl.seed_everything`` in ``prepare``, before the model is built). Two runs with
+the same ``--seed`` therefore find identical masks.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_only
 
+from ..pruning import density_report, get_pruning_method, select_parameters
 from ..pruning.config import PruneConfig
+from ..pruning.masks_file import SavedMasks, load_masks_file, save_masks_file
 from ..training import ReconstructionModule, SliceDataModule
 from ..utils.io import atomic_write_json
 from ..utils.run_dir import RunDir
+from ..utils.seeding import stable_seed
 from .prune import find_masks, search_limits
 from .train_config import TrainConfig
 from .trainer import phase_trainer
 
-__all__ = ["prune_config", "prune_module"]
+__all__ = ["prune_config", "prune_module", "seed_phase"]
 
 
 def prune_config(cfg: TrainConfig) -> PruneConfig:
     """The run's :class:`~fastmri_pun.pruning.config.PruneConfig`, seeded with the run's seed."""
     return replace(cfg.pruning, seed=cfg.run.seed)
+
+
+def seed_phase(seed: int, phase: str) -> int:
+    """Seed Python's, NumPy's and torch's global RNGs from ``(seed, phase)``; returns the seed.
+
+    Every pruning phase (``"dense"``, ``"search"``, ``"snip"``, ``"imp-1"``, ...) and the sparse
+    training after them (``"sparse"``) start from a global RNG state that depends on the run's
+    seed and the phase only, not on what ran before (a sparse training after a loaded masks file
+    starts as one after the search). ``PL_GLOBAL_SEED`` is left alone: Lightning seeds the
+    ``DistributedSampler`` it injects under DDP with it, which must stay the run's seed.
+    """
+    value = stable_seed(int(seed), phase)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+    return value
 
 
 def prune_module(
@@ -40,28 +76,26 @@ def prune_module(
         "min_layer_density", ...}``, also written to ``density_report.json`` (rank 0).
 
     Raises:
-        ValueError: see :func:`fastmri_pun.workflows.prune.find_masks`.
+        ValueError: see :func:`fastmri_pun.workflows.prune.find_masks`; a masks file of another
+            method, density, seed or model (:func:`fastmri_pun.pruning.masks_file.load_masks_file`).
         fastmri_pun.workflows.trainer.TrainingInterrupted: Ctrl-C during a phase.
     """
     pcfg = prune_config(cfg)
-
-    def train_fn(model: Any, phase: str) -> None:
-        if model is not module.model:
-            raise ValueError("train_fn got a model other than the module's")
-        phase_trainer(cfg, phase).fit(module, datamodule=dm)
-
-    result = find_masks(
-        cfg.prune,
-        module.model,
-        train_loader=dm.train_dataloader(),
-        loss_fn=module.prune_loss,
-        train_fn=train_fn,
-        make_trainer=lambda phase: phase_trainer(cfg, phase, **search_limits(pcfg)),
-        cfg=pcfg,
-    )
-    module.set_prune_masks(result.masks)
-    report = {"method": cfg.prune, "phases": result.phases, **result.report}
     run = RunDir(cfg.run.output_dir)
+    if run.search_masks.is_file():
+        saved = _load_saved_masks(cfg, pcfg, module, run)
+        rank_zero_info(f"{cfg.prune}: using the masks saved in {run.search_masks} (no new search)")
+    else:
+        saved = _find_masks(cfg, pcfg, module, dm)
+        if rank_zero_only.rank == 0:
+            save_masks_file(run.search_masks, saved)
+    seed_phase(pcfg.seed, "sparse")
+    report = {
+        "method": cfg.prune,
+        "phases": list(saved.phases),
+        **density_report(module.model, saved.masks),
+    }
+    module.set_prune_masks(saved.masks)
     run.root.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:
         atomic_write_json(run.density_report, report)
@@ -70,3 +104,69 @@ def prune_module(
         f"(density {report['density']:.4f}, smallest layer {report['min_layer_density']:.4f})"
     )
     return report
+
+
+def _find_masks(
+    cfg: TrainConfig, pcfg: PruneConfig, module: ReconstructionModule, dm: SliceDataModule
+) -> SavedMasks:
+    """Run the pruning method; ``module.model`` ends up unpruned at the sparse start weights."""
+
+    def train_fn(model: Any, phase: str) -> None:
+        if model is not module.model:
+            raise ValueError("train_fn got a model other than the module's")
+        seed_phase(pcfg.seed, phase)
+        phase_trainer(cfg, phase).fit(module, datamodule=dm)
+
+    def make_trainer(phase: str) -> Any:
+        seed_phase(pcfg.seed, phase)
+        return phase_trainer(cfg, phase, **search_limits(pcfg))
+
+    seed_phase(pcfg.seed, cfg.prune)
+    result = find_masks(
+        cfg.prune,
+        module.model,
+        train_loader=dm.train_dataloader(),
+        loss_fn=module.prune_loss,
+        train_fn=train_fn,
+        make_trainer=make_trainer,
+        cfg=pcfg,
+    )
+    dense_first = get_pruning_method(cfg.prune).dense_first
+    return SavedMasks(
+        method=cfg.prune,
+        density=pcfg.density,
+        seed=pcfg.seed,
+        masks=result.masks,
+        phases=list(result.phases),
+        init_state_dict=result.init_state_dict if dense_first else None,
+    )
+
+
+def _load_saved_masks(
+    cfg: TrainConfig, pcfg: PruneConfig, module: ReconstructionModule, run: RunDir
+) -> SavedMasks:
+    """The run's masks file, checked against the run; loads its start weights into the model."""
+    names = select_parameters(
+        module.model, pcfg.include, pcfg.exclude, trainable_only=pcfg.trainable_only
+    )
+    params = dict(module.model.named_parameters())
+    saved = load_masks_file(
+        run.search_masks,
+        method=cfg.prune,
+        density=pcfg.density,
+        seed=pcfg.seed,
+        shapes={n: params[n].shape for n in names},
+    )
+    if saved.init_state_dict is not None:
+        try:
+            module.model.load_state_dict(saved.init_state_dict)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[-1].strip()
+            raise ValueError(
+                f"masks file {run.search_masks}: its start weights do not fit the model ({first})"
+            ) from None
+    elif get_pruning_method(cfg.prune).dense_first:
+        raise ValueError(
+            f"masks file {run.search_masks} holds no start weights, which {cfg.prune} needs"
+        )
+    return saved

@@ -8,6 +8,11 @@ keeps its process and :func:`fastmri_pun.workflows.train.fit` can report an inte
 Checkpoints are written by :class:`~fastmri_pun.training.checkpoint_io.AtomicCheckpointIO`
 (temporary file beside the checkpoint, fsync, rename): a kill or a full disk during a save
 leaves the previous ``last.ckpt``/``best.ckpt`` intact, whatever filesystem the output is on.
+
+Every trainer carries a :class:`~fastmri_pun.training.finite_guard.FiniteGuard`: the first
+non-finite training loss, gradient norm, end-of-epoch weight or best-checkpoint metric stops the
+run with a :class:`~fastmri_pun.training.finite_guard.NonFiniteError` (a ``ValueError``) naming
+the files and slices of the batch, the step and the epoch; no checkpoint is written after it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from ..training.accounting import ComputeAccounting
 from ..training.checkpoint_io import AtomicCheckpointIO
+from ..training.finite_guard import FiniteGuard
 from ..utils.run_dir import RunDir
 from .train_config import TrainConfig
 
@@ -82,8 +88,8 @@ def trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """The run's trainer: last + best (validation SSIM) checkpoints, TensorBoard and CSV loggers,
-    learning-rate monitor, compute accounting (phase ``dense``, or ``sparse`` when pruned), then
-    ``callbacks``.
+    learning-rate monitor, compute accounting (phase ``dense``, or ``sparse`` when pruned), the
+    finite guard (monitoring the best checkpoint's metric), then ``callbacks``.
 
     ``use_distributed_sampler=False``: the data module's shape-bucketing batch samplers split the
     batches over the ranks themselves
@@ -128,6 +134,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
             last,
             LearningRateMonitor(logging_interval="epoch"),
             ComputeAccounting(phase, run.compute_accounting),
+            FiniteGuard(monitor=BEST_METRIC),
             *callbacks,
         ],
         **trainer_kwargs(cfg),
@@ -136,7 +143,8 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
 
 def phase_trainer(cfg: TrainConfig, phase: str, **limits: Any) -> pl.Trainer:
     """Trainer of a pruning phase (``"dense"``, ``"search"``, ``"imp-1"``, ...): its own CSV log
-    under ``logs/phases``, compute accounting, no checkpoints (phases are not resumable).
+    under ``logs/phases``, compute accounting, the finite guard, no checkpoints (phases are not
+    resumable).
 
     Args:
         limits: ``max_epochs``/``max_steps`` of the phase (default: the run's ``max_epochs``).
@@ -148,7 +156,7 @@ def phase_trainer(cfg: TrainConfig, phase: str, **limits: Any) -> pl.Trainer:
     return InterruptibleTrainer(
         enable_checkpointing=False,
         logger=CSVLogger(run.phase_logs, name=phase),
-        callbacks=[ComputeAccounting(phase, run.compute_accounting)],
+        callbacks=[ComputeAccounting(phase, run.compute_accounting), FiniteGuard()],
         **(limits or {"max_epochs": cfg.trainer.max_epochs}),
         **kwargs,
     )

@@ -1,0 +1,126 @@
+"""The masks file of a pruned training run: the masks found before the sparse training.
+
+A training run saves what its pruning method found (``RunDir.search_masks``,
+``checkpoints/masks.pt``) right after the search, before the sparse training starts; a rerun of
+the same run loads it instead of searching again. The file is a ``torch.save`` dict readable with
+``torch.load(..., weights_only=True)``::
+
+    {"format": 1, "method": "pun-it", "density": 0.03, "seed": 42,
+     "phases": ["search"],                      # phases the search ran
+     "masks": {name: BoolTensor},               # parameter name (unpruned model) -> mask, CPU
+     "init_state_dict": {key: Tensor} | None}   # weights the sparse training starts from,
+                                                # stored for methods that train first (else None)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..utils.io import atomic_path
+from .apply import Masks
+
+__all__ = ["MASKS_FILE_FORMAT", "SavedMasks", "load_masks_file", "save_masks_file"]
+
+#: version of the masks file layout
+MASKS_FILE_FORMAT = 1
+
+
+@dataclass
+class SavedMasks:
+    """Content of a masks file.
+
+    Attributes:
+        method: the pruning method (``--prune``).
+        density: the target density.
+        seed: the run's seed.
+        masks: parameter name → bool mask (CPU).
+        phases: the phases the search ran (``"search"``, ``"dense"``, ``"imp-1"``, ...).
+        init_state_dict: the weights the sparse training starts from, for methods that train
+            before pruning (``None`` when the sparse training starts from the initial weights).
+    """
+
+    method: str
+    density: float
+    seed: int
+    masks: Masks
+    phases: list[str] = field(default_factory=list)
+    init_state_dict: dict[str, torch.Tensor] | None = None
+
+
+def save_masks_file(path: str | os.PathLike, saved: SavedMasks) -> Path:
+    """Write ``saved`` to ``path`` atomically (temporary file, fsync, rename); returns ``path``."""
+    path = Path(path)
+    init = saved.init_state_dict
+    payload = {
+        "format": MASKS_FILE_FORMAT,
+        "method": str(saved.method),
+        "density": float(saved.density),
+        "seed": int(saved.seed),
+        "phases": [str(p) for p in saved.phases],
+        "masks": {n: m.detach().to("cpu", torch.bool) for n, m in saved.masks.items()},
+        "init_state_dict": (
+            {k: v.detach().to("cpu") for k, v in init.items()} if init is not None else None
+        ),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_masks_file(
+    path: str | os.PathLike,
+    *,
+    method: str,
+    density: float,
+    seed: int,
+    shapes: Mapping[str, Sequence[int]],
+) -> SavedMasks:
+    """Read a masks file and check that it belongs to this run.
+
+    Args:
+        path: the file (``RunDir.search_masks``).
+        method, density, seed: the run's pruning method, target density and seed.
+        shapes: the run's prunable parameters, name → shape (the masks must cover exactly these).
+
+    Raises:
+        ValueError: the file cannot be read, or its method, density, seed or masked parameters
+            differ from the run's (one line naming the first difference and the file).
+    """
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (any unreadable file: one line)
+        raise ValueError(
+            f"masks file {path} is not readable ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != MASKS_FILE_FORMAT:
+        raise ValueError(f"masks file {path} is not a masks file of format {MASKS_FILE_FORMAT}")
+    expected = {"method": method, "density": float(density), "seed": int(seed)}
+    for key, value in expected.items():
+        if data.get(key) != value:
+            raise ValueError(
+                f"masks file {path} holds {key} {data.get(key)!r}, this run has {value!r}; "
+                "delete it or choose another --output_dir"
+            )
+    masks = data.get("masks") or {}
+    got = {n: tuple(m.shape) for n, m in masks.items()}
+    want = {n: tuple(int(d) for d in s) for n, s in shapes.items()}
+    if got != want:
+        diff = sorted(set(got) ^ set(want)) or sorted(n for n in got if got[n] != want[n])
+        raise ValueError(
+            f"masks file {path} does not match this run's prunable parameters (first difference: "
+            f"{diff[0]}); delete it or choose another --output_dir"
+        )
+    return SavedMasks(
+        method=data["method"],
+        density=data["density"],
+        seed=data["seed"],
+        masks={n: m.to(torch.bool) for n, m in masks.items()},
+        phases=list(data.get("phases") or []),
+        init_state_dict=data.get("init_state_dict"),
+    )

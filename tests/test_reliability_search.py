@@ -1,0 +1,137 @@
+"""Reproducibility and reuse of the masks a pruned training run finds before its sparse training.
+
+Two runs with the same ``--seed`` must find identical masks (the random undersampling masks of the
+training data, the batch order, DataLoader workers, the Gumbel noise and the random mask are all
+seeded from it); the masks are saved in ``checkpoints/masks.pt`` right after the search and a
+rerun of the run loads them instead of searching again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastmri_pun.cli.train import parse_args
+from fastmri_pun.utils.run_dir import RunDir
+from fastmri_pun.workflows import train_prune
+from fastmri_pun.workflows.train import fit, prepare
+from fastmri_pun.workflows.train_prune import prune_module
+
+TINY = [
+    "--center_fractions", "0.16",  # 10 ACS lines at width 64 (ESPIRiT needs >= 7)
+    "--num_unrolls", "2", "--num_cg_iters", "3", "--chans", "8", "--num_layers", "3",
+    "--sens_chans", "2", "--sens_pools", "1", "--lr", "0.003", "--batch_size", "1",
+    "--num_log_images", "1", "--enable_progress_bar", "false", "--accelerator", "cpu",
+    "--devices", "1", "--density", "0.2", "--search_steps", "3",
+]  # fmt: skip
+
+
+def _args(demo_root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data_path", str(demo_root), "--output_dir", str(out), *TINY, *extra]
+
+
+def _search(demo_root: Path, out: Path, method: str, seed: int, *extra: str):
+    """The training workflow's pruning step (``prepare`` then ``prune_module``); the module."""
+    prepared = prepare(
+        parse_args(_args(demo_root, out, "--prune", method, "--seed", str(seed), *extra))
+    )
+    prune_module(prepared.cfg, prepared.module, prepared.datamodule)
+    return prepared.module
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [("pun-it", ()), ("pun-it", ("--num_workers", "1")), ("snip", ()), ("random", ())],
+)
+def test_same_seed_finds_identical_masks_and_another_seed_differs(
+    demo_root, tmp_path, method, extra
+):
+    first = _search(demo_root, tmp_path / "a", method, 1, *extra).prune_masks
+    second = _search(demo_root, tmp_path / "b", method, 1, *extra).prune_masks
+    assert first is not None and len(first) == 3  # MoDL's three conv layers
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    other = _search(demo_root, tmp_path / "c", method, 2, *extra).prune_masks
+    assert not _same(first, other)
+
+
+def test_masks_file_is_written_and_a_rerun_reuses_it(demo_root, tmp_path, monkeypatch):
+    module = _search(demo_root, tmp_path, "pun-it", 3)
+    path = RunDir(tmp_path).search_masks
+    assert path == tmp_path / "checkpoints" / "masks.pt"
+    saved = torch.load(path, weights_only=True)
+    assert (saved["method"], saved["density"], saved["seed"]) == ("pun-it", 0.2, 3)
+    assert saved["phases"] == ["search"] and saved["init_state_dict"] is None
+    assert _same(saved["masks"], module.prune_masks)
+    assert all(m.dtype == torch.bool for m in saved["masks"].values())
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again although the masks file exists")
+
+    monkeypatch.setattr(train_prune, "find_masks", no_search)
+    again = _search(demo_root, tmp_path, "pun-it", 3)
+    assert _same(again.prune_masks, module.prune_masks)
+    for key, value in module.model.state_dict().items():  # same start weights, same masks
+        assert torch.equal(again.model.state_dict()[key], value), key
+    with pytest.raises(ValueError, match=r"masks file .* holds seed 3, this run has 4"):
+        _search(demo_root, tmp_path, "pun-it", 4)
+    with pytest.raises(ValueError, match=r"masks file .* holds method 'pun-it', this run has"):
+        _search(demo_root, tmp_path, "snip", 3)
+
+
+def _train_args(demo_root: Path, out: Path) -> list[str]:
+    # one DataLoader worker: the resumed epoch's iterator (and the worker's copy of the mask
+    # generator) is created before Lightning calls set_epoch
+    return _args(
+        demo_root,
+        out,
+        "--prune",
+        "pun-it",
+        "--seed",
+        "5",
+        "--max_epochs",
+        "2",
+        "--num_workers",
+        "1",
+    )
+
+
+def test_kill_during_sparse_training_then_rerun_matches_uninterrupted_run(demo_root, tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fastmri_pun.train", *_train_args(demo_root, killed)]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert fit(parse_args(_train_args(demo_root, ref))).last_checkpoint is not None
+        last = RunDir(killed).last_checkpoint
+        deadline = time.monotonic() + 120
+        while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # killed during the second epoch
+    assert RunDir(killed).search_masks.is_file()
+    fit(parse_args(_train_args(demo_root, killed)))  # continues from last.ckpt
+    want = torch.load(RunDir(ref).last_checkpoint, weights_only=True)
+    got = torch.load(last, weights_only=True)
+    assert got["epoch"] == want["epoch"] == 1
+    assert _same(got["pun_masks"], want["pun_masks"])
+    for key, value in want["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
