@@ -107,7 +107,11 @@ def _train_args(demo_root: Path, out: Path) -> list[str]:
     )
 
 
-def test_kill_during_sparse_training_then_rerun_matches_uninterrupted_run(demo_root, tmp_path):
+def test_kill_during_sparse_training_then_rerun_matches_uninterrupted_run(
+    demo_root, tmp_path, one_thread
+):
+    # bit-identical needs the same intra-op thread count in this process (the reference and the
+    # resumed run) and in the killed subprocess (OMP_NUM_THREADS=1): float sums depend on it
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     cmd = [sys.executable, "-m", "fastmri_pun.train", *_train_args(demo_root, killed)]
     proc = subprocess.Popen(
