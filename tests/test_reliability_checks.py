@@ -81,17 +81,24 @@ def test_each_kind_of_bad_checkpoint_is_named(finished, tmp_path):
     assert _message(noise) == f"{noise}: not a PyTorch checkpoint"
     assert "weights_only" not in _message(noise)
 
-    for name, save in (
-        ("pickle.ckpt", lambda f, obj: pickle.dump(obj, open(f, "wb"), protocol=2)),
-        ("torch.ckpt", lambda f, obj: torch.save(obj, f)),
+    class RunsCode:  # a pickle payload that would run a command when unpickled
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "PWNED"),))
+
+    for name, save, payload in (
+        ("pickle.ckpt", lambda f, o: pickle.dump(o, open(f, "wb"), protocol=2), None),
+        ("torch.ckpt", lambda f, o: torch.save(o, f), None),
+        ("system.ckpt", lambda f, o: torch.save(o, f), RunsCode()),
     ):
         evil = tmp_path / name
-        save(evil, {"state_dict": {}, "args": argparse.Namespace(lr=1.0)})
+        obj = {"state_dict": {}, "args": payload or argparse.Namespace(lr=1.0)}
+        save(evil, obj)
         assert _message(evil) == (
             f"{evil}: refused for safety: it holds objects other than tensors and plain data "
             "(torch.load(weights_only=True) refuses them; never load untrusted checkpoints "
             "with weights_only=False)"
         )
+    assert not (tmp_path / "PWNED").exists()
 
     ckpt = torch.load(real, weights_only=True)
     first = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())

@@ -24,7 +24,7 @@ FLAGS = [
     "challenge", "mode", "output_dir", "resume", "seed", "deterministic",
     "data_path", "demo_size", "demo_coils", "test_split", "test_path", "sample_rate",
     "val_sample_rate", "test_sample_rate", "mask_type", "center_fractions", "accelerations",
-    "sens_maps", "maps_cache_dir", "crop_readout", "skip_bad_files", "batch_size", "num_workers",
+    "sens_maps", "maps_cache_dir", "crop_readout", "skip_bad_files", "check_values", "batch_size", "num_workers",
     "model", "num_unrolls", "num_cg_iters", "denoiser", "chans", "num_layers", "batchnorm",
     "lam_init", "learn_lam", "unet_chans", "unet_pools", "sens_chans", "sens_pools",
     "loss", "l1_weight", "optimizer", "lr", "weight_decay", "lr_scheduler", "lr_step_size",

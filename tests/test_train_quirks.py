@@ -149,6 +149,30 @@ def test_skip_bad_files_leaves_them_out_and_names_each(quirk_root, tmp_path):
         SliceDataModule(only_bad, None, None, None, skip_bad_files=True).dataset("val")
 
 
+def test_check_values_finds_nan_before_any_work_and_skip_leaves_it_out(quirk_root, tmp_path):
+    val = tmp_path / "multicoil_val"
+    shutil.copytree(quirk_root / "multicoil_val", val)
+    with h5py.File(val / "brain_w64_c4.h5", "a") as hf:
+        hf["reconstruction_rss"][1, 3, 5] = np.nan
+    with pytest.raises(ValueError, match=r"brain_w64_c4\.h5: 'reconstruction_rss' slice 1 .*NaN"):
+        SliceDataModule(tmp_path, None, None, None, check_values=True).dataset("val")
+    dm = SliceDataModule(tmp_path, None, None, None, check_values=True, skip_bad_files=True)
+    with pytest.warns(UserWarning, match=r"skipping bad file .*brain_w64_c4\.h5"):
+        ds = dm.dataset("val")
+    assert {s.fname.name for s in ds.raw_samples} == {"flair_narrow_w56_c6.h5"}
+
+
+def test_espirit_acs_too_narrow_is_refused_before_any_work(quirk_root, tmp_path):
+    """fastMRI's centre at 8 % of 56–80 columns is 4–6 columns: too few for ESPIRiT, found from
+    the files' widths before anything is loaded or written."""
+    out = tmp_path / "run"
+    argv = ["--data_path", str(quirk_root), "--output_dir", str(out), *TINY]
+    argv[argv.index("--center_fractions") + 1] = "0.08"
+    with pytest.raises(ValueError, match=r"\.h5: ESPIRiT needs .* centre columns"):
+        prepare(parse_args(argv))
+    assert not out.exists()
+
+
 def test_missing_max_gets_the_volume_maximum(quirk_root):
     cfg = parse_args(["--data_path", str(quirk_root), *TINY, "--sens_maps", "learned"])
     dm = build_datamodule(cfg, quirk_root)

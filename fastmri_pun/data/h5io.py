@@ -211,7 +211,10 @@ def _fail(path: Path, problem: str) -> ValueError:
 
 
 def validate_fastmri_file(
-    path: str | os.PathLike, require_target: bool = False, challenge: str = "multicoil"
+    path: str | os.PathLike,
+    require_target: bool = False,
+    challenge: str = "multicoil",
+    check_values: bool = False,
 ) -> FastMRIFileInfo:
     """Check that ``path`` is a readable fastMRI HDF5 file of ``challenge``.
 
@@ -224,8 +227,9 @@ def validate_fastmri_file(
     target (``reconstruction_rss`` multicoil, ``reconstruction_esc`` singlecoil; if present, or
     if ``require_target``) is ``[slices, h, w]``, and an optional ``mask`` has ``W`` entries.
     Values (NaN/Inf) are checked per slice by
-    :class:`~fastmri_pun.data.transforms.SenseDataTransform`; complex128 k-space is accepted
-    (the transform casts it to complex64).
+    :class:`~fastmri_pun.data.transforms.SenseDataTransform` when a slice is read, or here for
+    the whole file with ``check_values=True`` (one read of its k-space and target, slice by
+    slice); complex128 k-space is accepted (the transform casts it to complex64).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -321,6 +325,11 @@ def validate_fastmri_file(
         acc = hf.attrs.get("acceleration")
         acceleration = None if acc is None else float(acc)
         has_max = "max" in hf.attrs
+        if check_values:
+            for key in ("kspace", target_key) if has_target else ("kspace",):
+                for s in range(num_slices):
+                    if not np.isfinite(hf[key][s]).all():
+                        raise _fail(path, f"'{key}' slice {s} contains NaN or Inf values")
     return FastMRIFileInfo(
         path,
         num_slices,
@@ -411,9 +420,10 @@ def validate_fastmri_folder(
     require_target: bool = False,
     challenge: str = "multicoil",
     skip_bad: bool = False,
+    check_values: bool = False,
 ) -> list[FastMRIFileInfo] | tuple[list[FastMRIFileInfo], list[tuple[Path, str]]]:
     """Validate every file of a fastMRI data folder (:func:`list_fastmri_files`,
-    :func:`validate_fastmri_file`).
+    :func:`validate_fastmri_file`, with ``check_values``).
 
     Returns:
         The infos, sorted by file name; with ``skip_bad=True`` the pair ``(infos of the good
@@ -425,12 +435,12 @@ def validate_fastmri_folder(
     """
     paths = list_fastmri_files(root)
     if not skip_bad:
-        return [validate_fastmri_file(p, require_target, challenge) for p in paths]
+        return [validate_fastmri_file(p, require_target, challenge, check_values) for p in paths]
     good: list[FastMRIFileInfo] = []
     bad: list[tuple[Path, str]] = []
     for p in paths:
         try:
-            good.append(validate_fastmri_file(p, require_target, challenge))
+            good.append(validate_fastmri_file(p, require_target, challenge, check_values))
         except ValueError as err:
             bad.append((p, str(err)))
     return good, bad

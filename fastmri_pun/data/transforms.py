@@ -55,6 +55,7 @@ from fastmri.data.transforms import VarNetDataTransform
 
 from ..utils.seeding import stable_seed
 from .espirit import EspiritSettings, SensitivityCache, espirit_maps
+from .h5io import FastMRIFileInfo
 from .masks import centre_run, check_mask_func, check_mask_width, sampled_acceleration
 
 __all__ = [
@@ -311,6 +312,29 @@ class SenseDataTransform:
             if cols[start : start + n].all():
                 return n
         return centre_run(cols)
+
+    def check_file(self, info: FastMRIFileInfo) -> None:
+        """Check up front that the slices of a validated file can be transformed: with ESPIRiT
+        maps and a mask function (files without their own mask), the centre that fastMRI's mask
+        gives at the file's width (``round(W · centre fraction)`` columns) must hold ESPIRiT's
+        calibration region.
+
+        Raises:
+            ValueError: ``<file>: <problem>``.
+        """
+        if (
+            self.sens_maps != "espirit"
+            or self.challenge == "singlecoil"
+            or info.has_mask
+            or self.mask_func is None
+        ):
+            return
+        height, width = info.kspace_shape
+        for fraction in getattr(self.mask_func, "center_fractions", ()):
+            try:
+                self.espirit.resolve(round(width * float(fraction)), height)
+            except ValueError as err:
+                raise ValueError(f"{info.path}: {err}") from None
 
     def estimate_sens_maps(
         self,

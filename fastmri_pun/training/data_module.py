@@ -122,6 +122,8 @@ class SliceDataModule(pl.LightningDataModule):
         seed: seed of the training order and of the random training masks.
         skip_bad_files: leave out files the validator refuses (each named in a warning and
             listed in :attr:`skipped`) instead of stopping at the first.
+        check_values: read every file once before any work to find NaN/Inf k-space or targets
+            (otherwise found, naming file and slice, when the slice is first loaded).
 
     Raises:
         ValueError: an unknown challenge, bad batch size, worker count or sample rate.
@@ -144,6 +146,7 @@ class SliceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         skip_bad_files: bool = False,
+        check_values: bool = False,
     ) -> None:
         super().__init__()
         if challenge not in CHALLENGES:
@@ -167,6 +170,7 @@ class SliceDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.skip_bad_files = skip_bad_files
+        self.check_values = check_values
         self.datasets: dict[str, SliceDataset] = {}
         self.has_targets: dict[str, bool] = {}
         #: ``{split: [(path, problem), ...]}`` of the files left out (``skip_bad_files=True``)
@@ -223,10 +227,14 @@ class SliceDataModule(pl.LightningDataModule):
 
     def _checked_files(self, root: Path, split: str) -> tuple[list, list[tuple[Path, str]]]:
         """Validated file infos of ``root`` and the bad files left out (``skip_bad_files``)."""
-        require = split != "test"
+        require, values = split != "test", self.check_values
         if not self.skip_bad_files:
-            return validate_fastmri_folder(root, require, self.challenge), []
-        infos, bad = validate_fastmri_folder(root, require, self.challenge, skip_bad=True)
+            infos = validate_fastmri_folder(root, require, self.challenge, check_values=values)
+            self._check_transformable(split, infos)
+            return infos, []
+        infos, bad = validate_fastmri_folder(
+            root, require, self.challenge, skip_bad=True, check_values=values
+        )
         for _, problem in bad:
             warnings.warn(f"skipping bad file {problem}", stacklevel=3)
         if not infos:
@@ -235,7 +243,16 @@ class SliceDataModule(pl.LightningDataModule):
                 f"(first: {bad[0][1]})"
             )
         self.skipped[split] = bad
+        self._check_transformable(split, infos)
         return infos, bad
+
+    def _check_transformable(self, split: str, infos: list) -> None:
+        """Settings checks that need each file's size (the transform's ``check_file``, e.g. an
+        ACS too narrow for ESPIRiT at a file's width), before any slice is loaded."""
+        check = getattr(self.transforms[split], "check_file", None)
+        if check is not None:
+            for info in infos:
+                check(info)
 
     def setup(self, stage: str) -> None:
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ())

@@ -154,7 +154,8 @@ def _load_error(path: Path, err: Exception) -> str:
     text = str(err)
     if head == _ZIP_LOCAL_HEADER and not zipfile.is_zipfile(path):
         return f"{path}: truncated ({size} bytes; the end of its zip archive is missing)"
-    if "Unsupported global" in text or "can still be loaded" in text:
+    refused = ("Unsupported global", "unsupported GLOBAL", "can still be loaded", "is blocked")
+    if any(marker in text for marker in refused):
         return (
             f"{path}: refused for safety: it holds objects other than tensors and plain data "
             "(torch.load(weights_only=True) refuses them; never load untrusted checkpoints "

@@ -205,6 +205,7 @@ def build_datamodule(
         num_workers=d.num_workers,
         seed=cfg.run.seed,
         skip_bad_files=d.skip_bad_files,
+        check_values=d.check_values,
     )
 
 

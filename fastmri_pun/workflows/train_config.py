@@ -147,6 +147,9 @@ class DataConfig:
             half the memory.
         espirit: ESPIRiT calibration settings (the --espirit_<field> flags). --mode test uses the
             checkpoint's.
+        check_values: Read every file once before any work to find NaN/Inf k-space or targets
+            (one pass over the data; otherwise they are found, naming file and slice, when the
+            slice is first loaded).
         skip_bad_files: Leave out files that fail the checks (each named in a warning) instead
             of stopping at the first bad file.
         batch_size: Slices per batch (each batch holds slices of one shape: volumes of other
@@ -170,6 +173,7 @@ class DataConfig:
     crop_readout: bool = True
     espirit: EspiritSettings = field(default_factory=EspiritSettings)
     skip_bad_files: bool = False
+    check_values: bool = False
     batch_size: int = 1
     num_workers: int = 0
 
