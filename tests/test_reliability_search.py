@@ -139,3 +139,38 @@ def test_kill_during_sparse_training_then_rerun_matches_uninterrupted_run(
     assert _same(got["pun_masks"], want["pun_masks"])
     for key, value in want["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key
+
+
+def test_kill_during_the_search_then_rerun_matches_uninterrupted_run(
+    demo_root, tmp_path, one_thread
+):
+    """A search killed half-way leaves no masks file; the rerun searches again and ends
+    bit-identical (masks and weights) to an uninterrupted run."""
+    extra = ("--prune", "pun-it", "--seed", "7", "--max_epochs", "1", "--search_steps", "200")
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fastmri_pun.train", *_args(demo_root, killed, *extra)]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    search_log = RunDir(killed).phase_logs / "search"
+    try:
+        deadline = time.monotonic() + 120
+        while not search_log.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # well inside the 200 search steps (about 2 s)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert search_log.exists() and not RunDir(killed).search_masks.exists()
+    assert not RunDir(killed).last_checkpoint.exists()
+    fit(parse_args(_args(demo_root, killed, *extra)))  # searches again
+    fit(parse_args(_args(demo_root, ref, *extra)))
+    want = torch.load(RunDir(ref).last_checkpoint, weights_only=True)
+    got = torch.load(RunDir(killed).last_checkpoint, weights_only=True)
+    assert _same(got["pun_masks"], want["pun_masks"])
+    for key, value in want["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
