@@ -102,7 +102,9 @@ def test_empty_and_polluted_folders(tmp_path: Path, demo_root: Path) -> None:
 
 
 def test_writer_rejects_wrong_layout(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"out\.h5: kspace must be \[slices, coils, H, W\]"):
+    with pytest.raises(
+        ValueError, match=r"out\.h5: multicoil kspace must be \[slices, coils, H, W\]"
+    ):
         write_fastmri_volume(
             tmp_path / "d" / "out.h5",
             np.zeros((4, 8, 8), np.complex64),

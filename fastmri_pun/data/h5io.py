@@ -24,7 +24,7 @@ import contextlib
 import os
 import warnings
 import xml.etree.ElementTree as etree
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,34 +145,53 @@ def write_fastmri_volume(
     target: np.ndarray | None,
     header: bytes,
     attrs: dict[str, str | float],
+    *,
+    challenge: str = "multicoil",
+    extra_targets: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write one fastMRI multicoil volume, deterministically and atomically.
+    """Write one fastMRI volume, deterministically and atomically.
 
     Args:
         path: destination ``.h5`` file (its folder is created).
-        kspace: ``[slices, coils, H, W]`` complex64.
-        target: ``[slices, h, w]`` float32 ``reconstruction_rss`` or ``None``.
+        kspace: ``[slices, coils, H, W]`` (multicoil) or ``[slices, H, W]`` (singlecoil)
+            complex64.
+        target: ``[slices, h, w]`` float32 target of the challenge (``reconstruction_rss``
+            multicoil, ``reconstruction_esc`` singlecoil) or ``None``.
         header: ISMRMRD XML bytes (:func:`ismrmrd_header`).
         attrs: file attributes, written in sorted key order (strings or floats).
+        challenge: ``"multicoil"`` or ``"singlecoil"``.
+        extra_targets: further ``[slices, h, w]`` datasets written after ``target`` in the given
+            order (e.g. a single-coil file's ``reconstruction_rss``).
 
     Returns:
         The final path. The file only appears there once complete.
+
+    Raises:
+        ValueError: ``kspace`` of the wrong rank or dtype, or a target whose slices differ.
     """
     path = Path(path)
-    if kspace.ndim != 4 or kspace.dtype != np.complex64:
+    rank, layout = (
+        (4, "[slices, coils, H, W]") if challenge == "multicoil" else (3, "[slices, H, W]")
+    )
+    if challenge not in TARGET_KEYS or kspace.ndim != rank or kspace.dtype != np.complex64:
         raise ValueError(
-            f"{path}: kspace must be [slices, coils, H, W] complex64, got {kspace.dtype} "
+            f"{path}: {challenge} kspace must be {layout} complex64, got {kspace.dtype} "
             f"with shape {kspace.shape}"
         )
+    targets = {TARGET_KEYS[challenge]: target, **(extra_targets or {})}
+    for name, value in targets.items():
+        if value is not None and (value.ndim != 3 or value.shape[0] != kspace.shape[0]):
+            raise ValueError(
+                f"{path}: {name} must be [slices={kspace.shape[0]}, h, w], got {value.shape}"
+            )
     tmp_dir = _partial_dir(path)
     with atomic_path(path, temp_dir=tmp_dir) as tmp:
         with h5py.File(tmp, "w", libver=_LIBVER, track_order=False) as hf:
             hf.create_dataset("ismrmrd_header", data=np.bytes_(header), track_times=False)
             hf.create_dataset("kspace", data=kspace, track_times=False)
-            if target is not None:
-                hf.create_dataset(
-                    "reconstruction_rss", data=target.astype(np.float32), track_times=False
-                )
+            for name, value in targets.items():
+                if value is not None:
+                    hf.create_dataset(name, data=value.astype(np.float32), track_times=False)
             for key in sorted(attrs):
                 hf.attrs[key] = attrs[key]
     with contextlib.suppress(OSError):

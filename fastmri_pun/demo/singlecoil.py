@@ -36,7 +36,6 @@ folder *beside* the data folder (fastmri's ``SliceDataset`` opens every entry of
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -44,8 +43,7 @@ import h5py
 import numpy as np
 
 from ..data.crop import center_crop
-from ..data.h5io import PARTIAL_DIRNAME
-from ..utils.io import atomic_path
+from ..data.h5io import write_fastmri_volume
 from .simulate import ifft2c, rss
 
 __all__ = [
@@ -59,7 +57,6 @@ __all__ = [
 
 #: object pixels: RSS above this fraction of the volume's 99th RSS percentile
 OBJECT_FRACTION = 0.1
-_LIBVER = ("earliest", "v108")  # as fastmri_pun.data.h5io
 
 
 def esc_weights(coil_images: np.ndarray, object_fraction: float = OBJECT_FRACTION) -> np.ndarray:
@@ -138,34 +135,15 @@ def write_singlecoil_volume(
     Raises:
         ValueError: ``kspace`` is not 3-D complex64 or a target's shape does not match.
     """
-    path = Path(path)
-    if kspace.ndim != 3 or kspace.dtype != np.complex64:
-        raise ValueError(
-            f"{path}: kspace must be [slices, H, W] complex64, got {kspace.dtype} "
-            f"with shape {kspace.shape}"
-        )
-    for name, target in (("reconstruction_esc", target_esc), ("reconstruction_rss", target_rss)):
-        if target is not None and (target.ndim != 3 or target.shape[0] != kspace.shape[0]):
-            raise ValueError(
-                f"{path}: {name} must be [slices={kspace.shape[0]}, h, w], got {target.shape}"
-            )
-    tmp_dir = path.parent.parent / PARTIAL_DIRNAME
-    with atomic_path(path, temp_dir=tmp_dir) as tmp:
-        with h5py.File(tmp, "w", libver=_LIBVER, track_order=False) as hf:
-            hf.create_dataset("ismrmrd_header", data=np.bytes_(header), track_times=False)
-            hf.create_dataset("kspace", data=kspace, track_times=False)
-            hf.create_dataset(
-                "reconstruction_esc", data=target_esc.astype(np.float32), track_times=False
-            )
-            if target_rss is not None:
-                hf.create_dataset(
-                    "reconstruction_rss", data=target_rss.astype(np.float32), track_times=False
-                )
-            for key in sorted(attrs):
-                hf.attrs[key] = attrs[key]
-    with contextlib.suppress(OSError):
-        tmp_dir.rmdir()  # only succeeds when no other writer is busy
-    return path
+    return write_fastmri_volume(
+        path,
+        kspace,
+        target_esc,
+        header,
+        attrs,
+        challenge="singlecoil",
+        extra_targets=None if target_rss is None else {"reconstruction_rss": target_rss},
+    )
 
 
 def derive_singlecoil_volume(multicoil_path: str | os.PathLike, path: str | os.PathLike) -> Path:
