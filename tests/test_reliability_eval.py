@@ -237,6 +237,21 @@ def test_cache_follows_the_data(demo_root, ck, tmp_path, monkeypatch):
     shutil.copy(b, folder / "file_demo_ch2_test02.h5")
     third = evaluate({"m": ck}, cfg).results
     assert len(calls) == 3 and len(third) == 6  # added: recomputed, new file scored
+    # a checkpoint retrained into the same path, same size and modification time: recomputed
+    model = tmp_path / "retrained" / Path(ck).name  # same name: torch.save's archive prefix
+    model.parent.mkdir()
+    shutil.copy(ck, model)
+    evaluate({"m": model}, cfg)
+    calls.clear()
+    checkpoint = torch.load(model, weights_only=True)
+    first_weight = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
+    checkpoint["state_dict"][first_weight] = checkpoint["state_dict"][first_weight] * 0.5
+    st = model.stat()
+    torch.save(checkpoint, model)
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert model.stat().st_size == st.st_size and model.stat().st_mtime_ns == st.st_mtime_ns
+    evaluate({"m": model}, cfg)
+    assert len(calls) == 1
 
 
 # ----------------------------------------------------------------------------- fastMRI scores

@@ -1,7 +1,7 @@
 """Finished model × shift results, kept so that a rerun skips them.
 
 Each pair is stored as ``RunDir.partial_results(model, shift)``: a CSV of its per-image rows and a
-JSON fingerprint of everything that produced them (checkpoint path, size and modification time;
+JSON fingerprint of everything that produced them (the checkpoint's path and SHA-256 digest;
 the resolved shift; data folder and its contents, :func:`folder_digest`; annotation files;
 transform settings: challenge, coil maps, ESPIRiT, readout crop; slice subset; seed). A rerun
 reuses the rows only when the fingerprint it computes equals the stored one, and only when every
@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ..data.shifts import ResolvedShift
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, file_sha256
 from ..utils.run_dir import RunDir
 from .metrics import IMAGE_METRICS, ROI_METRICS
 
@@ -42,7 +42,7 @@ RESULT_COLUMNS = [
     "n_rois",
     "maps_fit",
 ]
-_FINGERPRINT_VERSION = 3
+_FINGERPRINT_VERSION = 4
 #: bytes hashed at each end of a data file (:func:`folder_digest`)
 DIGEST_BYTES = 1 << 20
 
@@ -106,7 +106,9 @@ def fingerprint(
     if checkpoint is not None:
         path = Path(checkpoint)
         st = path.stat()
-        ck = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        # the whole content: checkpoints are small next to the data, and a checkpoint retrained
+        # into the same path (same size, restored mtime) must not serve old rows
+        ck = {"path": str(path.resolve()), "size": st.st_size, "sha256": file_sha256(path)}
     return {
         "version": _FINGERPRINT_VERSION,
         "checkpoint": ck,
