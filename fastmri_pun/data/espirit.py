@@ -382,12 +382,17 @@ class SensitivityCache:
     """Disk cache of ESPIRiT maps (see the module docstring for the key and layout).
 
     ``cache_dir=None`` uses :func:`default_cache_dir` ``("sens_maps")``.
+
+    Attributes:
+        last_hit: whether the last :meth:`get_or_compute` served cached maps (``None`` before
+            the first call); e.g. for counting hits when precomputing a folder.
     """
 
     def __init__(self, cache_dir: str | os.PathLike | None = None) -> None:
         self.cache_dir = (
             Path(cache_dir) if cache_dir is not None else default_cache_dir("sens_maps")
         )
+        self.last_hit: bool | None = None
 
     def _entry(
         self,
@@ -476,6 +481,7 @@ class SensitivityCache:
         path, tag = self._entry(
             masked_kspace, mask_cols, fname, slice_num, settings, num_low_frequencies
         )
+        self.last_hit = False
         if path.is_file():
             try:
                 maps = np.load(path, allow_pickle=False)
@@ -484,6 +490,7 @@ class SensitivityCache:
                     and maps.dtype == np.complex64
                     and np.isfinite(maps).all()
                 ):
+                    self.last_hit = True
                     return maps
             except (OSError, ValueError):
                 pass  # unreadable (e.g. disk was full): recompute and overwrite

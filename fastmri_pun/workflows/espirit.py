@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from fastmri.data import SliceDataset
 from tqdm import tqdm
 
-from ..data.espirit import EspiritSettings, SensitivityCache
+from ..data.espirit import EspiritSettings
 from ..data.h5io import missing_max_values, validate_fastmri_folder
 from ..data.masks import MASK_TYPES
 from ..data.transform_settings import TransformSettings
@@ -224,38 +223,14 @@ def split_folders(data_path: str | os.PathLike, challenge: str = "multicoil") ->
     return subs or [root]
 
 
-class _CountingCache(SensitivityCache):
-    """A :class:`SensitivityCache` that remembers whether its last lookup was a hit."""
-
-    last_hit: bool | None = None
-
-    def get_or_compute(
-        self,
-        masked_kspace: np.ndarray,
-        mask_cols: np.ndarray,
-        fname: str,
-        slice_num: int,
-        settings: EspiritSettings | None = None,
-        num_low_frequencies: int | None = None,
-    ) -> np.ndarray:
-        settings = settings or EspiritSettings()
-        path = self.path_for(
-            masked_kspace, mask_cols, fname, slice_num, settings, num_low_frequencies
-        )
-        self.last_hit = path.is_file()
-        return super().get_or_compute(
-            masked_kspace, mask_cols, fname, slice_num, settings, num_low_frequencies
-        )
-
-
 class _CountingTransform:
     """The transform, returning ``(fname, slice, cache hit)`` instead of the sample (runs in
-    DataLoader workers too: the hit travels back with the result)."""
+    DataLoader workers too: the hit, :attr:`SensitivityCache.last_hit`, travels back with the
+    result)."""
 
     def __init__(self, transform: SenseDataTransform) -> None:
         if transform.cache is None:
             raise ValueError("precomputing maps needs the cache (use_cache=True)")
-        transform.cache = _CountingCache(transform.cache.cache_dir)
         self.transform = transform
 
     def __call__(self, *args: Any) -> tuple[str, int, bool]:
