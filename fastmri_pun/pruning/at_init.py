@@ -365,7 +365,7 @@ def prune_at_init(
     with _seeded(seed):
         if spec.dense_first:
             train("dense")
-        masks = _PROCEDURES[spec.procedure](model, names, cfg, dataloader, meter, train)
+        masks = _PROCEDURES[spec.procedure](_Job(model, names, cfg, dataloader, meter, train))
     if not is_pruned(model):
         apply_masks(model, masks)
     report = density_report(model, masks)
@@ -384,104 +384,89 @@ def prune_at_init(
     return model
 
 
-_Procedure = Callable[
-    [nn.Module, list[str], PruneConfig, Any, _Meter, Callable[[str], None]], Masks
-]
+@dataclass
+class _Job:
+    """What a mask procedure of :func:`prune_at_init` works with.
+
+    Attributes:
+        model: the unpruned model. names: its parameters to mask. cfg: the method's settings.
+        batches: the dataloader (``None`` for data-free methods). meter: counts each phase.
+        train: ``train(phase)`` runs the method's dense training steps as phase ``phase``.
+    """
+
+    model: nn.Module
+    names: list[str]
+    cfg: PruneConfig
+    batches: Any
+    meter: _Meter
+    train: Callable[[str], None]
 
 
-def _pun(
-    model: nn.Module,
-    names: list[str],
-    cfg: PruneConfig,
-    batches: Any,
-    meter: _Meter,
-    train: Callable[[str], None],
-) -> Masks:
-    masks, _ = meter.run(
+_Procedure = Callable[[_Job], Masks]
+
+
+def _pun(job: _Job) -> Masks:
+    cfg = job.cfg
+    masks, _ = job.meter.run(
         "search",
         lambda: search_masks(
-            model,
-            batches,
-            meter.loss,
-            density=cfg.density,
+            job.model,
+            job.batches,
+            job.meter.loss,
             steps=cfg.search_steps,
-            names=names,
-            temperature=cfg.temperature,
-            kl_weight=cfg.kl_weight,
-            prior_p=cfg.prior_p,
-            lr=cfg.search_lr,
-            kl_reduction=cfg.kl_reduction,
-            min_per_layer=cfg.min_per_layer,
-            seed=cfg.seed,
+            names=job.names,
+            **cfg.search_options(),
         ),
     )
     return masks
 
 
-def _magnitude(
-    model: nn.Module,
-    names: list[str],
-    cfg: PruneConfig,
-    batches: Any,
-    meter: _Meter,
-    train: Callable[[str], None],
-) -> Masks:
-    return meter.run("mask", lambda: magnitude_masks(model, cfg.density, names, cfg.min_per_layer))
-
-
-def _random(
-    model: nn.Module,
-    names: list[str],
-    cfg: PruneConfig,
-    batches: Any,
-    meter: _Meter,
-    train: Callable[[str], None],
-) -> Masks:
-    return meter.run(
-        "mask", lambda: random_masks(model, cfg.density, names, cfg.seed, cfg.min_per_layer)
+def _magnitude(job: _Job) -> Masks:
+    cfg = job.cfg
+    return job.meter.run(
+        "mask", lambda: magnitude_masks(job.model, cfg.density, job.names, cfg.min_per_layer)
     )
 
 
-def _snip(
-    model: nn.Module,
-    names: list[str],
-    cfg: PruneConfig,
-    batches: Any,
-    meter: _Meter,
-    train: Callable[[str], None],
-) -> Masks:
+def _random(job: _Job) -> Masks:
+    cfg = job.cfg
+    return job.meter.run(
+        "mask",
+        lambda: random_masks(job.model, cfg.density, job.names, cfg.seed, cfg.min_per_layer),
+    )
+
+
+def _snip(job: _Job) -> Masks:
+    model, cfg = job.model, job.cfg
+
     def run() -> Masks:
-        first = [b for _, b in zip(range(cfg.snip_batches), batches, strict=False)]
+        first = [b for _, b in zip(range(cfg.snip_batches), job.batches, strict=False)]
         if not first:
             raise ValueError("dataloader yielded no batch")
         was_training = model.training
         model.train()
         try:
-            return snip_masks(model, cfg.density, first, meter.loss, names, cfg.min_per_layer)
+            return snip_masks(
+                model, cfg.density, first, job.meter.loss, job.names, cfg.min_per_layer
+            )
         finally:
             model.train(was_training)
 
-    return meter.run("snip", run)
+    return job.meter.run("snip", run)
 
 
-def _imp(
-    model: nn.Module,
-    names: list[str],
-    cfg: PruneConfig,
-    batches: Any,
-    meter: _Meter,
-    train: Callable[[str], None],
-) -> Masks:
+def _imp(job: _Job) -> Masks:
+    model, cfg = job.model, job.cfg
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     masks: Masks | None = None
     for r, round_density in enumerate(imp_schedule(cfg.density, cfg.imp_rounds, cfg.imp_rate), 1):
-        train(f"imp-{r}")
-        masks = imp_prune_step(model, round_density, masks, names, cfg.min_per_layer)
+        job.train(f"imp-{r}")
+        masks = imp_prune_step(model, round_density, masks, job.names, cfg.min_per_layer)
         make_permanent(model)  # rewind: the next round trains the new mask from w0
         model.load_state_dict(init)
         apply_masks(model, masks)
     if masks is None:  # density 1: nothing to prune
-        masks = {n: torch.ones_like(init[n], dtype=torch.bool) for n in names}
+        masks = {n: torch.ones_like(init[n], dtype=torch.bool) for n in job.names}
     return masks
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 __all__ = [
     "DEFAULTS",
@@ -97,6 +97,22 @@ class PruneConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"PruneConfig.{name} has an invalid value {getattr(self, name)!r}")
+
+    def search_options(self) -> dict[str, Any]:
+        """Keyword arguments of the PUN mask search shared by its plain-loop and Lightning
+        forms (:func:`~fastmri_pun.pruning.pun.search_masks`,
+        :class:`~fastmri_pun.training.MaskSearchModule`): density, relaxation, prior, logit
+        learning rate, layer guard and seed."""
+        return {
+            "density": self.density,
+            "temperature": self.temperature,
+            "kl_weight": self.kl_weight,
+            "prior_p": self.prior_p,
+            "kl_reduction": self.kl_reduction,
+            "lr": self.search_lr,
+            "min_per_layer": self.min_per_layer,
+            "seed": self.seed,
+        }
 
 
 #: The default settings. Functions and classes of the pruning code take their defaults from it

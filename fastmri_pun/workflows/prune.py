@@ -165,14 +165,7 @@ def _pun_search(request: MaskRequest) -> Masks:
         request.model,
         request.loss_fn,
         request.names,
-        density=cfg.density,
-        temperature=cfg.temperature,
-        kl_weight=cfg.kl_weight,
-        prior_p=cfg.prior_p,
-        kl_reduction=cfg.kl_reduction,
-        lr=cfg.search_lr,
-        min_per_layer=cfg.min_per_layer,
-        seed=cfg.seed,
+        **cfg.search_options(),
     )
     try:
         request.make_trainer("search").fit(module, train_dataloaders=request.train_loader)
