@@ -244,29 +244,26 @@ def test_fresh_fits_add_records_and_a_resumed_fit_continues_its_own(tmp_path):
         global_step, current_epoch = 0, 0
 
     trainer = _Trainer()
-    acc = ComputeAccounting("dense", path)
-    acc._reset()
-    for epoch in range(2):
-        trainer.current_epoch = epoch
-        acc.on_train_epoch_start(trainer, None)
-        for _ in range(3):
-            acc.on_train_batch_end(trainer, None, None, torch.zeros(2, 1), 0)
-            trainer.global_step += 1
-        acc.on_train_epoch_end(trainer, None)
+
+    def train_epochs(epochs: range | tuple[int, ...]) -> None:
+        """A fresh process's accounting over ``epochs`` of 3 steps of 2 samples each."""
+        acc = ComputeAccounting("dense", path)
+        acc._reset()
+        for epoch in epochs:
+            trainer.current_epoch = epoch
+            acc.on_train_epoch_start(trainer, None)
+            for _ in range(3):
+                acc.on_train_batch_end(trainer, None, None, torch.zeros(2, 1), 0)
+                trainer.global_step += 1
+            acc.on_train_epoch_end(trainer, None)
+
+    train_epochs(range(2))
     records = json.loads(path.read_text())
     assert records[0] == {"phase": "dense", "train_steps": 5}
     assert records[1]["train_steps"] == 6 and records[1]["train_samples"] == 12
     # resumed from the end of epoch 0: epoch 1 again, then 2
     trainer.ckpt_path, trainer.global_step = "last.ckpt", 3
-    acc = ComputeAccounting("dense", path)
-    acc._reset()
-    for epoch in (1, 2):
-        trainer.current_epoch = epoch
-        acc.on_train_epoch_start(trainer, None)
-        for _ in range(3):
-            acc.on_train_batch_end(trainer, None, None, torch.zeros(2, 1), 0)
-            trainer.global_step += 1
-        acc.on_train_epoch_end(trainer, None)
+    train_epochs((1, 2))
     records = json.loads(path.read_text())
     assert len(records) == 2 and records[1]["train_steps"] == 9
     assert [e["epoch"] for e in records[1]["epochs"]] == [0, 1, 2]
