@@ -27,6 +27,17 @@ from .select import select_parameters
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
+def keep_budget(
+    sizes: Sequence[int], density: float, min_per_layer: int = DEFAULTS.min_per_layer
+) -> tuple[int, int]:
+    """``(k, needed)``: the weights a global top-k keeps, ``k = round(density · N)`` of the
+    ``N = sum(sizes)`` weights of layers of ``sizes``, and the fewest it must keep to give every
+    layer ``min_per_layer`` weights (at least one weight). Pruning is feasible when
+    ``k >= needed``."""
+    k = round(density * sum(sizes))
+    return k, max(1, sum(min(min_per_layer, n) for n in sizes))
+
+
 def topk_mask(
     scores: Mapping[str, torch.Tensor],
     density: float,
@@ -59,9 +70,9 @@ def topk_mask(
             raise ValueError(f"scores of parameter {name!r} contain NaN")
     sizes = [s.numel() for s in flat]
     total = sum(sizes)
-    k = round(density * total)
+    k, needed = keep_budget(sizes, density, min_per_layer)
     forced_per_layer = [min(min_per_layer, n) for n in sizes]
-    if k < sum(forced_per_layer):
+    if k < needed:
         raise ValueError(
             f"density {density} keeps {k} of {total} weights, fewer than {min_per_layer} per "
             f"layer for {len(names)} layers"

@@ -61,6 +61,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from ..data.transform_settings import TransformSettings
 from ..demo.builder import ensure_demo_dataset
 from ..models import model_settings
+from ..pruning.pun import keep_budget
 from ..pruning.select import select_parameters
 from ..training import ReconstructionModule, SliceDataModule
 from ..training.recon_module import (
@@ -473,8 +474,7 @@ def _check_density(cfg: TrainConfig, module: ReconstructionModule) -> None:
     params = dict(module.model.named_parameters())
     sizes = [params[n].numel() for n in names]
     total = sum(sizes)
-    kept = round(p.density * total)
-    needed = max(1, sum(min(p.min_per_layer, n) for n in sizes))
+    kept, needed = keep_budget(sizes, p.density, p.min_per_layer)
     if kept < needed:
         raise ValueError(
             f"--density {p.density} keeps {kept} of the {total} prunable weights of --model "
