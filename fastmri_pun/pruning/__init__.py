@@ -17,15 +17,7 @@ from .apply import (
     masks_from_state_dict,
     validate_masks,
 )
-from .at_init import (
-    LOSS_NAMES,
-    PruneReport,
-    build_pruned_model,
-    image_loss,
-    load_pruned_state_dict,
-    make_loss_fn,
-    prune_at_init,
-)
+from .at_init import PruneReport, build_pruned_model, load_pruned_state_dict, prune_at_init
 from .baselines import (
     imp_prune_step,
     imp_schedule,
@@ -46,6 +38,7 @@ from .methods import (
     register_pruning_method,
 )
 from .pun import MaskedWeights, pun_loss, search_masks, topk_mask
+from .sample_loss import LOSS_NAMES, image_loss, make_loss_fn
 from .scores import GumbelBernoulliMask
 from .select import DEFAULT_PRUNABLE_TYPES, select_parameters
 
