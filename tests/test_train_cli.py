@@ -15,13 +15,14 @@ from torch import nn
 from fastmri_pun.cli.train import build_parser, main, parse_args, valid_keys
 from fastmri_pun.data import EspiritSettings
 from fastmri_pun.models import ModelSettings, ModlSettings, register_model, unregister_model
+from fastmri_pun.workflows.experiment_config import CONTROL_KEYS
 from fastmri_pun.workflows.train import TrainConfig, fit, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "fastmri_pun" / "configs").glob("*.yaml"))
 # the flags of `python -m fastmri_pun.train` (MoDL, the default model): a fixed public interface
 FLAGS = [
-    "challenge", "mode", "output_dir", "resume", "seed", "deterministic",
+    "challenge", "mode", "output_dir", "resume", "seed", "deterministic", "dense_checkpoint",
     "data_path", "demo_size", "demo_coils", "test_split", "test_path", "sample_rate",
     "val_sample_rate", "test_sample_rate", "mask_type", "center_fractions", "accelerations",
     "sens_maps", "maps_cache_dir", "crop_readout", "skip_bad_files", "check_values", "batch_size", "num_workers",
@@ -29,7 +30,8 @@ FLAGS = [
     "lam_init", "learn_lam", "unet_chans", "unet_pools", "sens_chans", "sens_pools",
     "loss", "l1_weight", "optimizer", "lr", "weight_decay", "lr_scheduler", "lr_step_size",
     "lr_gamma", "gradient_clip_val",
-    "max_epochs", "accelerator", "devices", "strategy", "num_nodes", "log_every_n_steps",
+    "max_epochs", "max_train_samples", "early_stopping_patience", "early_stopping_min_delta",
+    "accelerator", "devices", "strategy", "num_nodes", "log_every_n_steps",
     "num_log_images", "enable_progress_bar",
     "prune", "density", "temperature", "kl_weight", "prior_p", "search_steps", "search_lr",
     "imp_rounds", "imp_rate",
@@ -54,7 +56,9 @@ def test_every_config_parses_and_demo_yaml_is_the_default():
     for path in CONFIGS:
         data = yaml.safe_load(path.read_text())
         if "train" in data:  # experiment plans (fastmri_pun.experiments): sections of flags
-            sections = [data["train"], *(data.get("methods") or {}).values()]
+            methods = (data.get("methods") or {}).values()  # + the driver's control keys
+            sections = [data["train"], *({k: v for k, v in m.items() if k not in CONTROL_KEYS}
+                                         for m in methods)]  # fmt: skip
             assert all(set(sec) <= keys for sec in sections), path.name
         else:
             parse_config(["--config", str(path)])

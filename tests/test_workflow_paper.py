@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fastmri_pun.cli import paper as paper_cli
-from fastmri_pun.workflows import paper
+from fastmri_pun.workflows import paper, paper_runs
 from fastmri_pun.workflows.experiment_config import ExperimentConfig, packaged_config
 
 
@@ -49,10 +49,10 @@ def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch):
     out = tmp_path / "exp"
     assert _run(tmp_path, demo_root, out) == 0
     report = (out / "REPORT.md").read_text()
-    # the verdict table: one row per shift with a verdict for PSNR and SSIM
+    # the verdict table: one row per shift with a verdict against dense
     for shift in ("in-dist", "lesions"):
         row = next(line for line in report.splitlines() if line.startswith(f"| {shift} | "))
-        verdicts = [v for v in ("better", "worse", "no significant difference") if v in row]
+        verdicts = [v for v in ("better", "worse", "n.s.") if v in row]
         assert verdicts, row
     assert "## Density per layer" in report and "**29.98 %** (259)" in report  # 0.3 * 864
     assert "| pun-it | search (" in report and "sparse (" in report  # compute phases
@@ -77,7 +77,7 @@ def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch):
     def no_training(cfg):
         raise AssertionError(f"retrained {cfg.to_flat()['output_dir']}")
 
-    monkeypatch.setattr(paper, "fit", no_training)
+    monkeypatch.setattr(paper_runs, "fit", no_training)
     before = (out / "eval" / "results.csv").read_bytes()
     assert _run(tmp_path, demo_root, out) == 0
     assert (out / "eval" / "results.csv").read_bytes() == before
@@ -112,6 +112,14 @@ def test_shipped_experiment_configs_are_valid(budget):
     shipped = ExperimentConfig.from_yaml(packaged_config(f"paper_{budget}"))
     assert {"dense", "pun-it", "pun-at", "magnitude", "random"} <= set(shipped.methods)
     assert shipped.reference == "dense" and shipped.budget == budget
+    assert len(shipped.seeds) >= 3
+    assert shipped.train["early_stopping_patience"] >= 5
+    controls = {m: shipped.controls(m) for m in shipped.methods}
+    assert {"match_compute": "pun-it"} in controls.values()
+    assert {"match_compute": "pun-at"} in controls.values()
+    assert {"match_size": True} in controls.values()
+    assert any("select_weight_decay" in c for c in controls.values())
+    assert controls["pun-at"] == {"dense_from": "dense"}
     run = shipped.train_config("pun-it", shipped.seeds[0], "data", "out").to_flat()
     assert run["prune"] == "pun-it" and run["density"] == shipped.density
 
@@ -133,8 +141,70 @@ def test_interrupted_training_stops_the_experiment_with_status_130(tmp_path, dem
                                                                     capsys):  # fmt: skip
     from fastmri_pun.workflows.train import TrainResult
 
-    monkeypatch.setattr(paper, "fit", lambda cfg: TrainResult(tmp_path, interrupted=True))
+    monkeypatch.setattr(paper_runs, "fit", lambda cfg: TrainResult(tmp_path, interrupted=True))
     argv = ["--experiment", str(_config(tmp_path, demo_root)), "--output_dir", str(tmp_path / "x")]
     assert paper_cli.main(argv) == 130
     assert capsys.readouterr().err.strip().endswith("interrupted")
     assert not (tmp_path / "x" / "runs" / "dense" / "DONE.json").exists()
+
+
+def test_controls_two_seeds_two_jobs_end_to_end(tmp_path, demo_root):
+    """Two seeds, every kind of control, --jobs 2: every table, the learning-curve figure, the
+    equal-compute passes within one batch of PUN-IT's, PUN-AT from the dense run's weights."""
+    out = tmp_path / "exp"
+    path = _config(
+        tmp_path,
+        demo_root,
+        seeds=[0, 1],
+        methods={
+            "dense": {"prune": "none"},
+            "pun-it": {"prune": "pun-it"},
+            "pun-at": {"prune": "pun-at", "dense_from": "dense"},
+            "dense-eq-pun-it": {"prune": "none", "match_compute": "pun-it"},
+            "dense-small": {"prune": "none", "match_size": True},
+            "dense-wd": {"prune": "none", "optimizer": "adamw", "select_weight_decay": [0.0, 1.0]},
+        },
+        evaluate={"shifts": ["train", "in-dist"], "n_boot": 300, "zero_filled": False},
+    )
+    argv = ["--experiment", str(path), "--output_dir", str(out), "--jobs", "2",
+            "--enable_progress_bar", "false"]  # fmt: skip
+    assert paper_cli.main(argv) == 0
+    report = (out / "REPORT.md").read_text()
+    for heading in (
+        "## Does PUN-IT beat dense and the controls?",
+        "## Does PUN-AT beat dense and the controls?",
+        "## Convergence",
+        "## Train–test gap",
+        "## Per seed",
+        "## Density per layer",
+        "## Compute cost",
+    ):
+        assert heading in report, heading
+    for comparator in ("vs `dense`", "vs `dense-eq-pun-it`", "vs `dense-small`", "vs `dense-wd`"):
+        assert comparator in report
+    assert "hierarchical bootstrap (2 seeds resampled" in report
+    assert (out / "figures" / "learning_curves.png").stat().st_size > 1000
+    assert "![learning curves](figures/learning_curves.png)" in report
+    runs = out / "runs"
+
+    def done(name):
+        return json.loads((runs / name / "DONE.json").read_text())
+
+    for seed in (0, 1):
+        pun_it, eq = done(f"pun-it-s{seed}"), done(f"dense-eq-pun-it-s{seed}")
+        passes = sum(p["train_samples"] for p in pun_it["compute"])
+        eq_passes = sum(p["train_samples"] for p in eq["compute"])
+        assert 0 <= eq_passes - passes < 1  # batch size 1: exactly the same passes
+        assert eq["config"]["max_train_samples"] == passes
+        pun_at = done(f"pun-at-s{seed}")
+        assert [p["phase"] for p in pun_at["compute"]] == ["dense", "search", "sparse"]
+        assert pun_at["compute"][0]["reused_from"] == done(f"dense-s{seed}")["checkpoint"]
+        # 3 layers: 36 c + 9 c² weights; c = 4 gives 288, the closest to 0.3 x 864 = 259
+        assert done(f"dense-small-s{seed}")["config"]["chans"] == 4
+    # the weight-decay candidates ran on seed 0; the one with the best validation SSIM is used
+    cands = {wd: done(f"dense-wd-wd{wd:g}-s0") for wd in (0.0, 1.0)}
+    best = max(cands, key=lambda wd: cands[wd]["val"]["summary"]["ssim"])
+    assert done("dense-wd-s1")["config"]["weight_decay"] == best
+    per_image = pd.read_csv(out / "differences_controls.csv")
+    assert set(per_image["reference"]) == {"dense", "dense-eq-pun-it", "dense-small", "dense-wd"}
+    assert (per_image["n_seeds"] == 2).all()

@@ -8,6 +8,7 @@ the summary, :mod:`.coil_maps` checks each slice's coil maps against its data,
 
 from .coil_maps import MAPS_FIT_MIN, maps_fit
 from .fastmri_scorer import format_scores, score_folder
+from .figures import learning_curves_figure
 from .metrics import (
     IMAGE_METRICS,
     ROI_METRICS,
@@ -19,7 +20,15 @@ from .metrics import (
 from .report import make_figures, summary_markdown
 from .runner import ZERO_FILLED, evaluate_shift, model_names, reconstruct
 from .shift_data import ShiftData
-from .stats import N_BOOT, bootstrap_ci, paired_differences, summarize, verdict
+from .stats import (
+    N_BOOT,
+    bootstrap_ci,
+    hierarchical_bootstrap_ci,
+    paired_differences,
+    per_seed_means,
+    summarize,
+    verdict,
+)
 
 __all__ = [
     "IMAGE_METRICS",
@@ -30,13 +39,16 @@ __all__ = [
     "ShiftData",
     "bootstrap_ci",
     "evaluate_shift",
+    "hierarchical_bootstrap_ci",
     "format_scores",
     "image_metrics",
     "image_roi_metrics",
+    "learning_curves_figure",
     "make_figures",
     "maps_fit",
     "model_names",
     "paired_differences",
+    "per_seed_means",
     "reconstruct",
     "roi_bbox",
     "roi_metrics",

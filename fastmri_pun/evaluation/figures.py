@@ -196,3 +196,68 @@ def recon_panel(
     axes[2][0].set_ylabel("zoom", fontsize=8)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def _draw_learning_curves(curves: pd.DataFrame) -> plt.Figure:
+    """The figure of :func:`learning_curves_figure`, not saved (tests inspect its lines).
+
+    One ``Line2D`` per run in each panel (panels without data of a run get none for it): left
+    ``val_psnr``, right ``train_psnr``, against ``step``; the legend of the left panel has one
+    entry per method."""
+    missing = {"method", "step", "val_psnr"} - set(curves.columns)
+    if missing:
+        raise ValueError(f"learning curves lack the column(s) {sorted(missing)}")
+    if curves["val_psnr"].notna().sum() == 0:
+        raise ValueError("no validation PSNR values to plot")
+    keys = ["run"] if "run" in curves.columns else [c for c in ("method", "seed") if c in curves]
+    methods = _order(curves["method"].astype(str))
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    panels = (("val_psnr", "validation PSNR (dB)"), ("train_psnr", "training PSNR (dB)"))
+    labelled: set[str] = set()
+    for _, run in curves.groupby(keys, sort=False):
+        run = run.sort_values("step", kind="mergesort")
+        method = str(run["method"].iloc[0])
+        for ax, (column, _) in zip(axes, panels, strict=True):
+            if column not in run.columns or run[column].notna().sum() == 0:
+                continue
+            part = run[run[column].notna()]
+            label = method if column == "val_psnr" and method not in labelled else None
+            if label is not None:
+                labelled.add(method)
+            ax.plot(
+                part["step"], part[column], color=colours[method], lw=1.2, marker=".", ms=3,
+                alpha=0.85, label=label,
+            )  # fmt: skip
+    for ax, (column, ylabel) in zip(axes, panels, strict=True):
+        ax.set_xlabel("optimisation step (from the start of the run)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if not ax.lines:
+            ax.text(0.5, 0.5, f"no {column} logged", ha="center", va="center",
+                    transform=ax.transAxes)  # fmt: skip
+    axes[0].set_title("validation PSNR per epoch", fontsize=10)
+    axes[1].set_title("training PSNR per epoch (training mode, epoch mean)", fontsize=10)
+    axes[0].legend(fontsize=8, title="method (one line per seed)", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves_figure(curves: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Learning curves side by side: validation PSNR (left) and training PSNR (right), in dB,
+    against the optimisation steps since the start of each run; one colour per method, one line
+    per run (seed), PNG written atomically.
+
+    Args:
+        curves: columns ``method``, ``step``, ``val_psnr``, optionally ``train_psnr``, ``run``
+            (one line per value; without it, per ``method`` × ``seed``) — the frame of
+            :func:`fastmri_pun.workflows.learning_curves.learning_curves`.
+        path: the PNG file.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: a required column is missing, or there is no validation PSNR at all.
+    """
+    return _save(_draw_learning_curves(curves), path)

@@ -436,13 +436,36 @@ class ReconstructionModule(MriModule):
         output, target = crop_to_common(self.reconstruct(batch, model), batch.target)
         return self.loss_fn(output, target, batch.max_value)
 
+    @staticmethod
+    def slice_psnr(
+        output: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor
+    ) -> torch.Tensor:
+        """PSNR of each slice in dB, ``[B]`` float32: ``10 log10(max_value² / MSE)`` with the
+        volume maximum as data range (fastMRI's convention; the validation metric is the same
+        formula over whole volumes). ``output``/``target``: ``[B, H, W]``; ``max_value``: ``[B]``."""
+        mse = (output.detach() - target).pow(2).flatten(1).mean(1).clamp_min(1e-20)
+        return 10 * torch.log10(max_value.to(mse).pow(2) / mse)
+
     def prune_loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
         """``loss_fn(model, batch)`` of the pruning procedures (``find_masks``, the PUN search)."""
         return self.batch_loss(batch, model)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.batch_loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch.masked_kspace.shape[0])
+        output, target = crop_to_common(self.reconstruct(batch), batch.target)
+        loss = self.loss_fn(output, target, batch.max_value)
+        size = batch.masked_kspace.shape[0]
+        self.log("train_loss", loss, prog_bar=True, batch_size=size)
+        # the training curve beside the validation curve: a train-test gap that keeps growing
+        # while validation flattens is overfitting (the model is in training mode here)
+        psnr = self.slice_psnr(output, target, batch.max_value).mean()
+        self.log(
+            "train_metrics/psnr",
+            psnr,
+            on_step=False,
+            on_epoch=True,
+            batch_size=size,
+            sync_dist=True,
+        )
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 One YAML file names the methods (each a set of training settings, at least ``prune``), the
 settings every run shares (``train``), the seeds, the density and the evaluation. Every key of
 ``train`` and of ``methods.<name>`` is a key of :class:`fastmri_pun.workflows.train.TrainConfig`
-(a flag of ``python -m fastmri_pun.train``) and is checked by building that config; the
+(a flag of ``python -m fastmri_pun.train``) and is checked by building that config, except the
+control keys of a method (:data:`CONTROL_KEYS`: ``dense_from``, ``match_compute``,
+``match_size``, ``select_weight_decay``), which the driver resolves from other runs
+(:mod:`fastmri_pun.workflows.paper_runs`); the
 ``evaluate`` keys are fields of :class:`fastmri_pun.workflows.evaluate.SuiteConfig`, with the
 same defaults. Unknown keys are errors that name the valid ones.
 """
@@ -24,6 +27,7 @@ from .evaluate import SuiteConfig
 from .train import TrainConfig
 
 __all__ = [
+    "CONTROL_KEYS",
     "DRIVER_KEYS",
     "DemoSettings",
     "ExperimentConfig",
@@ -32,6 +36,8 @@ __all__ = [
 
 # Training settings the driver sets for every run itself.
 DRIVER_KEYS = frozenset({"data_path", "output_dir", "seed", "density", "mode", "resume"})
+#: method keys that name controls the driver resolves (see fastmri_pun.workflows.paper_runs)
+CONTROL_KEYS = frozenset({"dense_from", "match_compute", "match_size", "select_weight_decay"})
 # Evaluation settings the driver derives from the training settings and its own arguments.
 _SUITE_DRIVER_KEYS = frozenset(
     {
@@ -134,8 +140,36 @@ class ExperimentConfig:
             )
         if self.train_volumes is not None and self.train_volumes < 1:
             raise ValueError(f"{where}: train_volumes must be >= 1, got {self.train_volumes}")
+        for name in self.methods:
+            self._check_controls(name)
         for name in self.methods:  # every method's settings make a valid training config
             self.train_config(name, self.seeds[0], Path("."), Path("."))
+
+    def _check_controls(self, name: str) -> None:
+        c = self.controls(name)
+        where = f"{self.source}: methods.{name}"
+        for key in ("dense_from", "match_compute"):
+            if key in c and c[key] not in self.methods:
+                raise ValueError(
+                    f"{where}.{key}: {c[key]!r} is not one of the methods {list(self.methods)}"
+                )
+        if "match_size" in c and not isinstance(c["match_size"], bool):
+            raise ValueError(f"{where}.match_size must be true or false, got {c['match_size']!r}")
+        grid = c.get("select_weight_decay")
+        if grid is not None and (
+            not isinstance(grid, list)
+            or not grid
+            or not all(isinstance(v, (int, float)) and v >= 0 for v in grid)
+        ):
+            raise ValueError(
+                f"{where}.select_weight_decay must be a non-empty list of values >= 0, got {grid!r}"
+            )
+        if grid is not None and "weight_decay" in self.methods[name]:
+            raise ValueError(f"{where}: give weight_decay or select_weight_decay, not both")
+
+    def controls(self, method: str) -> dict[str, Any]:
+        """The control keys of ``method`` (:data:`CONTROL_KEYS`) with their values."""
+        return {k: v for k, v in self.methods[method].items() if k in CONTROL_KEYS}
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -190,9 +224,10 @@ class ExperimentConfig:
         self, method: str, seed: int, data_path: Path, output_dir: Path, **extra: Any
     ) -> TrainConfig:
         """The training configuration of one run (shared settings, the method's, the driver's)."""
+        own = {k: v for k, v in self.methods[method].items() if k not in CONTROL_KEYS}
         flat = {
             **self.train,
-            **self.methods[method],
+            **own,
             **extra,
             "data_path": str(data_path),
             "output_dir": str(output_dir),

@@ -5,18 +5,17 @@ every shift, write ``REPORT.md``.
     from fastmri_pun.workflows.experiment_config import ExperimentConfig, packaged_config
     run_paper(ExperimentConfig.from_yaml(packaged_config("paper_small")), Path("outputs/paper"))
 
-Trainings run in this process through :func:`fastmri_pun.workflows.train.fit`, the evaluation
-through :func:`fastmri_pun.workflows.evaluate.evaluate`. Resumable: a run is finished when its
-``DONE.json`` names an existing checkpoint; finished runs are skipped, an unfinished run folder
-is removed and trained again, and the evaluation reuses the model × shift pairs it already
-scored. The output folder's names are those of :class:`fastmri_pun.utils.RunDir`.
+Trainings run through :func:`fastmri_pun.workflows.train.fit`, planned and scheduled by
+:mod:`fastmri_pun.workflows.paper_runs` (controls resolved from other runs; ``jobs`` worker
+processes at once), the evaluation through
+:func:`fastmri_pun.workflows.parallel_evaluate.evaluate_parallel`. Resumable: a run is finished
+when its ``DONE.json`` names an existing checkpoint; finished runs are skipped, an unfinished run
+folder is removed and trained again, and the evaluation reuses the model × shift pairs it
+already scored. The output folder's names are those of :class:`fastmri_pun.utils.RunDir`.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +25,16 @@ import numpy as np
 import yaml
 
 from ..demo import ensure_demo_dataset
-from ..pruning import density_report
-from ..training import ReconstructionModule
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_text
 from ..utils.run_dir import RunDir
-from .evaluate import SuiteResult, evaluate
+from .evaluate import SuiteResult
 from .experiment_config import ExperimentConfig
+from .learning_curves import learning_curves
 from .paper_report import write_report
-from .run_outputs import read_compute
-from .train import fit
+from .paper_runs import plan_runs, train_runs
+from .parallel_evaluate import evaluate_parallel
 
-__all__ = ["PaperResult", "run_paper", "training_subset"]
+__all__ = ["PaperResult", "resolve_data", "run_paper", "training_subset"]
 
 
 @dataclass
@@ -88,51 +86,6 @@ def training_subset(data_path: Path, out: Path, train_volumes: int | None) -> Pa
     return view
 
 
-def _finished(run: RunDir) -> dict[str, Any] | None:
-    try:
-        done = json.loads(run.done.read_text())
-    except (OSError, ValueError):
-        return None
-    return done if Path(done.get("checkpoint", "")).is_file() else None
-
-
-def train_run(exp: ExperimentConfig, method: str, seed: int, data_path: Path, run: RunDir,
-              progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Train one method/seed unless its ``DONE.json`` says it is finished; returns the record
-    (checkpoint, settings, wall time, density report, compute phases).
-
-    Raises:
-        KeyboardInterrupt: the training was interrupted (Ctrl-C); the run folder stays
-            unfinished (no ``DONE.json``) and is trained again by the next call.
-    """
-    done = _finished(run)
-    if done is not None:
-        print(f"[paper] {run.root.name}: finished earlier, skipped")
-        return done
-    if run.root.exists():
-        print(f"[paper] {run.root.name}: unfinished run folder found, restarting it")
-        shutil.rmtree(run.root)
-    cfg = exp.train_config(method, seed, data_path, run.root, enable_progress_bar=progress)
-    print(f"[paper] training {run.root.name} ({method}, seed {seed})")
-    start = time.perf_counter()
-    result = fit(cfg)
-    wall = time.perf_counter() - start
-    if result.interrupted or result.best_checkpoint is None:
-        raise KeyboardInterrupt(f"training of {run.root.name} was interrupted")
-    checkpoint = Path(result.best_checkpoint).resolve()
-    record = {
-        "checkpoint": str(checkpoint),
-        "method": method,
-        "seed": seed,
-        "config": cfg.to_flat(),
-        "wall_time_s": wall,
-        "density": density_report(ReconstructionModule.load_checkpoint(checkpoint).model),
-        "compute": read_compute(run) or [],
-    }
-    atomic_write_json(run.done, record)
-    return record
-
-
 def resolve_data(exp: ExperimentConfig, out: RunDir, seed: int, progress: bool = True) -> Path:
     """The data root of the experiment: ``data_path`` or the demo set (built if absent),
     narrowed to ``train_volumes`` training volumes.
@@ -161,6 +114,7 @@ def run_paper(
     methods: Sequence[str] | None = None,
     shifts: Sequence[str] | None = None,
     progress: bool = True,
+    jobs: int = 1,
 ) -> PaperResult:
     """Train every run (skipping finished ones), evaluate them, write the report.
 
@@ -169,12 +123,16 @@ def run_paper(
         output_dir: its folder (layout of :class:`fastmri_pun.utils.RunDir`).
         seed: seed of the demo data, the evaluation noise and the bootstrap (training seeds
             are ``exp.seeds``).
-        methods: a subset of ``exp.methods`` (must include the reference).
+        methods: a subset of ``exp.methods`` (must include the reference and every method a
+            control names).
         shifts: shifts to evaluate instead of ``exp.evaluate["shifts"]``.
-        progress: progress bars.
+        progress: progress bars (in this process; worker processes run without).
+        jobs: trainings (and evaluation shares) run at once, each in its own process with one
+            torch thread; 1 = everything in this process.
 
     Raises:
-        ValueError: unknown methods, the reference left out, invalid settings.
+        ValueError: unknown methods, the reference or a control's method left out, invalid
+            settings.
         FileNotFoundError: missing data.
     """
     out = RunDir(output_dir)
@@ -184,27 +142,33 @@ def run_paper(
         raise ValueError(f"unknown method(s) {unknown}; this config has {list(exp.methods)}")
     if exp.reference not in methods:
         raise ValueError(f"the reference {exp.reference!r} must be among --methods {methods}")
+    plans = plan_runs(exp, methods)  # control errors before any data work
     out.root.mkdir(parents=True, exist_ok=True)
     data_path = resolve_data(exp, out, seed, progress)
     atomic_write_text(
         out.experiment_config,
         yaml.safe_dump(
-            {**exp.to_dict(), "data_path": str(data_path), "driver_seed": seed}, sort_keys=False
+            {**exp.to_dict(), "data_path": str(data_path), "driver_seed": seed, "jobs": jobs},
+            sort_keys=False,
         ),
     )
-    runs: dict[str, tuple[str, int]] = {}
-    records: dict[str, dict[str, Any]] = {}
-    for method in methods:
-        for s in exp.seeds:
-            name = exp.run_name(method, s)
-            records[name] = train_run(exp, method, s, data_path, out.run(name), progress)
-            runs[name] = (method, s)
+    all_records, evaluated = train_runs(exp, plans, data_path, out, jobs, progress)
+    records = {name: all_records[run] for name, run in evaluated.items()}
+    runs = {name: (r["method"], int(r["seed"])) for name, r in records.items()}
     reference_run = next(n for n, (m, _) in runs.items() if m == exp.reference)
     extra = {"shifts": list(shifts)} if shifts else {}
     suite_cfg = exp.suite_config(
         data_path, out.evaluation.root, reference_run, seed, enable_progress_bar=progress, **extra
     )
-    suite = evaluate({n: Path(r["checkpoint"]) for n, r in records.items()}, suite_cfg)
-    report = write_report(out, exp, data_path, records, runs, suite, suite_cfg)
+    suite = evaluate_parallel(
+        {n: Path(r["checkpoint"]) for n, r in records.items()}, suite_cfg, jobs
+    )
+    curves = learning_curves(
+        {run: (all_records[run]["method"], int(all_records[run]["seed"]), out.run(run))
+         for run in evaluated.values()}
+    )  # fmt: skip
+    report = write_report(
+        out, exp, data_path, records, runs, suite, suite_cfg, curves, all_records, evaluated
+    )
     print(f"[paper] report: {report}")
     return PaperResult(report, records, suite, data_path)

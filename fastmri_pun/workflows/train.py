@@ -71,6 +71,7 @@ from .test_mode import (
 )
 from .train_checks import (
     check_accelerator,
+    check_dense_checkpoint,
     check_output_dir,
     check_prune_density,
     check_resume_pruning,
@@ -202,6 +203,7 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
             "afresh"
         )
     check_accelerator(cfg)
+    check_dense_checkpoint(cfg)
     root = RunDir(cfg.run.output_dir).root
     created = check_output_dir(root)
     try:

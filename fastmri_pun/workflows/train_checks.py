@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ..demo.builder import ensure_demo_dataset
+from ..pruning.methods import get_pruning_method
 from ..pruning.pun import keep_budget
 from ..pruning.select import select_parameters
 from ..training import ReconstructionModule
@@ -24,6 +25,7 @@ from .train_config import DataConfig, RunConfig, TrainConfig
 
 __all__ = [
     "check_accelerator",
+    "check_dense_checkpoint",
     "check_output_dir",
     "check_prune_density",
     "check_resume_pruning",
@@ -175,3 +177,23 @@ def check_resume_pruning(cfg: TrainConfig, checkpoint: dict[str, Any], path: Pat
             f"{density:.4g}, not --prune {cfg.prune} --density {cfg.pruning.density}; resume it "
             f"with {as_trained}"
         )
+
+
+def check_dense_checkpoint(cfg: TrainConfig) -> None:
+    """``--dense_checkpoint`` exists and the run's ``--prune`` method has a dense phase for it
+    to replace (pun-at, magnitude-at, imp).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a method without a dense pre-training phase (or ``--prune none``).
+    """
+    path = cfg.run.dense_checkpoint
+    if path is None:
+        return
+    if cfg.prune == "none" or not get_pruning_method(cfg.prune).dense_first:
+        raise ValueError(
+            f"--dense_checkpoint replaces the dense pre-training of a pruning-after-training "
+            f"method; --prune {cfg.prune} has none"
+        )
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--dense_checkpoint {path} does not exist")

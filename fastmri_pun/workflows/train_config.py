@@ -100,6 +100,9 @@ class RunConfig:
         seed: Seed of weights, data order and random training masks (pl.seed_everything).
         deterministic: Trainer(deterministic=...): true = deterministic algorithms only, 'warn' =
             warn instead of failing on ops without one, false = fastest.
+        dense_checkpoint: Trained dense checkpoint of the same model whose weights replace the
+            dense pre-training phase of pun-at, magnitude-at and imp (that phase is then not
+            run; its compute is taken from the checkpoint run's compute_accounting.json).
     """
 
     challenge: Literal["multicoil", "singlecoil"] = "multicoil"
@@ -108,9 +111,11 @@ class RunConfig:
     resume: str | None = None
     seed: int = 42
     deterministic: bool | Literal["warn"] = True
+    dense_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         self.output_dir, self.resume = _as_str(self.output_dir), _as_str(self.resume)
+        self.dense_checkpoint = _as_str(self.dense_checkpoint)
         check_field_types(self, prefix="--")
         if self.mode == "test" and not self.resume:
             raise ValueError("--mode test needs a checkpoint: --resume PATH (or 'best'/'last')")
@@ -276,7 +281,14 @@ class TrainerConfig:
     """trainer: Lightning's Trainer (epochs, devices, logging).
 
     Attributes:
-        max_epochs: Training epochs.
+        max_epochs: Training epochs (the most, with early stopping or max_train_samples).
+        max_train_samples: Stop the training after this many per-sample forward+backward
+            passes (optimiser steps x batch size, rounded to whole batches; pruning phases
+            not counted); null = max_epochs decides. Equal-compute controls use it.
+        early_stopping_patience: Stop when the validation SSIM (the best checkpoint's metric)
+            has not improved by more than early_stopping_min_delta for this many epochs
+            (Lightning EarlyStopping); null = train max_epochs.
+        early_stopping_min_delta: Smallest validation-SSIM gain that counts as an improvement.
         accelerator: Lightning accelerator: 'cpu', 'gpu' or 'auto'.
         devices: Lightning devices: a count, '0,1' or 'auto'.
         strategy: Lightning strategy: 'auto', 'ddp', 'ddp_spawn',
@@ -288,6 +300,9 @@ class TrainerConfig:
     """
 
     max_epochs: int = 4
+    max_train_samples: int | None = None
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
@@ -300,6 +315,19 @@ class TrainerConfig:
         check_field_types(self, prefix="--")
         if self.max_epochs < 1:
             raise ValueError(f"--max_epochs must be >= 1, got {self.max_epochs}")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(
+                f"--max_train_samples must be >= 1 or null, got {self.max_train_samples}"
+            )
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(
+                f"--early_stopping_patience must be >= 1 or null, got "
+                f"{self.early_stopping_patience}"
+            )
+        if self.early_stopping_min_delta < 0:
+            raise ValueError(
+                f"--early_stopping_min_delta must be >= 0, got {self.early_stopping_min_delta}"
+            )
 
 
 # ------------------------------------------------------------------------------ the whole run

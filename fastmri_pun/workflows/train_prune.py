@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_only
 
-from ..pruning import density_report, get_pruning_method, select_parameters
+from ..pruning import density_report, get_pruning_method, is_pruned, select_parameters
 from ..pruning.config import PruneConfig
 from ..pruning.masks_file import SavedMasks, load_masks_file, save_masks_file
 from ..training import ReconstructionModule, SliceDataModule
+from ..training.accounting import append_json_record, read_json_records
 from ..utils.io import atomic_write_json
 from ..utils.run_dir import RunDir
 from ..utils.seeding import stable_seed
@@ -42,7 +44,7 @@ from .prune import find_masks, search_limits
 from .train_config import TrainConfig
 from .trainer import phase_trainer
 
-__all__ = ["prune_config", "prune_module", "seed_phase"]
+__all__ = ["load_dense_checkpoint", "prune_config", "prune_module", "seed_phase"]
 
 
 def prune_config(cfg: TrainConfig) -> PruneConfig:
@@ -64,6 +66,35 @@ def seed_phase(seed: int, phase: str) -> int:
     np.random.seed(value)
     torch.manual_seed(value)
     return value
+
+
+def load_dense_checkpoint(cfg: TrainConfig, module: ReconstructionModule) -> None:
+    """Put the weights of ``--dense_checkpoint`` (a trained, unpruned run of the same model) into
+    ``module.model`` in place of the dense pre-training phase, and record that phase's compute:
+    the checkpoint run's own main-training record of ``compute_accounting.json``, copied with
+    ``reused_from`` (rank 0). Reusing the converged dense baseline is what makes a PUN-AT run
+    start from a converged model and keeps its compute comparable with dense's.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        ValueError: a damaged checkpoint, a pruned one, or one of another model (one line).
+    """
+    path = Path(cfg.run.dense_checkpoint)
+    source = ReconstructionModule.load_checkpoint(path)
+    if is_pruned(source.model):
+        raise ValueError(f"--dense_checkpoint {path}: a pruned model; give a dense one")
+    try:
+        module.model.load_state_dict(source.model.state_dict())
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise ValueError(f"--dense_checkpoint {path}: does not fit the model ({first})") from None
+    source_run = RunDir.of_checkpoint(path)
+    records = read_json_records(source_run.compute_accounting) if source_run else []
+    record = {**(records[-1] if records else {"phase": "dense"}), "reused_from": str(path)}
+    record["phase"] = "dense"
+    if rank_zero_only.rank == 0:
+        append_json_record(RunDir(cfg.run.output_dir).compute_accounting, record)
+    rank_zero_info(f"{cfg.prune}: dense phase replaced by the weights of {path}")
 
 
 def prune_module(
@@ -114,6 +145,9 @@ def _find_masks(
     def train_fn(model: Any, phase: str) -> None:
         if model is not module.model:
             raise ValueError("train_fn got a model other than the module's")
+        if phase == "dense" and cfg.run.dense_checkpoint:
+            load_dense_checkpoint(cfg, module)
+            return
         seed_phase(pcfg.seed, phase)
         phase_trainer(cfg, phase).fit(module, datamodule=dm)
 

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from ..training.accounting import ComputeAccounting
 from ..training.checkpoint_io import AtomicCheckpointIO
 from ..training.finite_guard import FiniteGuard
+from ..training.sample_budget import SampleBudget
 from ..utils.run_dir import RunDir
 from .train_config import TrainConfig
 
@@ -89,7 +90,10 @@ def trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """The run's trainer: last + best (validation SSIM) checkpoints, TensorBoard and CSV loggers,
     learning-rate monitor, compute accounting (phase ``dense``, or ``sparse`` when pruned), the
-    finite guard (monitoring the best checkpoint's metric), then ``callbacks``.
+    finite guard (monitoring the best checkpoint's metric), early stopping on the same metric
+    (``--early_stopping_patience``), then ``callbacks``; at most ``--max_epochs`` epochs and, with
+    ``--max_train_samples``, a :class:`~fastmri_pun.training.sample_budget.SampleBudget` (the
+    stop may fall inside an epoch, whose validation still runs).
 
     ``use_distributed_sampler=False``: the data module's shape-bucketing batch samplers split the
     batches over the ranks themselves
@@ -124,7 +128,20 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
         enable_version_counter=False,
     )
     phase = "dense" if cfg.prune == "none" else "sparse"
-    return InterruptibleTrainer(
+    stopping: list[pl.Callback] = []
+    if cfg.trainer.max_train_samples is not None:
+        stopping.append(SampleBudget(cfg.trainer.max_train_samples))
+    if cfg.trainer.early_stopping_patience is not None:
+        stopping.append(
+            EarlyStopping(
+                monitor=BEST_METRIC,
+                mode="max",
+                patience=cfg.trainer.early_stopping_patience,
+                min_delta=cfg.trainer.early_stopping_min_delta,
+                check_finite=False,  # the finite guard names the files instead
+            )
+        )
+    trainer = InterruptibleTrainer(
         max_epochs=cfg.trainer.max_epochs,
         use_distributed_sampler=False,
         logger=loggers,
@@ -135,10 +152,12 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
             LearningRateMonitor(logging_interval="epoch"),
             ComputeAccounting(phase, run.compute_accounting),
             FiniteGuard(monitor=BEST_METRIC),
+            *stopping,
             *callbacks,
         ],
         **trainer_kwargs(cfg),
     )
+    return trainer
 
 
 def phase_trainer(cfg: TrainConfig, phase: str, **limits: Any) -> pl.Trainer:
