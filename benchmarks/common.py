@@ -2,7 +2,8 @@
 
 - :func:`machine_description` — CPU model, cores, load, torch version and thread count.
 - :func:`time_interleaved` — warm-up, then repeats of several callables in rotating order (so that
-  load from other processes hits every variant alike); median/min/max in milliseconds.
+  load from other processes hits every variant alike); median/min/max in milliseconds; without
+  autograd, or with it for training steps.
 - :func:`peak_rss_delta` and :func:`run_children` — peak resident memory of one call, measured in a
   fresh subprocess (torch's CPU allocator calls ``malloc`` directly, so Python's ``tracemalloc``
   does not see tensors; the kernel's peak-RSS counter does).
@@ -16,6 +17,7 @@ Scripts import this module as ``common`` (``python benchmarks/<script>.py`` puts
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import json
@@ -105,13 +107,14 @@ class Timing:
 
 
 def time_interleaved(
-    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 2
+    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 2, autograd: bool = False
 ) -> dict[str, Timing]:
     """Time several callables side by side.
 
     Each callable runs ``warmup`` times, then ``repeats`` rounds; every round runs each callable
     once, starting at a different one each round, so slow phases caused by other processes are
-    spread over all variants. Runs under ``torch.inference_mode()``.
+    spread over all variants. Runs under ``torch.inference_mode()``, or with autograd as the
+    caller has it when ``autograd=True`` (training steps: forward + backward).
 
     Raises:
         ValueError: ``repeats < 1`` or ``warmup < 0``.
@@ -121,7 +124,7 @@ def time_interleaved(
     names = list(fns)
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
-    with torch.inference_mode():
+    with contextlib.nullcontext() if autograd else torch.inference_mode():
         for name in names:
             for _ in range(warmup):
                 fns[name]()

@@ -19,6 +19,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import bench_espirit as be  # noqa: E402
+import bench_modl_memory as bmm  # noqa: E402
 import bench_physics as bp  # noqa: E402
 import bench_prune_cost as bpc  # noqa: E402
 import common  # noqa: E402
@@ -302,3 +303,47 @@ def test_espirit_benchmark_quick_run_measures_the_defaults(tmp_path: Path, one_t
     (defaults,) = [t for t in data["tables"] if t["caption"].startswith("Defaults")]
     row = dict(zip(defaults["header"], defaults["rows"][0], strict=True))
     assert row["holes"] == 0 and row["crop"] == 0.9 and row["min object eigenvalue"] > 0.9
+
+
+def test_modl_memory_step_and_held_bytes_at_a_tiny_size(one_thread):
+    """The benchmark's training step runs and, checkpointed, the forward holds a small part of
+    what it holds without (values only; the peak RSS needs the subprocesses of a real run)."""
+    args = bmm.parse_args(["--quick", "--unrolls", "5", "--size", "32", "--chans", "4"])
+    assert (args.size, args.chans, args.num_layers, args.unrolls) == (64, 16, 3, [5])
+    inputs = bmm.modl_inputs(physics_problem.make_problem(32, 2, 1, seed=0))
+    assert inputs["masked_kspace"].shape == (1, 2, 32, 32, 2)
+    assert inputs["mask"].shape == (1, 1, 1, 32, 1) and inputs["sens_maps"].is_complex()
+    held = {}
+    for ckpt in (False, True):
+        model = bmm.build(args, 5, ckpt)
+        bmm.make_step(model, inputs)()
+        assert all(q.grad is not None for q in model.parameters())
+        held[ckpt] = bmm.held_bytes(model, inputs)
+    assert 0 < held[True] < 0.1 * held[False]
+
+
+def test_modl_memory_results_targets_and_tables():
+    args = bmm.parse_args(["--unrolls", "10", "1", "5"])
+    assert args.unrolls == [1, 5, 10] and args.clock == "cpu"
+    mib = 2**20
+    memory = {
+        (k, ckpt): {"peak_rss_bytes": (20 + (0 if ckpt else 30 * (k - 1))) * mib,
+                    "held_bytes": (1 if ckpt else 30) * k * mib}
+        for k, ckpt in bmm.configurations(args.unrolls)
+    }  # fmt: skip
+    times = {
+        (k, ckpt): {"wall_ms": 110.0 * k, "cpu_ms": (130.0 if ckpt else 100.0) * k}
+        for k, ckpt in bmm.configurations(args.unrolls)
+    }
+    built = bmm.build_results(args, memory, times)
+    flat, overhead = built["targets"]
+    assert flat["name"] == "checkpointed: peak memory at K=10 / K=1"
+    assert flat["value"] == 1.0 and flat["met"]
+    assert overhead["value"] == pytest.approx(1.3) and overhead["met"]
+    rows, ratios = built["tables"]
+    assert [r[:2] for r in rows["rows"]] == [[1, "off"], [1, "on"], [5, "off"], [5, "on"],
+                                             [10, "off"], [10, "on"]]  # fmt: skip
+    assert rows["rows"][4][2] == 20 + 30 * 9 and rows["rows"][5][3] == 10
+    assert ratios["rows"][2] == [10, 20 / 290, 1.0, 290 / 20, pytest.approx(1.3)]
+    text = "\n".join(render.render_section({**SAMPLE, **built, "title": "MoDL memory"}))
+    assert "| checkpointed: peak memory at K=10 / K=1 | 1 | ≤ 1.5 | met |" in text

@@ -1,17 +1,25 @@
 """MoDL (Aggarwal, Mani, Jacob, 2019) with fastmri VarNet's forward signature.
 
 x₀ = Aᴴy;  for k = 1..K (weights shared):  zₖ = D_θ(xₖ₋₁),  xₖ = (AᴴA + λI)⁻¹(Aᴴy + λzₖ) by CG.
+
+With ``checkpoint_unrolls`` each unroll runs under ``torch.utils.checkpoint``: the forward keeps only
+the unroll's input ``xₖ₋₁``, and the backward recomputes one unroll at a time, so the memory of a
+training step no longer grows with K by a whole denoiser's activations per unroll.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from fastmri.models.varnet import SensitivityModel
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.utils import parametrize
+from torch.utils.checkpoint import checkpoint
 
 from ..physics import SenseOp, cg_solve, real_to_complex
 from .denoisers import build_denoiser
@@ -45,6 +53,41 @@ def _check_inputs(
         raise ValueError(f"masked_kspace {ks} contains NaN or Inf values")
 
 
+class _KeepRunningStats:
+    """Context manager restoring, on exit, the running statistics that normalisation layers in
+    training mode update in place (BatchNorm's ``running_mean``, ``running_var``,
+    ``num_batches_tracked``).
+
+    The recompute context of a checkpointed unroll: recomputing the forward in the backward would
+    otherwise update the statistics a second time. Restores also when the recomputation is cut
+    short (torch stops it once every tensor the backward needs is recomputed).
+
+    Args:
+        module: the module whose normalisation layers are watched; the layers in training mode
+            with running statistics are chosen now (at the forward), their values read on enter.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self._buffers = [
+            buf
+            for m in module.modules()
+            if isinstance(m, _NormBase) and m.training and m.track_running_stats
+            for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+            if buf is not None
+        ]
+        self._saved: list[torch.Tensor] = []
+
+    def __enter__(self) -> _KeepRunningStats:
+        self._saved = [buf.detach().clone() for buf in self._buffers]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with torch.no_grad():
+            for buf, value in zip(self._buffers, self._saved, strict=True):
+                buf.copy_(value)
+        self._saved = []
+
+
 @dataclass
 class ModlSettings(ModelSettings):
     """MoDL's options as a training run sets them (defaults: the CPU demo; the paper's in brackets).
@@ -62,6 +105,9 @@ class ModlSettings(ModelSettings):
         unet_pools: U-Net pooling layers (MoDL 'unet' denoiser).
         sens_chans: Learned sensitivity model channels (--sens_maps learned).
         sens_pools: Learned sensitivity model pooling layers.
+        checkpoint_unrolls: Recompute each MoDL unroll in the backward (torch.utils.checkpoint)
+            instead of keeping its activations: training memory nearly flat in num_unrolls, at
+            the cost of one more forward of every unroll per step (default off: speed).
     """
 
     num_unrolls: int = 4
@@ -76,6 +122,9 @@ class ModlSettings(ModelSettings):
     unet_pools: int = 4
     sens_chans: int = 8
     sens_pools: int = 4
+    checkpoint_unrolls: bool = False
+
+    runtime_only: ClassVar[tuple[str, ...]] = ("checkpoint_unrolls",)
 
     def __post_init__(self) -> None:
         check_at_least_one(self, "num_unrolls", "num_cg_iters", "chans")
@@ -108,6 +157,16 @@ class MoDL(nn.Module):
         sens_chans, sens_pools: ``SensitivityModel`` settings.
         cg_tol: relative CG tolerance.
         implicit_backward: O(1)-memory CG gradients (see :func:`fastmri_pun.physics.cg_solve`).
+        checkpoint_unrolls: when autograd is on, run each unroll (denoiser + CG solve) under
+            ``torch.utils.checkpoint`` (non-reentrant): the forward keeps only each unroll's
+            ``[B, H, W]`` complex input and the backward recomputes the unrolls one at a time, so
+            the activations of only one denoiser pass are alive during the backward. Outputs and
+            gradients are unchanged (the recomputation repeats the same operations; pruning
+            pre-hooks recompute ``weight_orig * weight_mask``); BatchNorm running statistics are
+            restored after each recomputation, so they are updated once per unroll as without
+            checkpointing. Costs one more forward of every unroll per training step. Not
+            inside ``torch.nn.utils.parametrize.cached()`` with a parametrised denoiser (the
+            cached weight would belong to the first unroll's recomputation only).
     """
 
     def __init__(
@@ -128,6 +187,7 @@ class MoDL(nn.Module):
         mask_center: bool = True,
         cg_tol: float = 1e-6,
         implicit_backward: bool = True,
+        checkpoint_unrolls: bool = False,
     ) -> None:
         super().__init__()
         if num_unrolls < 1 or num_cg_iters < 1:
@@ -158,6 +218,7 @@ class MoDL(nn.Module):
         self.num_cg_iters = num_cg_iters
         self.cg_tol = cg_tol
         self.implicit_backward = implicit_backward
+        self.checkpoint_unrolls = checkpoint_unrolls
 
     @property
     def lam(self) -> torch.Tensor:
@@ -169,22 +230,70 @@ class MoDL(nn.Module):
         out = self.denoiser(torch.view_as_real(x).permute(0, 3, 1, 2))
         return torch.view_as_complex(out.permute(0, 2, 3, 1).contiguous())
 
+    def _unroll(
+        self, op: SenseOp, aty: torch.Tensor, lam: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
+        """One unrolled iteration ``x ← (AᴴA + λI)⁻¹(Aᴴy + λ D(x))``.
+
+        Args:
+            op: the SENSE operator of the batch.
+            aty: ``[B, H, W]`` complex ``Aᴴy``.
+            lam: ``[]`` real λ.
+            x: ``[B, H, W]`` complex current estimate.
+
+        Returns:
+            the next estimate, ``[B, H, W]`` complex.
+        """
+        z = self._denoise(x)
+        return cg_solve(
+            op.normal,
+            aty + lam * z,
+            lam,
+            x0=z,
+            max_iter=self.num_cg_iters,
+            tol=self.cg_tol,
+            implicit_backward=self.implicit_backward,
+            params=op.grad_tensors,
+        )
+
+    def _recompute_contexts(self) -> tuple[nullcontext[None], _KeepRunningStats]:
+        """``context_fn`` of the checkpointed unrolls: nothing around the forward; around the
+        recomputation, restore the denoiser's running statistics."""
+        return nullcontext(), _KeepRunningStats(self.denoiser)
+
+    def _check_no_cached_parametrizations(self) -> None:
+        """Raise ``RuntimeError`` if ``parametrize.cached()`` is active and the denoiser has
+        parametrised weights: the cached weight is computed inside the first checkpointed unroll
+        and the recomputation of the others would compute it again (torch would stop with a
+        ``CheckpointError`` on the mismatch)."""
+        if getattr(parametrize, "_cache_enabled", 0) and any(
+            parametrize.is_parametrized(m) for m in self.denoiser.modules()
+        ):
+            raise RuntimeError(
+                "checkpoint_unrolls cannot run inside torch.nn.utils.parametrize.cached() with a "
+                "parametrised denoiser; leave the cache off for this model"
+            )
+
     def reconstruct(self, op: SenseOp, aty: torch.Tensor) -> torch.Tensor:
         """Run the unrolled iterations from ``Aᴴy``. ``[B, H, W]`` complex → ``[B, H, W]`` complex."""
         lam = self.lam
         x = aty
+        use_checkpoint = self.checkpoint_unrolls and torch.is_grad_enabled()
+        if use_checkpoint:
+            self._check_no_cached_parametrizations()
         for _ in range(self.num_unrolls):
-            z = self._denoise(x)
-            x = cg_solve(
-                op.normal,
-                aty + lam * z,
-                lam,
-                x0=z,
-                max_iter=self.num_cg_iters,
-                tol=self.cg_tol,
-                implicit_backward=self.implicit_backward,
-                params=op.grad_tensors,
-            )
+            if use_checkpoint:
+                x = checkpoint(
+                    self._unroll,
+                    op,
+                    aty,
+                    lam,
+                    x,
+                    use_reentrant=False,
+                    context_fn=self._recompute_contexts,
+                )
+            else:
+                x = self._unroll(op, aty, lam, x)
         return x
 
     def forward(

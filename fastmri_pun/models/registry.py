@@ -8,7 +8,8 @@ it only when :func:`accepts_sens_maps` is true.
 A model is registered with a *settings* dataclass (a :class:`ModelSettings`) whose fields are the
 model's options: the training command offers them as flags (``--model NAME`` selects whose), a
 config holds them, and :meth:`ModelSettings.model_kwargs` turns them into the factory's keyword
-arguments. A new model is one :func:`register_model` call; no command or workflow changes::
+arguments. :func:`comparable_model_kwargs` says which of them make two checkpoints different
+models. A new model is one :func:`register_model` call; no command or workflow changes::
 
     @dataclass
     class TinySettings(ModelSettings):
@@ -27,7 +28,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -37,6 +38,7 @@ __all__ = [
     "accepts_sens_maps",
     "build_model",
     "check_at_least_one",
+    "comparable_model_kwargs",
     "list_models",
     "model_settings",
     "register_model",
@@ -50,6 +52,11 @@ class ModelSettings:
     Subclasses are dataclasses whose field names are the factory's keyword arguments, unless they
     override :meth:`model_kwargs`; their docstring's ``Attributes:`` section is the flags' help.
     """
+
+    #: settings (fields passed to the factory under the same name) that change how the model
+    #: computes, not its weights or outputs (e.g. activation checkpointing): a checkpoint or a
+    #: finished run with other values is the same model
+    runtime_only: ClassVar[tuple[str, ...]] = ()
 
     def model_kwargs(self, *, sens_maps: str = "espirit") -> dict[str, Any]:
         """Keyword arguments of the model's factory.
@@ -138,6 +145,28 @@ def build_model(name: str, **kwargs) -> nn.Module:
         ValueError: no model is registered as ``name``.
     """
     return _entry(name).factory(**kwargs)
+
+
+def comparable_model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The factory keyword arguments ``kwargs`` of model ``name`` as two checkpoints compare them:
+    the factory's defaults filled in (a setting a checkpoint does not hold, e.g. one added after
+    it was written, is built with its default) and the settings' ``runtime_only`` ones left out.
+    Names that are not registered: ``kwargs`` unchanged."""
+    if name not in _REGISTRY:
+        return dict(kwargs)
+    entry = _REGISTRY[name]
+    try:
+        params = inspect.signature(entry.factory).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - factories without a signature
+        params = []
+    defaults = {
+        p.name: p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    full = {**defaults, **kwargs}
+    return {k: v for k, v in full.items() if k not in entry.settings.runtime_only}
 
 
 def check_at_least_one(settings: ModelSettings, *names: str) -> None:

@@ -13,6 +13,7 @@ unchanged). The final hard mask keeps the top-k weights by logit, globally acros
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -218,12 +219,18 @@ def pun_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One PUN objective evaluation on ``batch`` with a fresh relaxed mask sample.
 
+    ``w0 * m`` is computed once per forward (``parametrize.cached()``), except for a model that
+    recomputes its unrolls in the backward (``checkpoint_unrolls``, e.g. MoDL): there the cached
+    product would belong to the first checkpointed unroll, which the recomputation of the others
+    cannot reproduce, so each unroll computes its own.
+
     Returns:
         ``(total, data_loss, kl)`` scalars; ``total = data_loss + kl_weight * kl`` carries the
         gradient to the logits only.
     """
     masked.set(scores.sample(generator=generator))
-    with parametrize.cached():  # w0 * m computed once per forward, not once per unroll
+    recomputes = bool(getattr(masked.model, "checkpoint_unrolls", False))
+    with nullcontext() if recomputes else parametrize.cached():
         data = loss_fn(masked.model, batch)
     kl = scores.kl(kl_reduction)
     return data + kl_weight * kl, data, kl

@@ -36,7 +36,7 @@ from lightning_fabric.utilities.cloud_io import _load as pl_load
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ..data.crop import center_crop, crop_to_common, crop_to_recon_size
-from ..models import accepts_sens_maps, build_model
+from ..models import accepts_sens_maps, build_model, comparable_model_kwargs
 from ..pruning import apply_masks, get_masks, is_pruned
 from ..utils.io import file_sha256
 from .losses import ReconLoss
@@ -97,8 +97,10 @@ def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | N
         checkpoint: the loaded checkpoint dict.
         source: where it came from (for the message).
         expected: ``{"model_name": ..., "model_kwargs": ...}`` the checkpoint must match, if
-            given; with a ``"transform_settings"`` entry (``TransformSettings.to_dict()``) also
-            the stored transform settings (checkpoints without them are not checked).
+            given (compared by :func:`~fastmri_pun.models.comparable_model_kwargs`: defaults
+            filled in, settings that change only how the model computes left out); with a
+            ``"transform_settings"`` entry (``TransformSettings.to_dict()``) also the stored
+            transform settings (checkpoints without them are not checked).
     """
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{source}: not a Lightning checkpoint (no 'state_dict' entry)")
@@ -110,10 +112,15 @@ def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | N
         )
     if expected is None:
         return
-    got = {"model_name": hp["model_name"], "model_kwargs": dict(hp["model_kwargs"] or {})}
+    got = {
+        "model_name": hp["model_name"],
+        "model_kwargs": comparable_model_kwargs(hp["model_name"], dict(hp["model_kwargs"] or {})),
+    }
     want = {
         "model_name": expected["model_name"],
-        "model_kwargs": dict(expected["model_kwargs"]),
+        "model_kwargs": comparable_model_kwargs(
+            expected["model_name"], dict(expected["model_kwargs"])
+        ),
     }
     if got != want:
         diff = sorted(

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..models import model_settings
 from ..utils.io import atomic_write_json
 from ..utils.run_dir import RunDir
 from .train_config import TrainConfig
@@ -26,8 +27,18 @@ _RERUN_IGNORED = ("mode", "resume")
 
 
 def _comparable(flat: dict[str, Any]) -> dict[str, Any]:
-    """``flat`` as it reads back from JSON, without :data:`_RERUN_IGNORED`."""
-    data = {k: v for k, v in flat.items() if k not in _RERUN_IGNORED}
+    """``flat`` as it reads back from JSON, with the defaults of the flags it does not hold
+    (flags added after the run was recorded; a new flag's default keeps the old behaviour),
+    without :data:`_RERUN_IGNORED` and the model's ``runtime_only`` settings (they change how
+    the model computes, not what it learns)."""
+    try:
+        base = TrainConfig.from_flat({"model": flat["model"]} if "model" in flat else {})
+    except ValueError:  # a model that is no longer registered: compare as recorded
+        defaults, ignored = {}, _RERUN_IGNORED
+    else:
+        defaults = base.to_flat()
+        ignored = (*_RERUN_IGNORED, *model_settings(base.model.model).runtime_only)
+    data = {k: v for k, v in {**defaults, **flat}.items() if k not in ignored}
     return json.loads(json.dumps(data, default=str))
 
 
@@ -40,10 +51,12 @@ def finished_run(cfg: TrainConfig) -> TrainResult | None:
 
     A training run that finishes writes ``DONE.json`` (checkpoints, metrics files, the
     validation and test results, its flat configuration) as its last step. Rerunning the same
-    configuration (``mode`` and ``resume`` aside) into that folder returns the record: nothing is
-    trained, validated or written again. With other settings and an explicit ``--resume``, the
-    finished run is continued (e.g. a larger ``--max_epochs`` with ``--resume last``) and
-    ``None`` is returned. ``--mode test`` runs are never finished runs.
+    configuration (``mode``, ``resume`` and settings that change only how the model computes,
+    such as ``checkpoint_unrolls``, aside; flags the record lacks count with their defaults) into
+    that folder returns the record: nothing is trained, validated or written again. With other
+    settings and an explicit ``--resume``, the finished run is continued (e.g. a larger
+    ``--max_epochs`` with ``--resume last``) and ``None`` is returned. ``--mode test`` runs are
+    never finished runs.
 
     Raises:
         ValueError: ``DONE.json`` is unreadable, or the folder holds a finished run with other
