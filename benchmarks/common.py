@@ -16,6 +16,7 @@ Scripts import this module as ``common`` (``python benchmarks/<script>.py`` puts
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import json
@@ -105,13 +106,14 @@ class Timing:
 
 
 def time_interleaved(
-    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 2
+    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 2, inference: bool = True
 ) -> dict[str, Timing]:
     """Time several callables side by side.
 
     Each callable runs ``warmup`` times, then ``repeats`` rounds; every round runs each callable
     once, starting at a different one each round, so slow phases caused by other processes are
-    spread over all variants. Runs under ``torch.inference_mode()``.
+    spread over all variants. Runs under ``torch.inference_mode()`` unless ``inference`` is false
+    (e.g. for training steps).
 
     Raises:
         ValueError: ``repeats < 1`` or ``warmup < 0``.
@@ -121,7 +123,7 @@ def time_interleaved(
     names = list(fns)
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
-    with torch.inference_mode():
+    with torch.inference_mode() if inference else contextlib.nullcontext():
         for name in names:
             for _ in range(warmup):
                 fns[name]()
