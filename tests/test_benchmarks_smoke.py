@@ -19,6 +19,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import bench_espirit as be  # noqa: E402
+import bench_modl as bm  # noqa: E402
 import bench_modl_memory as bmm  # noqa: E402
 import bench_physics as bp  # noqa: E402
 import bench_prune_cost as bpc  # noqa: E402
@@ -347,3 +348,45 @@ def test_modl_memory_results_targets_and_tables():
     assert ratios["rows"][2] == [10, 20 / 290, 1.0, 290 / 20, pytest.approx(1.3)]
     text = "\n".join(render.render_section({**SAMPLE, **built, "title": "MoDL memory"}))
     assert "| checkpointed: peak memory at K=10 / K=1 | 1 | ≤ 1.5 | met |" in text
+
+
+def test_modl_benchmark_variants_agree_and_results_hold_the_ratios(one_thread, monkeypatch):
+    args = bm.parse_args(["--size", "16", "--coils", "2", "--chans", "4", "--layers", "3"])
+    args.unrolls, args.cg_iters = 1, 3
+    p = physics_problem.make_problem(16, 2, 1, seed=0)
+    ks, mask, tgt = torch.view_as_real(p.y).contiguous(), p.mask[..., None], p.target.abs()
+    torch.manual_seed(0)
+    state = bm.ours("ours", args, None).state_dict()
+    m64 = bm.ours("ours", args, state).double()
+    exact = bm.compare(
+        m64, None, lambda: m64(ks.double(), mask, sens_maps=p.maps.to(torch.complex128)),
+        tgt.double(),
+    )  # fmt: skip
+    for kind in ("ours", "view", "channels_last", "winograd"):
+        model = bm.ours(kind, args, state)
+        res = bm.compare(model, exact, lambda m=model: m(ks, mask, sens_maps=p.maps), tgt)
+        assert res["out_rel"] < 1e-5 and res["grad_rel"] < 1e-3, kind
+
+    def timing(ms):
+        return common.Timing(ms, ms, ms, ms, 3)
+
+    train = {
+        k: timing(ms)
+        for k, ms in zip(bm.TRAIN_VARIANTS, [2000, 1600, 1000, 1700, 0, 1500, 900], strict=True)
+    }
+    ev = {k: timing(ms) for k, ms in zip(bm.EVAL_VARIANTS, [300, 320, 290, 230, 220], strict=True)}
+    row = {"size": 16, "train": train, "eval": ev, "checks": {}, "eval_rel": {},
+           "skipped": {"bf16": "not run"}}  # fmt: skip
+    built = bm.build_results([row], "wall")
+    (tgt_entry,) = built["targets"]
+    assert tgt_entry["value"] == pytest.approx(900 / 2000) and tgt_entry["met"] is True
+    step_table, eval_table = built["tables"]
+    by_label = {r[0]: r for r in step_table["rows"]}
+    assert by_label[bm.TRAIN_VARIANTS["ours"]][4] == pytest.approx(0.5)  # × deepinv
+    assert by_label[bm.TRAIN_VARIANTS["winograd"]][5] == pytest.approx(0.9)  # × ours
+    assert any(r[0].endswith("(not run)") and r[1] is None for r in step_table["rows"])
+    assert eval_table["rows"][-1][3] == pytest.approx(220 / 320)
+
+    monkeypatch.setitem(sys.modules, "deepinv", None)  # import fails as when not installed
+    with pytest.raises(SystemExit, match="pip install deepinv"):
+        bm.main(["--quick"])

@@ -29,6 +29,7 @@ FLAGS = [
     "model", "num_unrolls", "num_cg_iters", "denoiser", "chans", "num_layers", "batchnorm",
     "lam_init", "learn_lam", "unet_chans", "unet_pools", "sens_chans", "sens_pools",
     "checkpoint_unrolls",
+    "conv_algorithm", "denoiser_bf16", "fuse_bn_eval",
     "loss", "l1_weight", "optimizer", "lr", "weight_decay", "lr_scheduler", "lr_step_size",
     "lr_gamma", "gradient_clip_val",
     "max_epochs", "max_train_samples", "early_stopping_patience", "early_stopping_min_delta",

@@ -9,6 +9,7 @@ training step no longer grows with K by a whole denoiser's activations per unrol
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from torch.nn.utils import parametrize
 from torch.utils.checkpoint import checkpoint
 
 from ..physics import SenseOp, cg_solve, real_to_complex
-from .denoisers import build_denoiser
+from .denoisers import ConvAlgorithm, build_denoiser
+from .fast_paths import denoise_complex
 from .registry import ModelSettings, check_at_least_one, register_model
 
 
@@ -108,6 +110,13 @@ class ModlSettings(ModelSettings):
         checkpoint_unrolls: Recompute each MoDL unroll in the backward (torch.utils.checkpoint)
             instead of keeping its activations: training memory nearly flat in num_unrolls, at
             the cost of one more forward of every unroll per step (default off: speed).
+        conv_algorithm: ResNet denoiser 3x3 convolutions on CPU: 'default' (oneDNN) or 'winograd'
+            (NNPACK Winograd, float32: faster forward and input gradient, same results up to
+            rounding).
+        denoiser_bf16: Run the denoiser under bf16 autocast where the hardware has native bf16
+            (x86 CPUs with avx512_bf16 or AMX, bf16-capable GPUs); elsewhere float32, with a
+            warning.
+        fuse_bn_eval: In eval mode, fold each BatchNorm of the ResNet denoiser into its conv.
     """
 
     num_unrolls: int = 4
@@ -123,8 +132,18 @@ class ModlSettings(ModelSettings):
     sens_chans: int = 8
     sens_pools: int = 4
     checkpoint_unrolls: bool = False
+    conv_algorithm: ConvAlgorithm = "default"
+    denoiser_bf16: bool = False
+    fuse_bn_eval: bool = False
 
-    runtime_only: ClassVar[tuple[str, ...]] = ("checkpoint_unrolls",)
+    #: settings that change how the model computes, not what it is: a checkpoint trained with
+    #: other values of these resumes and evaluates as the same model
+    runtime_only: ClassVar[tuple[str, ...]] = (
+        "checkpoint_unrolls",
+        "conv_algorithm",
+        "denoiser_bf16",
+        "fuse_bn_eval",
+    )
 
     def __post_init__(self) -> None:
         check_at_least_one(self, "num_unrolls", "num_cg_iters", "chans")
@@ -134,8 +153,16 @@ class ModlSettings(ModelSettings):
         learned sensitivity network would be dead weight (and count in pruning and checkpoint
         size), so it is built only for ``sens_maps="learned"``."""
         kwargs = super().model_kwargs(sens_maps=sens_maps)
+        # execution-speed options: passed only when set, so checkpoints written before they
+        # existed still match a run with the defaults
+        for f in dataclasses.fields(self):
+            if f.name in _SPEED_FIELDS and kwargs[f.name] == f.default:
+                del kwargs[f.name]
         sens = {k: kwargs.pop(k) for k in ("sens_chans", "sens_pools")}
         return {**kwargs, "learn_sens_maps": sens_maps == "learned", **sens}
+
+
+_SPEED_FIELDS = ("conv_algorithm", "denoiser_bf16", "fuse_bn_eval")
 
 
 @register_model("modl", settings=ModlSettings)
@@ -167,6 +194,10 @@ class MoDL(nn.Module):
             checkpointing. Costs one more forward of every unroll per training step. Not
             inside ``torch.nn.utils.parametrize.cached()`` with a parametrised denoiser (the
             cached weight would belong to the first unroll's recomputation only).
+        conv_algorithm, fuse_bn_eval: ResNet denoiser execution (see
+            :class:`~fastmri_pun.models.ResNetDenoiser`); ``"winograd"`` needs ``"resnet"``.
+        denoiser_bf16: bf16 autocast for the denoiser where supported (see
+            :func:`fastmri_pun.models.fast_paths.denoise_complex`).
     """
 
     def __init__(
@@ -188,6 +219,9 @@ class MoDL(nn.Module):
         cg_tol: float = 1e-6,
         implicit_backward: bool = True,
         checkpoint_unrolls: bool = False,
+        conv_algorithm: ConvAlgorithm = "default",
+        denoiser_bf16: bool = False,
+        fuse_bn_eval: bool = False,
     ) -> None:
         super().__init__()
         if num_unrolls < 1 or num_cg_iters < 1:
@@ -196,11 +230,18 @@ class MoDL(nn.Module):
             )
         if lam_init <= 0:
             raise ValueError(f"lam_init must be > 0, got {lam_init}")
+        if (conv_algorithm != "default" or fuse_bn_eval) and denoiser != "resnet":
+            raise ValueError("conv_algorithm and fuse_bn_eval apply to the 'resnet' denoiser only")
         if denoiser == "unet":
             self.denoiser = build_denoiser("unet", chans=unet_chans, num_pools=unet_pools)
         elif denoiser == "resnet":
             self.denoiser = build_denoiser(
-                "resnet", chans=chans, num_layers=num_layers, batchnorm=batchnorm
+                "resnet",
+                chans=chans,
+                num_layers=num_layers,
+                batchnorm=batchnorm,
+                conv_algorithm=conv_algorithm,
+                fuse_bn_eval=fuse_bn_eval,
             )
         else:
             self.denoiser = build_denoiser(denoiser)
@@ -219,6 +260,7 @@ class MoDL(nn.Module):
         self.cg_tol = cg_tol
         self.implicit_backward = implicit_backward
         self.checkpoint_unrolls = checkpoint_unrolls
+        self.denoiser_bf16 = denoiser_bf16
 
     @property
     def lam(self) -> torch.Tensor:
@@ -226,9 +268,9 @@ class MoDL(nn.Module):
         return self.log_lam.exp()
 
     def _denoise(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, H, W]`` complex → denoised ``[B, H, W]`` complex via the 2-channel CNN."""
-        out = self.denoiser(torch.view_as_real(x).permute(0, 3, 1, 2))
-        return torch.view_as_complex(out.permute(0, 2, 3, 1).contiguous())
+        """``[B, H, W]`` complex → denoised ``[B, H, W]`` complex via the 2-channel CNN (fed in
+        NCHW layout: see :mod:`fastmri_pun.models.fast_paths`)."""
+        return denoise_complex(self.denoiser, x, bf16=self.denoiser_bf16)
 
     def _unroll(
         self, op: SenseOp, aty: torch.Tensor, lam: torch.Tensor, x: torch.Tensor
