@@ -1,6 +1,6 @@
 """``python -m fastmri_pun.experiments.paper`` / ``fastmri-pun paper``: the paper's comparison.
 
-    python -m fastmri_pun.experiments.paper --budget small --jobs 2   # CPU, ~1 h on 2 cores
+    python -m fastmri_pun.experiments.paper --budget small --jobs 2   # CPU, ~1.5 h on 2 cores
     python -m fastmri_pun.experiments.paper --budget full      # paper scale, one GPU
     python -m fastmri_pun.experiments.paper --experiment my_experiment.yaml --output_dir out
 
@@ -46,7 +46,7 @@ def build_parser() -> ArgumentParser:
         "--budget",
         choices=BUDGETS,
         default="small",
-        help="'small': CPU, about an hour on 2 cores with --jobs 2 (the packaged configs/paper_small.yaml); 'full': "
+        help="'small': CPU, about 1.5 h on 2 cores with --jobs 2 (the packaged configs/paper_small.yaml); 'full': "
         "paper scale for a GPU (configs/paper_full.yaml).",
     )
     p.add_argument(

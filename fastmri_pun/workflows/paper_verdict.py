@@ -18,7 +18,14 @@ from ..evaluation.stats import paired_differences
 from ..utils.markdown import markdown_table
 from .experiment_config import ExperimentConfig
 
-__all__ = ["Comparator", "comparators", "compare", "explanation_lines", "verdict_table"]
+__all__ = [
+    "Comparator",
+    "comparators",
+    "compare",
+    "explanation_lines",
+    "summary_lines",
+    "verdict_table",
+]
 
 _FORMATS = {"psnr": "{:+.2f} dB", "ssim": "{:+.4f}"}
 _SHORT = {"better": "better", "worse": "worse", "no significant difference": "n.s."}
@@ -30,7 +37,7 @@ class Comparator:
 
     Attributes:
         name: the method's name in the experiment.
-        role: what it controls for (``"converged dense"``, ``"equal compute"``, ...).
+        role: what it controls for (``"reference, early-stopped"``, ``"equal compute"``, ...).
     """
 
     name: str
@@ -40,7 +47,7 @@ class Comparator:
 def comparators(exp: ExperimentConfig, method: str, present: Sequence[str]) -> list[Comparator]:
     """The reference and the controls that apply to ``method`` (those among ``present``): dense
     methods with ``match_compute`` of ``method``, ``match_size`` or ``select_weight_decay``."""
-    out = [Comparator(str(exp.reference), "converged dense")]
+    out = [Comparator(str(exp.reference), "reference, early-stopped")]
     for name in present:
         if name not in exp.methods:  # zero-filled
             continue
@@ -152,4 +159,28 @@ def explanation_lines(
             if lost:
                 text += "; worse than " + ", ".join(f"`{n}`" for n in lost)
         lines.append(f"- **{shift}** ({metric.upper()}): {method} is {text}.")
+    return lines
+
+
+def summary_lines(
+    diffs: pd.DataFrame,
+    method: str,
+    against: Sequence[Comparator],
+    shifts: Sequence[str],
+    metric: str = "psnr",
+) -> list[str]:
+    """One bullet per comparator: on which shifts ``method`` is better, worse, or not
+    significantly different (the answer in one line per comparator)."""
+    lines = []
+    for comp in against:
+        groups: dict[str, list[str]] = {"better": [], "worse": [], "no significant difference": []}
+        for shift in shifts:
+            v = _verdict(diffs, comp.name, shift, metric)
+            if v is not None:
+                groups[v].append(shift)
+        parts = [
+            f"{label} on {len(names)}" + (f" ({', '.join(names)})" if names else "")
+            for label, names in groups.items()
+        ]
+        lines.append(f"- vs `{comp.name}` ({comp.role}): " + "; ".join(parts) + " shifts.")
     return lines

@@ -72,7 +72,7 @@ def load_dense_checkpoint(cfg: TrainConfig, module: ReconstructionModule) -> Non
     """Put the weights of ``--dense_checkpoint`` (a trained, unpruned run of the same model) into
     ``module.model`` in place of the dense pre-training phase, and record that phase's compute:
     the checkpoint run's own main-training record of ``compute_accounting.json``, copied with
-    ``reused_from`` (rank 0). Reusing the converged dense baseline is what makes a PUN-AT run
+    ``reused_from`` (rank 0). Reusing the early-stopped dense baseline is what makes a PUN-AT run
     start from a converged model and keeps its compute comparable with dense's.
 
     Raises:
