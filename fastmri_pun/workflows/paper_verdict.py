@@ -98,15 +98,10 @@ def verdict_table(
     for shift in shifts:
         cells = []
         for comp in against:
-            r = diffs[
-                (diffs["reference"] == comp.name)
-                & (diffs["shift"] == shift)
-                & (diffs["metric"] == metric)
-            ]
-            if r.empty:
+            r = _row(diffs, comp.name, shift, metric)
+            if r is None:
                 cells.append("–")
                 continue
-            r = r.iloc[0]
             cells.append(
                 f"{fmt.format(r['mean_diff'])} [{fmt.format(r['ci_low'])}, "
                 f"{fmt.format(r['ci_high'])}] **{_SHORT[r['verdict']]}**"
@@ -116,11 +111,17 @@ def verdict_table(
     return markdown_table(header, rows)
 
 
-def _verdict(diffs: pd.DataFrame, comp: str, shift: str, metric: str) -> str | None:
+def _row(diffs: pd.DataFrame, comp: str, shift: str, metric: str) -> pd.Series | None:
+    """The row of ``diffs`` comparing with ``comp`` on ``shift`` and ``metric`` (``None``: none)."""
     r = diffs[
         (diffs["reference"] == comp) & (diffs["shift"] == shift) & (diffs["metric"] == metric)
     ]
-    return None if r.empty else str(r.iloc[0]["verdict"])
+    return None if r.empty else r.iloc[0]
+
+
+def _verdict(diffs: pd.DataFrame, comp: str, shift: str, metric: str) -> str | None:
+    r = _row(diffs, comp, shift, metric)
+    return None if r is None else str(r["verdict"])
 
 
 def explanation_lines(
