@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fastmri_pun.cli import paper as paper_cli
-from fastmri_pun.workflows import paper, paper_runs
+from fastmri_pun.workflows import paper, paper_scheduler
 from fastmri_pun.workflows.experiment_config import ExperimentConfig, packaged_config
 
 
@@ -77,7 +77,7 @@ def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch):
     def no_training(cfg):
         raise AssertionError(f"retrained {cfg.to_flat()['output_dir']}")
 
-    monkeypatch.setattr(paper_runs, "fit", no_training)
+    monkeypatch.setattr(paper_scheduler, "fit", no_training)
     before = (out / "eval" / "results.csv").read_bytes()
     assert _run(tmp_path, demo_root, out) == 0
     assert (out / "eval" / "results.csv").read_bytes() == before
@@ -141,7 +141,7 @@ def test_interrupted_training_stops_the_experiment_with_status_130(tmp_path, dem
                                                                     capsys):  # fmt: skip
     from fastmri_pun.workflows.train import TrainResult
 
-    monkeypatch.setattr(paper_runs, "fit", lambda cfg: TrainResult(tmp_path, interrupted=True))
+    monkeypatch.setattr(paper_scheduler, "fit", lambda cfg: TrainResult(tmp_path, interrupted=True))
     argv = ["--experiment", str(_config(tmp_path, demo_root)), "--output_dir", str(tmp_path / "x")]
     assert paper_cli.main(argv) == 130
     assert capsys.readouterr().err.strip().endswith("interrupted")

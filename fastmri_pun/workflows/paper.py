@@ -6,7 +6,7 @@ every shift, write ``REPORT.md``.
     run_paper(ExperimentConfig.from_yaml(packaged_config("paper_small")), Path("outputs/paper"))
 
 Trainings run through :func:`fastmri_pun.workflows.train.fit`, planned and scheduled by
-:mod:`fastmri_pun.workflows.paper_runs` (controls resolved from other runs; ``jobs`` worker
+:mod:`fastmri_pun.workflows.paper_runs` and :mod:`fastmri_pun.workflows.paper_scheduler` (controls resolved from other runs; ``jobs`` worker
 processes at once), the evaluation through
 :func:`fastmri_pun.workflows.parallel_evaluate.evaluate_parallel`. Resumable: a run is finished
 when its ``DONE.json`` names an existing checkpoint; finished runs are skipped, an unfinished run
@@ -31,7 +31,8 @@ from .evaluate import SuiteResult
 from .experiment_config import ExperimentConfig
 from .learning_curves import learning_curves
 from .paper_report import write_report
-from .paper_runs import plan_runs, train_runs
+from .paper_runs import plan_runs
+from .paper_scheduler import train_runs
 from .parallel_evaluate import evaluate_parallel
 
 __all__ = ["PaperResult", "resolve_data", "run_paper", "training_subset"]
