@@ -1,6 +1,9 @@
 """Shared helpers for the benchmark scripts in this folder.
 
-- :func:`machine_description` — CPU model, cores, load, torch version and thread count.
+- :func:`machine_description` — CPU model, cores, load, torch version and thread count (and the
+  GPU, where CUDA is present).
+- :func:`add_device_argument` / :func:`resolve_device` — every script's ``--device`` (``auto``: CUDA
+  when present, else CPU).
 - :func:`time_interleaved` — warm-up, then repeats of several callables in rotating order (so that
   load from other processes hits every variant alike); median/min/max in milliseconds; without
   autograd, or with it for training steps.
@@ -17,6 +20,7 @@ Scripts import this module as ``common`` (``python benchmarks/<script>.py`` puts
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import gc
@@ -78,7 +82,7 @@ def machine_description() -> dict[str, str]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         usable = os.cpu_count() or 0
-    return {
+    described = {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "cpu": _cpu_model(),
         "cores": f"{os.cpu_count()} logical, {usable} usable by this process",
@@ -88,6 +92,44 @@ def machine_description() -> dict[str, str]:
         "torch": f"{torch.__version__} (intra-op threads {torch.get_num_threads()}, "
         f"inter-op threads {torch.get_num_interop_threads()})",
     }
+    if torch.cuda.is_available():
+        described["gpu"] = ", ".join(
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        )
+    return described
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda|cuda:N``: where the benchmark's tensors live (auto: CUDA when
+    present)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="torch device to benchmark on: auto (CUDA when present, else CPU), cpu, cuda, cuda:N",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """The ``torch.device`` of a ``--device`` value.
+
+    Raises:
+        ValueError: CUDA asked for but not available, or an unknown device string.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown --device {name!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def synchronize(device: torch.device | None) -> None:
+    """Wait for queued CUDA work (timings of asynchronous kernels); nothing on CPU."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- timing
@@ -107,14 +149,19 @@ class Timing:
 
 
 def time_interleaved(
-    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 2, autograd: bool = False
+    fns: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 2,
+    autograd: bool = False,
+    device: torch.device | None = None,
 ) -> dict[str, Timing]:
     """Time several callables side by side.
 
     Each callable runs ``warmup`` times, then ``repeats`` rounds; every round runs each callable
     once, starting at a different one each round, so slow phases caused by other processes are
     spread over all variants. Runs under ``torch.inference_mode()``, or with autograd as the
-    caller has it when ``autograd=True`` (training steps: forward + backward).
+    caller has it when ``autograd=True`` (training steps: forward + backward). On a CUDA
+    ``device`` every call is followed by a synchronisation, so the time covers its kernels.
 
     Raises:
         ValueError: ``repeats < 1`` or ``warmup < 0``.
@@ -128,11 +175,13 @@ def time_interleaved(
         for name in names:
             for _ in range(warmup):
                 fns[name]()
+            synchronize(device)
         for r in range(repeats):
             for i in range(len(names)):
                 name = names[(r + i) % len(names)]
                 c0, t0 = time.process_time_ns(), time.perf_counter_ns()
                 fns[name]()
+                synchronize(device)
                 wall[name].append((time.perf_counter_ns() - t0) / 1e6)
                 cpu[name].append((time.process_time_ns() - c0) / 1e6)
     return {
