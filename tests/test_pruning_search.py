@@ -272,8 +272,8 @@ def test_find_masks_runs_each_method_and_returns_the_right_start_weights():
         assert calls == [p for p in phases if p not in ("search", "snip")]
         n_total = sum(m.numel() for m in result.masks.values())
         kept = sum(int(m.sum()) for m in result.masks.values())
-        if method == "pun-it-channels":  # the closest count of whole (here coarse) channels
-            assert abs(kept - round(0.1 * n_total)) < 0.2 * round(0.1 * n_total)
+        if method == "pun-it-channels":  # the U-Net's convs outside channel groups stay dense
+            assert round(0.1 * n_total) < kept < 0.25 * n_total
         else:
             assert kept == round(0.1 * n_total)
         assert result.report["kept"] == kept

@@ -30,6 +30,7 @@ channels (global) or of each group's (per-layer).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
@@ -201,7 +202,9 @@ def channel_counts(
         density: target fraction of the selected weights; the count is the one (among the
             global ranking's prefixes, or among the common fractions for ``"per-layer"``) whose
             :meth:`ChannelScores.weight_count` is closest to ``round(density · N)`` (the smaller
-            on a tie). Always at least ``min_per_layer`` channels per group, even above budget.
+            on a tie). Always at least ``min_per_layer`` channels per group; when that and the
+            selected weights outside every group (kept dense: e.g. a U-Net's convs whose outputs
+            leave their block) exceed the budget, a ``UserWarning`` says so.
         min_per_layer, allocation, channel_fraction: see :class:`ChannelScores`.
 
     Raises:
@@ -241,6 +244,14 @@ def channel_counts(
             k = round(channel_fraction * sum(sizes.values())) - sum(floor.values())
             return candidates[min(max(k, 0), len(candidates) - 1)]
     target = round(density * sum(math.prod(s) for s in scores.shapes.values()))
+    floor_count = scores.weight_count(candidates[0])
+    if floor_count > target:
+        warnings.warn(
+            f"density {density} keeps {target} weights, but the selected weights outside channel "
+            f"groups and {min_per_layer} channel(s) per group already make {floor_count}: "
+            "keeping those",
+            stacklevel=2,
+        )
     return min(candidates, key=lambda c: abs(scores.weight_count(c) - target))
 
 
