@@ -23,6 +23,7 @@ import bench_modl as bm  # noqa: E402
 import bench_modl_memory as bmm  # noqa: E402
 import bench_physics as bp  # noqa: E402
 import bench_prune_cost as bpc  # noqa: E402
+import bench_structured as bst  # noqa: E402
 import common  # noqa: E402
 import physics_problem  # noqa: E402
 import render  # noqa: E402
@@ -390,3 +391,19 @@ def test_modl_benchmark_variants_agree_and_results_hold_the_ratios(one_thread, m
     monkeypatch.setitem(sys.modules, "deepinv", None)  # import fails as when not installed
     with pytest.raises(SystemExit, match="pip install deepinv"):
         bm.main(["--quick"])
+
+
+def test_structured_benchmark_quick_run_checks_slim_against_masked(tmp_path: Path, one_thread):
+    path = bst.main(["--quick", "--output_dir", str(tmp_path), "--device", "cpu"])
+    data = json.loads(path.read_text())
+    assert data["command"] == "python benchmarks/bench_structured.py --device cpu --quick"
+    (tab,) = data["tables"]
+    rows = {r[0]: r for r in tab["rows"]}
+    assert list(rows) == ["dense", "unstructured", "slim 0.5", "slim 0.25", "slim 0.125"]
+    # 3-layer 16-channel denoiser: 2·16·9 + 16·16·9 + 16·2·9 = 2880 weights; per-layer fractions
+    assert [rows[k][1] for k in rows] == [2880, 86, 2 * 8 * 9 * 2 + 8 * 8 * 9, 288, 108]
+    assert all(rows[k][6] < 1e-5 for k in rows if k.startswith("slim"))
+    assert [t["name"] for t in data["targets"]] == [
+        "32²: dense / slim time at 0.25 of the channels"
+    ]
+    assert "dense against channel-slimmed" in "\n".join(render.render_section(data))
