@@ -15,7 +15,9 @@ MoDL reconstruction in eval mode without autograd (the paper's configuration: 7-
   ``torch.nn.utils.prune`` — the convolutions stay dense, so about as fast as ``dense``;
 - ``slim f``: whole-channel masks keeping the fraction ``f`` of every hidden layer's channels
   (``ChannelScores(..., allocation="per-layer", channel_fraction=f)`` with random logits), then
-  physically removed by ``slim_channels`` (smaller convolutions and BatchNorms).
+  physically removed by ``slim_channels`` (smaller convolutions and BatchNorms);
+- ``slim d weights``: the same with the channel count whose weight count is closest to the
+  unstructured mask's (``--density``): structured and unstructured at equal parameter count.
 
 Every slim model's output is checked against its masked model's (same function).
 """
@@ -92,6 +94,14 @@ def build_models(args: argparse.Namespace, device: torch.device) -> dict[str, to
         apply_masks(masked, scores.hard_masks(1.0))
         models[f"masked {fraction:g}"] = masked
         models[f"slim {fraction:g}"] = slim_channels(masked)
+    masked = fresh()  # the unstructured mask's weight count, in whole channels
+    scores = ChannelScores(masked, select_parameters(masked), allocation="per-layer")
+    with torch.no_grad():
+        for logit in scores.logits:
+            logit.copy_(torch.randn(logit.shape, generator=gen))
+    apply_masks(masked, scores.hard_masks(args.density))
+    models[f"masked {args.density:g} weights"] = masked
+    models[f"slim {args.density:g} weights"] = slim_channels(masked)
     return {k: m.to(device).eval() for k, m in models.items()}
 
 
@@ -130,7 +140,9 @@ NOTES = [
     "maps; Shepp-Logan phantom, birdcage maps, equispaced 4× mask with 8 % centre).",
     "slim f: whole-channel masks keeping the fraction f of every hidden layer's channels (the "
     "last conv keeps its 2 image channels), physically removed by "
-    "`fastmri_pun.pruning.channel_slim.slim_channels`; weights: the conv weights left. "
+    "`fastmri_pun.pruning.channel_slim.slim_channels`; slim d weights: the channel count per "
+    "layer whose weight count is closest to the unstructured mask's (equal parameter count); "
+    "weights: the conv weights left. "
     "unstructured: an unstructured mask at `density` through `torch.nn.utils.prune` (dense "
     "convolutions, the mask multiplied in at every forward).",
     "out rel. diff.: relative L2 difference between a slim model's output and its masked "

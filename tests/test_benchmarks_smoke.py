@@ -399,9 +399,12 @@ def test_structured_benchmark_quick_run_checks_slim_against_masked(tmp_path: Pat
     assert data["command"] == "python benchmarks/bench_structured.py --device cpu --quick"
     (tab,) = data["tables"]
     rows = {r[0]: r for r in tab["rows"]}
-    assert list(rows) == ["dense", "unstructured", "slim 0.5", "slim 0.25", "slim 0.125"]
-    # 3-layer 16-channel denoiser: 2·16·9 + 16·16·9 + 16·2·9 = 2880 weights; per-layer fractions
-    assert [rows[k][1] for k in rows] == [2880, 86, 2 * 8 * 9 * 2 + 8 * 8 * 9, 288, 108]
+    assert list(rows) == [
+        "dense", "unstructured", "slim 0.5", "slim 0.25", "slim 0.125", "slim 0.03 weights"
+    ]  # fmt: skip
+    # 3-layer 16-channel denoiser: 2·16·9 + 16·16·9 + 16·2·9 = 2880 weights; per-layer fractions;
+    # 3 % = 86 weights: 2 channels per layer give 36 + 36 + 36 = 108 (1: 45, 3: 189)
+    assert [rows[k][1] for k in rows] == [2880, 86, 2 * 8 * 9 * 2 + 8 * 8 * 9, 288, 108, 108]
     assert all(rows[k][6] < 1e-5 for k in rows if k.startswith("slim"))
     assert [t["name"] for t in data["targets"]] == [
         "32²: dense / slim time at 0.25 of the channels"

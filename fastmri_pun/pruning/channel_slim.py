@@ -17,16 +17,16 @@ and in eval mode, up to floating-point summation order.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..models.fast_paths import effective_param
-from .apply import make_permanent
+from .apply import is_pruned, make_permanent
 from .channel_groups import ChannelGroup, channel_group, find_channel_groups
 
-__all__ = ["dead_channels", "slim_channels"]
+__all__ = ["dead_channels", "shrink_channels", "slim_channels"]
 
 
 @torch.no_grad()
@@ -117,15 +117,39 @@ def slim_channels(
         if not keep.any():
             keep[0] = True
         keeps[group.conv] = keep
+    return shrink_channels(slim, groups, keeps)
+
+
+def shrink_channels(
+    model: nn.Module, groups: Sequence[ChannelGroup], keeps: Mapping[str, torch.Tensor]
+) -> nn.Module:
+    """Drop channels of ``model`` in place: for every group, the output channels where
+    ``keeps[group.conv]`` (``[C]`` bool) is False leave the conv, its BatchNorm and the consumer's
+    inputs. No check of what those channels computed (:func:`slim_channels` keeps the output);
+    also used to give a fresh model the shapes of a saved slim one. Returns ``model``.
+
+    Raises:
+        ValueError: ``model`` is pruned with ``torch.nn.utils.prune``, or a keep mask is not a
+            ``[C]`` bool tensor with at least one True.
+    """
+    if is_pruned(model):
+        raise ValueError("model is pruned; bake the masks in first (make_permanent)")
     for group in groups:
-        keep = keeps[group.conv]
+        keep = keeps.get(group.conv)
+        if keep is None:
+            continue
+        if keep.dtype != torch.bool or keep.shape != (group.channels,) or not keep.any():
+            raise ValueError(
+                f"keep mask of {group.conv!r}: expected a [{group.channels}] bool tensor with a "
+                f"True, got {keep.dtype} {tuple(keep.shape)}"
+            )
         if bool(keep.all()):
             continue
-        _slice_conv(slim.get_submodule(group.conv), keep, None)
+        _slice_conv(model.get_submodule(group.conv), keep, None)
         if group.norm is not None:
-            _slice_norm(slim.get_submodule(group.norm), keep)
-        _slice_conv(slim.get_submodule(group.consumer), None, keep)
-    return slim
+            _slice_norm(model.get_submodule(group.norm), keep)
+        _slice_conv(model.get_submodule(group.consumer), None, keep)
+    return model
 
 
 def _refuse_unslimmable(model: nn.Module, slimmed: set[str]) -> None:
