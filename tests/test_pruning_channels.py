@@ -268,3 +268,40 @@ def test_slim_refuses_what_it_cannot_slim_naming_the_layer():
     assert slim_channels(model, strict=False).denoiser.layers[6].out_channels == 2
     with pytest.raises(ValueError, match="has no channel group to slim"):
         slim_channels(nn.Sequential(nn.Linear(3, 3)))
+
+
+# ----------------------------------------------------------------------------- slim files
+def test_slim_file_reloads_into_a_fresh_model_and_export_cli_writes_one(tmp_path, capsys):
+    from fastmri_pun.cli.export import main as export_main
+    from fastmri_pun.pruning import load_slim, load_slim_into, save_slim
+    from fastmri_pun.training import ReconstructionModule
+
+    torch.manual_seed(0)
+    kwargs = dict(num_unrolls=1, num_cg_iters=2, chans=8, num_layers=3, learn_sens_maps=False)
+    module = ReconstructionModule(model_kwargs=kwargs, sens_maps="espirit")
+    names = select_parameters(module.model)
+    scores = ChannelScores(module.model, names, channel_fraction=0.5)
+    _random_logits(scores)
+    module.set_prune_masks(scores.hard_masks(1.0))
+    slim = slim_channels(module.model.eval())
+    save_slim(tmp_path / "slim.pt", slim, {"note": "x"})
+    widths = load_slim(tmp_path / "slim.pt").widths
+    assert list(widths.values()) == _widths(scores.hard_masks(1.0), scores)
+    assert sum(widths.values()) == 8  # half of the 16 hidden channels, globally ranked
+    fresh = load_slim_into(MoDL(**kwargs), tmp_path / "slim.pt").eval()
+    masked_kspace, mask, _, maps = _kspace_batch(b=1)
+    with torch.no_grad():
+        expected = module.model(masked_kspace, mask, None, sens_maps=maps)
+        assert torch.allclose(fresh(masked_kspace, mask, None, sens_maps=maps), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="model is pruned"):
+        save_slim(tmp_path / "no.pt", module.model)
+    with pytest.raises(ValueError, match="channel group 'denoiser.layers.3' is not one"):
+        load_slim_into(MoDL(**{**kwargs, "num_layers": 2}), tmp_path / "slim.pt")
+    # the export command: checkpoint → slim file, checked against a fresh model
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "run.ckpt")
+    out = tmp_path / "out.pt"
+    assert export_main([str(tmp_path / "run.ckpt"), str(out), "--slim", "--check"]) == 0
+    assert "check passed" in capsys.readouterr().out
+    assert load_slim(out).meta["hyper_parameters"]["model_kwargs"]["chans"] == 8
