@@ -33,6 +33,7 @@ from .apply import (
     masks_from_state_dict,
 )
 from .baselines import imp_prune_step, imp_schedule, magnitude_masks, random_masks, snip_masks
+from .channel_scores import channel_scores
 from .config import DEFAULTS, PruneConfig, check_density
 from .methods import get_pruning_method
 from .pun import LossFn, cycle_batches, search_masks
@@ -197,8 +198,8 @@ def prune_at_init(
         density: fraction of the prunable weights kept, in (0, 1]; exactly
             ``round(density * N)`` weights are kept.
         method: a name of :func:`~fastmri_pun.pruning.methods.list_pruning_methods`:
-            ``"pun-it"``, ``"pun-at"``, ``"magnitude"``, ``"magnitude-at"``, ``"random"``,
-            ``"snip"``, ``"imp"``.
+            ``"pun-it"``, ``"pun-at"``, ``"pun-it-channels"``, ``"magnitude"``,
+            ``"magnitude-at"``, ``"random"``, ``"snip"``, ``"imp"``.
         steps: Adam steps of the PUN mask search (``pun-it``, ``pun-at``).
         loss: a loss name of :data:`LOSS_NAMES` (default ``"ssim_l1"``) or an ``ImageLoss``
             ``(output [B, h, w], target [B, h, w], max_value [B]) -> []``.
@@ -310,6 +311,19 @@ def _pun(job: _Job) -> Masks:
     return masks
 
 
+def _pun_channels(job: _Job) -> Masks:
+    cfg = job.cfg
+    scores = channel_scores(job.model, job.names, cfg)
+    masks, _ = job.meter.run(
+        "search",
+        lambda: search_masks(
+            job.model, job.batches, job.meter.loss, steps=cfg.search_steps,
+            scores=scores, **cfg.search_options(),
+        ),
+    )  # fmt: skip
+    return masks
+
+
 def _magnitude(job: _Job) -> Masks:
     cfg = job.cfg
     return job.meter.run(
@@ -362,6 +376,7 @@ def _imp(job: _Job) -> Masks:
 #: procedure key of :class:`~fastmri_pun.pruning.methods.PruningMethod` → plain-loop procedure
 _PROCEDURES: dict[str, _Procedure] = {
     "pun-search": _pun,
+    "pun-channel-search": _pun_channels,
     "magnitude": _magnitude,
     "random": _random,
     "snip": _snip,
