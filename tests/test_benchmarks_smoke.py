@@ -422,6 +422,8 @@ def test_sparse_conv_benchmark_variants_equal_dense_and_results_hold_the_ratios(
     assert "32²: 16→16 conv at 3 %, shift-accumulate / dense" in names
     assert "32²: denoiser at 3 %, sparse / dense" in names
     assert "Unstructured sparsity" in "\n".join(render.render_section(data))
+
+
 def test_structured_benchmark_quick_run_checks_slim_against_masked(tmp_path: Path, one_thread):
     path = bst.main(["--quick", "--output_dir", str(tmp_path), "--device", "cpu"])
     data = json.loads(path.read_text())
