@@ -173,7 +173,7 @@ class MaskSearchModule(pl.LightningModule):
     def probabilities(self) -> dict[str, torch.Tensor]:
         """name → keep-probabilities (detached float32): ``[*param.shape]`` for one logit per
         weight, ``[C_out]`` per conv for structured PUN's one logit per output channel
-        (:class:`~fastmri_pun.pruning.ChannelScores`)."""
+        (:class:`~fastmri_pun.pruning.channel_scores.ChannelScores`)."""
         return {n: p.detach() for n, p in self.scores.probabilities().items()}
 
     def hard_masks(self, density: float | None = None) -> Masks:
