@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,16 @@ import torch
 
 from ..utils.io import atomic_path
 from .apply import Masks
+from .config import PruneConfig
 
-__all__ = ["MASKS_FILE_FORMAT", "SavedMasks", "load_masks_file", "save_masks_file"]
+__all__ = [
+    "MASKS_FILE_FORMAT",
+    "SavedMasks",
+    "load_masks_file",
+    "mask_settings",
+    "requested_pruning",
+    "save_masks_file",
+]
 
 #: version of the masks file layout
 MASKS_FILE_FORMAT = 1
@@ -56,6 +64,24 @@ class SavedMasks:
     phases: list[str] = field(default_factory=list)
     init_state_dict: dict[str, torch.Tensor] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+def mask_settings(cfg: PruneConfig) -> dict[str, Any]:
+    """The pruning settings recorded with (and checked against) a masks file: every
+    :class:`~fastmri_pun.pruning.config.PruneConfig` field except those the file records on its
+    own (density, seed)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("density", "seed")}
+
+
+def requested_pruning(path: str | os.PathLike) -> tuple[str, float, dict[str, Any]] | None:
+    """``(method, requested density, recorded settings)`` of a masks file, ``None`` when the file
+    is missing or unreadable. The requested density is what ``--density`` asked for; a pruned
+    checkpoint holds the density reached, which differs for whole-channel methods."""
+    try:
+        data = torch.load(Path(path), map_location="cpu", weights_only=True)
+        return str(data["method"]), float(data["density"]), dict(data.get("settings") or {})
+    except Exception:  # noqa: BLE001  (any missing or foreign file: no record)
+        return None
 
 
 def save_masks_file(path: str | os.PathLike, saved: SavedMasks) -> Path:

@@ -74,6 +74,7 @@ from .train_checks import (
     check_dense_checkpoint,
     check_output_dir,
     check_prune_density,
+    check_resume_epochs,
     check_resume_pruning,
     earlier_run,
     resolve_checkpoint,
@@ -243,6 +244,7 @@ def _prepare(cfg: TrainConfig) -> PreparedRun:
             checkpoint = load_checkpoint_file(ckpt_path)
             check_checkpoint(checkpoint, f"--resume {ckpt_path}", expected)
             check_resume_pruning(cfg, checkpoint, ckpt_path)
+            check_resume_epochs(cfg, checkpoint, ckpt_path)
         elif cfg.prune != "none":
             check_prune_density(cfg, module)
     dm = build_datamodule(cfg, data_path, settings)

@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ..demo.builder import ensure_demo_dataset
+from ..pruning.masks_file import mask_settings, requested_pruning
 from ..pruning.methods import get_pruning_method
 from ..pruning.pun import keep_budget
 from ..pruning.select import select_parameters
@@ -28,6 +29,7 @@ __all__ = [
     "check_dense_checkpoint",
     "check_output_dir",
     "check_prune_density",
+    "check_resume_epochs",
     "check_resume_pruning",
     "earlier_run",
     "pruning_method_beside",
@@ -171,11 +173,42 @@ def check_resume_pruning(cfg: TrainConfig, checkpoint: dict[str, Any], path: Pat
     total = sum(int(m.numel()) for m in masks.values())
     other_method = method is not None and method != cfg.prune
     other_density = abs(density - cfg.pruning.density) > 1.0 / max(total, 1) + 1e-9
+    run = RunDir.of_checkpoint(path)
+    requested = requested_pruning(run.search_masks) if run is not None else None
+    if requested is not None and requested[0] == method:
+        # the run's masks file says what was asked for: whole-channel methods reach a density
+        # only near it (the nearest channel counts), so the reached one cannot be compared
+        _, asked, recorded = requested
+        as_trained = f"--prune {method} --density {asked:.6g}"
+        other_density = abs(asked - cfg.pruning.density) > 1e-9
+        current = mask_settings(cfg.pruning)
+        changed = [k for k, v in recorded.items() if k in current and current[k] != v]
+        if changed and not (other_method or other_density):
+            key = changed[0]
+            raise ValueError(
+                f"--resume {path} was pruned with {key} {recorded[key]!r}, this run has "
+                f"{current[key]!r}; resume it with the settings it was trained with"
+            )
     if other_method or other_density:
         raise ValueError(
             f"--resume {path} was pruned with {method or 'another method'} at density "
             f"{density:.4g}, not --prune {cfg.prune} --density {cfg.pruning.density}; resume it "
             f"with {as_trained}"
+        )
+
+
+def check_resume_epochs(cfg: TrainConfig, checkpoint: dict[str, Any], path: Path) -> None:
+    """Refuse resuming a checkpoint that has already run more epochs than ``--max_epochs``
+    allows (Lightning would stop with a traceback).
+
+    Raises:
+        ValueError: the checkpoint's epoch index is at least ``--max_epochs``.
+    """
+    epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
+    if isinstance(epoch, int) and epoch >= cfg.trainer.max_epochs:
+        raise ValueError(
+            f"--resume {path} has already trained {epoch + 1} epochs, more than --max_epochs "
+            f"{cfg.trainer.max_epochs}; give --max_epochs {epoch + 2} or more to train further"
         )
 
 

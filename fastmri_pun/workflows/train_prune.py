@@ -24,7 +24,7 @@ the same ``--seed`` therefore find identical masks.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from ..pruning import density_report, get_pruning_method, is_pruned, select_parameters
 from ..pruning.config import PruneConfig
-from ..pruning.masks_file import SavedMasks, load_masks_file, save_masks_file
+from ..pruning.masks_file import SavedMasks, load_masks_file, mask_settings, save_masks_file
 from ..training import ReconstructionModule, SliceDataModule
 from ..training.accounting import append_json_record, read_json_records
 from ..utils.io import atomic_write_json
@@ -135,12 +135,6 @@ def prune_module(
         f"(density {report['density']:.4f}, smallest layer {report['min_layer_density']:.4f})"
     )
     return report
-
-
-def mask_settings(pcfg: PruneConfig) -> dict[str, Any]:
-    """The pruning settings recorded with (and checked against) a run's masks file: every
-    :class:`PruneConfig` field except those the file records on its own (density, seed)."""
-    return {k: v for k, v in asdict(pcfg).items() if k not in ("density", "seed")}
 
 
 def _find_masks(
