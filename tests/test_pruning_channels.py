@@ -305,3 +305,52 @@ def test_slim_file_reloads_into_a_fresh_model_and_export_cli_writes_one(tmp_path
     assert export_main([str(tmp_path / "run.ckpt"), str(out), "--slim", "--check"]) == 0
     assert "check passed" in capsys.readouterr().out
     assert load_slim(out).meta["hyper_parameters"]["model_kwargs"]["chans"] == 8
+
+
+def test_slim_export_refuses_a_model_without_pruned_channels_and_a_folder_as_out(tmp_path, capsys):
+    """An unstructured (or dense) checkpoint has no whole channel to remove: --slim says so and
+    points to the sparse export instead of writing an unchanged model; an existing folder as OUT
+    is named as such."""
+    from fastmri_pun.cli.export import main as export_main
+    from fastmri_pun.pruning import random_masks
+    from fastmri_pun.training import ReconstructionModule
+
+    torch.manual_seed(0)
+    kwargs = dict(num_unrolls=1, num_cg_iters=2, chans=8, num_layers=3, learn_sens_maps=False)
+    module = ReconstructionModule(model_kwargs=kwargs, sens_maps="espirit")
+    module.set_prune_masks(random_masks(module.model, 0.3, select_parameters(module.model), 0))
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "run.ckpt")
+    capsys.readouterr()
+    assert export_main([str(tmp_path / "run.ckpt"), str(tmp_path / "out.pt"), "--slim"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no whole channel is pruned" in err[0]
+    assert not (tmp_path / "out.pt").exists()
+    (tmp_path / "folder").mkdir()
+    assert export_main([str(tmp_path / "run.ckpt"), str(tmp_path / "folder")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'folder'} is a folder" in err[0]
+    assert list((tmp_path / "folder").iterdir()) == [] and len(list(tmp_path.iterdir())) == 2
+
+
+def test_slim_updates_instance_norms_between_conv_and_consumer():
+    """fastmri's U-Net blocks put a non-affine InstanceNorm2d after each conv: its num_features
+    follows the kept channels (torch warns on every forward otherwise) and the output is equal."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1), nn.InstanceNorm2d(8), nn.LeakyReLU(0.2),
+        nn.Conv2d(8, 2, 3, padding=1),
+    )  # fmt: skip
+    with torch.no_grad():
+        model[0].weight[2:5] = 0
+        model[3].weight[:, 2:5] = 0
+    x = torch.randn(1, 2, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        slim = slim_channels(model)
+        out = slim(x)
+    assert slim[0].out_channels == slim[1].num_features == slim[3].in_channels == 5
+    assert torch.allclose(out, model(x), atol=1e-6)

@@ -33,7 +33,9 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG,
         description="Write a pruned Lightning checkpoint (state_dict + pun_masks) as a compact "
-        "sparse file: kept values + packed bit-mask or indices per pruned weight.",
+        "sparse file: kept values + packed bit-mask or indices per pruned weight. With --slim, "
+        "write instead the model with its pruned whole channels removed (checkpoints of "
+        "--prune pun-it-channels; a model without pruned channels is refused).",
         exit_on_error=False,
         allow_abbrev=False,
     )

@@ -40,7 +40,8 @@ class PruneConfig:
     """Settings of every pruning method.
 
     Attributes:
-        density: Fraction of the prunable weights kept, in (0, 1].
+        density: Fraction of the prunable weights kept, in (0, 1]. Whole-channel methods
+            (pun-it-channels) keep the channel counts whose weight count is closest to it.
         temperature: PUN: Gumbel-softmax temperature of the relaxed masks (> 0).
         kl_weight: PUN: weight beta of the KL term (against a mean-reduced data loss, >= 0).
         prior_p: PUN: prior keep-probability p0 of the KL term, in (0, 1) (default sigmoid(-3)).
@@ -63,8 +64,9 @@ class PruneConfig:
         channel_allocation: Structured PUN (pun-it-channels): spread the kept channels by one
             global ranking of the channel logits ('global') or keep the same fraction of every
             layer's channels ('per-layer').
-        channel_fraction: Structured PUN: keep this fraction of the channels instead of the
-            channel count whose weight count is closest to density; null = follow density.
+        channel_fraction: Structured PUN (pun-it-channels only): keep this fraction of the
+            channels, in (0, 1], instead of the channel counts whose weight count is closest to
+            density (it overrides density); null = follow density.
     """
 
     density: float = 0.03
@@ -88,24 +90,33 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         check_density(self.density)
-        checks = {
-            "temperature": self.temperature > 0,
-            "kl_weight": self.kl_weight >= 0,
-            "prior_p": 0 < self.prior_p < 1,
-            "kl_reduction": self.kl_reduction in KL_REDUCTIONS,
-            "search_steps": self.search_steps >= 1,
-            "search_epochs": self.search_epochs is None or self.search_epochs >= 1,
-            "search_lr": self.search_lr > 0,
-            "imp_rounds": self.imp_rounds is None or self.imp_rounds >= 1,
-            "imp_rate": 0 < self.imp_rate < 1,
-            "snip_batches": self.snip_batches >= 1,
-            "min_per_layer": self.min_per_layer >= 1,
-            "channel_allocation": self.channel_allocation in ("global", "per-layer"),
-            "channel_fraction": self.channel_fraction is None or 0 < self.channel_fraction <= 1,
+        checks = {  # name: (valid, what a valid value is)
+            "temperature": (self.temperature > 0, "> 0"),
+            "kl_weight": (self.kl_weight >= 0, ">= 0"),
+            "prior_p": (0 < self.prior_p < 1, "in (0, 1)"),
+            "kl_reduction": (self.kl_reduction in KL_REDUCTIONS, f"one of {KL_REDUCTIONS}"),
+            "search_steps": (self.search_steps >= 1, ">= 1"),
+            "search_epochs": (self.search_epochs is None or self.search_epochs >= 1, ">= 1"),
+            "search_lr": (self.search_lr > 0, "> 0"),
+            "imp_rounds": (self.imp_rounds is None or self.imp_rounds >= 1, ">= 1"),
+            "imp_rate": (0 < self.imp_rate < 1, "in (0, 1)"),
+            "snip_batches": (self.snip_batches >= 1, ">= 1"),
+            "min_per_layer": (self.min_per_layer >= 1, ">= 1"),
+            "channel_allocation": (
+                self.channel_allocation in ("global", "per-layer"),
+                "'global' or 'per-layer'",
+            ),
+            "channel_fraction": (
+                self.channel_fraction is None or 0 < self.channel_fraction <= 1,
+                "in (0, 1] (the fraction of each group's channels kept)",
+            ),
         }
-        for name, ok in checks.items():
+        for name, (ok, valid) in checks.items():
             if not ok:
-                raise ValueError(f"PruneConfig.{name} has an invalid value {getattr(self, name)!r}")
+                raise ValueError(
+                    f"PruneConfig.{name} has an invalid value {getattr(self, name)!r}: must be "
+                    f"{valid}"
+                )
 
     def search_options(self) -> dict[str, Any]:
         """Keyword arguments of the PUN mask search shared by its plain-loop and Lightning

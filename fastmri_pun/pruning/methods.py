@@ -47,6 +47,8 @@ class PruningMethod:
         uses_batches: the procedure scores weights on training batches (needs ``loss_fn``,
             ``train_loader``).
         trains_rounds: the procedure trains the masked model in rounds (IMP; needs ``train_fn``).
+        whole_channels: the masks prune whole channels (``channel_fraction`` and
+            ``channel_allocation`` apply; the density reached is the nearest channel counts').
     """
 
     name: str
@@ -58,6 +60,7 @@ class PruningMethod:
     search: bool = False
     uses_batches: bool = False
     trains_rounds: bool = False
+    whole_channels: bool = False
 
     @property
     def required_arguments(self) -> tuple[str, ...]:
@@ -145,6 +148,7 @@ for _method in (
         "PUN search of one logit per output channel on the frozen w₀",
         "w₀ (kept channels only)",
         procedure="pun-channel-search",
+        whole_channels=True,
         search=True,
     ),
     PruningMethod(

@@ -75,9 +75,12 @@ def atomic_path(
 
     Raises:
         FileNotFoundError: the body did not write the temporary file.
+        IsADirectoryError: ``path`` is an existing folder (before the body runs).
         Whatever the body raises: the temporary file is removed, ``path`` is left as it was.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(temp_dir) if temp_dir is not None else path.parent
     folder.mkdir(parents=True, exist_ok=True)

@@ -192,11 +192,18 @@ def export_slim(
     Raises:
         FileNotFoundError: ``checkpoint`` does not exist.
         ValueError: a bad checkpoint (:meth:`ReconstructionModule.load_checkpoint`), whole
-            channels that cannot be removed (:func:`slim_channels`), or a failed check.
+            channels that cannot be removed (:func:`slim_channels`), no whole channel pruned at
+            all (a dense or unstructured model: the sparse export is the one for it), or a
+            failed check.
     """
     module = ReconstructionModule.load_checkpoint(checkpoint)
     model = module.model.eval()
     slim = slim_channels(model)
+    if sum(p.numel() for p in slim.parameters()) == sum(p.numel() for p in model.parameters()):
+        raise ValueError(
+            f"{checkpoint}: no whole channel is pruned, so --slim would remove nothing (a dense "
+            "or unstructured model, e.g. --prune pun-it); export it without --slim"
+        )
     hparams = dict(module.hparams)
     meta = {"source": str(checkpoint), "hyper_parameters": hparams}
     out_path = save_slim(out, slim, meta)

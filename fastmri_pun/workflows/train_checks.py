@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ..demo.builder import ensure_demo_dataset
+from ..pruning.channel_scores import channel_scores
 from ..pruning.masks_file import mask_settings, requested_pruning
 from ..pruning.methods import get_pruning_method
 from ..pruning.pun import keep_budget
@@ -125,10 +126,32 @@ def check_prune_density(cfg: TrainConfig, module: ReconstructionModule) -> None:
     ``round(density * N)`` must cover ``min_per_layer`` weights of every selected layer (and at
     least one weight)."""
     p = cfg.pruning
+    whole_channels = get_pruning_method(cfg.prune).whole_channels
+    if p.channel_fraction is not None and not whole_channels:
+        raise ValueError(
+            f"--channel_fraction applies to whole-channel pruning (--prune pun-it-channels), not "
+            f"to --prune {cfg.prune}; leave it out"
+        )
     names = select_parameters(module.model, p.include, p.exclude, trainable_only=p.trainable_only)
     params = dict(module.model.named_parameters())
     sizes = [params[n].numel() for n in names]
     total = sum(sizes)
+    if whole_channels:
+        if p.channel_fraction is not None:
+            return
+        scores = channel_scores(module.model, names, p)
+        fewest = scores.weight_count(
+            {g.weight: min(p.min_per_layer, g.channels) for g in scores.groups}
+        )
+        kept = round(p.density * total)
+        if kept < fewest:
+            raise ValueError(
+                f"--density {p.density} keeps {kept} of the {total} prunable weights of --model "
+                f"{cfg.model.model}, but whole-channel pruning keeps at least {p.min_per_layer} "
+                f"channel(s) per layer (and the weights outside channel groups): {fewest} weights; "
+                f"use --density >= {fewest / total:.3g}"
+            )
+        return
     kept, needed = keep_budget(sizes, p.density, p.min_per_layer)
     if kept < needed:
         raise ValueError(

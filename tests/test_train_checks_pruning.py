@@ -1,4 +1,4 @@
-"""Checks before a resume. A pruned run's ``--density`` and pruning settings are compared with
+"""Checks before training. A pruned run's ``--density`` and pruning settings are compared with
 what the run asked for (its masks file), not with the density it reached: whole-channel pruning
 reaches only the nearest channel counts, so its own command must resume it. A checkpoint past
 ``--max_epochs`` is one line, not Lightning's traceback."""
@@ -68,3 +68,37 @@ def test_a_checkpoint_past_max_epochs_is_refused_in_one_line(tmp_path):
     check_resume_epochs(_cfg(max_epochs=7), {"epoch": 6}, path)  # the 7th epoch: accepted
     with pytest.raises(ValueError, match=r"already trained 7 epochs, more than --max_epochs 3; "):
         check_resume_epochs(_cfg(max_epochs=3), {"epoch": 6}, path)
+
+
+def _module(cfg: TrainConfig):
+    from fastmri_pun.workflows.train import build_module
+
+    return build_module(cfg)
+
+
+def test_whole_channel_density_below_one_channel_per_layer_is_refused_with_its_minimum():
+    """A 5-layer MoDL denoiser (2-channel image): one channel in each of its 4 hidden layers is
+    2·1·9 + 3·(1·1·9) + 1·2·9 weights; a density below that is refused naming the minimum."""
+    from fastmri_pun.pruning.channel_scores import channel_scores
+    from fastmri_pun.pruning.select import select_parameters
+    from fastmri_pun.workflows.train_checks import check_prune_density
+
+    cfg = _cfg(density=0.001, chans=16, num_layers=5)
+    module = _module(cfg)
+    names = select_parameters(module.model)
+    scores = channel_scores(module.model, names, cfg.pruning)
+    fewest = scores.weight_count({g.weight: 1 for g in scores.groups})
+    total = sum(dict(module.model.named_parameters())[n].numel() for n in names)
+    assert fewest == 2 * 9 + 3 * 9 + 2 * 9  # 2→1, 1→1 (×3), 1→2
+    with pytest.raises(ValueError, match=rf"at least 1 channel\(s\) per layer .*: {fewest} "):
+        check_prune_density(cfg, module)
+    check_prune_density(_cfg(density=fewest / total, chans=16, num_layers=5), module)
+    check_prune_density(_cfg(density=0.001, channel_fraction=0.25, chans=16), module)
+
+
+def test_channel_fraction_with_an_unstructured_method_is_refused():
+    from fastmri_pun.workflows.train_checks import check_prune_density
+
+    cfg = _cfg(prune="pun-it", channel_fraction=0.5, chans=8, num_layers=3)
+    with pytest.raises(ValueError, match=r"--channel_fraction applies to whole-channel pruning"):
+        check_prune_density(cfg, _module(cfg))
