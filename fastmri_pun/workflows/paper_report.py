@@ -157,10 +157,20 @@ def _setup_lines(exp: ExperimentConfig, data_path: Path, records: dict[str, dict
     return [
         "## Setup",
         "",
-        f"- Data: `{data_path}` — demo set (real MR images, simulated multicoil acquisition; see "
-        "`demo_manifest.json`), trained on `multicoil_train`"
-        + (f" ({exp.train_volumes} volumes)" if exp.train_volumes else "")
-        + ", model selection on `multicoil_val` (best validation SSIM).",
+        f"- Data: `{data_path}` — "
+        + (
+            f"`{exp.data_path}`"
+            if exp.data_path
+            else "the demo set (real MR images, simulated multicoil acquisition; see "
+            "`demo_manifest.json`)"
+        )
+        + (
+            f" with {exp.train_volumes} of its training volumes (symbolic links)"
+            if exp.train_volumes
+            else ""
+        )
+        + "; trained on `multicoil_train`, model selection on `multicoil_val` (best validation "
+        "SSIM).",
         f"- Model: {t.get('model', 'modl')}, {t.get('num_unrolls')} unrolls, "
         f"{t.get('num_cg_iters')} CG iterations, {t.get('num_layers')}-layer "
         f"{t.get('chans')}-channel denoiser; coil maps: {t.get('sens_maps')}; loss "
