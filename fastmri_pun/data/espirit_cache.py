@@ -33,7 +33,8 @@ from .espirit_calib import EspiritSettings, _calibration_block
 
 __all__ = ["SensitivityCache"]
 
-_KEY_VERSION = b"fastmri_pun-espirit-v2-rect"
+#: v3: torch numerics, certified power iterations on the CPU (maps within 1e-3 of v2's)
+_KEY_VERSION = b"fastmri_pun-espirit-v3-torch"
 
 _warned_dirs: set[str] = set()
 

@@ -172,15 +172,18 @@ def _eigen(
     mask_cols: np.ndarray,
     settings: EspiritSettings,
     num_low_frequencies: int | None,
+    cropped: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, EspiritSettings]:
     """``maps [B, C, H, W]``, ``eigval [B, 2, H, W]``, the calibration block and the resolved
-    settings of ``[B, C, H, W]`` complex64 k-space (see :func:`espirit_eigen`)."""
+    settings of ``[B, C, H, W]`` complex64 k-space (see :func:`espirit_eigen`); ``cropped``:
+    maps below the resolved crop may be inexact (the caller zeroes them)."""
     _, _, h, w = kspace.shape
     block, res = _calibration_block(kspace, mask_cols, settings, num_low_frequencies)
     if not torch.isfinite(torch.view_as_real(block)).all():
         raise ValueError("the ACS calibration block contains NaN or Inf values")
     block = block.contiguous()
-    maps, eigval = espirit_eigenmaps(block, h, w, int(res.kernel_width), float(res.thresh))
+    crop = float(res.crop) if cropped else 0.0
+    maps, eigval = espirit_eigenmaps(block, h, w, int(res.kernel_width), float(res.thresh), crop)
     if not (torch.isfinite(torch.view_as_real(maps)).all() and torch.isfinite(eigval).all()):
         raise ValueError("ESPIRiT produced non-finite coil maps")
     return maps, eigval, block, res
@@ -228,7 +231,7 @@ def espirit_maps(
     """
     settings = settings or EspiritSettings()
     kspace = _as_batch(masked_kspace, mask_cols)
-    maps, eigval, block, res = _eigen(kspace, mask_cols, settings, num_low_frequencies)
+    maps, eigval, block, res = _eigen(kspace, mask_cols, settings, num_low_frequencies, True)
     maps *= eigval[:, :1] > float(res.crop)
     share = max(_aliasing_share(block, eigval))
     if share > ALIAS_FRACTION:
@@ -264,7 +267,7 @@ def espirit_eigen(
         ValueError: as :func:`espirit_maps`.
     """
     kspace = _as_batch(masked_kspace, mask_cols)
-    maps, eigval, _, res = _eigen(kspace, mask_cols, settings, num_low_frequencies)
+    maps, eigval, _, res = _eigen(kspace, mask_cols, settings, num_low_frequencies, False)
     return _like(maps, masked_kspace), _like(eigval, masked_kspace), res
 
 
