@@ -11,8 +11,11 @@ columns; every method gets the same masked k-space, on one thread (``torch.set_n
    (default) compares process CPU times (BART: the child's), which other jobs on the machine do
    not inflate. Target: ours (defaults) ≤ 0.5 × BART ``ecalib -m1``.
 2. **Per-pixel step**: batched ``torch.linalg.eigh`` of the ``C × C`` matrices ``G(x)`` of the
-   slice against power iterations (start: ``G``'s column of largest diagonal entry, then a fixed
-   number of iterations), and how many support pixels miss a ``1e-3`` residual against ``eigh``.
+   slice against plain power iterations (start: ``G``'s column of largest diagonal entry, a
+   fixed number of iterations), and :func:`~fastmri_pun.data.espirit_core.espirit_eigenmaps`
+   with ``solver="eigh"`` and with the certified power iterations (``"power"``, the CPU
+   default), uncropped and with the default crop; how many support pixels miss a ``1e-3``
+   residual against ``eigh``.
 3. **Batch**: ``espirit_maps`` on ``[B, C, N, N]`` against ``B`` calls on one slice.
 4. **Agreement**: per-pixel projection residual ``‖a − b (bᴴa)‖`` of unit-norm maps ``a``, ``b``
    (zero for the same map up to a phase), max and 99th percentile over the pixels where both maps
@@ -45,7 +48,7 @@ from bench_espirit import demo_cases, equispaced_cols
 
 from fastmri_pun.data.espirit import EspiritSettings, espirit_maps
 from fastmri_pun.data.espirit_calib import _calibration_block
-from fastmri_pun.data.espirit_core import image_gram, kernel_correlations
+from fastmri_pun.data.espirit_core import espirit_eigenmaps, image_gram, kernel_correlations
 from fastmri_pun.demo.simulate import fft2c, ifft2c
 from fastmri_pun.workflows.espirit import MapsConfig, precompute_maps
 
@@ -125,19 +128,30 @@ def power_iteration(gram: torch.Tensor, iters: int) -> torch.Tensor:
 
 
 def eigen_step(k: np.ndarray, cols: np.ndarray, iters: list[int], repeats: int) -> list[list]:
-    """Rows ``[solver, ms, support pixels with residual > 1e-3 vs eigh, max residual]``."""
+    """Rows ``[solver, CPU ms, support pixels with residual > 1e-3 vs eigh, max residual]``:
+    the per-pixel step alone on the slice's ``G`` (``eigh``, plain power iterations), then
+    :func:`espirit_eigenmaps` end to end (kernels, ``G``, eigenvectors) with each solver."""
     c, h, w = k.shape
     block, res = _calibration_block(k * cols, cols, EspiritSettings(), None)
-    corr = kernel_correlations(torch.from_numpy(block)[None], res.kernel_width, res.thresh)
+    blocks = torch.from_numpy(block)[None]
+    corr = kernel_correlations(blocks, res.kernel_width, res.thresh)
     gram = image_gram(corr, h, w)[0].reshape(h * w, c, c)
     values, vectors = torch.linalg.eigh(gram)
     ref, support = vectors[..., -1], values[:, -1] > res.crop
-    fns = {"eigh": lambda: torch.linalg.eigh(gram)}
-    fns |= {f"power, {n} iterations": lambda n=n: power_iteration(gram, n) for n in iters}
+    args = (blocks, h, w, res.kernel_width, res.thresh)
+    fns = {"G only: eigh": lambda: torch.linalg.eigh(gram)[1][..., -1]}
+    fns |= {f"G only: power, {n} iterations": lambda n=n: power_iteration(gram, n) for n in iters}
+    fns["espirit_eigenmaps, eigh"] = lambda: espirit_eigenmaps(*args, solver="eigh")[0]
+    fns["espirit_eigenmaps, power, crop 0"] = lambda: espirit_eigenmaps(*args, solver="power")[0]
+    fns[f"espirit_eigenmaps, power, crop {res.crop}"] = lambda: espirit_eigenmaps(
+        *args, crop=float(res.crop), solver="power"
+    )[0]
     times = common.time_interleaved(fns, repeats, warmup=1)
     rows = []
     for name, t in times.items():
-        vec = ref if name == "eigh" else power_iteration(gram, int(name.split()[1]))
+        vec = fns[name]()
+        if vec.ndim == 4:  # maps [1, C, H, W]
+            vec = vec[0].reshape(c, -1).T
         r = (vec - ref * (ref.conj() * vec).sum(-1, keepdim=True)).norm(dim=-1)[support]
         rows.append([name, t.cpu_median_ms, float((r > 1e-3).float().mean()), float(r.max())])
     return rows

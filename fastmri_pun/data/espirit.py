@@ -16,11 +16,13 @@ Written by hand because sigpy's ``EspiritCalib`` only takes a centred square cal
 The numerics are torch end to end (:mod:`fastmri_pun.data.espirit_core`): kernels from the
 float64 ``eigh`` of the calibration matrix's Gram matrix, ``G`` from the kernels' autocorrelation
 (lags within ``±(k-1)``) by two small DFTs instead of one inverse FFT per kernel and coil, and
-the eigenvectors by batched ``torch.linalg.eigh`` instead of power iterations. A batch
+the eigenvectors by batched ``torch.linalg.eigh`` (CUDA) or by certified power iterations
+(CPU: within ``1e-3`` of ``eigh``'s up to a phase wherever the map is kept). A batch
 ``[B, C, H, W]`` of slices sharing one mask is computed in one call, on the device of a torch
-input (CPU or CUDA); numpy in gives numpy out. On a square block the maps equal sigpy's
-(``1e-4`` inside the object, ``tests/test_data_espirit.py``) at a fraction of its time
-(``benchmarks/bench_espirit_speed.py``: ours vs sigpy vs BART ``ecalib``).
+input (CPU or CUDA); numpy in gives numpy out. On a square block the maps equal sigpy's up to a
+per-pixel phase (``1e-4`` inside the object, ``tests/test_data_espirit_torch.py``) and BART's
+``ecalib`` (``1e-6``; BART's ``-t`` bounds the squared singular values, so ``-t`` = thresh²) in
+less than half of BART's time on one thread (``benchmarks/bench_espirit_speed.py``).
 
 Defaults (:class:`EspiritSettings`), chosen with ``benchmarks/bench_espirit.py`` (CG-SENSE PSNR
 with estimated vs true coil maps, demo simulator and the test-fixture simulator, see
