@@ -20,9 +20,10 @@ the eigenvectors by batched ``torch.linalg.eigh`` (CUDA) or by certified power i
 (CPU: within ``1e-3`` of ``eigh``'s up to a phase wherever the map is kept). A batch
 ``[B, C, H, W]`` of slices sharing one mask is computed in one call, on the device of a torch
 input (CPU or CUDA); numpy in gives numpy out. On a square block the maps equal sigpy's up to a
-per-pixel phase (``1e-4`` inside the object, ``tests/test_data_espirit_torch.py``) and BART's
-``ecalib`` (``1e-6``; BART's ``-t`` bounds the squared singular values, so ``-t`` = thresh²) in
-less than half of BART's time on one thread (``benchmarks/bench_espirit_speed.py``).
+per-pixel phase (``1e-4`` inside the object, ``tests/test_data_espirit_torch.py``), in less
+than half of BART ``ecalib``'s time on one thread (``benchmarks/bench_espirit_speed.py``, which
+also compares the maps with BART's; its ``-t`` bounds the squared singular values: ``-t`` =
+thresh²).
 
 Defaults (:class:`EspiritSettings`), chosen with ``benchmarks/bench_espirit.py`` (CG-SENSE PSNR
 with estimated vs true coil maps, demo simulator and the test-fixture simulator, see

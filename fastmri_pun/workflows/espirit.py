@@ -14,7 +14,7 @@ get maps from that mask, as evaluation reads them. Shell:
 
 Maps are computed one slice per call, through the transform (the training code path and cache
 keys): :func:`~fastmri_pun.data.espirit.espirit_maps` takes a batch of slices, but on the CPU a
-batch was not faster per slice (1.25 s vs 1.22 s at 320², 16 coils,
+batch of 4 was not faster per slice (1.19 s vs 1.04 s CPU at 320², 16 coils,
 ``benchmarks/bench_espirit_speed.py``): the per-pixel work grows with the slices and the
 per-slice overhead is small. Use ``num_workers`` for throughput.
 """
