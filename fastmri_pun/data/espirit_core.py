@@ -18,7 +18,8 @@ Three steps (Uecker et al., MRM 71:990, 2014), see :mod:`fastmri_pun.data.espiri
    to coil 0) and the two largest eigenvalues (crop, aliasing check), row chunk by row chunk (a
    reused buffer of about ``chunk_bytes``). Two solvers:
 
-   - ``"eigh"``: batched ``torch.linalg.eigh``, exact; the CUDA default (one batched call).
+   - ``"eigh"``: batched ``torch.linalg.eigh``, exact; the CUDA default (one batched solver
+     call; not yet timed against ``"power"`` on a GPU).
    - ``"power"`` (:func:`_top_eigen_power`), the CPU default: ``eigh`` on every 4th pixel of
      both axes, 6 power iterations elsewhere from the nearest such pixel's eigenvector, and a
      per-pixel certificate ``sin θ ≤ r / (ρ − λ₂) ≤ 1e-3`` (Davis–Kahan, with a Weyl bound on
@@ -51,7 +52,8 @@ COARSE_STRIDE = 4
 POWER_ITERATIONS = 6
 #: per-pixel solver ``"power"``: bound on ``sin θ`` to the exact eigenvector (else ``eigh``)
 TOLERANCE = 1e-3
-#: per-pixel solver of ``solver="auto"`` per device type (measured, see the module docstring)
+#: per-pixel solver of ``solver="auto"`` per device type (CPU: measured, see the module
+#: docstring; CUDA: ``eigh`` is one batched solver call there, not yet timed against ``"power"``)
 AUTO_SOLVER = {"cpu": "power", "cuda": "eigh"}
 
 
