@@ -12,7 +12,9 @@ phantom, birdcage coil maps, equispaced 4× mask; batch 1, 8 coils, 3 unrolls, 1
 ``DnCNN(depth=7, nf=64)`` (no BatchNorm: deepinv's MoDL denoiser), CG solver with implicit
 backward. Ours: the same sizes with BatchNorm (MoDL paper), and each speed path of
 ``fastmri_pun.models.fast_paths`` or torch. Eval-mode reconstructions (no autograd) compare the
-conv-BN folding.
+conv-BN folding. ``--device`` (default: CUDA when present) runs every variant there; on CUDA the
+bf16 variant is automatic mixed precision of the denoiser (AMP on vs the float32 rows: AMP off),
+and the CPU-only Winograd path falls back to the default convolution.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from pathlib import Path
 import torch
 from common import (
     RESULTS_DIR,
+    add_device_argument,
     command_line,
     load_average,
     machine_description,
+    resolve_device,
     table,
     target,
     time_interleaved,
@@ -81,6 +85,7 @@ def ours(kind: str, args: argparse.Namespace, state: dict | None) -> MoDL:
     kwargs["fuse_bn_eval"] = kind.endswith("fused")
     kwargs["denoiser_bf16"] = kind == "bf16"
     model = (ViewLayoutMoDL if kind in ("view", "channels_last") else MoDL)(**kwargs)
+    model.to(args.device)
     if state is not None:
         model.load_state_dict(state)
     if kind == "channels_last":
@@ -104,7 +109,7 @@ def deepinv_model(p: Problem, args: argparse.Namespace) -> tuple[torch.nn.Module
             max_iter=args.cg_iters, tol=1e-6, solver="CG", implicit_backward_solver=True,
         )  # fmt: skip
     den = deepinv.models.DnCNN(2, 2, depth=args.layers, nf=args.chans, pretrained=None)
-    model = deepinv.models.MoDL(denoiser=den, num_iter=args.unrolls)
+    model = deepinv.models.MoDL(denoiser=den, num_iter=args.unrolls).to(args.device)
     y = torch.view_as_real(p.y).permute(0, 4, 1, 2, 3)  # [B, 2, C, H, W]
     return model, lambda: model(y, physics).square().sum(1).sqrt()
 
@@ -141,12 +146,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def bench_size(size: int, args: argparse.Namespace) -> dict:
     """Training-step and eval timings of every variant at one image size."""
-    p = make_problem(size, args.coils, 1, args.seed)
+    p = make_problem(size, args.coils, 1, args.seed).on(args.device)
     ks, mask, tgt = torch.view_as_real(p.y).contiguous(), p.mask[..., None], p.target.abs()
     kinds = [k for k in TRAIN_VARIANTS if k != "deepinv"]
     skipped = {}
-    if not (args.bf16 == "on" or (args.bf16 == "auto" and fp.bf16_supported(torch.device("cpu")))):
-        skipped["bf16"] = "not run: no native bf16 on this CPU (--bf16 on runs it emulated)"
+    if args.bf16 == "off":
+        skipped["bf16"] = "not run (--bf16 off)"
+    elif args.bf16 == "auto" and not fp.bf16_supported(args.device):
+        skipped["bf16"] = f"not run: no native bf16 on this {args.device.type} (--bf16 on runs it)"
+    if args.device.type != "cpu":
+        skipped["winograd"] = "not run: NNPACK Winograd is a CPU path"
     if args.no_compile:
         skipped["compile"] = "not run (--no_compile)"
     kinds = [k for k in kinds if k not in skipped]
@@ -154,7 +163,8 @@ def bench_size(size: int, args: argparse.Namespace) -> dict:
     state = ours("ours", args, None).state_dict()
     models = {k: ours(k, args, state) for k in kinds}
     fwd = {k: (lambda m=m: m(ks, mask, sens_maps=p.maps)) for k, m in models.items()}
-    m64, ks64, maps64 = ours("ours", args, state).double(), ks.double(), p.maps.to(torch.complex128)
+    m64 = ours("ours", args, state).double()
+    ks64, maps64 = ks.double(), p.maps.to(torch.complex128)
     exact = compare(m64, None, lambda: m64(ks64, mask, sens_maps=maps64), tgt.double())
     checks = {k: compare(models[k], exact, fwd[k], tgt) for k in kinds}
     dmodel, dfwd = deepinv_model(p, args)
@@ -162,15 +172,16 @@ def bench_size(size: int, args: argparse.Namespace) -> dict:
     fns.update({k: train_fn(models[k], fwd[k], tgt) for k in kinds})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train = time_interleaved(fns, args.repeats, args.warmup, autograd=True)
+        train = time_interleaved(fns, args.repeats, args.warmup, True, args.device)
     print(f"{size}²: training step wall ms {_ms(train)}", file=sys.stderr)
 
-    eval_models = {k: ours(k, args, state).eval() for k in EVAL_VARIANTS if k != "deepinv"}
+    eval_kinds = [k for k in EVAL_VARIANTS if k != "deepinv" and not k.startswith(tuple(skipped))]
+    eval_models = {k: ours(k, args, state).eval() for k in eval_kinds}
     efns: dict[str, Callable] = {"deepinv": dfwd}
     efns.update({k: (lambda m=m: m(ks, mask, sens_maps=p.maps)) for k, m in eval_models.items()})
     with torch.inference_mode():
         e_out = {k: efns[k]() for k in eval_models}
-    ev = time_interleaved(efns, args.repeats, args.warmup)
+    ev = time_interleaved(efns, args.repeats, args.warmup, device=args.device)
     print(f"{size}²: eval wall ms {_ms(ev)}", file=sys.stderr)
     return {
         "size": size,
@@ -215,8 +226,9 @@ def build_results(rows: list[dict], clock: str) -> dict:
     for row in rows:
         size, train, checks = row["size"], row["train"], row["checks"]
         base, ref = getattr(train["deepinv"], attr), getattr(train["ours"], attr)
-        fast = getattr(train[FASTEST], attr) / base
-        targets.append(target(f"{size}²: ours ({FASTEST}) / deepinv step time", fast, "<=",
+        fastest = next(k for k in (FASTEST, "bf16", "ours") if k in train)
+        fast = getattr(train[fastest], attr) / base
+        targets.append(target(f"{size}²: ours ({fastest}) / deepinv step time", fast, "<=",
                               TARGET_VS_DEEPINV))  # fmt: skip
         rows_t = []
         for key, label in TRAIN_VARIANTS.items():
@@ -236,7 +248,8 @@ def build_results(rows: list[dict], clock: str) -> dict:
                             "lrrrrrrrr"))  # fmt: skip
         ev, eref = row["eval"], getattr(row["eval"]["ours"], attr)
         rows_e = [[label, ev[k].median_ms, ev[k].cpu_median_ms, getattr(ev[k], attr) / eref,
-                   row["eval_rel"].get(k)] for k, label in EVAL_VARIANTS.items()]  # fmt: skip
+                   row["eval_rel"].get(k)] for k, label in EVAL_VARIANTS.items()
+                  if k in ev]  # fmt: skip
         tables.append(table(f"Eval-mode reconstruction (no autograd), {size}×{size}",
                             ["variant", "wall median ms", "CPU median ms", "× ours",
                              "out rel. diff."], rows_e, ["", ".1f", ".1f", ".2f", ".1e"],
@@ -270,6 +283,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="bf16 variant: 'auto' runs it where the CPU has native bf16",
     )  # fmt: skip
     ap.add_argument("--no_compile", action="store_true", help="skip the torch.compile variant")
+    add_device_argument(ap)
     ap.add_argument(
         "--quick", action="store_true",
         help="check that it works: 64² (unless --size), 2 rounds, 1 warm-up step",
@@ -288,6 +302,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("--layers must be >= 2 and every --size an even number >= 8")
     if args.clock == "cpu" and args.threads != 1:
         ap.error("--clock cpu needs --threads 1 (CPU time of several threads adds up their work)")
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as err:
+        ap.error(str(err))
+    if args.clock == "cpu" and args.device.type != "cpu":
+        ap.error("--clock cpu times the CPU; use --clock wall on a GPU")
     return args
 
 
@@ -310,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if args.note:
         machine["note"] = args.note
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    settings["device"] = str(args.device)
     switches = [f" --{k}" for k, v in settings.items() if v is True]
     valued = {k: v for k, v in settings.items() if not isinstance(v, bool)}
     return write_results(

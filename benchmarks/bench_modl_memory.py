@@ -25,10 +25,12 @@ from pathlib import Path
 import torch
 from common import (
     RESULTS_DIR,
+    add_device_argument,
     command_line,
     load_average,
     machine_description,
-    peak_rss_delta,
+    peak_bytes,
+    resolve_device,
     run_children,
     saved_tensor_bytes,
     table,
@@ -73,7 +75,7 @@ def build(args: argparse.Namespace, unrolls: int, checkpoint: bool) -> MoDL:
         learn_sens_maps=False,
         checkpoint_unrolls=checkpoint,
     )
-    return model.train()
+    return model.to(args.device).train()
 
 
 def make_step(model: MoDL, inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
@@ -112,11 +114,11 @@ def memory_child(args: argparse.Namespace) -> dict:
     """Runs inside a fresh process: one warm-up step, then the peak RSS growth of one step
     (median of 3) and the bytes held for the backward."""
     model = build(args, args.child_unrolls, args.child_checkpoint == "on")
-    inputs = modl_inputs(Problem.load(args.problem_file))
+    inputs = modl_inputs(Problem.load(args.problem_file).on(args.device))
     step = make_step(model, inputs)
     step()  # warm-up: FFT plans, thread pools, gradient buffers
     model.zero_grad(set_to_none=True)
-    peaks = sorted(peak_rss_delta(step) for _ in range(3))
+    peaks = sorted(peak_bytes(step, args.device) for _ in range(3))
     model.zero_grad(set_to_none=True)
     return {"peak_rss_bytes": peaks[1], "held_bytes": held_bytes(model, inputs)}
 
@@ -126,6 +128,7 @@ def bench_memory(args: argparse.Namespace, p: Problem) -> dict[tuple[int, bool],
     script = str(Path(__file__).resolve())
     configs = configurations(args.unrolls)
     shared = [f"--{k}={getattr(args, k)}" for k in ("seed", "cg_iters", "chans", "num_layers")]
+    shared.append(f"--device={args.device}")
     with tempfile.TemporaryDirectory() as tmp:
         problem_file = Path(tmp) / "problem.pt"
         p.save(problem_file)
@@ -140,12 +143,12 @@ def bench_memory(args: argparse.Namespace, p: Problem) -> dict[tuple[int, bool],
 
 def bench_time(args: argparse.Namespace, p: Problem) -> dict[tuple[int, bool], dict]:
     """Step time per configuration, all timed side by side (interleaved rounds)."""
-    inputs = modl_inputs(p)
+    inputs = modl_inputs(p.on(args.device))
     steps = {
         label(k, ckpt): make_step(build(args, k, ckpt), inputs)
         for k, ckpt in configurations(args.unrolls)
     }
-    timings = time_interleaved(steps, args.repeats, warmup=1, autograd=True)
+    timings = time_interleaved(steps, args.repeats, 1, True, args.device)
     return {
         (k, ckpt): {
             "wall_ms": timings[label(k, ckpt)].median_ms,
@@ -167,7 +170,8 @@ NOTES = [
     "configuration (`MALLOC_MMAP_THRESHOLD_=65536`, peak mark reset through "
     "`/proc/self/clear_refs`, median of 3 steps after a warm-up step). Held for backward: "
     "distinct storages autograd keeps from the forward (inputs excluded); checkpointed, each "
-    "unroll keeps only its input image and the backward recomputes one unroll at a time.",
+    "unroll keeps only its input image and the backward recomputes one unroll at a time. On "
+    "CUDA (`--device`), the caching allocator's peak above the memory allocated before the step.",
     "Step time: medians of `repeats` interleaved rounds after one warm-up step, every "
     "configuration once per round in rotating order, in one process; ratios use the `clock` "
     "medians (process CPU time with one thread is not inflated by other processes).",
@@ -257,6 +261,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--clock", choices=["wall", "cpu"], default="cpu", help="median the ratios use")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test): " + ", ".join(
         f"{k} {v}" for k, v in QUICK.items()))  # fmt: skip
+    add_device_argument(ap)
     ap.add_argument("--note", default="", help="free text recorded with the machine")
     ap.add_argument("--output_dir", type=Path, default=RESULTS_DIR, help="folder of the JSON file")
     ap.add_argument("--problem_file", type=Path, help="internal: problem of a memory child")
@@ -271,6 +276,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("--repeats, --cg_iters, --chans, --unrolls must be >= 1, --num_layers >= 2")
     if args.clock == "cpu" and args.threads != 1:
         ap.error("--clock cpu needs --threads 1 (CPU time of several threads adds up their work)")
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as err:
+        ap.error(str(err))
+    if args.device.type != "cpu" and args.clock == "cpu":
+        args.clock = "wall"  # the CPU time of a GPU step is not its time
     return args
 
 
@@ -293,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> Path | None:
     if args.note:
         machine["note"] = args.note
     settings = {k: v for k, v in vars(args).items() if k not in (*NOT_SETTINGS, "quick")}
+    settings["device"] = str(args.device)
     script = "benchmarks/bench_modl_memory.py"
     if args.quick:
         given = {k: v for k, v in settings.items() if k not in QUICK}

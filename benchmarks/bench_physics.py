@@ -26,10 +26,12 @@ import numpy as np
 import torch
 from common import (
     RESULTS_DIR,
+    add_device_argument,
     command_line,
     load_average,
     machine_description,
-    peak_rss_delta,
+    peak_bytes,
+    resolve_device,
     run_children,
     saved_tensor_bytes,
     table,
@@ -66,13 +68,16 @@ VARIANTS = {
 }
 
 
-def bench_normal(size: int, coils: int, batch: int, repeats: int, seed: int) -> dict:
+def bench_normal(
+    size: int, coils: int, batch: int, repeats: int, seed: int, device: torch.device | None = None
+) -> dict:
     """Time the normal-operator variants of :data:`VARIANTS` side by side.
 
     Returns ``{"batch", "repeats", "wall_ms", "min_ms" (wall), "cpu_ms": {variant: median ms},
     "rel_err": {"fastmri": relative L2 difference of fastmri's AᴴA x from ours}}``.
     """
-    p = make_problem(size, coils, batch, seed)
+    device = device or torch.device("cpu")
+    p = make_problem(size, coils, batch, seed).on(device)
     op = SenseOp(p.maps, p.mask)
     x = p.z.contiguous()
     x_real = complex_to_real(x).contiguous()
@@ -85,7 +90,7 @@ def bench_normal(size: int, coils: int, batch: int, repeats: int, seed: int) -> 
     }
     with torch.no_grad():
         rel_err = {"fastmri": rel_diff(torch.view_as_complex(ref_fastmri(x_real)), op.normal(x))}
-    timings = time_interleaved(fns, repeats)
+    timings = time_interleaved(fns, repeats, device=device)
     return {
         "batch": batch,
         "repeats": repeats,
@@ -122,22 +127,29 @@ def bench_gradients(p: Problem, iters: Sequence[int], exact_iters: int = 1000) -
     return rows
 
 
-def memory_child(problem_file: Path, mode: str, iters: int, maps_grad: bool) -> dict:
+def memory_child(
+    problem_file: Path, mode: str, iters: int, maps_grad: bool, device: torch.device | None = None
+) -> dict:
     """Runs inside a fresh process (see :func:`bench_memory`): one warm-up step, then the peak RSS
     growth of one forward + backward (median of 3) and the bytes saved for backward."""
-    p = Problem.load(problem_file)
+    device = device or torch.device("cpu")
+    p = Problem.load(problem_file).on(device)
 
     def step() -> None:
         dc_step(p, mode, iters, keep_grads=False, maps_grad=maps_grad)
 
     step()  # warm-up: FFT plans, thread pools
-    peaks = sorted(peak_rss_delta(step) for _ in range(3))
+    peaks = sorted(peak_bytes(step, device) for _ in range(3))
     saved = saved_tensor_bytes(step, exclude=(p.maps, p.z, p.y, p.target))
     return {"peak_rss_bytes": peaks[1], "saved_bytes": saved}
 
 
 def bench_memory(
-    p: Problem, iters: int, maps_grad: bool = True, modes: Sequence[str] = MEMORY_MODES
+    p: Problem,
+    iters: int,
+    maps_grad: bool = True,
+    modes: Sequence[str] = MEMORY_MODES,
+    device: torch.device | None = None,
 ) -> dict[str, dict]:
     """Peak memory of forward + backward for each mode (see :func:`dc_step`), one fresh
     subprocess each, run side by side. Returns ``{mode: {"peak_rss_bytes": int,
@@ -147,7 +159,7 @@ def bench_memory(
         problem_file = Path(tmp) / "problem.pt"
         p.save(problem_file)
         argv = [script, "--problem_file", str(problem_file), "--cg_iters", str(iters)]
-        argv += ["--maps", "learned" if maps_grad else "fixed"]
+        argv += ["--maps", "learned" if maps_grad else "fixed", "--device", str(device or "cpu")]
         res = run_children([[*argv, "--memory_child", m] for m in modes])
     return dict(zip(modes, res, strict=True))
 
@@ -307,6 +319,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="median the ratios use: wall clock or process CPU time ('cpu' needs --threads 1 "
         "and suits a machine shared with other jobs)",
     )  # fmt: skip
+    add_device_argument(ap)
     ap.add_argument("--note", default="", help="free text recorded with the machine")
     ap.add_argument("--output_dir", type=Path, default=RESULTS_DIR, help="folder of the JSON file")
     ap.add_argument(
@@ -322,6 +335,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"--lam must be > 0, got {args.lam}")
     if args.clock == "cpu" and args.threads != 1:
         ap.error("--clock cpu needs --threads 1 (CPU time of several threads adds up their work)")
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as err:
+        ap.error(str(err))
+    if args.device.type != "cpu" and args.clock == "cpu":
+        args.clock = "wall"  # the CPU time of a GPU call is not its time
     return args
 
 
@@ -336,25 +355,28 @@ def main(argv: Sequence[str] | None = None) -> Path | None:
         if args.problem_file is None:
             raise ValueError("--memory_child needs --problem_file")
         res = memory_child(
-            args.problem_file, args.memory_child, args.cg_iters, args.maps == "learned"
+            args.problem_file, args.memory_child, args.cg_iters, args.maps == "learned", args.device
         )
         print(json.dumps(res))
         return None
     machine = machine_description()
     normal_rows = []
     for b in args.batch:
-        normal_rows.append(bench_normal(args.size, args.coils, b, args.repeats, args.seed))
+        normal_rows.append(
+            bench_normal(args.size, args.coils, b, args.repeats, args.seed, args.device)
+        )
         print(f"normal operator, batch {b}: {normal_rows[-1]['wall_ms']}", file=sys.stderr)
     problem = make_problem(args.size, args.coils, 1, args.seed, args.lam)
     memory = {
-        "learned": bench_memory(problem, args.cg_iters, maps_grad=True),
-        "fixed": bench_memory(problem, args.cg_iters, maps_grad=False),
+        "learned": bench_memory(problem, args.cg_iters, True, device=args.device),
+        "fixed": bench_memory(problem, args.cg_iters, False, device=args.device),
     }
-    grads = bench_gradients(problem, sorted(set(args.grad_iters) | {args.cg_iters}))
+    grads = bench_gradients(problem.on(args.device), sorted(set(args.grad_iters) | {args.cg_iters}))
     machine["load average at end"] = load_average()
     if args.note:
         machine["note"] = args.note
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    settings["device"] = str(args.device)
     return write_results(
         args.output_dir / RESULTS_FILE,
         title="Physics",

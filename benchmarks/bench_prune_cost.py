@@ -30,9 +30,11 @@ from typing import Any
 import torch
 from common import (
     RESULTS_DIR,
+    add_device_argument,
     command_line,
     load_average,
     machine_description,
+    resolve_device,
     table,
     target,
     write_results,
@@ -67,6 +69,7 @@ def train_config(method: str, output_dir: Path, args: argparse.Namespace) -> Tra
         "output_dir": str(output_dir),
         "enable_progress_bar": False,
         "num_log_images": 0,
+        "accelerator": "gpu" if args.device.type == "cuda" else "cpu",
     }
     for key in ("density", "sample_rate"):  # the workflow's default unless given
         if getattr(args, key) is not None:
@@ -138,7 +141,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--output_dir", type=Path, default=RESULTS_DIR, help="folder of the JSON file"
     )
-    return parser.parse_args(argv)
+    add_device_argument(parser)
+    args = parser.parse_args(argv)
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -153,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         results = {m: totals(run_method(cfg)) for m, cfg in configs.items()}
     machine["load average at end"] = load_average()
     settings = {k: v for k, v in vars(args).items() if k != "output_dir"}
+    settings["device"] = str(args.device)
     command = command_line("benchmarks/bench_prune_cost.py", settings)
     settings["density"] = configs["pun-it"].to_flat()["density"]
     return write_results(

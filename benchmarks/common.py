@@ -7,8 +7,8 @@
 - :func:`time_interleaved` — warm-up, then repeats of several callables in rotating order (so that
   load from other processes hits every variant alike); median/min/max in milliseconds; without
   autograd, or with it for training steps.
-- :func:`peak_rss_delta` and :func:`run_children` — peak resident memory of one call, measured in a
-  fresh subprocess (torch's CPU allocator calls ``malloc`` directly, so Python's ``tracemalloc``
+- :func:`peak_rss_delta` / :func:`peak_bytes` and :func:`run_children` — peak memory of one call
+  (resident set on CPU, the caching allocator's peak on CUDA), measured in a fresh subprocess (torch's CPU allocator calls ``malloc`` directly, so Python's ``tracemalloc``
   does not see tensors; the kernel's peak-RSS counter does).
 - :func:`saved_tensor_bytes` — bytes autograd keeps for backward (unique storages).
 - :func:`command_line`, :func:`table`, :func:`target` and :func:`write_results` — a benchmark's measurements as one JSON
@@ -223,6 +223,19 @@ def peak_rss_delta(fn: Callable[[], object]) -> int:
     before = _status_kib("VmRSS")
     fn()
     return (_status_kib("VmHWM") - before) * 1024
+
+
+def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
+    """Peak memory growth of one ``step``: resident set on CPU (:func:`peak_rss_delta`), the
+    caching allocator's peak above what was allocated before on CUDA."""
+    if device.type != "cuda":
+        return peak_rss_delta(step)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
 
 
 def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:

@@ -60,6 +60,11 @@ class Problem:
             target=self.target.to(dtype),
         )
 
+    def on(self, device: torch.device) -> Problem:
+        """The same problem with every tensor on ``device``."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v.to(device) for k, v in moved.items() if torch.is_tensor(v)})
+
 
 def make_problem(
     size: int, coils: int, batch: int = 1, seed: int = 0, lam: float = 0.05
@@ -135,7 +140,7 @@ def dc_step(
         raise ValueError(f"mode must be one of {MEMORY_MODES}, got {mode!r}")
     maps = p.maps.clone().requires_grad_(maps_grad)
     z = p.z.clone().requires_grad_(True)
-    lam = torch.tensor(p.lam, dtype=maps.real.dtype, requires_grad=True)
+    lam = torch.tensor(p.lam, dtype=maps.real.dtype, device=maps.device, requires_grad=True)
     op = SenseOp(maps, p.mask)
     rhs = op.A_adjoint(p.y) + lam * z
     if keep_grads:

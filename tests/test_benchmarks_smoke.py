@@ -24,6 +24,8 @@ import bench_modl as bm  # noqa: E402
 import bench_modl_memory as bmm  # noqa: E402
 import bench_physics as bp  # noqa: E402
 import bench_prune_cost as bpc  # noqa: E402
+import bench_sparse_conv as bsc  # noqa: E402
+import bench_structured as bst  # noqa: E402
 import common  # noqa: E402
 import physics_problem  # noqa: E402
 import render  # noqa: E402
@@ -415,3 +417,52 @@ def test_modl_benchmark_variants_agree_and_results_hold_the_ratios(one_thread, m
     monkeypatch.setitem(sys.modules, "deepinv", None)  # import fails as when not installed
     with pytest.raises(SystemExit, match="pip install deepinv"):
         bm.main(["--quick"])
+
+
+def test_sparse_conv_benchmark_variants_equal_dense_and_results_hold_the_ratios(
+    tmp_path: Path, one_thread
+) -> None:
+    """Every sparse kernel of the quick run equals the dense conv (the script fails otherwise);
+    the results hold one ratio per variant, the targets at 3 % and render."""
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(1, 4, 10, 12, generator=gen), torch.randn(6, 4, 3, 3, generator=gen)
+    w = w * bsc.random_mask(w.shape, 0.1, gen)
+    assert int(torch.count_nonzero(w)) == round(0.1 * w.numel())
+    fns = bsc.kernels(x, w, torch.zeros(6))
+    ref = fns.pop("dense")()
+    fns.pop("unfold")
+    assert {"csr_unfold", "scipy_unfold", "csr_shift", "compact_shift", "shift_acc"} <= set(fns)
+    for f in fns.values():
+        assert bsc._rel(f(), ref) <= bsc.MAX_REL_ERR
+    path = bsc.main(["--quick", "--output_dir", str(tmp_path)])
+    data = json.loads(path.read_text())
+    assert data["settings"]["quick"] is True and data["settings"]["device"] == "cpu"
+    layer_table, model_table = data["tables"]
+    assert len(layer_table["rows"]) == 3 * 2  # three layers, two densities
+    assert all(row[-1] <= bsc.MAX_REL_ERR for row in layer_table["rows"])
+    assert all(r > 0 for row in layer_table["rows"] for r in row[3:-1] if r is not None)
+    assert {row[0] for row in model_table["rows"]} == {"denoiser", "modl"}
+    assert all(row[-1] is None or row[-1] <= 1e-4 for row in model_table["rows"])
+    names = [t["name"] for t in data["targets"]]
+    assert "32²: 16→16 conv at 3 %, shift-accumulate / dense" in names
+    assert "32²: denoiser at 3 %, sparse / dense" in names
+    assert "Unstructured sparsity" in "\n".join(render.render_section(data))
+
+
+def test_structured_benchmark_quick_run_checks_slim_against_masked(tmp_path: Path, one_thread):
+    path = bst.main(["--quick", "--output_dir", str(tmp_path), "--device", "cpu"])
+    data = json.loads(path.read_text())
+    assert data["command"] == "python benchmarks/bench_structured.py --device cpu --quick"
+    (tab,) = data["tables"]
+    rows = {r[0]: r for r in tab["rows"]}
+    assert list(rows) == [
+        "dense", "unstructured", "slim 0.5", "slim 0.25", "slim 0.125", "slim 0.03 weights"
+    ]  # fmt: skip
+    # 3-layer 16-channel denoiser: 2·16·9 + 16·16·9 + 16·2·9 = 2880 weights; per-layer fractions;
+    # 3 % = 86 weights: 2 channels per layer give 36 + 36 + 36 = 108 (1: 45, 3: 189)
+    assert [rows[k][1] for k in rows] == [2880, 86, 2 * 8 * 9 * 2 + 8 * 8 * 9, 288, 108, 108]
+    assert all(rows[k][6] < 1e-5 for k in rows if k.startswith("slim"))
+    assert [t["name"] for t in data["targets"]] == [
+        "32²: dense / slim time at 0.25 of the channels"
+    ]
+    assert "dense against channel-slimmed" in "\n".join(render.render_section(data))

@@ -182,3 +182,33 @@ def test_dense_checkpoint_only_for_methods_with_a_dense_phase(tmp_path):
     cfg = TrainConfig.from_flat({"prune": "pun-at", "dense_checkpoint": str(tmp_path / "d")})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         check_dense_checkpoint(cfg)
+
+
+def test_structured_pun_is_compared_with_unstructured_pun_it_as_well():
+    import pandas as pd
+
+    from fastmri_pun.workflows.paper_verdict import comparators, explanation_lines
+
+    exp = _exp(
+        **{
+            "pun-it": {"prune": "pun-it"},
+            "pun-it-channels": {"prune": "pun-it-channels"},
+            "small": {"prune": "none", "match_size": True},
+        }
+    )
+    present = list(exp.methods)
+    against = comparators(exp, "pun-it-channels", present)
+    assert [(c.name, c.control) for c in against] == [
+        ("dense", True), ("pun-it", False), ("small", True)
+    ]  # fmt: skip
+    assert [c.name for c in comparators(exp, "pun-it", present)] == ["dense", "small"]
+    verdicts = {"dense": "better", "pun-it": "worse", "small": "better"}
+    diffs = pd.DataFrame(
+        [{"reference": n, "shift": "noise", "metric": "psnr", "verdict": v}
+         for n, v in verdicts.items()]
+    )  # fmt: skip
+    (line,) = explanation_lines(diffs, "pun-it-channels", against, ["noise"])
+    assert line == (
+        "- **noise** (PSNR): pun-it-channels is better than `dense` and than every control; "
+        "worse than `pun-it` (unstructured PUN-IT, same weight count)."
+    )

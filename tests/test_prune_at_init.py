@@ -155,11 +155,15 @@ def test_every_registry_method_works_by_name_on_a_tiny_modl(method):
     )  # fmt: skip
     report = model.prune_report
     assert report.method == method
-    assert report.kept == round(0.2 * report.total)
+    if method == "pun-it-channels":  # whole channels: the weight count closest to the budget
+        assert abs(report.kept - round(0.2 * report.total)) < 0.05 * report.total
+    else:
+        assert report.kept == round(0.2 * report.total)
     spec = fastmri_pun.pruning.get_pruning_method(method)
     expected_phases = {
         "pun-it": ["search"],
         "pun-at": ["dense", "search"],
+        "pun-it-channels": ["search"],
         "magnitude": ["mask"],
         "magnitude-at": ["dense", "mask"],
         "random": ["mask"],

@@ -349,10 +349,11 @@ def test_imp_schedule_and_prune_step():
 
 
 # ----------------------------------------------------------------------------- methods registry
-def test_registry_lists_the_seven_methods_with_their_docs_table():
+def test_registry_lists_the_eight_methods_with_their_docs_table():
     assert list_pruning_methods() == [
         "pun-it",
         "pun-at",
+        "pun-it-channels",
         "magnitude",
         "magnitude-at",
         "random",
@@ -365,6 +366,8 @@ def test_registry_lists_the_seven_methods_with_their_docs_table():
         "| `pun-it` | PUN search on the frozen initial weights w₀ | w₀ (kept weights only) |",
         "| `pun-at` | dense training, then PUN search on the trained weights | trained weights "
         "(fine-tune) |",
+        "| `pun-it-channels` | PUN search of one logit per output channel on the frozen w₀ | "
+        "w₀ (kept channels only) |",
         "| `magnitude` | global \\|w\\| at init | w₀ |",
         "| `magnitude-at` | global \\|w\\| after dense training | trained weights |",
         "| `random` | uniform random mask | w₀ |",
@@ -376,6 +379,7 @@ def test_registry_lists_the_seven_methods_with_their_docs_table():
     assert needs == {
         "pun-it": search,
         "pun-at": ("train_fn", *search),
+        "pun-it-channels": search,
         "magnitude": (),
         "magnitude-at": ("train_fn",),
         "random": (),
@@ -385,7 +389,7 @@ def test_registry_lists_the_seven_methods_with_their_docs_table():
 
 
 def test_registry_errors_name_the_valid_methods():
-    valid = "pun-it, pun-at, magnitude, magnitude-at, random, snip, imp"
+    valid = "pun-it, pun-at, pun-it-channels, magnitude, magnitude-at, random, snip, imp"
     with pytest.raises(
         ValueError, match=f"unknown pruning method 'lottery'; choose one of {valid}"
     ):

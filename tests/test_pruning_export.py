@@ -163,7 +163,7 @@ def test_export_cli_config_file_and_flags(tmp_path, capsys):
         export_main([ckpt, out, "--check", "--print_config"])
     assert done.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed == {"checkpoint": ckpt, "out": out, "prefix": None, "check": True}
+    assert printed == {"checkpoint": ckpt, "out": out, "prefix": None, "check": True, "slim": False}
     # abbreviated flags and unknown config keys are errors; the latter name the valid keys
     other = str(tmp_path / "b.pt")
     assert export_main([ckpt, other, "--pre", "model."]) == 2
@@ -172,7 +172,7 @@ def test_export_cli_config_file_and_flags(tmp_path, capsys):
     assert export_main(["--config", str(conf), ckpt, other]) == 2
     err = capsys.readouterr().err
     assert "unknown key(s) 'chek' (did you mean 'check'?)" in err
-    assert "valid keys: check, checkpoint, out, prefix" in err
+    assert "valid keys: check, checkpoint, out, prefix, slim" in err
     assert not (tmp_path / "b.pt").exists()
 
 

@@ -73,5 +73,5 @@ def test_top_level_package_exports_the_one_call_pruning_api():
                  "list_pruning_methods"):  # fmt: skip
         assert getattr(fastmri_pun, name) is getattr(pruning, name)
     assert fastmri_pun.list_pruning_methods() == [
-        "pun-it", "pun-at", "magnitude", "magnitude-at", "random", "snip", "imp"
+        "pun-it", "pun-at", "pun-it-channels", "magnitude", "magnitude-at", "random", "snip", "imp"
     ]  # fmt: skip

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from fastmri_pun.cli.train import parse_args
+from fastmri_pun.pruning.masks_file import SavedMasks, load_masks_file, save_masks_file
 from fastmri_pun.utils.run_dir import RunDir
 from fastmri_pun.workflows import train_prune
 from fastmri_pun.workflows.train import fit, prepare
@@ -73,6 +74,8 @@ def test_masks_file_is_written_and_a_rerun_reuses_it(demo_root, tmp_path, monkey
     saved = torch.load(path, weights_only=True)
     assert (saved["method"], saved["density"], saved["seed"]) == ("pun-it", 0.2, 3)
     assert saved["phases"] == ["search"] and saved["init_state_dict"] is None
+    assert saved["settings"]["search_steps"] == 3 and saved["settings"]["temperature"] == 0.2
+    assert saved["settings"]["channel_allocation"] == "global"
     assert _same(saved["masks"], module.prune_masks)
     assert all(m.dtype == torch.bool for m in saved["masks"].values())
 
@@ -88,6 +91,35 @@ def test_masks_file_is_written_and_a_rerun_reuses_it(demo_root, tmp_path, monkey
         _search(demo_root, tmp_path, "pun-it", 4)
     with pytest.raises(ValueError, match=r"masks file .* holds method 'pun-it', this run has"):
         _search(demo_root, tmp_path, "snip", 3)
+    # masks found with other search settings are not reused silently
+    with pytest.raises(ValueError, match=r"masks file .* holds search_steps 3, this run has 5"):
+        _search(demo_root, tmp_path, "pun-it", 3, "--search_steps", "5")
+
+
+def test_structured_masks_file_records_the_channel_settings(demo_root, tmp_path, monkeypatch):
+    _search(demo_root, tmp_path, "pun-it-channels", 0)
+    saved = torch.load(RunDir(tmp_path).search_masks, weights_only=True)
+    assert saved["settings"]["channel_allocation"] == "global"
+    with pytest.raises(ValueError, match=r"holds channel_allocation 'global', this run has 'per"):
+        _search(demo_root, tmp_path, "pun-it-channels", 0, "--channel_allocation", "per-layer")
+    with pytest.raises(ValueError, match=r"holds channel_fraction None, this run has 0.5"):
+        _search(demo_root, tmp_path, "pun-it-channels", 0, "--channel_fraction", "0.5")
+
+
+def test_masks_file_without_recorded_settings_is_still_accepted(tmp_path):
+    """Files written before the settings were recorded load (only method/density/seed
+    checked)."""
+    path = tmp_path / "masks.pt"
+    masks = {"w": torch.ones(2, 3, dtype=torch.bool)}
+    save_masks_file(path, SavedMasks("pun-it", 0.1, 0, masks))
+    payload = torch.load(path, weights_only=True)
+    del payload["settings"]
+    torch.save(payload, path)
+    saved = load_masks_file(
+        path, method="pun-it", density=0.1, seed=0, shapes={"w": (2, 3)},
+        settings={"search_steps": 7},
+    )  # fmt: skip
+    assert saved.settings == {} and torch.equal(saved.masks["w"], masks["w"])
 
 
 def _train_args(demo_root: Path, out: Path) -> list[str]:

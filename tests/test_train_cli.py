@@ -36,7 +36,7 @@ FLAGS = [
     "accelerator", "devices", "strategy", "num_nodes", "log_every_n_steps",
     "num_log_images", "enable_progress_bar",
     "prune", "density", "temperature", "kl_weight", "prior_p", "search_steps", "search_lr",
-    "imp_rounds", "imp_rate",
+    "imp_rounds", "imp_rate", "channel_allocation", "channel_fraction",
 ]  # fmt: skip
 # one per ESPIRiT setting, generated from the dataclass (its fields may change), in the data group
 FLAGS[FLAGS.index("num_workers") + 1 : FLAGS.index("num_workers") + 1] = [

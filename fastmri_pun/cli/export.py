@@ -1,5 +1,7 @@
-"""``python -m fastmri_pun.export CKPT OUT [--check] [--prefix model.]``: compact sparse file of a
-pruned Lightning checkpoint (:func:`fastmri_pun.workflows.export.export_sparse`).
+"""``python -m fastmri_pun.export CKPT OUT [--check] [--prefix model.] [--slim]``: compact sparse file
+of a pruned Lightning checkpoint (:func:`fastmri_pun.workflows.export.export_sparse`), or with
+``--slim`` its model with the pruned whole channels physically removed
+(:func:`~fastmri_pun.workflows.export.export_slim`).
 
 Flags come from :func:`~fastmri_pun.workflows.export.export_sparse`'s signature, also readable
 from a ``--config`` YAML file (keys ``checkpoint``, ``out``, ``prefix``, ``check``; checked by
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from ..workflows.export import export_sparse
+from ..workflows.export import export_slim, export_sparse
 from .common import run_command
 from .config_files import add_config_flag, parse_checked
 
@@ -46,6 +48,14 @@ def build_parser() -> ArgumentParser:
         help="Reload OUT and verify every tensor and mask equals the checkpoint's, bit for bit "
         "(a switch: --check / --no_check; in a config file check: true|false).",
     )
+    parser.add_argument(
+        "--slim",
+        action=ActionYesNo(no_prefix="no_"),
+        default=False,
+        help="Write the model with its pruned whole channels physically removed (smaller convs "
+        "and BatchNorms; e.g. after --prune pun-it-channels) instead of the sparse file; load it "
+        "with fastmri_pun.pruning.load_slim_into (a switch: --slim / --no_slim).",
+    )
     return parser
 
 
@@ -55,6 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         args = parse_checked(build_parser(), argv)
+        if args.slim:
+            slim = export_slim(args.checkpoint, args.out, check=args.check)
+            print(
+                f"wrote {slim.out}: {slim.slim_params} parameters = "
+                f"{slim.slim_params / slim.dense_params:.3f}x the model's {slim.dense_params}, "
+                f"{slim.out_bytes} bytes" + ("; check passed" if slim.checked else "")
+            )
+            return
         result = export_sparse(args.checkpoint, args.out, prefix=args.prefix, check=args.check)
         print(
             f"wrote {result.out}: {result.out_bytes} bytes = {result.ratio:.3f}x the dense "

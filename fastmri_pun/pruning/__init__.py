@@ -27,6 +27,7 @@ from .baselines import (
     snip_masks,
     snip_scores,
 )
+from .channel_slim import slim_channels
 from .config import DEFAULT_PRIOR_P, DEFAULTS, PruneConfig, check_density
 from .export import SparseCheckpoint, load_sparse, load_sparse_into, save_sparse
 from .methods import (
@@ -41,6 +42,7 @@ from .pun import MaskedWeights, pun_loss, search_masks, topk_mask
 from .sample_loss import LOSS_NAMES, image_loss, make_loss_fn
 from .scores import GumbelBernoulliMask
 from .select import DEFAULT_PRUNABLE_TYPES, select_parameters
+from .slim_io import SlimCheckpoint, load_slim, load_slim_into, save_slim
 
 __all__ = [
     "DEFAULTS",
@@ -53,6 +55,7 @@ __all__ = [
     "PruneConfig",
     "PruneReport",
     "PruningMethod",
+    "SlimCheckpoint",
     "SparseCheckpoint",
     "apply_masks",
     "build_pruned_model",
@@ -68,6 +71,8 @@ __all__ = [
     "list_pruning_methods",
     "load_pruned_state_dict",
     "load_sparse",
+    "load_slim",
+    "load_slim_into",
     "load_sparse_into",
     "magnitude_masks",
     "magnitude_scores",
@@ -80,9 +85,11 @@ __all__ = [
     "pun_loss",
     "random_masks",
     "register_pruning_method",
+    "save_slim",
     "save_sparse",
     "search_masks",
     "select_parameters",
+    "slim_channels",
     "snip_masks",
     "snip_scores",
     "topk_mask",

@@ -14,7 +14,7 @@ counterpart for users with their own loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -23,19 +23,11 @@ import torch
 from torch import nn
 
 from ..models.registry import build_model
-from .apply import (
-    Masks,
-    apply_masks,
-    density_report,
-    get_masks,
-    is_pruned,
-    make_permanent,
-    masks_from_state_dict,
-)
-from .baselines import imp_prune_step, imp_schedule, magnitude_masks, random_masks, snip_masks
+from .apply import apply_masks, density_report, get_masks, is_pruned, masks_from_state_dict
 from .config import DEFAULTS, PruneConfig, check_density
+from .loop_procedures import PROCEDURES, MaskJob, PhaseMeter, adam_steps
 from .methods import get_pruning_method
-from .pun import LossFn, cycle_batches, search_masks
+from .pun import LossFn
 from .sample_loss import ImageLoss, make_loss_fn
 from .select import select_parameters
 
@@ -79,62 +71,6 @@ class PruneReport:
         return asdict(self)
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
-    """Move the tensors of a (nested) sample to ``device``; named tuples keep their type."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(_to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
-def _batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its target (fastMRI samples) or of its first
-    tensor (tuples, lists, dicts); 1 when there is none."""
-    target = getattr(batch, "target", None)
-    if isinstance(target, torch.Tensor) and target.ndim >= 3:
-        return int(target.shape[0])
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim else 1
-    values = batch.values() if isinstance(batch, Mapping) else batch
-    if isinstance(values, (list, tuple)) or isinstance(batch, Mapping):
-        for value in values:
-            if isinstance(value, torch.Tensor):
-                return _batch_size(value)
-    return 1
-
-
-class _Meter:
-    """Counts steps, samples and seconds of one phase of :func:`prune_at_init`."""
-
-    def __init__(self, loss_fn: LossFn, device: torch.device) -> None:
-        self._loss_fn = loss_fn
-        self._device = device
-        self.phases: dict[str, dict[str, float]] = {}
-        self._current: dict[str, float] | None = None
-
-    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
-        batch = _to_device(batch, self._device)
-        if self._current is not None:
-            self._current["steps"] += 1
-            self._current["samples"] += _batch_size(batch)
-        return self._loss_fn(model, batch)
-
-    def run(self, phase: str, fn: Callable[[], Any]) -> Any:
-        self._current = {"steps": 0, "samples": 0, "wall_time_s": 0.0}
-        start = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            self._current["wall_time_s"] = time.perf_counter() - start
-            self.phases[phase] = self._current
-            self._current = None
-
-
 @contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     """Seed the CPU and CUDA generators inside the block and restore their states after it."""
@@ -142,23 +78,6 @@ def _seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         yield
-
-
-def _train(
-    model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, steps: int, lr: float
-) -> None:
-    """``steps`` Adam steps on ``model``'s trainable parameters (masked or not), in place."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    was_training = model.training
-    model.train()
-    try:
-        for _, batch in zip(range(steps), cycle_batches(batches), strict=False):
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model, batch).backward()
-            optimizer.step()
-    finally:
-        model.train(was_training)
 
 
 def prune_at_init(
@@ -197,8 +116,8 @@ def prune_at_init(
         density: fraction of the prunable weights kept, in (0, 1]; exactly
             ``round(density * N)`` weights are kept.
         method: a name of :func:`~fastmri_pun.pruning.methods.list_pruning_methods`:
-            ``"pun-it"``, ``"pun-at"``, ``"magnitude"``, ``"magnitude-at"``, ``"random"``,
-            ``"snip"``, ``"imp"``.
+            ``"pun-it"``, ``"pun-at"``, ``"pun-it-channels"``, ``"magnitude"``,
+            ``"magnitude-at"``, ``"random"``, ``"snip"``, ``"imp"``.
         steps: Adam steps of the PUN mask search (``pun-it``, ``pun-at``).
         loss: a loss name of :data:`LOSS_NAMES` (default ``"ssim_l1"``) or an ``ImageLoss``
             ``(output [B, h, w], target [B, h, w], max_value [B]) -> []``.
@@ -237,7 +156,7 @@ def prune_at_init(
     needs_data = bool(spec.required_arguments)
     if needs_data and dataloader is None:
         raise ValueError(f"method {method!r} needs a dataloader")
-    if spec.procedure not in _PROCEDURES:
+    if spec.procedure not in PROCEDURES:
         raise ValueError(
             f"method {method!r}: mask procedure {spec.procedure!r} runs only in "
             "fastmri_pun.workflows.prune.find_masks"
@@ -245,16 +164,16 @@ def prune_at_init(
     loss_fn = make_loss_fn(loss) if loss_fn is None else loss_fn
     names = select_parameters(model, cfg.include, cfg.exclude, trainable_only=cfg.trainable_only)
     device = next(model.parameters()).device
-    meter = _Meter(loss_fn, device)
+    meter = PhaseMeter(loss_fn, device)
 
     def train(phase: str) -> None:
-        meter.run(phase, lambda: _train(model, dataloader, meter.loss, train_steps, train_lr))
+        meter.run(phase, lambda: adam_steps(model, dataloader, meter.loss, train_steps, train_lr))
 
     start = time.perf_counter()
     with _seeded(seed):
         if spec.dense_first:
             train("dense")
-        masks = _PROCEDURES[spec.procedure](_Job(model, names, cfg, dataloader, meter, train))
+        masks = PROCEDURES[spec.procedure](MaskJob(model, names, cfg, dataloader, meter, train))
     if not is_pruned(model):
         apply_masks(model, masks)
     report = density_report(model, masks)
@@ -271,102 +190,6 @@ def prune_at_init(
         wall_time_s=time.perf_counter() - start,
     )
     return model
-
-
-@dataclass
-class _Job:
-    """What a mask procedure of :func:`prune_at_init` works with.
-
-    Attributes:
-        model: the unpruned model. names: its parameters to mask. cfg: the method's settings.
-        batches: the dataloader (``None`` for data-free methods). meter: counts each phase.
-        train: ``train(phase)`` runs the method's dense training steps as phase ``phase``.
-    """
-
-    model: nn.Module
-    names: list[str]
-    cfg: PruneConfig
-    batches: Any
-    meter: _Meter
-    train: Callable[[str], None]
-
-
-_Procedure = Callable[[_Job], Masks]
-
-
-def _pun(job: _Job) -> Masks:
-    cfg = job.cfg
-    masks, _ = job.meter.run(
-        "search",
-        lambda: search_masks(
-            job.model,
-            job.batches,
-            job.meter.loss,
-            steps=cfg.search_steps,
-            names=job.names,
-            **cfg.search_options(),
-        ),
-    )
-    return masks
-
-
-def _magnitude(job: _Job) -> Masks:
-    cfg = job.cfg
-    return job.meter.run(
-        "mask", lambda: magnitude_masks(job.model, cfg.density, job.names, cfg.min_per_layer)
-    )
-
-
-def _random(job: _Job) -> Masks:
-    cfg = job.cfg
-    return job.meter.run(
-        "mask",
-        lambda: random_masks(job.model, cfg.density, job.names, cfg.seed, cfg.min_per_layer),
-    )
-
-
-def _snip(job: _Job) -> Masks:
-    model, cfg = job.model, job.cfg
-
-    def run() -> Masks:
-        first = [b for _, b in zip(range(cfg.snip_batches), job.batches, strict=False)]
-        if not first:
-            raise ValueError("dataloader yielded no batch")
-        was_training = model.training
-        model.train()
-        try:
-            return snip_masks(
-                model, cfg.density, first, job.meter.loss, job.names, cfg.min_per_layer
-            )
-        finally:
-            model.train(was_training)
-
-    return job.meter.run("snip", run)
-
-
-def _imp(job: _Job) -> Masks:
-    model, cfg = job.model, job.cfg
-    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    masks: Masks | None = None
-    for r, round_density in enumerate(imp_schedule(cfg.density, cfg.imp_rounds, cfg.imp_rate), 1):
-        job.train(f"imp-{r}")
-        masks = imp_prune_step(model, round_density, masks, job.names, cfg.min_per_layer)
-        make_permanent(model)  # rewind: the next round trains the new mask from w0
-        model.load_state_dict(init)
-        apply_masks(model, masks)
-    if masks is None:  # density 1: nothing to prune
-        masks = {n: torch.ones_like(init[n], dtype=torch.bool) for n in job.names}
-    return masks
-
-
-#: procedure key of :class:`~fastmri_pun.pruning.methods.PruningMethod` → plain-loop procedure
-_PROCEDURES: dict[str, _Procedure] = {
-    "pun-search": _pun,
-    "magnitude": _magnitude,
-    "random": _random,
-    "snip": _snip,
-    "imp": _imp,
-}
 
 
 def build_pruned_model(

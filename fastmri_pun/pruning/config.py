@@ -60,6 +60,11 @@ class PruneConfig:
             sensitivity network).
         min_per_layer: Weights every selected layer keeps at least.
         seed: Seed of the Gumbel noise and of the random mask.
+        channel_allocation: Structured PUN (pun-it-channels): spread the kept channels by one
+            global ranking of the channel logits ('global') or keep the same fraction of every
+            layer's channels ('per-layer').
+        channel_fraction: Structured PUN: keep this fraction of the channels instead of the
+            channel count whose weight count is closest to density; null = follow density.
     """
 
     density: float = 0.03
@@ -78,6 +83,8 @@ class PruneConfig:
     trainable_only: bool = True
     min_per_layer: int = 1
     seed: int = 0
+    channel_allocation: Literal["global", "per-layer"] = "global"
+    channel_fraction: float | None = None
 
     def __post_init__(self) -> None:
         check_density(self.density)
@@ -93,6 +100,8 @@ class PruneConfig:
             "imp_rate": 0 < self.imp_rate < 1,
             "snip_batches": self.snip_batches >= 1,
             "min_per_layer": self.min_per_layer >= 1,
+            "channel_allocation": self.channel_allocation in ("global", "per-layer"),
+            "channel_fraction": self.channel_fraction is None or 0 < self.channel_fraction <= 1,
         }
         for name, ok in checks.items():
             if not ok:

@@ -6,6 +6,7 @@ the same run loads it instead of searching again. The file is a ``torch.save`` d
 ``torch.load(..., weights_only=True)``::
 
     {"format": 1, "method": "pun-it", "density": 0.03, "seed": 42,
+     "settings": {"temperature": 0.2, ...},     # every PruneConfig field of the search
      "phases": ["search"],                      # phases the search ran
      "masks": {name: BoolTensor},               # parameter name (unpruned model) -> mask, CPU
      "init_state_dict": {key: Tensor} | None}   # weights the sparse training starts from,
@@ -18,6 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +44,9 @@ class SavedMasks:
         phases: the phases the search ran (``"search"``, ``"dense"``, ``"imp-1"``, ...).
         init_state_dict: the weights the sparse training starts from, for methods that train
             before pruning (``None`` when the sparse training starts from the initial weights).
+        settings: the pruning settings the masks were found with (``PruneConfig`` fields: search
+            steps, temperature, channel allocation, ...); a rerun with other values is refused.
+            Empty in files written before the settings were recorded.
     """
 
     method: str
@@ -50,6 +55,7 @@ class SavedMasks:
     masks: Masks
     phases: list[str] = field(default_factory=list)
     init_state_dict: dict[str, torch.Tensor] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def save_masks_file(path: str | os.PathLike, saved: SavedMasks) -> Path:
@@ -61,6 +67,7 @@ def save_masks_file(path: str | os.PathLike, saved: SavedMasks) -> Path:
         "method": str(saved.method),
         "density": float(saved.density),
         "seed": int(saved.seed),
+        "settings": dict(saved.settings),
         "phases": [str(p) for p in saved.phases],
         "masks": {n: m.detach().to("cpu", torch.bool) for n, m in saved.masks.items()},
         "init_state_dict": (
@@ -79,6 +86,7 @@ def load_masks_file(
     density: float,
     seed: int,
     shapes: Mapping[str, Sequence[int]],
+    settings: Mapping[str, Any] | None = None,
 ) -> SavedMasks:
     """Read a masks file and check that it belongs to this run.
 
@@ -86,10 +94,13 @@ def load_masks_file(
         path: the file (``RunDir.search_masks``).
         method, density, seed: the run's pruning method, target density and seed.
         shapes: the run's prunable parameters, name → shape (the masks must cover exactly these).
+        settings: the run's pruning settings; every one the file recorded must be equal (a file
+            without recorded settings is accepted).
 
     Raises:
-        ValueError: the file cannot be read, or its method, density, seed or masked parameters
-            differ from the run's (one line naming the first difference and the file).
+        ValueError: the file cannot be read, or its method, density, seed, recorded settings or
+            masked parameters differ from the run's (one line naming the first difference and the
+            file).
     """
     path = Path(path)
     try:
@@ -101,10 +112,13 @@ def load_masks_file(
     if not isinstance(data, dict) or data.get("format") != MASKS_FILE_FORMAT:
         raise ValueError(f"masks file {path} is not a masks file of format {MASKS_FILE_FORMAT}")
     expected = {"method": method, "density": float(density), "seed": int(seed)}
+    recorded = data.get("settings") or {}
+    expected.update({k: v for k, v in (settings or {}).items() if k in recorded})
     for key, value in expected.items():
-        if data.get(key) != value:
+        if (recorded if key in recorded else data).get(key) != value:
+            found = (recorded if key in recorded else data).get(key)
             raise ValueError(
-                f"masks file {path} holds {key} {data.get(key)!r}, this run has {value!r}; "
+                f"masks file {path} holds {key} {found!r}, this run has {value!r}; "
                 "delete it or choose another --output_dir"
             )
     masks = data.get("masks") or {}
@@ -123,4 +137,5 @@ def load_masks_file(
         masks={n: m.to(torch.bool) for n, m in masks.items()},
         phases=list(data.get("phases") or []),
         init_state_dict=data.get("init_state_dict"),
+        settings=dict(recorded),
     )

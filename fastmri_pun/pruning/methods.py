@@ -6,8 +6,8 @@ training starts from. The procedures themselves (they run trainers) live in
 :mod:`fastmri_pun.workflows.prune`, keyed by :attr:`PruningMethod.procedure`;
 ``workflows.prune.find_masks(method, ...)`` looks the method up here.
 
-Built-in methods, in this order: ``pun-it``, ``pun-at``, ``magnitude``, ``magnitude-at``,
-``random``, ``snip``, ``imp`` (see :func:`pruning_methods_table`). A new method is one
+Built-in methods, in this order: ``pun-it``, ``pun-at``, ``pun-it-channels``, ``magnitude``,
+``magnitude-at``, ``random``, ``snip``, ``imp`` (see :func:`pruning_methods_table`). A new method is one
 :func:`register_pruning_method` call (plus, for a new procedure,
 ``workflows.prune.register_mask_procedure``).
 """
@@ -39,7 +39,7 @@ class PruningMethod:
         mask_from: what the mask is computed from (a docs table cell).
         starts_from: the weights the final sparse training starts from (a docs table cell).
         procedure: key of the mask procedure in :mod:`fastmri_pun.workflows.prune`
-            (``"pun-search"``, ``"magnitude"``, ``"random"``, ``"snip"``, ``"imp"``).
+            (``"pun-search"``, ``"pun-channel-search"``, ``"magnitude"``, ``"random"``, ``"snip"``, ``"imp"``).
         dense_first: train densely (``train_fn(model, "dense")``) before finding the mask; the
             final training then starts from the trained weights.
         search: the procedure runs the PUN search (needs ``make_trainer``, ``loss_fn``,
@@ -136,6 +136,15 @@ for _method in (
         "trained weights (fine-tune)",
         procedure="pun-search",
         dense_first=True,
+        search=True,
+    ),
+    PruningMethod(
+        "pun-it-channels",
+        "structured PUN: one mask logit per output channel, learned on the frozen initial "
+        "weights; whole channels pruned (density = fraction of weights kept)",
+        "PUN search of one logit per output channel on the frozen w₀",
+        "w₀ (kept channels only)",
+        procedure="pun-channel-search",
         search=True,
     ),
     PruningMethod(

@@ -24,73 +24,19 @@ from .apply import Masks, is_pruned
 from .config import DEFAULTS, check_density
 from .scores import GumbelBernoulliMask
 from .select import select_parameters
+from .topk import keep_budget, topk_mask
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
-
-def keep_budget(
-    sizes: Sequence[int], density: float, min_per_layer: int = DEFAULTS.min_per_layer
-) -> tuple[int, int]:
-    """``(k, needed)``: the weights a global top-k keeps, ``k = round(density · N)`` of the
-    ``N = sum(sizes)`` weights of layers of ``sizes``, and the fewest it must keep to give every
-    layer ``min_per_layer`` weights (at least one weight). Pruning is feasible when
-    ``k >= needed``."""
-    k = round(density * sum(sizes))
-    return k, max(1, sum(min(min_per_layer, n) for n in sizes))
-
-
-def topk_mask(
-    scores: Mapping[str, torch.Tensor],
-    density: float,
-    min_per_layer: int = DEFAULTS.min_per_layer,
-) -> Masks:
-    """Global top-k hard mask: keep the ``k = round(density * N)`` highest-scoring weights.
-
-    Args:
-        scores: name → ``[*param.shape]`` float scores (keep-probabilities, logits, ``|w|``...);
-            ``-inf`` marks weights that must not be kept (unless a layer would end empty).
-        density: fraction of the ``N`` weights (all layers together) to keep, in (0, 1].
-        min_per_layer: guard — every layer keeps at least this many weights (its best ones), the
-            rest of the budget goes to the global ranking, so the total stays exactly ``k``.
-
-    Returns:
-        name → bool mask on CPU (True = keep). Ties are broken by position (stable sort), so
-        the result is deterministic.
-
-    Raises:
-        ValueError: density outside (0, 1], empty ``scores``, NaN scores, or ``k`` too small to
-            give every layer ``min_per_layer`` weights.
-    """
-    density = check_density(density)
-    if not scores:
-        raise ValueError("scores: no parameter to rank")
-    names = list(scores)
-    flat = [scores[n].detach().reshape(-1).float().cpu() for n in names]
-    for name, s in zip(names, flat, strict=True):
-        if torch.isnan(s).any():
-            raise ValueError(f"scores of parameter {name!r} contain NaN")
-    sizes = [s.numel() for s in flat]
-    total = sum(sizes)
-    k, needed = keep_budget(sizes, density, min_per_layer)
-    forced_per_layer = [min(min_per_layer, n) for n in sizes]
-    if k < needed:
-        raise ValueError(
-            f"density {density} keeps {k} of {total} weights, fewer than {min_per_layer} per "
-            f"layer for {len(names)} layers"
-        )
-    keep = torch.zeros(total, dtype=torch.bool)
-    offset = 0
-    for s, n_forced in zip(flat, forced_per_layer, strict=True):
-        best = torch.sort(s, descending=True, stable=True).indices[:n_forced]
-        keep[best + offset] = True
-        offset += s.numel()
-    order = torch.sort(torch.cat(flat), descending=True, stable=True).indices
-    rest = order[~keep[order]]
-    keep[rest[: k - int(keep.sum())]] = True
-    return {
-        n: chunk.reshape(scores[n].shape)
-        for n, chunk in zip(names, torch.split(keep, sizes), strict=True)
-    }
+__all__ = [
+    "LossFn",
+    "MaskedWeights",
+    "cycle_batches",
+    "keep_budget",
+    "pun_loss",
+    "search_masks",
+    "topk_mask",
+]
 
 
 def cycle_batches(batches: Iterable[Any]) -> Iterator[Any]:
@@ -252,6 +198,7 @@ def search_masks(
     min_per_layer: int = DEFAULTS.min_per_layer,
     seed: int = DEFAULTS.seed,
     log: Callable[[int, dict[str, float]], None] | None = None,
+    scores: GumbelBernoulliMask | None = None,
 ) -> tuple[Masks, GumbelBernoulliMask]:
     """PUN mask search in a plain PyTorch loop (the Lightning version is ``MaskSearchModule``).
 
@@ -269,19 +216,28 @@ def search_masks(
         min_per_layer: see :func:`topk_mask`.
         seed: seed of the Gumbel noise generator.
         log: optional ``log(step, {"loss", "data_loss", "kl", "mean_p", "frac_p_gt_half"})``.
+        scores: a prebuilt mask distribution to learn instead of one logit per weight of
+            ``names``, e.g. :class:`~fastmri_pun.pruning.channel_scores.ChannelScores` (one
+            logit per output channel); it masks ``scores.masked_names`` and gives the result by
+            ``scores.hard_masks(density, min_per_layer)``. ``names``, ``temperature`` and
+            ``prior_p`` are then unused (they are the distribution's own).
 
     Returns:
-        ``(masks, scores)``: the hard top-k masks (CPU bool) and the learned logits.
+        ``(masks, scores)``: the hard masks (CPU bool; global top-k of the logits for the
+        default distribution) and the learned logits.
     """
     density = check_density(density)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    names = list(names) if names is not None else select_parameters(model)
     params = dict(model.named_parameters())
+    if scores is None:
+        names = list(names) if names is not None else select_parameters(model)
+        scores = GumbelBernoulliMask(
+            {n: params[n].shape for n in names}, temperature=temperature, prior_p=prior_p
+        )
+    names = scores.masked_names
     device = params[names[0]].device
-    scores = GumbelBernoulliMask(
-        {n: params[n].shape for n in names}, temperature=temperature, prior_p=prior_p
-    ).to(device)
+    scores = scores.to(device)
     optimizer = torch.optim.Adam(scores.parameters(), lr=lr)
     generator = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
@@ -300,4 +256,4 @@ def search_masks(
                     log(step, values | scores.stats())
     finally:
         model.train(was_training)
-    return topk_mask(scores.logit_dict(), density, min_per_layer), scores
+    return scores.hard_masks(density, min_per_layer), scores

@@ -19,7 +19,9 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, kl_divergence
 
+from .apply import Masks
 from .config import DEFAULTS, KL_REDUCTIONS
+from .topk import topk_mask
 
 
 class GumbelBernoulliMask(nn.Module):
@@ -57,8 +59,13 @@ class GumbelBernoulliMask(nn.Module):
             [nn.Parameter(torch.full(tuple(shapes[n]), float(init_logit))) for n in self.names]
         )
 
+    @property
+    def masked_names(self) -> list[str]:
+        """The parameters whose weights :meth:`sample` masks (here: one per logit tensor)."""
+        return list(self.names)
+
     def numel(self) -> int:
-        """Total number of masked weights."""
+        """Total number of logits (here: of masked weights)."""
         return sum(s.numel() for s in self.logits)
 
     def logit_dict(self) -> dict[str, torch.Tensor]:
@@ -115,6 +122,13 @@ class GumbelBernoulliMask(nn.Module):
             for s in self.logits
         )
         return total / self.numel() if reduction == "mean" else total
+
+    @torch.no_grad()
+    def hard_masks(self, density: float, min_per_layer: int = DEFAULTS.min_per_layer) -> Masks:
+        """Hard masks of the search result: the global top-k logits
+        (:func:`~fastmri_pun.pruning.topk.topk_mask`), name → CPU bool mask of the weight's
+        shape. Raises ``ValueError`` as ``topk_mask``."""
+        return topk_mask(self.logit_dict(), density, min_per_layer)
 
     @torch.no_grad()
     def stats(self) -> dict[str, float]:

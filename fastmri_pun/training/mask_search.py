@@ -30,7 +30,6 @@ from ..pruning import (
     check_density,
     pun_loss,
     select_parameters,
-    topk_mask,
 )
 from ..pruning.config import DEFAULTS, KL_REDUCTIONS
 
@@ -66,6 +65,11 @@ class MaskSearchModule(pl.LightningModule):
         lr: Adam learning rate of the logits (``PruneConfig.search_lr``).
         min_per_layer: every layer keeps at least this many weights in :meth:`hard_masks`.
         seed: seed of the Gumbel noise (rank ``r`` uses ``seed + r``).
+        scores: a prebuilt mask distribution to learn instead of one logit per weight, e.g.
+            :class:`~fastmri_pun.pruning.channel_scores.ChannelScores` (one logit per output
+            channel); the model is masked on ``scores.masked_names`` (``names`` is then unused;
+            ``temperature`` and ``prior_p`` are the distribution's own), the hard masks are
+            ``scores.hard_masks(density, min_per_layer)``.
 
     Defaults: those of :class:`fastmri_pun.pruning.config.PruneConfig`.
 
@@ -87,21 +91,25 @@ class MaskSearchModule(pl.LightningModule):
         lr: float = DEFAULTS.search_lr,
         min_per_layer: int = DEFAULTS.min_per_layer,
         seed: int = DEFAULTS.seed,
+        scores: GumbelBernoulliMask | None = None,
     ) -> None:
         super().__init__()
         if kl_reduction not in KL_REDUCTIONS:
             raise ValueError(f"kl_reduction must be 'sum' or 'mean', got {kl_reduction!r}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        self.save_hyperparameters(ignore=["model", "loss_fn", "names"])
+        self.save_hyperparameters(ignore=["model", "loss_fn", "names", "scores"])
         self.model = model
         self.loss_fn = loss_fn
-        self.names = list(names) if names is not None else select_parameters(model)
         self.density = check_density(density)
-        params = dict(model.named_parameters())
-        self.scores = GumbelBernoulliMask(
-            {n: params[n].shape for n in self.names}, temperature=temperature, prior_p=prior_p
-        )
+        if scores is None:
+            names = list(names) if names is not None else select_parameters(model)
+            params = dict(model.named_parameters())
+            scores = GumbelBernoulliMask(
+                {n: params[n].shape for n in names}, temperature=temperature, prior_p=prior_p
+            )
+        self.scores = scores
+        self.names = scores.masked_names
         self.masked = MaskedWeights(model, self.names)
         self.rank_mismatch: bool | None = None
         self._generator: torch.Generator | None = None
@@ -148,7 +156,8 @@ class MaskSearchModule(pl.LightningModule):
         return total
 
     def on_validation_epoch_start(self) -> None:
-        masks = topk_mask(self.scores.logit_dict(), self.density, self.hparams.min_per_layer)
+        masks = self.scores.hard_masks(self.density, self.hparams.min_per_layer)
+        masks = {n: m for n, m in masks.items() if n in self.masked.names}
         self.masked.set({n: m.to(self.device, torch.float32) for n, m in masks.items()})
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -162,13 +171,16 @@ class MaskSearchModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ result
     def probabilities(self) -> dict[str, torch.Tensor]:
-        """name → keep-probabilities ``[*param.shape]`` float32 (detached)."""
+        """name → keep-probabilities (detached float32): ``[*param.shape]`` for one logit per
+        weight, ``[C_out]`` per conv for structured PUN's one logit per output channel
+        (:class:`~fastmri_pun.pruning.channel_scores.ChannelScores`)."""
         return {n: p.detach() for n, p in self.scores.probabilities().items()}
 
     def hard_masks(self, density: float | None = None) -> Masks:
-        """Global top-k masks at ``density`` (default: the module's), CPU bool, identical on all
-        ranks (rank 0's are broadcast when ``torch.distributed`` is initialised)."""
+        """Hard masks at ``density`` (default: the module's; global top-k of the logits, or the
+        distribution's own ``hard_masks``), CPU bool, identical on all ranks (rank 0's are
+        broadcast when ``torch.distributed`` is initialised)."""
         density = self.density if density is None else check_density(density)
-        masks = topk_mask(self.scores.logit_dict(), density, self.hparams.min_per_layer)
+        masks = self.scores.hard_masks(density, self.hparams.min_per_layer)
         masks, self.rank_mismatch = sync_masks(masks)
         return masks

@@ -6,6 +6,11 @@ in dense form (pruned entries are zero), stored as kept values + bit-mask/indice
 :mod:`fastmri_pun.pruning.export`), and the masks. Load it with
 ``fastmri_pun.pruning.load_sparse_into(model, path)`` or ``load_sparse(path)``.
 Shell: ``python -m fastmri_pun.export CKPT OUT --check``.
+
+:func:`export_slim` (``--slim``) writes an inference model instead: the checkpoint's model with
+its pruned whole channels physically removed
+(:func:`~fastmri_pun.pruning.channel_slim.slim_channels`; e.g. after ``--prune pun-it-channels``),
+loaded with ``fastmri_pun.pruning.load_slim_into(model, path)``.
 """
 
 from __future__ import annotations
@@ -19,9 +24,18 @@ from typing import Any
 import torch
 
 from ..pruning import dense_state_dict, load_sparse, save_sparse
-from ..training.recon_module import load_checkpoint_file
+from ..pruning.channel_slim import slim_channels
+from ..pruning.slim_io import load_slim_into, save_slim
+from ..training.recon_module import ReconstructionModule, load_checkpoint_file
 
-__all__ = ["ExportResult", "export_sparse", "infer_prefix", "model_state_dict"]
+__all__ = [
+    "ExportResult",
+    "SlimExportResult",
+    "export_slim",
+    "export_sparse",
+    "infer_prefix",
+    "model_state_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -142,5 +156,60 @@ def export_sparse(
         dense_bytes=sum(v.numel() * v.element_size() for v in state.values()),
         out_bytes=out_path.stat().st_size,
         density=kept / total,
+        checked=check,
+    )
+
+
+@dataclass(frozen=True)
+class SlimExportResult:
+    """What :func:`export_slim` wrote.
+
+    ``out``: the slim-model file; ``dense_params`` / ``slim_params``: parameters of the
+    checkpoint's model and of the slim one; ``out_bytes``: size of ``out``; ``checked``: the
+    file was reloaded into a fresh model and compared bit for bit.
+    """
+
+    out: Path
+    dense_params: int
+    slim_params: int
+    out_bytes: int
+    checked: bool
+
+
+def export_slim(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, *, check: bool = False
+) -> SlimExportResult:
+    """Write the checkpoint's model with its pruned channels physically removed (atomically).
+
+    Args:
+        checkpoint: a :class:`~fastmri_pun.training.ReconstructionModule` checkpoint (pruned
+            with whole-channel masks, e.g. ``--prune pun-it-channels``).
+        out: slim-model file to write (:func:`~fastmri_pun.pruning.slim_io.save_slim`; its
+            meta holds the checkpoint's ``hyper_parameters`` to rebuild the model).
+        check: reload ``out`` into a freshly built model and verify every tensor equals the
+            slim model's, bit for bit.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+        ValueError: a bad checkpoint (:meth:`ReconstructionModule.load_checkpoint`), whole
+            channels that cannot be removed (:func:`slim_channels`), or a failed check.
+    """
+    module = ReconstructionModule.load_checkpoint(checkpoint)
+    model = module.model.eval()
+    slim = slim_channels(model)
+    hparams = dict(module.hparams)
+    meta = {"source": str(checkpoint), "hyper_parameters": hparams}
+    out_path = save_slim(out, slim, meta)
+    if check:
+        fresh = load_slim_into(ReconstructionModule(**hparams).model, out_path)
+        expected = slim.state_dict()
+        for key, value in fresh.state_dict().items():
+            if not torch.equal(value.cpu(), expected[key].cpu()):
+                raise ValueError(f"check failed: entry {key!r} differs after reloading {out_path}")
+    return SlimExportResult(
+        out=out_path,
+        dense_params=sum(p.numel() for p in model.parameters()),
+        slim_params=sum(p.numel() for p in slim.parameters()),
+        out_bytes=out_path.stat().st_size,
         checked=check,
     )

@@ -178,11 +178,12 @@ def _compare_sections(
     exp: ExperimentConfig, pooled: pd.DataFrame, metrics: list[str], shifts: list[str],
     suite_cfg: SuiteConfig, n_seeds: int,
 ) -> tuple[list[str], pd.DataFrame]:  # fmt: skip
-    """The verdict sections of PUN-IT and PUN-AT against dense and each control."""
+    """The verdict sections of PUN-IT, PUN-AT and structured PUN-IT against dense and each
+    control (structured PUN-IT also against unstructured PUN-IT)."""
     present = list(dict.fromkeys(pooled["model"]))
     lines, frames = [], []
     unit = "volumes" if suite_cfg.by_volume else "images"
-    for method in ("pun-it", "pun-at"):
+    for method in ("pun-it", "pun-at", "pun-it-channels"):
         if method not in present or method == exp.reference:
             continue
         against = [c for c in comparators(exp, method, present) if c.name in present]

@@ -29,6 +29,13 @@ __all__ = [
 
 _FORMATS = {"psnr": "{:+.2f} dB", "ssim": "{:+.4f}"}
 _SHORT = {"better": "better", "worse": "worse", "no significant difference": "n.s."}
+_PHRASE = {
+    "better": "better than",
+    "worse": "worse than",
+    "no significant difference": "no significant difference to",
+}
+#: the pruning method compared with unstructured PUN-IT besides the dense controls
+STRUCTURED = "pun-it-channels"
 
 
 @dataclass(frozen=True)
@@ -38,18 +45,28 @@ class Comparator:
     Attributes:
         name: the method's name in the experiment.
         role: what it controls for (``"reference, early-stopped"``, ``"equal compute"``, ...).
+        control: a dense control that can explain a difference to the reference (module
+            docstring); ``False`` for another pruned method compared alongside (structured
+            PUN against unstructured PUN-IT at the same weight count).
     """
 
     name: str
     role: str
+    control: bool = True
 
 
 def comparators(exp: ExperimentConfig, method: str, present: Sequence[str]) -> list[Comparator]:
     """The reference and the controls that apply to ``method`` (those among ``present``): dense
-    methods with ``match_compute`` of ``method``, ``match_size`` or ``select_weight_decay``."""
+    methods with ``match_compute`` of ``method``, ``match_size`` or ``select_weight_decay``; for
+    structured PUN (``prune: pun-it-channels``) also the unstructured PUN-IT methods (every
+    pruned method of an experiment keeps the same fraction of the weights)."""
     out = [Comparator(str(exp.reference), "reference, early-stopped")]
+    structured = exp.methods.get(method, {}).get("prune") == STRUCTURED
     for name in present:
         if name not in exp.methods:  # zero-filled
+            continue
+        if structured and exp.methods[name].get("prune") == "pun-it":
+            out.append(Comparator(name, "unstructured PUN-IT, same weight count", control=False))
             continue
         c = exp.controls(name)
         if name == exp.reference or exp.methods[name].get("prune") != "none":
@@ -133,7 +150,8 @@ def explanation_lines(
 ) -> list[str]:
     """One bullet per shift: ``method`` against the reference, and what the controls say
     (module docstring)."""
-    ref, controls = against[0], list(against[1:])
+    ref, controls = against[0], [c for c in against[1:] if c.control]
+    others = [c for c in against[1:] if not c.control]
     lines = []
     for shift in shifts:
         v_ref = _verdict(diffs, ref.name, shift, metric)
@@ -159,6 +177,10 @@ def explanation_lines(
                 text += "; better than " + ", ".join(f"`{n}`" for n in beaten)
             if lost:
                 text += "; worse than " + ", ".join(f"`{n}`" for n in lost)
+        for c in others:
+            v = _verdict(diffs, c.name, shift, metric)
+            if v is not None:
+                text += f"; {_PHRASE[v]} `{c.name}` ({c.role})"
         lines.append(f"- **{shift}** ({metric.upper()}): {method} is {text}.")
     return lines
 

@@ -15,14 +15,18 @@ names (:attr:`~fastmri_pun.pruning.methods.PruningMethod.procedure`):
 procedure      runs                                                          mask
 =============  ============================================================  ====================
 pun-search     PUN search (frozen weights, ``make_trainer("search")``)       top-k logits
+pun-channel-   PUN search of one logit per output channel                    top channels, as
+search                                                                       many weights
 magnitude      —                                                             top-k ``|w|``
 random         —                                                             uniform random top-k
 snip           one scoring pass over ``cfg.snip_batches`` batches            top-k ``|g ⊙ w|``
 imp            R × (train masked → prune ``cfg.imp_rate`` of the rest)       top-k ``|w|`` of kept
 =============  ============================================================  ====================
 
-All masks keep exactly ``round(density · N)`` of the ``N`` selected weights (global ranking, every
-layer keeps at least ``cfg.min_per_layer``). The math lives in :mod:`fastmri_pun.pruning`.
+All unstructured masks keep exactly ``round(density · N)`` of the ``N`` selected weights (global
+ranking, every layer keeps at least ``cfg.min_per_layer``); the channel masks keep the channel
+counts whose weight count is closest to it
+(:class:`~fastmri_pun.pruning.channel_scores.ChannelScores`). The math lives in :mod:`fastmri_pun.pruning`.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from ..pruning import (
     select_parameters,
     snip_masks,
 )
+from ..pruning.channel_scores import channel_scores
 from ..pruning.config import PruneConfig
 from ..pruning.methods import get_pruning_method, list_pruning_methods
 from ..training.mask_search import MaskSearchModule, sync_masks
@@ -167,6 +172,20 @@ def _pun_search(request: MaskRequest) -> Masks:
         request.names,
         **cfg.search_options(),
     )
+    try:
+        request.make_trainer("search").fit(module, train_dataloaders=request.train_loader)
+        masks = module.hard_masks()
+    finally:
+        module.release()
+    request.phases.append("search")
+    return masks
+
+
+@register_mask_procedure("pun-channel-search")
+def _pun_channel_search(request: MaskRequest) -> Masks:
+    cfg = request.cfg
+    scores = channel_scores(request.model, request.names, cfg)
+    module = MaskSearchModule(request.model, request.loss_fn, scores=scores, **cfg.search_options())
     try:
         request.make_trainer("search").fit(module, train_dataloaders=request.train_loader)
         masks = module.hard_masks()

@@ -67,6 +67,8 @@ PRUNE_FLAGS = (
     "search_lr",
     "imp_rounds",
     "imp_rate",
+    "channel_allocation",
+    "channel_fraction",
 )
 
 

@@ -24,7 +24,7 @@ the same ``--seed`` therefore find identical masks.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,12 @@ def prune_module(
     return report
 
 
+def mask_settings(pcfg: PruneConfig) -> dict[str, Any]:
+    """The pruning settings recorded with (and checked against) a run's masks file: every
+    :class:`PruneConfig` field except those the file records on its own (density, seed)."""
+    return {k: v for k, v in asdict(pcfg).items() if k not in ("density", "seed")}
+
+
 def _find_masks(
     cfg: TrainConfig, pcfg: PruneConfig, module: ReconstructionModule, dm: SliceDataModule
 ) -> SavedMasks:
@@ -173,6 +179,7 @@ def _find_masks(
         masks=result.masks,
         phases=list(result.phases),
         init_state_dict=result.init_state_dict if dense_first else None,
+        settings=mask_settings(pcfg),
     )
 
 
@@ -190,6 +197,7 @@ def _load_saved_masks(
         density=pcfg.density,
         seed=pcfg.seed,
         shapes={n: params[n].shape for n in names},
+        settings=mask_settings(pcfg),
     )
     if saved.init_state_dict is not None:
         try:
