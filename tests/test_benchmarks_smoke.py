@@ -19,6 +19,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import bench_espirit as be  # noqa: E402
+import bench_espirit_speed as bes  # noqa: E402
 import bench_modl as bm  # noqa: E402
 import bench_modl_memory as bmm  # noqa: E402
 import bench_physics as bp  # noqa: E402
@@ -306,6 +307,30 @@ def test_espirit_benchmark_quick_run_measures_the_defaults(tmp_path: Path, one_t
     (defaults,) = [t for t in data["tables"] if t["caption"].startswith("Defaults")]
     row = dict(zip(defaults["header"], defaults["rows"][0], strict=True))
     assert row["holes"] == 0 and row["crop"] == 0.9 and row["min object eigenvalue"] > 0.9
+
+
+def test_espirit_speed_quick_run_agrees_with_sigpy_and_certifies_the_power_solver(
+    tmp_path: Path, one_thread
+) -> None:
+    """The quick speed benchmark: our maps equal sigpy's up to a phase (99th percentile ≤ 1e-3),
+    the certified power solver misses no support pixel, the precompute computed every slice."""
+    path = bes.main(["--quick", "--output_dir", str(tmp_path)])
+    data = json.loads(path.read_text())
+    assert data["settings"]["quick"] is True
+    targets = {t["name"]: t for t in data["targets"]}
+    sigpy = targets["ours vs sigpy residual, 99th percentile"]
+    assert sigpy["met"] and sigpy["value"] <= 1e-3
+    tables = {t["caption"]: t for t in data["tables"]}
+    solvers = {
+        r[0]: r for r in tables["Per-pixel eigenvectors: eigh vs power iteration (CPU ms)"]["rows"]
+    }
+    assert solvers["espirit_eigenmaps, power, crop 0"][2] == 0.0
+    assert solvers["espirit_eigenmaps, power, crop 0"][3] <= 1.1e-3
+    assert solvers["G only: eigh"][2] == 0.0
+    (pre,) = tables["Precompute command (precompute_maps), cold cache"]["rows"]
+    assert pre[1] == 2 and pre[5] > 0
+    (batch,) = tables["Batch: per-slice CPU time"]["rows"]
+    assert batch[0] == 2 and batch[1] > 0 and batch[2] > 0
 
 
 def test_modl_memory_step_and_held_bytes_at_a_tiny_size(one_thread):

@@ -13,7 +13,8 @@ import pytest
 import torch
 from quirk_files import simulate_volume, true_coil_maps
 
-from fastmri_pun.data import espirit as esp_mod
+from fastmri_pun.data import espirit_cache as cache_mod
+from fastmri_pun.data import espirit_calib as calib_mod
 from fastmri_pun.data.espirit import (
     EspiritSettings,
     SensitivityCache,
@@ -180,7 +181,7 @@ def test_settings_interface() -> None:
 def test_cache_warns_on_other_settings_and_never_caches_non_finite(
     tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(esp_mod, "_warned_dirs", set())
+    monkeypatch.setattr(cache_mod, "_warned_dirs", set())
     k, _, _ = _quirk(4, 64)
     cols = _cols(64, 10)
     cache = SensitivityCache(tmp_path)
@@ -205,7 +206,7 @@ def test_cache_warns_on_other_settings_and_never_caches_non_finite(
     def broken(*args, **kwargs):
         return np.full(k.shape, np.nan, np.complex64)
 
-    monkeypatch.setattr(esp_mod, "espirit_maps", broken)
+    monkeypatch.setattr(calib_mod, "espirit_maps", broken)
     with pytest.raises(ValueError, match="non-finite"):
         cache.get_or_compute(k * cols, cols, "b.h5", 0)
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").glob("*.npy"))

@@ -11,6 +11,12 @@ evaluation compute: maps precomputed with the defaults are found by a default tr
 the shift folders) or one split folder. Files with their own ``mask`` (fastMRI test/challenge)
 get maps from that mask, as evaluation reads them. Shell:
 ``python -m fastmri_pun.cli.espirit --data_path DIR --maps_cache_dir CACHE ...``.
+
+Maps are computed one slice per call, through the transform (the training code path and cache
+keys): :func:`~fastmri_pun.data.espirit.espirit_maps` takes a batch of slices, but on the CPU a
+batch of 4 was not faster per slice (1.19 s vs 1.04 s CPU at 320², 16 coils,
+``benchmarks/bench_espirit_speed.py``): the per-pixel work grows with the slices and the
+per-slice overhead is small. Use ``num_workers`` for throughput.
 """
 
 from __future__ import annotations
