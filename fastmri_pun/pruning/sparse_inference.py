@@ -9,9 +9,10 @@ patches). Work: ``nnz · H · W`` multiply-adds against ``C_out · C_in · k² �
 convolution, but at a far lower rate per multiply-add than oneDNN's dense kernels.
 
 Measured by ``benchmarks/bench_sparse_conv.py`` (one CPU thread, float32, batch 1, the 3×3
-convolutions of MoDL's 64-channel denoiser): at 3 % density the 64→64 layer takes 0.64× the time
-of dense ``F.conv2d`` at 128² and 0.52× at 320², the whole 7-layer denoiser 0.54× and 0.52×; it
-loses on 64² images and from 5 % density on. Sparse CSR products over unfolded patches lose on
+convolutions of MoDL's 64-channel denoiser, idle AVX2 CPU): at 3 % density the 64→64 layer takes
+0.58× the time of dense ``F.conv2d`` at 128² and 0.82× at 320², the whole 7-layer denoiser 0.66×
+and 0.51×, a MoDL reconstruction 0.60× and 0.55×; it loses on 64² images and from 5–10 % density
+on. Sparse CSR products over unfolded patches lose on
 the 64-input-channel layers (the unfold alone costs more than the dense convolution). :func:`sparsify_for_inference`
 therefore converts only layers with density ≤ :data:`DEFAULT_MAX_DENSITY` and computes them
 sparsely only on images of at least :data:`DEFAULT_MIN_PIXELS` pixels.
