@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -103,6 +104,18 @@ class Bart:
 #: eigengap λ₁ − λ₂ below which a pixel's eigenvector counts as ill-conditioned in the agreement
 #: table (a perturbation ε of G turns the eigenvector by about ε / gap)
 WELL_CONDITIONED_GAP = 0.1
+
+
+def bart_region(folder: Path, args: list[str]) -> tuple[int, int]:
+    """``(first row, first column)`` of the calibration region BART's ``ecalib ARGS`` picks
+    (its debug output ``pos: XxYx0``; x = readout = our rows)."""
+    cmd = ["bart", "ecalib", "-d5", "-m1", *args, str(folder / "kspace"), str(folder / "maps")]
+    out = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), check=True,
+                         capture_output=True, text=True)  # fmt: skip
+    found = re.search(r"pos: (\d+)x(\d+)x", out.stdout + out.stderr)
+    if found is None:
+        raise RuntimeError("bart ecalib -d5 did not report its calibration region")
+    return int(found.group(1)), int(found.group(2))
 
 
 def residuals(
@@ -292,11 +305,28 @@ def main(argv: list[str] | None = None) -> Path:
                 *residuals(ours_sq, read_cfl(folder / "maps", km.shape), gap),
             ]
         )
-        Bart(folder, ["-r", "24", "-k", "6", "-t", "0.0004", "-c", "0.9", "-O"])()
+        square_args = ["-r", "24", "-k", "6", "-t", "0.0004", "-c", "0.9", "-O"]
+        Bart(folder, square_args)()
         agree.append(
             [
                 "ours vs BART -O (no orthogonal iterations), 24² k6 t0.02 c0.9",
                 *residuals(ours_sq, read_cfl(folder / "maps", km.shape), gap),
+            ]
+        )
+        # BART places its 24² region itself (it reports where): ours on that same block
+        r0, c0 = bart_region(folder, square_args)
+        same = torch.from_numpy(km[:, r0 : r0 + 24, c0 : c0 + 24].copy())[None]
+        maps_same, eig_same = espirit_eigenmaps(same, *km.shape[1:], 6, 0.02, crop=0.9)
+        ours_same = (maps_same[0] * (eig_same[0, 0] > 0.9)).numpy()
+        _, exact_same = espirit_eigenmaps(same, *km.shape[1:], 6, 0.02, solver="eigh")
+        agree.append(
+            [
+                f"ours vs BART -O, BART's block (rows {r0}–{r0 + 23}, columns {c0}–{c0 + 23})",
+                *residuals(
+                    ours_same,
+                    read_cfl(folder / "maps", km.shape),
+                    (exact_same[0, 0] - exact_same[0, 1]).numpy(),
+                ),
             ]
         )
     shutil.rmtree(folder, ignore_errors=True)
@@ -348,10 +378,12 @@ def main(argv: list[str] | None = None) -> Path:
             "are nonzero (crop 0.9 in both; BART given -t = thresh², as it thresholds squared "
             "singular values; -O: BART's exact eigendecomposition instead of its default "
             "orthogonal iterations); large values sit where the two top eigenvalues are "
-            "close and the eigenvector is ill-conditioned (sigpy: 100 power iterations). A "
-            "perturbation ε of G turns the eigenvector by about ε / (λ₁ − λ₂): the worst 1 % of the residuals sit at a median gap far below "
-            "the typical one, so the residual is also given over the pixels with λ₁ − λ₂ ≥ 0.1 "
-            "(BART computes in single precision throughout, ours the kernels in double).",
+            "close and the eigenvector is ill-conditioned (sigpy: 100 power iterations; a "
+            "perturbation ε of G turns the eigenvector by about ε / (λ₁ − λ₂)). BART places "
+            "its 24² calibration region itself (its debug output names it; on these slices one "
+            "readout row off the centred block of ours and sigpy's), so the maps of its "
+            "default region differ where the eigengap is small; the last row compares ours (the "
+            "default CPU solver, certified power iterations) on BART's own block.",
             "Per-pixel step: eigh of all C×C matrices vs power iterations from the column of "
             "largest diagonal entry; 'miss' = share of support pixels (top eigenvalue > 0.9) "
             "whose residual against eigh exceeds 1e-3.",
@@ -362,15 +394,14 @@ def main(argv: list[str] | None = None) -> Path:
             common.target("ours (defaults) / BART ecalib -m1 time", ratio, "<=", 0.5),
             common.target("ours vs sigpy residual, 99th percentile", agree[0][2], "<=", 1e-3),
             common.target(
-                "ours vs BART -O (24²) residual, 99th percentile",
-                agree[2][2] if bart else None,
+                "ours vs BART -O on BART's calibration block, 99th percentile",
+                agree[3][2] if bart else None,
                 "<=",
                 1e-3,
             ),
             common.target(
-                f"ours vs BART -O (24²) residual, 99th percentile where λ₁−λ₂ ≥ "
-                f"{WELL_CONDITIONED_GAP}",
-                agree[2][5] if bart else None,
+                "ours vs BART -O on BART's calibration block, max",
+                agree[3][1] if bart else None,
                 "<=",
                 1e-3,
             ),

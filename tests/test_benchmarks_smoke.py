@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -466,3 +467,23 @@ def test_structured_benchmark_quick_run_checks_slim_against_masked(tmp_path: Pat
         "32²: dense / slim time at 0.25 of the channels"
     ]
     assert "dense against channel-slimmed" in "\n".join(render.render_section(data))
+
+
+def test_bart_region_reads_the_calibration_block_bart_reports(monkeypatch, tmp_path):
+    """BART picks its calibration region itself; the benchmark compares with ours on the block
+    named in ``ecalib -d5``'s output (x = readout = our rows), and fails loudly without it."""
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen["cmd"] = cmd
+        text = "Calibration region...  (size: 24x24x1, pos: 149x148x0)\nDone.\n"
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr=text)
+
+    monkeypatch.setattr(bes.subprocess, "run", fake_run)
+    assert bes.bart_region(tmp_path, ["-r", "24", "-O"]) == (149, 148)
+    assert seen["cmd"][:4] == ["bart", "ecalib", "-d5", "-m1"] and "-O" in seen["cmd"]
+    monkeypatch.setattr(
+        bes.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, "", "")
+    )
+    with pytest.raises(RuntimeError, match="did not report its calibration region"):
+        bes.bart_region(tmp_path, [])
