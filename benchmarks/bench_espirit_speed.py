@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> Path:
         args.size, args.coils, args.repeats = 128, 8, 1
         args.volumes, args.slices, args.batch, args.iters = 1, 2, 2, [10]
     torch.set_num_threads(1)
-    device = common.resolve_device(args.device)
+    device = args.device
     machine = common.machine_description()
     k = slice_kspace(args.size, args.coils, args.seed)
     cols = equispaced_cols(args.size, args.acs)

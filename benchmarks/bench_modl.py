@@ -33,7 +33,6 @@ from common import (
     command_line,
     load_average,
     machine_description,
-    resolve_device,
     table,
     target,
     time_interleaved,
@@ -302,10 +301,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("--layers must be >= 2 and every --size an even number >= 8")
     if args.clock == "cpu" and args.threads != 1:
         ap.error("--clock cpu needs --threads 1 (CPU time of several threads adds up their work)")
-    try:
-        args.device = resolve_device(args.device)
-    except ValueError as err:
-        ap.error(str(err))
     if args.clock == "cpu" and args.device.type != "cpu":
         ap.error("--clock cpu times the CPU; use --clock wall on a GPU")
     return args

@@ -30,7 +30,6 @@ from common import (
     load_average,
     machine_description,
     peak_bytes,
-    resolve_device,
     run_children,
     saved_tensor_bytes,
     table,
@@ -276,10 +275,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("--repeats, --cg_iters, --chans, --unrolls must be >= 1, --num_layers >= 2")
     if args.clock == "cpu" and args.threads != 1:
         ap.error("--clock cpu needs --threads 1 (CPU time of several threads adds up their work)")
-    try:
-        args.device = resolve_device(args.device)
-    except ValueError as err:
-        ap.error(str(err))
     if args.device.type != "cpu" and args.clock == "cpu":
         args.clock = "wall"  # the CPU time of a GPU step is not its time
     return args

@@ -34,7 +34,6 @@ from common import (
     command_line,
     load_average,
     machine_description,
-    resolve_device,
     table,
     target,
     write_results,
@@ -143,10 +142,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add_device_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        args.device = resolve_device(args.device)
-    except ValueError as err:
-        parser.error(str(err))
     return args
 
 

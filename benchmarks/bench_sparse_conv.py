@@ -41,7 +41,6 @@ from common import (
     command_line,
     load_average,
     machine_description,
-    resolve_device,
     table,
     target,
     time_interleaved,
@@ -312,7 +311,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_device_argument(ap)
     ap.set_defaults(device="cpu")
     args = ap.parse_args(argv)
-    if resolve_device(args.device).type != "cpu":
+    if args.device.type != "cpu":
         ap.error("this benchmark measures CPU kernels: use --device cpu")
     if args.quick:
         args.size = args.size or [32]
@@ -350,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if args.note:
         machine["note"] = args.note
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    settings["device"] = str(args.device)
     switches = [f" --{k}" for k, v in settings.items() if v is True]
     valued = {k: v for k, v in settings.items() if not isinstance(v, bool)}
     return write_results(

@@ -36,7 +36,6 @@ from common import (
     command_line,
     load_average,
     machine_description,
-    resolve_device,
     table,
     target,
     time_interleaved,
@@ -224,7 +223,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run the benchmark; returns the written JSON file."""
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device = args.device
     if device.type == "cuda" and args.clock == "cpu":
         args.clock = "wall"  # kernels run on the GPU: process CPU time does not measure them
     torch.set_num_threads(args.threads)
@@ -234,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if args.note:
         machine["note"] = args.note
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    settings["device"] = str(args.device)
     script = "benchmarks/bench_structured.py"
     if args.quick:
         command = command_line(script, {"device": args.device}) + " --quick"

@@ -101,12 +101,22 @@ def machine_description() -> dict[str, str]:
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device auto|cpu|cuda|cuda:N``: where the benchmark's tensors live (auto: CUDA when
-    present)."""
+    present); parsed into a ``torch.device`` (:func:`resolve_device`), a bad value is a usage
+    error."""
     parser.add_argument(
         "--device",
+        type=_device_argument,
         default="auto",
         help="torch device to benchmark on: auto (CUDA when present, else CPU), cpu, cuda, cuda:N",
     )
+
+
+def _device_argument(name: str) -> torch.device:
+    """:func:`resolve_device` as an argparse type: a bad value is a usage error."""
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,9 +130,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"unknown --device {name!r}: {err}") from None
+        raise ValueError(f"unknown device {name!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        raise ValueError(f"{name}: CUDA is not available on this machine")
     return device
 
 
