@@ -119,33 +119,26 @@ class MaskJob:
 _Procedure = Callable[[MaskJob], Masks]
 
 
-def _pun(job: MaskJob) -> Masks:
+def _search(job: MaskJob, **distribution: Any) -> Masks:
+    """The PUN search in a plain loop with the mask distribution given by ``distribution``
+    (``names=`` for one logit per weight, ``scores=`` for a prebuilt one); phase ``search``."""
     cfg = job.cfg
     masks, _ = job.meter.run(
         "search",
         lambda: search_masks(
-            job.model,
-            job.batches,
-            job.meter.loss,
-            steps=cfg.search_steps,
-            names=job.names,
+            job.model, job.batches, job.meter.loss, steps=cfg.search_steps, **distribution,
             **cfg.search_options(),
-        ),
-    )
-    return masks
-
-
-def _pun_channels(job: MaskJob) -> Masks:
-    cfg = job.cfg
-    scores = channel_scores(job.model, job.names, cfg)
-    masks, _ = job.meter.run(
-        "search",
-        lambda: search_masks(
-            job.model, job.batches, job.meter.loss, steps=cfg.search_steps,
-            scores=scores, **cfg.search_options(),
         ),
     )  # fmt: skip
     return masks
+
+
+def _pun(job: MaskJob) -> Masks:
+    return _search(job, names=job.names)
+
+
+def _pun_channels(job: MaskJob) -> Masks:
+    return _search(job, scores=channel_scores(job.model, job.names, job.cfg))
 
 
 def _magnitude(job: MaskJob) -> Masks:

@@ -163,14 +163,11 @@ def register_mask_procedure(key: str) -> Callable[[MaskProcedure], MaskProcedure
     return deco
 
 
-@register_mask_procedure("pun-search")
-def _pun_search(request: MaskRequest) -> Masks:
-    cfg = request.cfg
+def _lightning_search(request: MaskRequest, **distribution: Any) -> Masks:
+    """The PUN search through Lightning with the mask distribution given by ``distribution``
+    (``names=`` for one logit per weight, ``scores=`` for a prebuilt one); phase ``search``."""
     module = MaskSearchModule(
-        request.model,
-        request.loss_fn,
-        request.names,
-        **cfg.search_options(),
+        request.model, request.loss_fn, **distribution, **request.cfg.search_options()
     )
     try:
         request.make_trainer("search").fit(module, train_dataloaders=request.train_loader)
@@ -181,18 +178,15 @@ def _pun_search(request: MaskRequest) -> Masks:
     return masks
 
 
+@register_mask_procedure("pun-search")
+def _pun_search(request: MaskRequest) -> Masks:
+    return _lightning_search(request, names=request.names)
+
+
 @register_mask_procedure("pun-channel-search")
 def _pun_channel_search(request: MaskRequest) -> Masks:
-    cfg = request.cfg
-    scores = channel_scores(request.model, request.names, cfg)
-    module = MaskSearchModule(request.model, request.loss_fn, scores=scores, **cfg.search_options())
-    try:
-        request.make_trainer("search").fit(module, train_dataloaders=request.train_loader)
-        masks = module.hard_masks()
-    finally:
-        module.release()
-    request.phases.append("search")
-    return masks
+    scores = channel_scores(request.model, request.names, request.cfg)
+    return _lightning_search(request, scores=scores)
 
 
 @register_mask_procedure("magnitude")
