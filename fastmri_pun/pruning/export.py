@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils.io import atomic_path
 from .apply import Masks, apply_masks
+from .payload_file import load_payload, plain, save_payload
 
 FORMAT, VERSION = "fastmri_pun.sparse", 1
 
@@ -123,7 +123,7 @@ def to_sparse(
         "order": list(state_dict),
         "dense": dense,
         "sparse": sparse,
-        "meta": _plain(dict(meta or {})),
+        "meta": plain(dict(meta or {})),
     }
 
 
@@ -149,23 +149,12 @@ def save_sparse(
 ) -> Path:
     """Write the compact checkpoint atomically (:func:`fastmri_pun.utils.io.atomic_path`);
     returns ``path``. Raises ``ValueError`` as :func:`to_sparse` (nothing is written then)."""
-    path = Path(path)
-    payload = to_sparse(state_dict, masks, meta)
-    # a file object, not a path: torch.save names the archive's records after a path's stem
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-    return path
+    return save_payload(path, to_sparse(state_dict, masks, meta))
 
 
 def load_sparse(path: str | os.PathLike) -> SparseCheckpoint:
     """Read a file written by :func:`save_sparse` (``torch.load(weights_only=True)``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sparse checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors: not our file
-        raise ValueError(f"{path} is not a {FORMAT} checkpoint ({exc.__class__.__name__})") from exc
+    payload = load_payload(path, "sparse checkpoint", f"{FORMAT} checkpoint")
     try:
         return from_sparse(payload)
     except ValueError as exc:
@@ -183,14 +172,3 @@ def load_sparse_into(model: nn.Module, path: str | os.PathLike, prune: bool = Tr
     if prune:
         apply_masks(model, ckpt.masks)
     return model
-
-
-def _plain(obj: Any) -> Any:
-    """Keep what ``torch.load(weights_only=True)`` can read back; ``repr`` the rest."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    return repr(obj)

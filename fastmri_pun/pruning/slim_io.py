@@ -19,11 +19,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ..utils.io import atomic_path
 from .apply import is_pruned
 from .channel_groups import find_channel_groups
 from .channel_slim import shrink_channels
-from .export import _plain
+from .payload_file import load_payload, plain, save_payload
 
 __all__ = ["SlimCheckpoint", "load_slim", "load_slim_into", "save_slim"]
 
@@ -53,12 +52,9 @@ def save_slim(
         "version": VERSION,
         "widths": {g.conv: g.channels for g in find_channel_groups(model)},
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "meta": _plain(dict(meta or {})),
+        "meta": plain(dict(meta or {})),
     }
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-    return path
+    return save_payload(path, payload)
 
 
 def load_slim(path: str | os.PathLike) -> SlimCheckpoint:
@@ -68,13 +64,7 @@ def load_slim(path: str | os.PathLike) -> SlimCheckpoint:
         FileNotFoundError: no such file.
         ValueError: not a slim-model file, or another version.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"slim model file {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip errors: not our file
-        raise ValueError(f"{path} is not a {FORMAT} file ({exc.__class__.__name__})") from exc
+    payload = load_payload(path, "slim model file", f"{FORMAT} file")
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
     if payload.get("version") != VERSION:
