@@ -151,6 +151,11 @@ class ChannelScores(GumbelBernoulliMask):
             total += c_out * c_in * math.prod(shape[2:])
         return total
 
+    def fewest_weights(self, min_per_layer: int = DEFAULTS.min_per_layer) -> int:
+        """Selected weights kept at the least: ``min_per_layer`` channels in every group (all of
+        a narrower one) and every selected weight outside the groups."""
+        return self.weight_count({g.weight: min(min_per_layer, g.channels) for g in self.groups})
+
     @torch.no_grad()
     def hard_masks(self, density: float, min_per_layer: int = DEFAULTS.min_per_layer) -> Masks:
         """Whole-channel masks of every selected weight: name → CPU bool mask of its shape.
@@ -244,7 +249,7 @@ def channel_counts(
             k = round(channel_fraction * sum(sizes.values())) - sum(floor.values())
             return candidates[min(max(k, 0), len(candidates) - 1)]
     target = round(density * sum(math.prod(s) for s in scores.shapes.values()))
-    floor_count = scores.weight_count(candidates[0])
+    floor_count = scores.fewest_weights(min_per_layer)
     if floor_count > target:
         warnings.warn(
             f"density {density} keeps {target} weights, but the selected weights outside channel "

@@ -75,13 +75,32 @@ def mask_settings(cfg: PruneConfig) -> dict[str, Any]:
 
 def requested_pruning(path: str | os.PathLike) -> tuple[str, float, dict[str, Any]] | None:
     """``(method, requested density, recorded settings)`` of a masks file, ``None`` when the file
-    is missing or unreadable. The requested density is what ``--density`` asked for; a pruned
+    is missing or no masks file. The requested density is what ``--density`` asked for; a pruned
     checkpoint holds the density reached, which differs for whole-channel methods."""
-    try:
-        data = torch.load(Path(path), map_location="cpu", weights_only=True)
-        return str(data["method"]), float(data["density"]), dict(data.get("settings") or {})
-    except Exception:  # noqa: BLE001  (any missing or foreign file: no record)
+    if not Path(path).is_file():
         return None
+    try:
+        data = _read(Path(path))
+        return str(data["method"]), float(data["density"]), dict(data.get("settings") or {})
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The payload of a masks file.
+
+    Raises:
+        ValueError: the file cannot be read or is no masks file of this format.
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (any unreadable file: one line)
+        raise ValueError(
+            f"masks file {path} is not readable ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != MASKS_FILE_FORMAT:
+        raise ValueError(f"masks file {path} is not a masks file of format {MASKS_FILE_FORMAT}")
+    return data
 
 
 def save_masks_file(path: str | os.PathLike, saved: SavedMasks) -> Path:
@@ -129,14 +148,7 @@ def load_masks_file(
             file).
     """
     path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (any unreadable file: one line)
-        raise ValueError(
-            f"masks file {path} is not readable ({type(err).__name__}: {err})"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != MASKS_FILE_FORMAT:
-        raise ValueError(f"masks file {path} is not a masks file of format {MASKS_FILE_FORMAT}")
+    data = _read(path)
     expected = {"method": method, "density": float(density), "seed": int(seed)}
     recorded = data.get("settings") or {}
     expected.update({k: v for k, v in (settings or {}).items() if k in recorded})

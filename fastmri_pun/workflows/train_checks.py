@@ -140,9 +140,7 @@ def check_prune_density(cfg: TrainConfig, module: ReconstructionModule) -> None:
         if p.channel_fraction is not None:
             return
         scores = channel_scores(module.model, names, p)
-        fewest = scores.weight_count(
-            {g.weight: min(p.min_per_layer, g.channels) for g in scores.groups}
-        )
+        fewest = scores.fewest_weights(p.min_per_layer)
         kept = round(p.density * total)
         if kept < fewest:
             raise ValueError(
