@@ -54,12 +54,15 @@ class ChannelGroup:
         norm: module name of the ``nn.BatchNorm2d`` on its output (``None`` if there is none).
         consumer: module name of the ``nn.Conv2d`` whose input channels are ``conv``'s outputs.
         channels: ``conv.out_channels`` (= ``consumer.in_channels``).
+        instance_norms: module names of the (non-affine) ``nn.InstanceNorm2d`` layers between
+            ``conv`` and ``consumer``, whose ``num_features`` follow the kept channels.
     """
 
     conv: str
     norm: str | None
     consumer: str
     channels: int
+    instance_norms: tuple[str, ...] = ()
 
     @property
     def weight(self) -> str:
@@ -88,6 +91,7 @@ def _group_in(seq_name: str, seq: nn.Sequential, index: int) -> ChannelGroup:
     if not _is_plain_conv(conv):
         raise ValueError(f"layer {name!r} is not an nn.Conv2d with groups=1")
     norm: str | None = None
+    instance_norms: list[str] = []
     for other_name, other in children[index + 1 :]:
         full = _join(seq_name, other_name)
         if isinstance(other, nn.BatchNorm2d) and norm is None:
@@ -95,7 +99,7 @@ def _group_in(seq_name: str, seq: nn.Sequential, index: int) -> ChannelGroup:
                 raise ValueError(f"layer {full!r} does not normalise the channels of {name!r}")
             norm = full
         elif isinstance(other, nn.InstanceNorm2d) and not other.affine:
-            continue
+            instance_norms.append(full)
         elif isinstance(other, CHANNELWISE_TYPES):
             continue
         elif _is_plain_conv(other):
@@ -104,7 +108,7 @@ def _group_in(seq_name: str, seq: nn.Sequential, index: int) -> ChannelGroup:
                     f"layer {full!r} takes {other.in_channels} channels, {name!r} gives "
                     f"{conv.out_channels}"
                 )
-            return ChannelGroup(name, norm, full, conv.out_channels)
+            return ChannelGroup(name, norm, full, conv.out_channels, tuple(instance_norms))
         else:
             raise ValueError(
                 f"layer {name!r} feeds {full!r} ({type(other).__name__}), which is neither a "

@@ -148,23 +148,10 @@ def shrink_channels(
         _slice_conv(model.get_submodule(group.conv), keep, None)
         if group.norm is not None:
             _slice_norm(model.get_submodule(group.norm), keep)
-        for norm in _instance_norms(model, group):
-            _slice_norm(norm, keep)
+        for norm in group.instance_norms:
+            _slice_norm(model.get_submodule(norm), keep)
         _slice_conv(model.get_submodule(group.consumer), None, keep)
     return model
-
-
-def _instance_norms(model: nn.Module, group: ChannelGroup) -> list[nn.InstanceNorm2d]:
-    """The (non-affine) instance norms between a group's conv and its consumer: their
-    ``num_features`` (and running statistics, if tracked) follow the kept channels."""
-    parent_name, _, first = group.conv.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    names = [name for name, _ in parent.named_children()]
-    last = group.consumer.rpartition(".")[2]
-    if first not in names or last not in names:
-        return []
-    between = names[names.index(first) + 1 : names.index(last)]
-    return [m for n in between if isinstance(m := parent.get_submodule(n), nn.InstanceNorm2d)]
 
 
 def _refuse_unslimmable(model: nn.Module, slimmed: set[str]) -> None:
