@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from quirk_files import simulate_volume, true_coil_maps
+from quirk_files import equispaced_mask, simulate_volume, true_coil_maps
 
 from fastmri_pun.data import espirit_cache as cache_mod
 from fastmri_pun.data import espirit_calib as calib_mod
@@ -23,14 +23,6 @@ from fastmri_pun.data.espirit import (
 )
 from fastmri_pun.demo import simulate as sim
 from fastmri_pun.physics import SenseOp, cg_solve
-
-
-def _cols(width: int, acs: int, acceleration: int = 4) -> np.ndarray:
-    cols = np.zeros(width, bool)
-    cols[::acceleration] = True
-    start = (width - acs + 1) // 2
-    cols[start : start + acs] = True
-    return cols
 
 
 def _quirk(coils: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -76,7 +68,7 @@ def _object(target: np.ndarray) -> np.ndarray:
 
 def test_rectangular_maps_match_true_maps() -> None:
     k, target, true = _quirk(8, 64)
-    cols = _cols(64, 8)
+    cols = equispaced_mask(64, 4, 8, offset=0)
     maps = espirit_maps(k * cols, cols)
     assert maps.shape == k.shape and maps.dtype == np.complex64
     obj = _object(target)
@@ -91,7 +83,7 @@ def test_matches_sigpy_on_a_square_block() -> None:
 
     k, _, _ = _quirk(8, 64, seed=1)
     c, h, w = k.shape
-    cal, cols = 12, _cols(64, 12)
+    cal, cols = 12, equispaced_mask(64, 4, 12, offset=0)
     ours = espirit_maps(k * cols, cols, EspiritSettings(5, 0.0, 0.02, calib_rows=cal))
     square = np.zeros_like(k)
     r0, c0 = h // 2 - cal // 2, w // 2 - cal // 2
@@ -116,7 +108,7 @@ def test_matches_sigpy_on_a_square_block() -> None:
 
 def test_no_hole_inside_the_object_16_coils_10_acs_lines() -> None:
     k, target, _ = _demo(16, 128)
-    cols = _cols(128, 10)
+    cols = equispaced_mask(128, 4, 10, offset=0)
     maps = espirit_maps(k * cols, cols)
     obj = _object(target)
     assert not (obj & (np.abs(maps).sum(0) == 0)).any()
@@ -128,7 +120,7 @@ def test_no_hole_inside_the_object_16_coils_10_acs_lines() -> None:
 
 def test_defaults_cg_sense_within_half_a_db_of_true_maps() -> None:
     k, target, true = _demo(8, 128, seed=4)  # the demo's geometry: 4x, 10 ACS columns
-    cols = _cols(128, 10)
+    cols = equispaced_mask(128, 4, 10, offset=0)
     est = _cg_sense_psnr(k, cols, espirit_maps(k * cols, cols), target)
     ref = _cg_sense_psnr(k, cols, true, target)
     assert est > ref - 0.5, (est, ref)
@@ -136,7 +128,7 @@ def test_defaults_cg_sense_within_half_a_db_of_true_maps() -> None:
 
 def test_all_zero_slice_gives_zero_finite_maps() -> None:
     k = np.zeros((4, 32, 32), np.complex64)
-    maps = espirit_maps(k, _cols(32, 10))
+    maps = espirit_maps(k, equispaced_mask(32, 4, 10, offset=0))
     assert maps.shape == k.shape and maps.dtype == np.complex64
     assert np.isfinite(maps).all() and not maps.any()
 
@@ -145,19 +137,19 @@ def test_non_finite_acs_raises() -> None:
     k, _, _ = _quirk(4, 64)
     k[0, 64, 32] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        espirit_maps(k, _cols(64, 10))
+        espirit_maps(k, equispaced_mask(64, 4, 10, offset=0))
 
 
 def test_aliasing_warns() -> None:
     k, _, _ = _quirk(8, 128, seed=1)
     aliased = k[:, :, ::2] * np.float32(np.sqrt(2))  # FOV halved: the object folds over itself
-    cols = _cols(64, 12)
+    cols = equispaced_mask(64, 4, 12, offset=0)
     with pytest.warns(UserWarning, match="second eigenvalue"):
         espirit_maps(aliased * cols, cols)
     k, _, _ = _quirk(8, 64, seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        espirit_maps(k * _cols(64, 8), _cols(64, 8))
+        espirit_maps(k * equispaced_mask(64, 4, 8, offset=0), equispaced_mask(64, 4, 8, offset=0))
 
 
 def test_settings_interface() -> None:
@@ -183,7 +175,7 @@ def test_cache_warns_on_other_settings_and_never_caches_non_finite(
 ) -> None:
     monkeypatch.setattr(cache_mod, "_warned_dirs", set())
     k, _, _ = _quirk(4, 64)
-    cols = _cols(64, 10)
+    cols = equispaced_mask(64, 4, 10, offset=0)
     cache = SensitivityCache(tmp_path)
     first = cache.get_or_compute(k * cols, cols, "a.h5", 3, EspiritSettings(crop=0.5))
     assert len(list((tmp_path / "a").glob("a_s003_*.npy"))) == 1

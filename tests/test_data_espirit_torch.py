@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from quirk_files import simulate_volume
+from quirk_files import equispaced_mask, simulate_volume
 
 from fastmri_pun.data import espirit_core
 from fastmri_pun.data.espirit import EspiritSettings, espirit_eigen, espirit_maps
@@ -14,14 +14,6 @@ from fastmri_pun.data.espirit_calib import _aliasing_share, _calibration_block
 from fastmri_pun.data.espirit_core import espirit_eigenmaps
 
 SQUARE = EspiritSettings(5, 0.9, 0.02, calib_rows=12)  # the 12 × 12 block sigpy can take
-
-
-def _cols(width: int, acs: int, acceleration: int = 4) -> np.ndarray:
-    cols = np.zeros(width, bool)
-    cols[::acceleration] = True
-    start = (width - acs + 1) // 2
-    cols[start : start + acs] = True
-    return cols
 
 
 def _kspace(coils: int, width: int, seed: int, slices: int = 1) -> np.ndarray:
@@ -49,7 +41,7 @@ def test_maps_equal_sigpy_up_to_a_phase_inside_the_support() -> None:
 
     (k,) = _kspace(8, 64, seed=1)
     c, h, w = k.shape
-    cols = _cols(w, 12)
+    cols = equispaced_mask(w, 4, 12, offset=0)
     ours = espirit_maps(k * cols, cols, SQUARE)
     square = np.zeros_like(k)
     r0, c0 = h // 2 - 6, w // 2 - 6
@@ -68,7 +60,7 @@ def test_maps_equal_sigpy_up_to_a_phase_inside_the_support() -> None:
 @pytest.mark.parametrize("solver", ["eigh", "power"])
 def test_batch_equals_its_slices(solver: str) -> None:
     k = _kspace(8, 64, seed=2, slices=3)
-    cols = _cols(64, 10)
+    cols = equispaced_mask(64, 4, 10, offset=0)
     blocks = _blocks(k, cols, EspiritSettings())
     res = EspiritSettings().resolve(10, 128)
     together = espirit_eigenmaps(blocks, 128, 64, res.kernel_width, res.thresh, solver=solver)
@@ -86,7 +78,7 @@ def test_batch_equals_its_slices(solver: str) -> None:
 
 def test_power_iterations_equal_eigh() -> None:
     (k,) = _kspace(16, 128, seed=3)
-    cols = _cols(128, 10)
+    cols = equispaced_mask(128, 4, 10, offset=0)
     res = EspiritSettings().resolve(10, 256)
     blocks = _blocks(k, cols, EspiritSettings())
     args = (blocks, 256, 128, res.kernel_width, res.thresh)
@@ -115,7 +107,7 @@ def test_power_iterations_equal_eigh() -> None:
 def test_aliasing_share_with_the_estimated_second_eigenvalue() -> None:
     (k,) = _kspace(8, 128, seed=1)
     aliased = k[:, :, ::2] * np.float32(np.sqrt(2))  # FOV halved: the object folds over itself
-    cols = _cols(64, 12)
+    cols = equispaced_mask(64, 4, 12, offset=0)
     blocks = _blocks(aliased, cols, EspiritSettings())
     res = EspiritSettings().resolve(12, 256)
     shares = []
@@ -127,7 +119,7 @@ def test_aliasing_share_with_the_estimated_second_eigenvalue() -> None:
 
 def test_numpy_and_torch_inputs_give_the_same_maps() -> None:
     (k,) = _kspace(4, 64, seed=4)
-    cols = _cols(64, 10)
+    cols = equispaced_mask(64, 4, 10, offset=0)
     ref = espirit_maps(k * cols, cols)
     assert isinstance(ref, np.ndarray) and ref.dtype == np.complex64
     ours = espirit_maps(torch.from_numpy(k * cols), cols)
@@ -145,7 +137,7 @@ def test_numpy_and_torch_inputs_give_the_same_maps() -> None:
 
 def test_bad_inputs_raise() -> None:
     (k,) = _kspace(4, 64, seed=4)
-    cols = _cols(64, 10)
+    cols = equispaced_mask(64, 4, 10, offset=0)
     with pytest.raises(ValueError, match=r"\[C, H, W\] or \[B, C, H, W\]"):
         espirit_maps(k[0], cols)
     with pytest.raises(ValueError, match="the mask has 32 columns"):
