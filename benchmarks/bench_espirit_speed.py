@@ -20,7 +20,7 @@ columns; every method gets the same masked k-space, on one thread (``torch.set_n
 4. **Agreement**: per-pixel projection residual ``‖a − b (bᴴa)‖`` of unit-norm maps ``a``, ``b``
    (zero for the same map up to a phase), max and 99th percentile over the pixels where both maps
    are nonzero (crop 0.9 in both), with the same calibration region and settings.
-5. **Precompute**: slices per second of :func:`fastmri_pun.workflows.espirit.precompute_maps`
+5. **Precompute**: slices per second of :func:`fastmri_pun.app.espirit.precompute.precompute_maps`
    end to end (h5 reading, mask, ESPIRiT, cache writing) over ``--volumes`` simulated fastMRI
    files (16 coils, ``2N × N`` k-space, the test-file simulator), default settings.
 
@@ -47,11 +47,11 @@ import numpy as np
 import torch
 from bench_espirit import demo_cases, equispaced_cols
 
+from fastmri_pun.app.espirit.precompute import MapsConfig, precompute_maps
 from fastmri_pun.data.espirit import EspiritSettings, espirit_maps
 from fastmri_pun.data.espirit_calib import _calibration_block
 from fastmri_pun.data.espirit_core import espirit_eigenmaps, image_gram, kernel_correlations
 from fastmri_pun.demo.simulate import fft2c, ifft2c
-from fastmri_pun.workflows.espirit import MapsConfig, precompute_maps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import quirk_files  # noqa: E402  (the test fixtures' simulator, for the fastMRI files)

@@ -5,7 +5,7 @@ Run from the repository root (writes ``benchmarks/results/prune_cost.json``; the
 
     python benchmarks/bench_prune_cost.py [--max_epochs 1] [--search_steps 12] [--imp_rounds 5]
 
-Every method trains through the training workflow (``fastmri_pun.workflows.train.fit``) with the
+Every method trains through the training workflow (``fastmri_pun.app.train.run.fit``) with the
 same data, model and per-phase training budget (``--max_epochs``); each phase's forward/backward
 passes and wall time come from the run's ``RunDir.compute_accounting`` records
 (:class:`~fastmri_pun.training.accounting.ComputeAccounting`). Costs counted:
@@ -39,8 +39,8 @@ from common import (
     write_results,
 )
 
+from fastmri_pun.app.train.run import TrainConfig, fit
 from fastmri_pun.utils import RunDir
-from fastmri_pun.workflows.train import TrainConfig, fit
 
 RESULTS_FILE = "prune_cost.json"
 METHODS = ("pun-it", "pun-at", "imp")

@@ -1,6 +1,6 @@
-"""``python -m fastmri_pun.export``: see :mod:`fastmri_pun.cli.export`."""
+"""``python -m fastmri_pun.export``: see :mod:`fastmri_pun.app.export.cli`."""
 
-from .cli.export import main
+from .app.export.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

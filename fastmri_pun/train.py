@@ -1,6 +1,6 @@
-"""``python -m fastmri_pun.train``: the command of :mod:`fastmri_pun.cli.train`."""
+"""``python -m fastmri_pun.train``: the command of :mod:`fastmri_pun.app.train.cli`."""
 
-from .cli.train import main
+from .app.train.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

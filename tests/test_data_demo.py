@@ -17,7 +17,7 @@ from fastmri.data import SliceDataset
 from fastmri.data.mri_data import AnnotatedSliceDataset
 from fastmri.data.transforms import VarNetDataTransform
 
-from fastmri_pun.cli import demo as demo_cli
+from fastmri_pun.app import demo as demo_cli
 from fastmri_pun.data.annotations import annotations_for, read_annotations, roi_mask
 from fastmri_pun.data.crop import center_crop
 from fastmri_pun.data.masks import make_mask_func

@@ -15,7 +15,7 @@ from fastmri.data import SliceDataset
 from fastmri.data.transforms import VarNetDataTransform, center_crop, complex_center_crop
 from torch.utils.data import default_collate
 
-from fastmri_pun.cli import espirit as espirit_cli
+from fastmri_pun.app.espirit import cli as espirit_cli
 from fastmri_pun.data import espirit as sens_mod
 from fastmri_pun.data import espirit_calib
 from fastmri_pun.data.crop import center_crop as np_center_crop
@@ -284,9 +284,9 @@ def test_precompute_command_fills_the_transform_cache(
 def test_default_precompute_is_what_default_training_reads(
     demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fastmri_pun.workflows.espirit import MapsConfig
-    from fastmri_pun.workflows.train import build_datamodule
-    from fastmri_pun.workflows.train_config import DataConfig, TrainConfig
+    from fastmri_pun.app.espirit.precompute import MapsConfig
+    from fastmri_pun.app.train.config import DataConfig, TrainConfig
+    from fastmri_pun.app.train.run import build_datamodule
 
     data = DataConfig()
     maps = MapsConfig()

@@ -24,10 +24,10 @@ PUBLIC_MODULES = (
     "fastmri_pun.data",
     "fastmri_pun.training",
     "fastmri_pun.evaluation",
-    "fastmri_pun.workflows",
-    "fastmri_pun.workflows.train",
-    "fastmri_pun.workflows.prune",
-    "fastmri_pun.workflows.evaluate",
+    "fastmri_pun.app",
+    "fastmri_pun.app.train.run",
+    "fastmri_pun.app.train.mask_procedures",
+    "fastmri_pun.app.evaluate.suite",
 )
 
 #: public constants still without a docstring or ``#:`` comment (document them, then remove

@@ -17,6 +17,12 @@ from fastmri import evaluate as fm_eval
 from quirk_files import equispaced_mask, write_bad_files
 from tiny_checkpoints import untrained_checkpoint
 
+from fastmri_pun.app.evaluate.suite import (
+    SuiteConfig,
+    common_settings,
+    evaluate,
+    suite_settings,
+)
 from fastmri_pun.data import EspiritSettings, TransformSettings, validate_fastmri_folder
 from fastmri_pun.data.crop import common_size
 from fastmri_pun.evaluation import runner as runner_mod
@@ -26,12 +32,6 @@ from fastmri_pun.evaluation.shift_data import (
     file_mask_accelerations,
     resolve_shifts,
     shift_dataset,
-)
-from fastmri_pun.workflows.evaluate import (
-    SuiteConfig,
-    common_settings,
-    evaluate,
-    suite_settings,
 )
 
 VAL_FILES = {"brain_w64_c4.h5": 2, "flair_narrow_w56_c6.h5": 2}  # file: slices
@@ -109,8 +109,8 @@ def test_every_val_file_is_scored_incl_narrow_kspace(quirk_root, ck16, tmp_path)
 
 
 def test_example_figure_on_narrow_data(quirk_root, tmp_path, monkeypatch):
-    from fastmri_pun.workflows import run_outputs
-    from fastmri_pun.workflows.run_outputs import save_example_figure
+    from fastmri_pun.app.train import outputs as run_outputs
+    from fastmri_pun.app.train.outputs import save_example_figure
 
     # the test folder: a challenge-style file without target (first by name), the narrow file
     targets, recon_dir = tmp_path / "targets", tmp_path / "recons"
@@ -184,7 +184,7 @@ def test_shift_asking_for_another_mask_refuses_own_mask_files(
         with pytest.raises(ValueError, match=rf"brain_w64_c4\.h5: has its own .*'{shift}'"):
             evaluate({"m": ck}, cfg)
     assert calls == [] and not (tmp_path / "out" / "partial").exists()
-    from fastmri_pun.cli.evaluate import main
+    from fastmri_pun.app.evaluate.cli import main
 
     argv = ["--checkpoints", str(ck), "--data_path", str(root), "--test_split", "val",
             "--shifts", "in-dist,accel-8x", "--output_dir", str(tmp_path / "o")]  # fmt: skip
@@ -197,7 +197,7 @@ def test_shift_asking_for_another_mask_refuses_own_mask_files(
 def test_accel8x_at_training_cf016_refused_up_front(
     quirk_root, ck16, tmp_path, monkeypatch, capsys
 ):
-    from fastmri_pun.cli.evaluate import main
+    from fastmri_pun.app.evaluate.cli import main
 
     calls = _no_model_work(monkeypatch)
     out = tmp_path / "out"
@@ -221,7 +221,7 @@ def test_garbled_header_is_one_line_naming_the_file(quirk_root, ck16, tmp_path, 
     shutil.copy(bad / "garbled_header.h5", root / "multicoil_val" / "garbled_header.h5")
     with pytest.raises(ValueError, match=r"garbled_header\.h5: .*ismrmrd_header"):
         evaluate({"dense": ck16}, _cfg(root, tmp_path / "out"))
-    from fastmri_pun.cli.evaluate import main
+    from fastmri_pun.app.evaluate.cli import main
 
     argv = ["--checkpoints", str(ck16), "--data_path", str(root), "--test_split", "val",
             "--shifts", "in-dist", "--output_dir", str(tmp_path / "o")]  # fmt: skip
@@ -284,8 +284,8 @@ def test_settings_from_checkpoint_with_overrides():
 def test_espirit_precompute_root_or_split_same_cache_as_training(quirk_root, tmp_path, capsys):
     from fastmri.data import SliceDataset
 
-    from fastmri_pun.cli.espirit import main
-    from fastmri_pun.workflows.espirit import MapsConfig, precompute_maps
+    from fastmri_pun.app.espirit.cli import main
+    from fastmri_pun.app.espirit.precompute import MapsConfig, precompute_maps
 
     # the defaults are training's: same TransformSettings, so the same cache keys
     assert MapsConfig().transform_settings() == TransformSettings()

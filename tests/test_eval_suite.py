@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
+from fastmri_pun.app.evaluate.suite import SuiteConfig, check_training_configs, evaluate
 from fastmri_pun.evaluation import runner as runner_mod
 from fastmri_pun.evaluation.metrics import image_metrics
-from fastmri_pun.workflows.evaluate import SuiteConfig, check_training_configs, evaluate
 
 SHIFTS = ["in-dist", "lesions"]
 
@@ -234,7 +234,7 @@ def test_warns_when_training_mask_differs(tmp_path, ckpts):
 def test_cli_flags_come_from_the_suite_config(ckpts, tmp_path, capsys):
     from dataclasses import fields
 
-    from fastmri_pun.cli.evaluate import main, parse_args
+    from fastmri_pun.app.evaluate.cli import main, parse_args
 
     dense = str(ckpts["dense"])
     checkpoints, cfg = parse_args(["--checkpoints", dense, "--shifts", "in-dist,noise", "lesions",
@@ -260,8 +260,8 @@ def test_cli_flags_come_from_the_suite_config(ckpts, tmp_path, capsys):
 
 
 def test_cli_flags_match_the_training_command(ckpts, tmp_path, capsys):
-    from fastmri_pun.cli.evaluate import main, parse_args
-    from fastmri_pun.workflows.train_config import TrainerConfig
+    from fastmri_pun.app.evaluate.cli import main, parse_args
+    from fastmri_pun.app.train.config import TrainerConfig
 
     dense = str(ckpts["dense"])
     # comma lists for every list of names, as for --shifts
@@ -299,7 +299,7 @@ def test_cli_flags_match_the_training_command(ckpts, tmp_path, capsys):
 
 
 def test_accelerator_selects_the_device(monkeypatch):
-    from fastmri_pun.workflows import evaluate as eval_mod
+    from fastmri_pun.app.evaluate import suite as eval_mod
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert eval_mod._device("auto") == eval_mod._device("cpu") == torch.device("cpu")

@@ -19,18 +19,19 @@ LAYERS = [
     "demo",
     "training",
     "evaluation",
-    "workflows",
-    "cli",
+    "app",
+    "experiments",
 ]
+#: the library: knows no flags, run folders or processes
+LIBRARY = LAYERS[: LAYERS.index("app")]
 # modules outside the layer folders, and the layer they count as
 TOP_LEVEL = {
-    "fastmri_pun": "workflows",  # the public API re-exports from every layer below the CLI
+    "fastmri_pun": "evaluation",  # the public API re-exports the library only
     "fastmri_pun.configs": "utils",  # data files only
-    "fastmri_pun.train": "cli",  # `python -m` entry points
-    "fastmri_pun.evaluate": "cli",
-    "fastmri_pun.export": "cli",
-    "fastmri_pun.experiments": "cli",
-    "fastmri_pun.pl_modules": "cli",  # deprecated alias package
+    "fastmri_pun.train": "app",  # `python -m` entry points
+    "fastmri_pun.evaluate": "app",
+    "fastmri_pun.export": "app",
+    "fastmri_pun.cli": "app",  # refuses the old module paths with their new spelling
 }
 
 
@@ -44,7 +45,7 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
 def layer_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) > 1 and parts[1] in LAYERS:
-        return "cli" if parts[-1] == "__main__" else parts[1]
+        return "app" if parts[-1] == "__main__" and parts[1] in LIBRARY else parts[1]
     for prefix in sorted(TOP_LEVEL, key=len, reverse=True):
         if module == prefix or module.startswith(prefix + "."):
             return TOP_LEVEL[prefix]
@@ -152,25 +153,27 @@ def test_no_import_cycles():
 
 def test_checker_flags_an_upward_import_and_a_cycle(tmp_path):
     pkg = tmp_path / "fastmri_pun"
-    for sub in ("physics", "data", "cli"):
+    for sub in ("physics", "data", "app"):
         (pkg / sub).mkdir(parents=True)
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
-    (pkg / "cli" / "main.py").write_text("from ..physics import ops\n")
-    (pkg / "physics" / "ops.py").write_text("def f():\n    from fastmri_pun.cli import main\n")
+    (pkg / "app" / "main.py").write_text("from ..physics import ops\n")
+    (pkg / "physics" / "ops.py").write_text("def f():\n    from fastmri_pun.app import main\n")
     (pkg / "data" / "a.py").write_text("from . import b\n")
     (pkg / "data" / "b.py").write_text("def g():\n    from .a import x\n")
     graph = package_graph(pkg)
     assert layer_violations(graph) == [
-        "fastmri_pun.physics.ops (physics) imports fastmri_pun.cli (cli)",
-        "fastmri_pun.physics.ops (physics) imports fastmri_pun.cli.main (cli)",
+        "fastmri_pun.physics.ops (physics) imports fastmri_pun.app (app)",
+        "fastmri_pun.physics.ops (physics) imports fastmri_pun.app.main (app)",
     ]
     assert import_cycles(graph) == [
-        ["fastmri_pun.cli.main", "fastmri_pun.physics.ops"],
+        ["fastmri_pun.app.main", "fastmri_pun.physics.ops"],
         ["fastmri_pun.data.a", "fastmri_pun.data.b"],
     ]
 
 
-@pytest.mark.parametrize("module", ["fastmri_pun.training.recon_module", "fastmri_pun.cli.train"])
+@pytest.mark.parametrize(
+    "module", ["fastmri_pun.training.recon_module", "fastmri_pun.app.train.cli"]
+)
 def test_layer_of_known_modules(module):
     assert layer_of(module) == module.split(".")[1]

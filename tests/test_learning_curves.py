@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 
 from fastmri_pun.evaluation.figures import _draw_learning_curves, learning_curves_figure
-from fastmri_pun.utils.run_dir import RunDir
-from fastmri_pun.workflows.learning_curves import (
+from fastmri_pun.experiments.paper.learning_curves import (
     CURVE_COLUMNS,
     learning_curves,
     overfit_check,
     plateau_check,
     read_learning_curve,
 )
+from fastmri_pun.utils.run_dir import RunDir
 
 STEPS_PER_EPOCH = 10
 BATCH = 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +19,8 @@ def _build_wheel(out: Path) -> Path:
     src = out / "src"
     shutil.copytree(ROOT / "fastmri_pun", src / "fastmri_pun",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    for name in ("pyproject.toml", "README.md"):
+    shutil.copytree(ROOT / "configs", src / "configs", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)]
     try:  # offline when the environment already has a recent enough setuptools
@@ -31,19 +33,29 @@ def _build_wheel(out: Path) -> Path:
     return wheel
 
 
+def _package_folders() -> set[str]:
+    """``fastmri_pun/...`` of every package folder, the top-level ``configs/`` as
+    ``fastmri_pun/configs``."""
+    folders = {
+        p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "fastmri_pun").rglob("__init__.py")
+    }
+    return folders | {"fastmri_pun/configs"}
+
+
+def test_pyproject_lists_every_package():
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert {p.replace(".", "/") for p in listed} == _package_folders()
+
+
 def test_wheel_ships_every_package_the_configs_and_the_commands(tmp_path):
     with zipfile.ZipFile(_build_wheel(tmp_path)) as zf:
         names = set(zf.namelist())
         entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    packages = {
-        p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "fastmri_pun").rglob("__init__.py")
-    }
-    assert {f"{p}/__init__.py" for p in packages} <= names
+    assert {f"{p}/__init__.py" for p in _package_folders()} <= names
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "fastmri_pun").rglob("*.py")}
+    sources.add("fastmri_pun/configs/__init__.py")
     assert {n for n in names if n.endswith(".py")} == sources  # every module, nothing stale
-    shipped = {
-        p.relative_to(ROOT).as_posix() for p in (ROOT / "fastmri_pun/configs").glob("*.yaml")
-    }
+    shipped = {f"fastmri_pun/configs/{p.name}" for p in (ROOT / "configs").glob("*.yaml")}
     assert "fastmri_pun/configs/paper_small.yaml" in shipped and shipped <= names
-    assert "fastmri-pun = fastmri_pun.cli.main:main" in entry_points
-    assert "fastmri-pun-train = fastmri_pun.cli.train:main" in entry_points
+    assert "fastmri-pun = fastmri_pun.app.main:main" in entry_points
+    assert "fastmri-pun-train" not in entry_points  # removed in 0.3.0: `fastmri-pun train`

@@ -9,15 +9,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from fastmri_pun.workflows.experiment_config import ExperimentConfig
-from fastmri_pun.workflows.paper_runs import (
+from fastmri_pun.app.train.config import TrainConfig
+from fastmri_pun.app.train.trainers import BEST_METRIC, build_trainer
+from fastmri_pun.experiments.paper.config import ExperimentConfig
+from fastmri_pun.experiments.paper.plan import (
     equal_size_chans,
     plan_runs,
     prunable_weight_count,
     total_train_samples,
 )
-from fastmri_pun.workflows.train_config import TrainConfig
-from fastmri_pun.workflows.trainer import BEST_METRIC, build_trainer
 
 
 class ScriptedValidation(pl.LightningModule):
@@ -174,7 +174,7 @@ def test_control_keys_are_checked(method, match):
 
 
 def test_dense_checkpoint_only_for_methods_with_a_dense_phase(tmp_path):
-    from fastmri_pun.workflows.train_checks import check_dense_checkpoint
+    from fastmri_pun.app.train.checks import check_dense_checkpoint
 
     cfg = TrainConfig.from_flat({"prune": "pun-it", "dense_checkpoint": "d.ckpt"})
     with pytest.raises(ValueError, match="pun-it has none"):
@@ -187,7 +187,7 @@ def test_dense_checkpoint_only_for_methods_with_a_dense_phase(tmp_path):
 def test_structured_pun_is_compared_with_unstructured_pun_it_as_well():
     import pandas as pd
 
-    from fastmri_pun.workflows.paper_verdict import comparators, explanation_lines
+    from fastmri_pun.experiments.paper.verdict import comparators, explanation_lines
 
     exp = _exp(
         **{

@@ -272,7 +272,7 @@ def test_slim_refuses_what_it_cannot_slim_naming_the_layer():
 
 # ----------------------------------------------------------------------------- slim files
 def test_slim_file_reloads_into_a_fresh_model_and_export_cli_writes_one(tmp_path, capsys):
-    from fastmri_pun.cli.export import main as export_main
+    from fastmri_pun.app.export.cli import main as export_main
     from fastmri_pun.pruning import load_slim, load_slim_into, save_slim
     from fastmri_pun.training import ReconstructionModule
 
@@ -311,7 +311,7 @@ def test_slim_export_refuses_a_model_without_pruned_channels_and_a_folder_as_out
     """An unstructured (or dense) checkpoint has no whole channel to remove: --slim says so and
     points to the sparse export instead of writing an unchanged model; an existing folder as OUT
     is named as such."""
-    from fastmri_pun.cli.export import main as export_main
+    from fastmri_pun.app.export.cli import main as export_main
     from fastmri_pun.pruning import random_masks
     from fastmri_pun.training import ReconstructionModule
 

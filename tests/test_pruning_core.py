@@ -415,7 +415,7 @@ _ALIASES = {
 #: (callable, parameter) whose default differs from PruneConfig's on purpose:
 #: select_parameters is the generic helper; the workflow passes cfg.trainable_only
 _EXEMPT = {("select_parameters", "trainable_only")}
-_DEFAULT_MODULES = ("fastmri_pun.training.mask_search", "fastmri_pun.workflows.prune")
+_DEFAULT_MODULES = ("fastmri_pun.training.mask_search", "fastmri_pun.app.train.mask_procedures")
 
 
 def _defined_callables(module):

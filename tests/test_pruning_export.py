@@ -11,7 +11,7 @@ import pytest
 import torch
 from fastmri.models import Unet
 
-from fastmri_pun.cli.export import main as export_main
+from fastmri_pun.app.export.cli import main as export_main
 from fastmri_pun.pruning import (
     apply_masks,
     dense_state_dict,
@@ -22,7 +22,7 @@ from fastmri_pun.pruning import (
     random_masks,
     save_sparse,
 )
-from fastmri_pun.pruning.export import from_sparse, to_sparse
+from fastmri_pun.pruning.sparse_file import from_sparse, to_sparse
 
 REPO = Path(__file__).resolve().parents[1]
 

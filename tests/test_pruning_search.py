@@ -13,8 +13,15 @@ from fastmri.models import Unet, VarNet
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import fastmri_pun.app.train.mask_procedures as prune_workflow
 import fastmri_pun.pruning.methods as methods_registry
-import fastmri_pun.workflows.prune as prune_workflow
+from fastmri_pun.app.train.mask_procedures import (
+    METHODS,
+    MaskRequest,
+    find_masks,
+    register_mask_procedure,
+    search_limits,
+)
 from fastmri_pun.models import MoDL, accepts_sens_maps
 from fastmri_pun.pruning import (
     apply_masks,
@@ -35,13 +42,6 @@ from fastmri_pun.pruning.methods import (
 )
 from fastmri_pun.training.accounting import ComputeAccounting
 from fastmri_pun.training.mask_search import MaskSearchModule
-from fastmri_pun.workflows.prune import (
-    METHODS,
-    MaskRequest,
-    find_masks,
-    register_mask_procedure,
-    search_limits,
-)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

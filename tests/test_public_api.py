@@ -1,4 +1,4 @@
-"""Public surface: deprecated names of 0.1.0 still work (and warn), the `fastmri-pun` command
+"""Public surface: the `fastmri-pun` command
 dispatches to every command, commands turn bad input into one line and exit status 2."""
 
 from __future__ import annotations
@@ -9,33 +9,7 @@ import sys
 
 import pytest
 
-from fastmri_pun.cli import main as cli_main
-
-
-@pytest.mark.parametrize(
-    ("module", "old", "new"),
-    [
-        ("fastmri_pun.data", "MoDLDataTransform", "SenseDataTransform"),
-        ("fastmri_pun.data", "MoDLSample", "SenseSample"),
-        ("fastmri_pun.training", "MoDLModule", "ReconstructionModule"),
-        ("fastmri_pun.training", "MoDLDataModule", "SliceDataModule"),
-    ],
-)
-def test_renamed_classes_keep_their_old_names_for_one_release(module, old, new):
-    mod = importlib.import_module(module)
-    with pytest.warns(DeprecationWarning, match=f"use {module}.{new}"):
-        assert getattr(mod, old) is getattr(mod, new)
-    with pytest.raises(AttributeError):
-        mod.NoSuchName  # noqa: B018
-
-
-def test_old_pl_modules_package_warns_and_forwards():
-    sys.modules.pop("fastmri_pun.pl_modules", None)
-    with pytest.warns(DeprecationWarning, match="use fastmri_pun.training"):
-        old = importlib.import_module("fastmri_pun.pl_modules")
-    from fastmri_pun.training import ReconstructionModule
-
-    assert old.ReconstructionModule is ReconstructionModule
+from fastmri_pun.app import main as cli_main
 
 
 def test_fastmri_pun_command_lists_and_dispatches(capsys):

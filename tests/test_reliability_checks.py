@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastmri_pun.cli.train import main, parse_args
+from fastmri_pun.app.train.cli import main, parse_args
+from fastmri_pun.app.train.run import fit, prepare
 from fastmri_pun.training.recon_module import ReconstructionModule, load_checkpoint_file
-from fastmri_pun.workflows.train import fit, prepare
 
 TINY = [
     "--center_fractions", "0.16", "--num_unrolls", "1", "--num_cg_iters", "2", "--chans", "4",

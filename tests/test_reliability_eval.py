@@ -18,6 +18,7 @@ from fastmri.data.transforms import center_crop
 from quirk_files import write_bad_files
 from tiny_checkpoints import untrained_checkpoint
 
+from fastmri_pun.app.evaluate.suite import SuiteConfig, evaluate
 from fastmri_pun.data import TransformSettings
 from fastmri_pun.data.h5io import ismrmrd_header, validate_fastmri_file
 from fastmri_pun.evaluation import cache
@@ -27,7 +28,6 @@ from fastmri_pun.evaluation.fastmri_scorer import format_scores, score_folder
 from fastmri_pun.evaluation.report import low_maps_fit
 from fastmri_pun.evaluation.shift_data import ShiftData, resolve_shifts, shift_dataset
 from fastmri_pun.utils.run_dir import RunDir
-from fastmri_pun.workflows.evaluate import SuiteConfig, evaluate
 
 
 def _checkpoint(path: Path) -> Path:
@@ -197,7 +197,7 @@ def test_skip_bad_files_evaluates_the_rest_and_lists_them(demo_root, ck, tmp_pat
     md = res.summary_md.read_text()
     assert "**WARNING: 2 bad file(s) were skipped" in md
     assert "- `in-dist`: `z_enc.h5`: " in md and "- `in-dist`: `garbled_header.h5`: " in md
-    from fastmri_pun.cli.evaluate import main
+    from fastmri_pun.app.evaluate.cli import main
 
     argv = ["--checkpoints", str(ck), "--data_path", str(root), "--shifts", "in-dist",
             "--center_fractions", "0.16", "--n_boot", "100", "--enable_progress_bar", "false",
@@ -297,7 +297,7 @@ def test_scores_equal_fastmri_evaluate_and_command_prints_them(tmp_path, capsys)
         assert got[name]["mean"] == pytest.approx(float(np.asarray(mean).reshape(-1)[0]), abs=1e-6)
     only = score_folder(tdir, pdir, "multicoil", acquisition="AXT2")
     assert only["PSNR"]["mean"] == pytest.approx(want["PSNR"][0], abs=1e-6)
-    from fastmri_pun.cli.main import main
+    from fastmri_pun.app.main import main
 
     assert main(["score", "--target_path", str(tdir), "--predictions_path", str(pdir),
                  "--challenge", "multicoil"]) == 0  # fmt: skip

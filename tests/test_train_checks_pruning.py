@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastmri_pun.app.train.checks import check_resume_epochs, check_resume_pruning
+from fastmri_pun.app.train.config import TrainConfig
 from fastmri_pun.pruning.config import PruneConfig
 from fastmri_pun.pruning.masks_file import SavedMasks, mask_settings, save_masks_file
-from fastmri_pun.workflows.train_checks import check_resume_epochs, check_resume_pruning
-from fastmri_pun.workflows.train_config import TrainConfig
 
 
 def _cfg(**flat) -> TrainConfig:
@@ -71,7 +71,7 @@ def test_a_checkpoint_past_max_epochs_is_refused_in_one_line(tmp_path):
 
 
 def _module(cfg: TrainConfig):
-    from fastmri_pun.workflows.train import build_module
+    from fastmri_pun.app.train.run import build_module
 
     return build_module(cfg)
 
@@ -79,9 +79,9 @@ def _module(cfg: TrainConfig):
 def test_whole_channel_density_below_one_channel_per_layer_is_refused_with_its_minimum():
     """A 5-layer MoDL denoiser (2-channel image): one channel in each of its 4 hidden layers is
     2·1·9 + 3·(1·1·9) + 1·2·9 weights; a density below that is refused naming the minimum."""
+    from fastmri_pun.app.train.checks import check_prune_density
     from fastmri_pun.pruning.channel_scores import channel_scores
     from fastmri_pun.pruning.select import select_parameters
-    from fastmri_pun.workflows.train_checks import check_prune_density
 
     cfg = _cfg(density=0.001, chans=16, num_layers=5)
     module = _module(cfg)
@@ -97,7 +97,7 @@ def test_whole_channel_density_below_one_channel_per_layer_is_refused_with_its_m
 
 
 def test_channel_fraction_with_an_unstructured_method_is_refused():
-    from fastmri_pun.workflows.train_checks import check_prune_density
+    from fastmri_pun.app.train.checks import check_prune_density
 
     cfg = _cfg(prune="pun-it", channel_fraction=0.5, chans=8, num_layers=3)
     with pytest.raises(ValueError, match=r"--channel_fraction applies to whole-channel pruning"):

@@ -1,5 +1,5 @@
 """``python -m fastmri_pun.train`` options and config files, one-line errors on bad input, and
-the :class:`~fastmri_pun.workflows.train.TrainConfig` behind them."""
+the :class:`~fastmri_pun.app.train.run.TrainConfig` behind them."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import yaml
 from torch import nn
 
-from fastmri_pun.cli.train import build_parser, main, parse_args, valid_keys
+from fastmri_pun.app.train.cli import build_parser, main, parse_args, valid_keys
+from fastmri_pun.app.train.run import TrainConfig, fit, prepare
 from fastmri_pun.data import EspiritSettings
+from fastmri_pun.experiments.paper.config import CONTROL_KEYS
 from fastmri_pun.models import ModelSettings, ModlSettings, register_model, unregister_model
-from fastmri_pun.workflows.experiment_config import CONTROL_KEYS
-from fastmri_pun.workflows.train import TrainConfig, fit, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "fastmri_pun" / "configs").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""End-to-end runs of ``fastmri_pun.workflows.train.fit`` (and ``python -m fastmri_pun.train``)
+"""End-to-end runs of ``fastmri_pun.app.train.run.fit`` (and ``python -m fastmri_pun.train``)
 on the tiny demo set (64², 4 coils, 4 train slices).
 
 One dense run (module fixture) is shared: it must beat zero-filling, its saved reconstructions
@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 import torch
 from fastmri import evaluate
 
-from fastmri_pun.cli.train import main, parse_args
-from fastmri_pun.workflows.train import fit
+from fastmri_pun.app.train.cli import main, parse_args
+from fastmri_pun.app.train.run import fit
 
 TINY = [
     "--center_fractions", "0.16",  # 10 ACS lines at width 64 (ESPIRiT needs >= 7)

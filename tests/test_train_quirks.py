@@ -19,7 +19,9 @@ from fastmri.data import SliceDataset
 from quirk_files import RECON, write_bad_files, write_singlecoil_dataset
 from torch.utils.data import default_collate
 
-from fastmri_pun.cli.train import parse_args
+from fastmri_pun.app.train.cli import parse_args
+from fastmri_pun.app.train.config import TrainConfig
+from fastmri_pun.app.train.run import build_datamodule, fit, prepare
 from fastmri_pun.data import EspiritSettings, TransformSettings
 from fastmri_pun.data.crop import crop_to_recon_size
 from fastmri_pun.training import (
@@ -29,8 +31,6 @@ from fastmri_pun.training import (
     SliceDataModule,
     slice_shape_keys,
 )
-from fastmri_pun.workflows.train import build_datamodule, fit, prepare
-from fastmri_pun.workflows.train_config import TrainConfig
 
 TINY = [
     "--center_fractions", "0.16", "--accelerations", "4",  # >= 10 ACS columns at widths 56-80
@@ -273,7 +273,7 @@ def test_mode_test_into_the_training_folder_keeps_its_config(quirk_run):
 
 
 def test_espirit_flags_exist_and_reach_the_transform(quirk_root, capsys):
-    from fastmri_pun.cli.train import main
+    from fastmri_pun.app.train.cli import main
 
     with pytest.raises(SystemExit):
         parse_args(["--help"])

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from fastmri_pun.cli import paper as paper_cli
-from fastmri_pun.workflows import paper, paper_scheduler
-from fastmri_pun.workflows.experiment_config import ExperimentConfig, packaged_config
+from fastmri_pun.experiments.paper import cli as paper_cli
+from fastmri_pun.experiments.paper import run as paper
+from fastmri_pun.experiments.paper import scheduler as paper_scheduler
+from fastmri_pun.experiments.paper.config import ExperimentConfig, packaged_config
 
 
 def _config(tmp_path, demo_root, **over):
@@ -139,7 +140,7 @@ def test_command_flags_lists_config_file_and_abbreviations(tmp_path, capsys):
 
 def test_interrupted_training_stops_the_experiment_with_status_130(tmp_path, demo_root, monkeypatch,
                                                                     capsys):  # fmt: skip
-    from fastmri_pun.workflows.train import TrainResult
+    from fastmri_pun.app.train.run import TrainResult
 
     monkeypatch.setattr(paper_scheduler, "fit", lambda cfg: TrainResult(tmp_path, interrupted=True))
     argv = ["--experiment", str(_config(tmp_path, demo_root)), "--output_dir", str(tmp_path / "x")]

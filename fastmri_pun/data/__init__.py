@@ -3,10 +3,9 @@ from :class:`TransformSettings`), undersampling masks, test-time shifts, fastMRI
 fastMRI's ``SliceDataset`` without the files found bad.
 
 The demo dataset lives in :mod:`fastmri_pun.demo`; precomputing ESPIRiT maps for a folder in
-:mod:`fastmri_pun.workflows.espirit` (``python -m fastmri_pun.cli.espirit --help``).
+:mod:`fastmri_pun.app.espirit.precompute` (``python -m fastmri_pun.app.espirit --help``).
 """
 
-from ..utils.deprecation import renamed_attributes
 from .annotations import Annotation, annotations_for, read_annotations, roi_mask, write_annotations
 from .crop import crop_to_common
 from .espirit import EspiritSettings, SensitivityCache, espirit_maps
@@ -68,11 +67,3 @@ __all__ = [
     "write_annotations",
     "write_fastmri_volume",
 ]
-
-# names of 0.1.0, kept for one release
-__getattr__ = renamed_attributes(
-    __name__,
-    {"MoDLDataTransform": "SenseDataTransform", "MoDLSample": "SenseSample"},
-    globals(),
-    "0.3.0",
-)

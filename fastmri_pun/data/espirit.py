@@ -67,9 +67,9 @@ Cache: :class:`~fastmri_pun.data.espirit_cache.SensitivityCache` (re-exported he
 the maps of one slice per file, keyed by the exact calibration block and the resolved settings.
 
 Precompute maps for a whole fastMRI folder (same code path and keys as training) with
-:func:`fastmri_pun.workflows.espirit.precompute_maps`, or from the shell::
+:func:`fastmri_pun.app.espirit.precompute.precompute_maps`, or from the shell::
 
-    python -m fastmri_pun.cli.espirit --data_path /data/multicoil_train \\
+    python -m fastmri_pun.app.espirit --data_path /data/multicoil_train \\
         --maps_cache_dir /data/sens_maps --num_workers 2   # training's mask and crop by default
 
 """

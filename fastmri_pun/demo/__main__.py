@@ -1,6 +1,6 @@
-"""``python -m fastmri_pun.demo``: see :mod:`fastmri_pun.cli.demo`."""
+"""``python -m fastmri_pun.demo``: see :mod:`fastmri_pun.app.demo`."""
 
-from ..cli.demo import main
+from ..app.demo import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

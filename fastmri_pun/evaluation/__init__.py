@@ -2,7 +2,7 @@
 (:mod:`.runner` runs it, :mod:`.cache` keeps finished pairs, :mod:`.report` writes figures and
 the summary, :mod:`.coil_maps` checks each slice's coil maps against its data,
 :mod:`.fastmri_scorer` gives fastMRI's own volume scores of saved reconstructions).
-:func:`fastmri_pun.workflows.evaluate.evaluate` is the whole suite as one call;
+:func:`fastmri_pun.app.evaluate.suite.evaluate` is the whole suite as one call;
 ``python -m fastmri_pun.evaluate --help`` runs it from the command line.
 """
 

@@ -251,7 +251,7 @@ def learning_curves_figure(curves: pd.DataFrame, path: str | os.PathLike) -> Pat
     Args:
         curves: columns ``method``, ``step``, ``val_psnr``, optionally ``train_psnr``, ``run``
             (one line per value; without it, per ``method`` × ``seed``) — the frame of
-            :func:`fastmri_pun.workflows.learning_curves.learning_curves`.
+            :func:`fastmri_pun.experiments.paper.learning_curves.learning_curves`.
         path: the PNG file.
 
     Returns:

@@ -35,7 +35,7 @@ __all__ = ["ReportSettings", "low_maps_fit", "make_figures", "summary_markdown"]
 
 
 class ReportSettings(Protocol):
-    """The settings a summary states (:class:`fastmri_pun.workflows.evaluate.SuiteConfig`)."""
+    """The settings a summary states (:class:`fastmri_pun.app.evaluate.suite.SuiteConfig`)."""
 
     data_path: Any
     output_dir: Any

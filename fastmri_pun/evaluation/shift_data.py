@@ -50,7 +50,7 @@ Annotations = dict[tuple[str, int], list]  # (file stem, slice) -> [Annotation, 
 @dataclass(frozen=True)
 class ShiftData:
     """Where and how the slices of every shift are read (resolved values, no defaults; the
-    fields are those of :class:`fastmri_pun.workflows.evaluate.SuiteConfig` of the same names,
+    fields are those of :class:`fastmri_pun.app.evaluate.suite.SuiteConfig` of the same names,
     ``challenge`` the models' training challenge).
 
     Args:

@@ -29,7 +29,6 @@ from .baselines import (
 )
 from .channel_slim import slim_channels
 from .config import DEFAULT_PRIOR_P, DEFAULTS, PruneConfig, check_density
-from .export import SparseCheckpoint, load_sparse, load_sparse_into, save_sparse
 from .methods import (
     PruningMethod,
     get_pruning_method,
@@ -43,6 +42,7 @@ from .sample_loss import LOSS_NAMES, image_loss, make_loss_fn
 from .scores import GumbelBernoulliMask
 from .select import DEFAULT_PRUNABLE_TYPES, select_parameters
 from .slim_io import SlimCheckpoint, load_slim, load_slim_into, save_slim
+from .sparse_file import SparseCheckpoint, load_sparse, load_sparse_into, save_sparse
 
 __all__ = [
     "DEFAULTS",

@@ -7,7 +7,7 @@ with a :class:`PruneReport` as ``model.prune_report``.
 
 No hand-written loss is needed: the forward call and the loss come from the batch's fields and
 the loss name (:mod:`fastmri_pun.pruning.sample_loss`). The Lightning training command runs the
-same methods through ``fastmri_pun.workflows.prune.find_masks``; this module is its trainer-free
+same methods through ``fastmri_pun.app.train.mask_procedures.find_masks``; this module is its trainer-free
 counterpart for users with their own loop.
 """
 
@@ -142,7 +142,7 @@ def prune_at_init(
         ValueError: unknown method or loss, invalid density/steps, ``model`` already pruned,
             a method that needs data without ``dataloader``, an empty ``dataloader``, a batch
             of an unknown type, or a method whose mask procedure exists only in the training
-            workflow (use ``fastmri_pun.workflows.prune.find_masks``).
+            workflow (use ``fastmri_pun.app.train.mask_procedures.find_masks``).
     """
     spec = get_pruning_method(method)
     density = check_density(density)
@@ -159,7 +159,7 @@ def prune_at_init(
     if spec.procedure not in PROCEDURES:
         raise ValueError(
             f"method {method!r}: mask procedure {spec.procedure!r} runs only in "
-            "fastmri_pun.workflows.prune.find_masks"
+            "fastmri_pun.app.train.mask_procedures.find_masks"
         )
     loss_fn = make_loss_fn(loss) if loss_fn is None else loss_fn
     names = select_parameters(model, cfg.include, cfg.exclude, trainable_only=cfg.trainable_only)

@@ -3,7 +3,7 @@
 :data:`PROCEDURES` maps a :class:`~fastmri_pun.pruning.methods.PruningMethod`'s ``procedure`` key
 to a function of a :class:`MaskJob` returning the masks; :class:`PhaseMeter` counts the steps,
 samples and seconds of each phase (the ``phases`` of the report). The Lightning training command
-runs the same methods through ``fastmri_pun.workflows.prune.find_masks``.
+runs the same methods through ``fastmri_pun.app.train.mask_procedures.find_masks``.
 """
 
 from __future__ import annotations

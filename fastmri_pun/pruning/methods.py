@@ -3,7 +3,7 @@
 A :class:`PruningMethod` says what a method does before the final sparse training (dense
 training first or not, which mask procedure), where its mask comes from and where the final
 training starts from. The procedures themselves (they run trainers) live in
-:mod:`fastmri_pun.workflows.prune`, keyed by :attr:`PruningMethod.procedure`;
+:mod:`fastmri_pun.app.train.mask_procedures`, keyed by :attr:`PruningMethod.procedure`;
 ``workflows.prune.find_masks(method, ...)`` looks the method up here.
 
 Built-in methods, in this order: ``pun-it``, ``pun-at``, ``pun-it-channels``, ``magnitude``,
@@ -38,7 +38,7 @@ class PruningMethod:
         description: one line for ``--help``.
         mask_from: what the mask is computed from (a docs table cell).
         starts_from: the weights the final sparse training starts from (a docs table cell).
-        procedure: key of the mask procedure in :mod:`fastmri_pun.workflows.prune`
+        procedure: key of the mask procedure in :mod:`fastmri_pun.app.train.mask_procedures`
             (``"pun-search"``, ``"pun-channel-search"``, ``"magnitude"``, ``"random"``, ``"snip"``, ``"imp"``).
         dense_first: train densely (``train_fn(model, "dense")``) before finding the mask; the
             final training then starts from the trained weights.

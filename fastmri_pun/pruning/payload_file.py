@@ -1,7 +1,7 @@
 """The ``torch.save`` files of exported models (sparse and slim): written atomically, read with
 ``torch.load(weights_only=True)`` and one-line errors, metadata kept loadable.
 
-Shared by :mod:`fastmri_pun.pruning.export` (compact sparse checkpoints) and
+Shared by :mod:`fastmri_pun.pruning.sparse_file` (compact sparse checkpoints) and
 :mod:`fastmri_pun.pruning.slim_io` (channel-slimmed models).
 """
 

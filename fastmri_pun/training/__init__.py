@@ -3,7 +3,6 @@ registered reconstruction model, the fastMRI folder data module and its shape-bu
 samplers, atomic checkpoint writes, losses, the PUN mask search as a LightningModule, compute accounting per training
 phase and the guard that stops training at the first non-finite value."""
 
-from ..utils.deprecation import renamed_attributes
 from .accounting import ComputeAccounting
 from .checkpoint_io import AtomicCheckpointIO
 from .data_module import SliceDataModule, check_split_dir
@@ -32,11 +31,3 @@ __all__ = [
     "slice_shape_keys",
     "zero_filled",
 ]
-
-# names of 0.1.0, kept for one release
-__getattr__ = renamed_attributes(
-    __name__,
-    {"MoDLModule": "ReconstructionModule", "MoDLDataModule": "SliceDataModule"},
-    globals(),
-    "0.3.0",
-)

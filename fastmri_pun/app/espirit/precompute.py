@@ -1,0 +1,297 @@
+"""Precompute ESPIRiT coil maps for every slice of a fastMRI multicoil dataset.
+
+The maps go into the cache that :class:`~fastmri_pun.data.transforms.SenseDataTransform` reads
+(:class:`~fastmri_pun.data.espirit.SensitivityCache`). The transform is built through
+:class:`~fastmri_pun.data.TransformSettings` from the same mask, readout-crop and ESPIRiT
+settings as training (same defaults, one ``espirit_<field>`` setting per
+:class:`~fastmri_pun.data.EspiritSettings` field), so the cache keys are the ones training and
+evaluation compute: maps precomputed with the defaults are found by a default training run.
+
+``data_path`` is a dataset root (every ``multicoil_*`` split folder under it: train, val, test,
+the shift folders) or one split folder. Files with their own ``mask`` (fastMRI test/challenge)
+get maps from that mask, as evaluation reads them. Shell:
+``python -m fastmri_pun.app.espirit --data_path DIR --maps_cache_dir CACHE ...``.
+
+Maps are computed one slice per call, through the transform (the training code path and cache
+keys): :func:`~fastmri_pun.data.espirit.espirit_maps` takes a batch of slices, but on the CPU a
+batch of 4 was not faster per slice (1.19 s vs 1.04 s CPU at 320², 16 coils,
+``benchmarks/bench_espirit_speed.py``): the per-pixel work grows with the slices and the
+per-slice overhead is small. Use ``num_workers`` for throughput.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from fastmri.data import SliceDataset
+from tqdm import tqdm
+
+from ...data.espirit import EspiritSettings
+from ...data.h5io import missing_max_values, validate_fastmri_folder
+from ...data.masks import MASK_TYPES
+from ...data.transform_settings import TransformSettings
+from ...data.transforms import SenseDataTransform
+from ..train.config import ESPIRIT_PREFIX, DataConfig, espirit_flag_help
+
+__all__ = [
+    "ESPIRIT_PREFIX",
+    "MapsConfig",
+    "MapsSummary",
+    "espirit_flag_fields",
+    "espirit_from_flags",
+    "precompute_maps",
+    "split_folders",
+    "with_espirit_fields",
+]
+
+
+# ------------------------------------------------------------------ generated ESPIRiT flags
+def espirit_flag_fields(optional: bool) -> list[tuple[str, Any, Any]]:
+    """One dataclass field per :class:`EspiritSettings` field, for
+    :func:`dataclasses.make_dataclass`: ``(f"espirit_{name}", type, field(default=...))``.
+
+    Args:
+        optional: ``True``: type ``T | None``, default ``None`` (an override: ``None`` keeps the
+            value from elsewhere, e.g. a checkpoint); ``False``: ``EspiritSettings``'s type and
+            default.
+    """
+    hints = typing.get_type_hints(EspiritSettings)
+    out = []
+    for f in dataclasses.fields(EspiritSettings):
+        hint = hints[f.name]
+        if optional:
+            out.append((ESPIRIT_PREFIX + f.name, hint | None, field(default=None)))
+        else:
+            out.append((ESPIRIT_PREFIX + f.name, hint, field(default=f.default)))
+    return out
+
+
+def _espirit_flag_docs(optional: bool) -> str:
+    """Docstring ``Args`` lines of the generated fields (their ``--help`` text, worded as
+    training's ``--espirit_<field>`` flags)."""
+    helps = espirit_flag_help()
+    lines = []
+    for f in dataclasses.fields(EspiritSettings):
+        default = "default: the checkpoint's" if optional else "default as training's"
+        text = helps.get(f.name, "").rstrip(".")
+        lines.append(
+            f"        {ESPIRIT_PREFIX}{f.name}: ESPIRiT setting {f.name}: {text} ({default}).\n"
+        )
+    return "".join(lines)
+
+
+def espirit_from_flags(values: Mapping[str, Any], base: EspiritSettings) -> EspiritSettings:
+    """``base`` with every ``espirit_<field>`` of ``values`` that is not ``None``.
+
+    Raises:
+        ValueError: a bad ESPIRiT value (:class:`EspiritSettings`' one-line check).
+    """
+    changes = {
+        f.name: values[ESPIRIT_PREFIX + f.name]
+        for f in dataclasses.fields(EspiritSettings)
+        if values.get(ESPIRIT_PREFIX + f.name) is not None
+    }
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def with_espirit_fields(base: type, optional: bool, frozen: bool) -> type:
+    """The dataclass ``base`` plus one generated ``espirit_<field>`` field per
+    :class:`EspiritSettings` field (:func:`espirit_flag_fields`), named like ``base`` without
+    its leading underscore, in ``base``'s module; their help lines are appended to ``base``'s
+    docstring (whose last section must be ``Args:``)."""
+    cls = dataclasses.make_dataclass(
+        base.__name__.lstrip("_"),
+        espirit_flag_fields(optional),
+        bases=(base,),
+        frozen=frozen,
+    )
+    cls.__module__ = base.__module__
+    cls.__qualname__ = cls.__name__
+    cls.__doc__ = (base.__doc__ or "").rstrip() + "\n" + _espirit_flag_docs(optional) + "    "
+    return cls
+
+
+# ------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class _MapsConfig:
+    """ESPIRiT precompute settings (the flags of ``python -m fastmri_pun.app.espirit``).
+
+    The mask, readout-crop and ESPIRiT defaults are those of ``python -m fastmri_pun.train``
+    (:class:`~fastmri_pun.app.train.config.DataConfig`,
+    :class:`~fastmri_pun.data.EspiritSettings`): maps precomputed with the defaults are found
+    in the cache by a training run with the defaults. One ``espirit_<field>`` setting exists per
+    ``EspiritSettings`` field (listed below).
+
+    Args:
+        maps_cache_dir: where maps are stored (default: $FASTMRI_PUN_CACHE/sens_maps or
+            ~/.cache/fastmri_pun/sens_maps, the transform's default).
+        mask_type: fastMRI mask type whose ACS (fully sampled centre) is used; as training's.
+        center_fractions: fraction(s) of fully sampled centre columns (the ACS); as training's.
+        accelerations: undersampling factor(s) (> 1); the ACS of random/equispaced masks does
+            not depend on them.
+        crop_readout: compute maps on k-space with the readout oversampling removed (as
+            training's --crop_readout, default on); must match training's.
+        noise_snr_db: first add k-space noise at this SNR in dB (as the noise shift).
+        seed: seed of the added noise.
+        num_workers: DataLoader worker processes.
+        enable_progress_bar: show a progress bar.
+    """
+
+    maps_cache_dir: Path | None = None
+    mask_type: Literal[MASK_TYPES] = DataConfig.mask_type
+    center_fractions: list[float] = field(default_factory=lambda: DataConfig().center_fractions)
+    accelerations: list[int] = field(default_factory=lambda: DataConfig().accelerations)
+    crop_readout: bool = DataConfig.crop_readout
+    noise_snr_db: float | None = None
+    seed: int = 0
+    num_workers: int = 0
+    enable_progress_bar: bool = True
+
+    def espirit(self) -> EspiritSettings:
+        """The :class:`EspiritSettings` of the ``espirit_<field>`` settings.
+
+        Raises:
+            ValueError: a bad ESPIRiT value.
+        """
+        return espirit_from_flags(dataclasses.asdict(self), EspiritSettings())
+
+    def transform_settings(self) -> TransformSettings:
+        """The :class:`TransformSettings` these settings describe (ESPIRiT maps, multicoil).
+
+        Raises:
+            ValueError: a bad mask or ESPIRiT setting (one line, names it).
+        """
+        return TransformSettings(
+            challenge="multicoil",
+            mask_type=self.mask_type,
+            center_fractions=tuple(self.center_fractions),
+            accelerations=tuple(self.accelerations),
+            sens_maps="espirit",
+            crop_readout=self.crop_readout,
+            espirit=self.espirit(),
+            maps_cache_dir=None if self.maps_cache_dir is None else os.fspath(self.maps_cache_dir),
+        )
+
+    def transform(self) -> SenseDataTransform:
+        """The ESPIRiT transform these settings describe (the one training and evaluation build:
+        masks seeded by file name, a file's own mask used).
+
+        Raises:
+            ValueError: a bad mask or ESPIRiT setting (one line, names it).
+        """
+        return self.transform_settings().build(
+            use_seed=True, noise_snr_db=self.noise_snr_db, noise_seed=self.seed
+        )
+
+
+MapsConfig = with_espirit_fields(_MapsConfig, optional=False, frozen=True)
+
+
+@dataclass(frozen=True)
+class MapsSummary:
+    """What :func:`precompute_maps` did.
+
+    Args:
+        num_slices: slices whose maps are now in the cache (``computed + found``).
+        maps_cache_dir: the cache folder.
+        computed: slices whose maps were computed (cache misses) by this call.
+        found: slices whose maps were already in the cache.
+        folders: the split folders that were read.
+    """
+
+    num_slices: int
+    maps_cache_dir: Path
+    computed: int = 0
+    found: int = 0
+    folders: tuple[Path, ...] = ()
+
+
+# ------------------------------------------------------------------ precompute
+def split_folders(data_path: str | os.PathLike, challenge: str = "multicoil") -> list[Path]:
+    """The split folders of ``data_path``: every ``{challenge}_*`` folder under a dataset root,
+    sorted, or ``[data_path]`` itself when it holds none (a split folder).
+
+    Raises:
+        FileNotFoundError: ``data_path`` is not a folder.
+    """
+    root = Path(data_path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data_path {root} does not exist or is not a folder")
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{challenge}_"))
+    return subs or [root]
+
+
+class _CountingTransform:
+    """The transform, returning ``(fname, slice, cache hit)`` instead of the sample (runs in
+    DataLoader workers too: the hit, :attr:`SensitivityCache.last_hit`, travels back with the
+    result)."""
+
+    def __init__(self, transform: SenseDataTransform) -> None:
+        if transform.cache is None:
+            raise ValueError("precomputing maps needs the cache (use_cache=True)")
+        self.transform = transform
+
+    def __call__(self, *args: Any) -> tuple[str, int, bool]:
+        cache = self.transform.cache
+        cache.last_hit = None  # type: ignore[union-attr]
+        sample = self.transform(*args)
+        return sample.fname, int(sample.slice_num), bool(cache.last_hit)  # type: ignore[union-attr]
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def precompute_maps(data_path: str | os.PathLike, cfg: MapsConfig | None = None) -> MapsSummary:
+    """Compute (or find cached) ESPIRiT maps for every slice of a fastMRI multicoil dataset.
+
+    Args:
+        data_path: a dataset root (all its ``multicoil_*`` split folders) or one split folder of
+            fastMRI multicoil ``.h5`` files (e.g. ``multicoil_train``).
+        cfg: settings (default: :class:`MapsConfig` ``()``).
+
+    Returns:
+        :class:`MapsSummary` (slices computed vs found in the cache).
+
+    Raises:
+        FileNotFoundError: ``data_path`` does not exist.
+        ValueError: a file is not a fastMRI multicoil file (one line naming it), a bad setting,
+            or an ACS too small for ESPIRiT (naming the file and slice).
+    """
+    cfg = cfg or MapsConfig()
+    folders = split_folders(data_path)
+    for folder in folders:  # every file checked before any map is computed
+        validate_fastmri_folder(folder)
+    transform = cfg.transform()
+    cache_dir = transform.cache.cache_dir if transform.cache is not None else Path()
+    counting = _CountingTransform(transform)
+    computed = found = 0
+    with warnings.catch_warnings():  # maps need no intensity maximum: do not warn about it
+        warnings.simplefilter("ignore")
+        for folder in folders:
+            transform.max_values.update(missing_max_values(folder))
+    datasets = [SliceDataset(f, "multicoil", transform=counting) for f in folders]
+    bar = tqdm(
+        total=sum(len(d) for d in datasets),
+        desc="ESPIRiT maps",
+        unit="slice",
+        disable=not cfg.enable_progress_bar,
+    )
+    with bar:
+        for dataset in datasets:
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=None, num_workers=cfg.num_workers, collate_fn=_identity
+            )
+            for _, _, hit in loader:
+                found += hit
+                computed += not hit
+                bar.update()
+    return MapsSummary(computed + found, Path(cache_dir), computed, found, tuple(folders))

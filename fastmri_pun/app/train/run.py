@@ -1,0 +1,378 @@
+"""Train / test a registered reconstruction model (MoDL by default) on fastMRI data (multicoil or
+singlecoil).
+
+::
+
+    from fastmri_pun.app.train.run import TrainConfig, fit
+
+    cfg = TrainConfig.from_flat({"max_epochs": 2, "prune": "pun-it", "density": 0.05})
+    result = fit(cfg)            # train, validate and test the best checkpoint
+    result.test["summary"]["psnr"], result.best_checkpoint
+
+:func:`fit` = :func:`prepare` (every check on the input: data folders, checkpoint and its model;
+nothing is trained yet) then :func:`execute` (pruning, training, testing, ``metrics.md``/``.csv``,
+an example figure). Bad input raises ``ValueError``/``FileNotFoundError``; the process never
+exits. The output folder's layout is :class:`fastmri_pun.utils.run_dir.RunDir`'s.
+
+Transforms are built only through :class:`~fastmri_pun.data.TransformSettings`
+(:meth:`TrainConfig.transform_settings`); a trained module stores ``settings.to_dict()`` as its
+hparam ``transform_settings``. ``--mode test`` rebuilds the transform from the checkpoint: its
+``challenge``, mask, ``sens_maps``, ``crop_readout`` and ``espirit`` settings win over the
+command line (a line names the flags that were overridden; to score other masks use
+``evaluate`` and its shifts); files with their own ``mask`` (fastMRI's test/challenge files)
+keep theirs. The recorded ``config.yaml``/``config_test.yaml`` holds the settings and the model
+settings actually used. Checkpoints without the hparam (older versions) use their
+``sens_maps`` hparam and the command line for the rest. Resuming a training
+refuses a checkpoint whose stored transform settings differ from the run's (the ESPIRiT cache
+folder excepted).
+
+A training run that finishes writes ``DONE.json`` last (checkpoints, metrics files, the
+validation and test results and its configuration; :func:`finished_run`). Rerunning the same
+configuration into that folder returns the recorded :class:`TrainResult` and changes nothing
+(no training, no second compute row, ``config.yaml`` kept); other settings are refused unless
+``--resume`` continues the finished run (e.g. ``--max_epochs`` raised with ``--resume last``).
+To re-test a finished run use ``--mode test --resume best``; another ``--output_dir`` trains
+afresh. A resumed checkpoint must match ``--prune``/``--density`` (a pruned checkpoint holds
+its masks, ``pun_masks``, and method, ``pun_method``); ``--mode test`` takes both from the
+checkpoint.
+
+In test mode into a folder that already holds a training run (its ``config.yaml``), the
+configuration and metrics go to ``config_test.yaml``, ``metrics_test.md`` and
+``metrics_test.csv``; the training run's files are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+from ...data.transform_settings import TransformSettings
+from ...training import ReconstructionModule, SliceDataModule
+from ...training.recon_module import (
+    check_checkpoint,
+    load_checkpoint_file,
+)
+from ...utils.io import atomic_write_text
+from ...utils.run_dir import RunDir
+from .checkpoint_settings import (
+    effective_test_config,
+    run_dir,
+    test_pruning,
+    test_transform_settings,
+)
+from .checks import (
+    check_accelerator,
+    check_dense_checkpoint,
+    check_output_dir,
+    check_prune_density,
+    check_resume_epochs,
+    check_resume_pruning,
+    earlier_run,
+    resolve_checkpoint,
+    resolve_data_path,
+)
+from .config import ESPIRIT_PREFIX, TrainConfig
+from .done_record import finished_run, write_done
+from .outputs import metric_rows, read_compute, save_example_figure, write_metrics_table
+from .pruning_phase import prune_module
+from .result import PreparedRun, TrainResult
+from .trainers import TrainingInterrupted, build_trainer
+
+__all__ = [
+    "PreparedRun",
+    "TrainConfig",
+    "TrainResult",
+    "build_datamodule",
+    "build_module",
+    "dump_config",
+    "execute",
+    "finished_run",
+    "fit",
+    "no_target_note",
+    "prepare",
+    "run_dir",
+    "test_transform_settings",
+]
+
+
+# ------------------------------------------------------------------------------ building
+def build_module(cfg: TrainConfig) -> ReconstructionModule:
+    """A fresh :class:`~fastmri_pun.training.ReconstructionModule` of the configured model, with
+    the run's transform settings in its hparam ``transform_settings``."""
+    o = cfg.optimisation
+    return ReconstructionModule(
+        transform_settings=cfg.transform_settings().to_dict(),
+        model_name=cfg.model.model,
+        model_kwargs=cfg.model.settings.model_kwargs(sens_maps=cfg.data.sens_maps),
+        sens_maps=cfg.data.sens_maps,
+        loss=o.loss,
+        l1_weight=o.l1_weight,
+        optimizer=o.optimizer,
+        lr=o.lr,
+        weight_decay=o.weight_decay,
+        lr_scheduler=o.lr_scheduler,
+        lr_step_size=o.lr_step_size,
+        lr_gamma=o.lr_gamma,
+        num_log_images=cfg.trainer.num_log_images,
+    )
+
+
+def build_datamodule(
+    cfg: TrainConfig,
+    data_path: Path,
+    settings: TransformSettings | str | None = None,
+) -> SliceDataModule:
+    """:class:`~fastmri_pun.training.SliceDataModule` with transforms built by
+    :meth:`TransformSettings.build`.
+
+    Training masks are random per slice (``use_seed=False``, reseeded per epoch by the data
+    module); validation/test masks are fixed per volume (``use_seed=True``), as in fastMRI. Files
+    with their own ``mask`` keep it.
+
+    Args:
+        cfg: the run.
+        data_path: the fastMRI root.
+        settings: the transform settings (default: ``cfg.transform_settings()``); a string is a
+            ``sens_maps`` value replacing the configured one.
+    """
+    d = cfg.data
+    if settings is None or isinstance(settings, str):
+        base = cfg.transform_settings()
+        settings = base if settings is None else replace(base, sens_maps=settings)
+    return SliceDataModule(
+        data_path=data_path,
+        train_transform=settings.build(use_seed=False),
+        val_transform=settings.build(use_seed=True),
+        test_transform=settings.build(use_seed=True),
+        challenge=settings.challenge,
+        test_split=d.test_split,
+        test_path=d.test_path,
+        sample_rate=d.sample_rate,
+        val_sample_rate=d.val_sample_rate,
+        test_sample_rate=d.test_sample_rate,
+        batch_size=d.batch_size,
+        num_workers=d.num_workers,
+        seed=cfg.run.seed,
+        skip_bad_files=d.skip_bad_files,
+        check_values=d.check_values,
+    )
+
+
+def _label(module: ReconstructionModule) -> str:
+    """The model's name in the metrics table: ``modl`` or ``modl (pun-it, density 0.05)``."""
+    label = str(module.hparams.model_name)
+    masks = module.prune_masks
+    if masks:
+        kept = sum(int(m.sum()) for m in masks.values())
+        density = kept / max(1, sum(m.numel() for m in masks.values()))
+        label += f" ({module.prune_method or 'pruned'}, density {density:.4g})"
+    return label
+
+
+# ------------------------------------------------------------------------------ running
+def prepare(cfg: TrainConfig) -> PreparedRun:
+    """Check a configuration against the file system and build what the run needs.
+
+    Seeds everything (``pl.seed_everything(cfg.run.seed)``) before building the model. Creates
+    ``cfg.run.output_dir`` (removed again if a later check fails) and writes nothing else; the
+    configuration is written by :func:`execute`.
+
+    Raises:
+        FileNotFoundError: missing data folder or checkpoint.
+        ValueError: the folder holds a finished run (:func:`finished_run`; :func:`fit` returns
+            its record instead), an output folder that is a file or not writable,
+            ``--accelerator gpu`` without CUDA (or more ``--devices`` than GPUs), empty or
+            malformed split folders, a checkpoint that is damaged, not safe to load, holds
+            non-finite weights or belongs to another model, a checkpoint whose pruning
+            contradicts ``--prune``/``--density``, a ``--density`` too small for the model's
+            prunable layers, a model that cannot use the configured coil maps, checkpoints of an
+            earlier run without ``last.ckpt``.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if finished_run(cfg) is not None:
+        raise ValueError(
+            f"--output_dir {cfg.run.output_dir} holds a finished run ({RunDir(cfg.run.output_dir).done}); "
+            "re-test it with --mode test --resume best, or choose another --output_dir to train "
+            "afresh"
+        )
+    check_accelerator(cfg)
+    check_dense_checkpoint(cfg)
+    root = RunDir(cfg.run.output_dir).root
+    created = check_output_dir(root)
+    try:
+        return _prepare(cfg)
+    except BaseException:
+        if created:  # a failed start leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        raise
+
+
+def _prepare(cfg: TrainConfig) -> PreparedRun:
+    data_path = resolve_data_path(cfg.data)
+    ckpt_path = resolve_checkpoint(cfg.run)
+    if cfg.run.mode == "train" and ckpt_path is None:
+        ckpt_path = earlier_run(RunDir(cfg.run.output_dir))
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)  # no log line before errors
+    if cfg.run.mode == "test":
+        module = ReconstructionModule.load_checkpoint(ckpt_path)
+        settings = test_transform_settings(cfg, module.hparams)
+        cfg = effective_test_config(cfg, module.hparams, settings)
+        cfg = test_pruning(cfg, module, ckpt_path)
+    else:
+        settings = cfg.transform_settings()
+        module = build_module(cfg)
+        if settings.sens_maps == "espirit" and not module.uses_sens_maps:
+            raise ValueError(
+                f"--model {cfg.model.model} estimates its own coil maps (it takes no sens_maps); "
+                "use --sens_maps learned"
+            )
+        if ckpt_path is not None:
+            expected = {
+                "model_name": module.hparams.model_name,
+                "model_kwargs": module.hparams.model_kwargs,
+                "transform_settings": settings.to_dict(),
+            }
+            checkpoint = load_checkpoint_file(ckpt_path)
+            check_checkpoint(checkpoint, f"--resume {ckpt_path}", expected)
+            check_resume_pruning(cfg, checkpoint, ckpt_path)
+            check_resume_epochs(cfg, checkpoint, ckpt_path)
+        elif cfg.prune != "none":
+            check_prune_density(cfg, module)
+    dm = build_datamodule(cfg, data_path, settings)
+    for split in ("train", "val", "test") if cfg.run.mode == "train" else ("test",):
+        dm.dataset(split)  # missing/empty folders and bad files fail here, before Lightning
+    return PreparedRun(cfg, module, dm, ckpt_path, settings)
+
+
+def dump_config(cfg: TrainConfig, settings: TransformSettings | None = None) -> str:
+    """The configuration as YAML (flat flag keys; loadable with ``--config``); with
+    ``settings``, the transform flags they set (challenge, coil maps, readout crop, ESPIRiT)
+    are written as used (a test run's checkpoint settings)."""
+    flat = cfg.to_flat()
+    if settings is not None:
+        flat.update(
+            challenge=settings.challenge,
+            sens_maps=settings.sens_maps,
+            crop_readout=settings.crop_readout,
+            **{f"{ESPIRIT_PREFIX}{k}": v for k, v in asdict(settings.espirit).items()},
+        )
+    return yaml.safe_dump(flat, sort_keys=False)
+
+
+def no_target_note(module: ReconstructionModule, dm: SliceDataModule) -> str:
+    """A metrics-table line for test volumes without targets (fastMRI test/challenge files):
+    how many were reconstructed and that they are not scored; ``""`` when all were scored."""
+    saved = module.test_saved
+    scored = set((module.test_results or {}).get("per_volume", {}))
+    unscored = sorted(set(saved) - scored)
+    if not unscored:
+        return ""
+    return (
+        f"Test split `{dm.split_dir('test')}`: {len(unscored)} of {len(saved)} volumes have no "
+        "target (fastMRI test/challenge files): reconstructed and saved, not scored."
+    )
+
+
+def execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+    """Prune (``cfg.prune``), train, validate and test the best checkpoint (or only test in
+    ``mode="test"``); write ``config.yaml``, the metrics table and an example figure.
+
+    Args:
+        prepared: from :func:`prepare`.
+        callbacks: extra Lightning callbacks of the main training.
+
+    Returns:
+        :class:`TrainResult`; ``interrupted=True`` and no checkpoints after Ctrl-C.
+    """
+    with warnings.catch_warnings():
+        # MriModule drops DistributedSampler's padded duplicates before reducing metrics, and
+        # the demo's data loading is cheap next to the model: both warnings are noise here.
+        warnings.filterwarnings("ignore", message=r".*Using `DistributedSampler` with the data")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers")
+        try:
+            return _execute(prepared, callbacks)
+        except TrainingInterrupted:
+            return TrainResult(RunDir(prepared.cfg.run.output_dir).root, interrupted=True)
+
+
+def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainResult:
+    cfg, module, dm, ckpt_path = (
+        prepared.cfg,
+        prepared.module,
+        prepared.datamodule,
+        prepared.ckpt_path,
+    )
+    if cfg.prune != "none" and cfg.run.mode == "train":
+        if ckpt_path is None:
+            prune_module(cfg, module, dm)
+        module.prune_method = module.prune_method or cfg.prune
+    run = run_dir(cfg)
+    run.root.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(cfg, callbacks)
+    if trainer.is_global_zero:
+        if cfg.run.mode == "train":  # continuing a finished run: it is unfinished until it ends
+            run.done.unlink(missing_ok=True)
+        atomic_write_text(run.config, dump_config(cfg, prepared.settings))
+    module.reconstruction_dir = run.reconstructions
+    result = TrainResult(run.root)
+    if cfg.run.mode == "train":
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        if trainer.interrupted:
+            result.interrupted = True
+            return result
+        last = run.last_checkpoint if run.last_checkpoint.is_file() else None
+        best = trainer.checkpoint_callback.best_model_path or last
+        trainer.validate(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+        result.val = module.val_results
+        trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+        result.best_checkpoint = Path(best)
+        result.last_checkpoint = last
+        note = f"Model: best checkpoint by validation SSIM, `{best}`."
+    else:
+        trainer.test(module, datamodule=dm, verbose=False)
+        note = f"Model: `{ckpt_path}`."
+    result.test = module.test_results
+    result.reconstructions = module.reconstruction_dir
+    if trainer.is_global_zero:
+        label = _label(module)
+        rows = metric_rows("val", result.val, label) + metric_rows("test", result.test, label)
+        missing = no_target_note(module, dm)
+        note = f"{note}\n\n{missing}" if missing else note
+        if rows or missing:
+            result.metrics_md, result.metrics_csv = write_metrics_table(
+                run, rows, note, read_compute(run)
+            )
+        result.figure = save_example_figure(
+            module.reconstruction_dir, dm.split_dir("test"), run.test_example_figure
+        )
+        if cfg.run.mode == "train":
+            write_done(run, cfg, result)
+    return result
+
+
+def fit(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+    """:func:`prepare` then :func:`execute`: the whole run (training, or testing when
+    ``cfg.run.mode == "test"``). A rerun of a finished training run returns its recorded
+    result (:func:`finished_run`) without training, testing or writing anything.
+
+    Raises:
+        ValueError, FileNotFoundError: bad input, before anything is trained (see
+            :func:`prepare`).
+    """
+    done = finished_run(cfg)
+    if done is not None:
+        rank_zero_info(
+            f"{done.output_dir} holds this finished run: nothing to do (re-test it with --mode "
+            "test --resume best; another --output_dir trains afresh)"
+        )
+        return done
+    return execute(prepare(cfg), callbacks)
