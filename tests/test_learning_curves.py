@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fastmri_pun.app.run_folder import RunDir
 from fastmri_pun.evaluation.figures import _draw_learning_curves, learning_curves_figure
 from fastmri_pun.experiments.paper.learning_curves import (
     CURVE_COLUMNS,
@@ -22,7 +23,6 @@ from fastmri_pun.experiments.paper.learning_curves import (
     plateau_check,
     read_learning_curve,
 )
-from fastmri_pun.utils.run_dir import RunDir
 
 STEPS_PER_EPOCH = 10
 BATCH = 2

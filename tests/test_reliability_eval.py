@@ -19,6 +19,7 @@ from quirk_files import write_bad_files
 from tiny_checkpoints import untrained_checkpoint
 
 from fastmri_pun.app.evaluate.suite import SuiteConfig, evaluate
+from fastmri_pun.app.run_folder import RunDir
 from fastmri_pun.data import TransformSettings
 from fastmri_pun.data.h5io import ismrmrd_header, validate_fastmri_file
 from fastmri_pun.evaluation import cache
@@ -27,7 +28,6 @@ from fastmri_pun.evaluation.coil_maps import MAPS_FIT_MIN, maps_fit
 from fastmri_pun.evaluation.fastmri_scorer import format_scores, score_folder
 from fastmri_pun.evaluation.report import low_maps_fit
 from fastmri_pun.evaluation.shift_data import ShiftData, resolve_shifts, shift_dataset
-from fastmri_pun.utils.run_dir import RunDir
 
 
 def _checkpoint(path: Path) -> Path:

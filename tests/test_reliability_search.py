@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastmri_pun.app.run_folder import RunDir
 from fastmri_pun.app.train import pruning_phase as train_prune
 from fastmri_pun.app.train.cli import parse_args
 from fastmri_pun.app.train.pruning_phase import prune_module
 from fastmri_pun.app.train.run import fit, prepare
 from fastmri_pun.pruning.masks_file import SavedMasks, load_masks_file, save_masks_file
-from fastmri_pun.utils.run_dir import RunDir
 
 TINY = [
     "--center_fractions", "0.16",  # 10 ACS lines at width 64 (ESPIRiT needs >= 7)

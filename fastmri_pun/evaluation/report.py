@@ -80,7 +80,7 @@ def make_figures(
     """Write the figures (module docstring) into the folder ``out``; returns their paths.
 
     Args:
-        results: per-image results (:data:`~fastmri_pun.evaluation.cache.RESULT_COLUMNS`).
+        results: per-image results (:data:`~fastmri_pun.app.evaluate.partial_results.RESULT_COLUMNS`).
         reference: model whose median-PSNR slice is shown per shift.
         datasets, rois: ``{shift: dataset}``, ``{shift: annotations}`` of
             :func:`~fastmri_pun.evaluation.runner.collect`.

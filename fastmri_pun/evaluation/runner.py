@@ -10,7 +10,7 @@ as fastMRI's FLAIR volumes) and scored by :mod:`fastmri_pun.evaluation.metrics` 
 the file's ``max`` attribute, or its target volume's maximum when it has none: fastMRI's
 definition, as the training metrics). Each row records the acceleration of its input: a file's
 own mask's (fastMRI test/challenge files), else the shift's. Finished model × shift pairs are
-kept by :mod:`fastmri_pun.evaluation.cache` and skipped by a rerun.
+kept by :mod:`fastmri_pun.app.evaluate.partial_results` and skipped by a rerun.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import yaml
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
+from ..app.evaluate import partial_results as cache
+from ..app.evaluate.partial_results import RESULT_COLUMNS
+from ..app.run_folder import RunDir
 from ..data.annotations import roi_mask
 from ..data.crop import center_crop, crop_to_common
 from ..data.shifts import ResolvedShift
-from ..utils.run_dir import RunDir
-from . import cache
-from .cache import RESULT_COLUMNS
 from .coil_maps import maps_fit
 from .metrics import image_metrics, image_roi_metrics
 from .shift_data import (

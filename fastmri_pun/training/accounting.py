@@ -30,7 +30,6 @@ from pytorch_lightning.utilities.data import extract_batch_size
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
 from ..utils.io import atomic_write_json
-from ..utils.run_dir import RunDir
 
 __all__ = ["ComputeAccounting", "append_json_record", "read_json_records"]
 
@@ -85,8 +84,8 @@ class ComputeAccounting(pl.Callback):
 
     Args:
         phase: name of the phase (``"dense"``, ``"search"``, ``"sparse"``, ``"imp-2"``, ...).
-        path: JSON file; default: the accounting file of the output folder
-            ``trainer.default_root_dir`` (``RunDir(...).compute_accounting``).
+        path: the JSON file the records are written to (the training command passes its output
+            folder's ``compute_accounting.json``).
 
     The phase record (also kept in ``self.record``)::
 
@@ -106,11 +105,11 @@ class ComputeAccounting(pl.Callback):
         ValueError: from the hooks, when the file holds something else than a JSON list of records.
     """
 
-    def __init__(self, phase: str, path: str | os.PathLike | None = None) -> None:
+    def __init__(self, phase: str, path: str | os.PathLike) -> None:
         if not phase or not isinstance(phase, str):
             raise ValueError(f"phase must be a non-empty string, got {phase!r}")
         self.phase = phase
-        self.path = Path(path) if path is not None else None
+        self.path = Path(path)
         self.record: dict[str, Any] | None = None
         self._reset()
 
@@ -175,7 +174,7 @@ class ComputeAccounting(pl.Callback):
     def _write(self, trainer: pl.Trainer) -> None:
         if not trainer.is_global_zero:
             return
-        path = self.path or RunDir(trainer.default_root_dir).compute_accounting
+        path = self.path
         records = read_json_records(path)
         if self._index is None:
             same = [

@@ -1,5 +1,5 @@
 """Helpers every layer may use (they import nothing else from the package): atomic file writes,
-Markdown tables, the run folder's names, stable seeds and cache folders, config checks."""
+Markdown tables, stable seeds and cache folders, config checks."""
 
 from .config_checks import check_field_types, unknown_keys_message
 from .io import (
@@ -11,11 +11,9 @@ from .io import (
     save_figure,
 )
 from .markdown import markdown_table
-from .run_dir import RunDir
 from .seeding import default_cache_dir, stable_seed
 
 __all__ = [
-    "RunDir",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",

@@ -20,9 +20,9 @@ from typing import Any
 
 from jsonargparse import ArgumentParser
 
-from ...utils.run_dir import RunDir
 from ..config_files import add_config_flag, add_dataclass_flags, list_fields, parse_checked
 from ..errors import run_command
+from ..run_folder import RunDir
 from .suite import SuiteConfig, evaluate, model_names
 
 __all__ = ["PROG", "build_parser", "main", "parse_args"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ...utils.run_dir import RunDir
+from ..run_folder import RunDir
 from .suite import SuiteConfig, SuiteResult, evaluate
 
 __all__ = ["evaluate_parallel"]

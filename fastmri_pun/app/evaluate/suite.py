@@ -23,7 +23,7 @@ shift's rows are cached or any table is written. Each row carries the slice's co
 consistency ``maps_fit`` (:mod:`fastmri_pun.evaluation.coil_maps`); ``summary.md`` counts, per
 shift, the slices below the threshold (their scores are kept).
 
-It writes into ``output_dir`` (names from :class:`~fastmri_pun.utils.run_dir.RunDir`)::
+It writes into ``output_dir`` (names from :class:`~fastmri_pun.app.run_folder.RunDir`)::
 
     partial/<model>__<shift>.csv (+ .json)   rows of one finished model × shift and the
                                              fingerprint of what produced them; a rerun with the
@@ -76,8 +76,8 @@ from ...evaluation.shift_data import (
 )
 from ...evaluation.stats import N_BOOT, paired_differences, summarize
 from ...utils.io import atomic_write_text
-from ...utils.run_dir import RunDir
 from ..espirit.precompute import espirit_from_flags, with_espirit_fields
+from ..run_folder import RunDir
 from ..train.config import DataConfig, TrainerConfig
 
 if TYPE_CHECKING:

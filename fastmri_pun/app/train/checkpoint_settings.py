@@ -14,7 +14,7 @@ from ...data.transform_settings import TransformSettings
 from ...models import model_settings
 from ...training import ReconstructionModule
 from ...training.recon_module import checkpoint_transform_settings
-from ...utils.run_dir import RunDir
+from ..run_folder import RunDir
 from .checks import pruning_method_beside
 from .config import ModelConfig, TrainConfig
 

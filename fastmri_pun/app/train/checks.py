@@ -22,7 +22,7 @@ from ...pruning.pun import keep_budget
 from ...pruning.select import select_parameters
 from ...training import ReconstructionModule
 from ...training.recon_module import checkpoint_pruning
-from ...utils.run_dir import RunDir
+from ..run_folder import RunDir
 from .config import DataConfig, RunConfig, TrainConfig
 
 __all__ = [

@@ -41,10 +41,10 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from ...models import list_models
 from ...pruning.methods import pruning_methods_help
 from ...utils.config_checks import unknown_keys_message
-from ...utils.run_dir import RunDir
 from ..config_files import check_config_keys, config_file_paths, read_config_file
 from ..config_files import config_keys as valid_keys  # the keys a flag or config file may set
 from ..errors import run_command
+from ..run_folder import RunDir
 from .config import Flag, ModelConfig, TrainConfig, train_flags
 from .run import TrainResult, fit
 

@@ -12,7 +12,7 @@ import torch
 
 from ...models import model_settings
 from ...utils.io import atomic_write_json
-from ...utils.run_dir import RunDir
+from ..run_folder import RunDir
 from .config import TrainConfig
 from .result import TrainResult
 

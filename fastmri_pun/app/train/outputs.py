@@ -15,7 +15,7 @@ from ...data.crop import crop_to_common
 from ...training.accounting import read_json_records
 from ...utils.io import atomic_write_text, save_figure
 from ...utils.markdown import markdown_table
-from ...utils.run_dir import RunDir
+from ..run_folder import RunDir
 
 __all__ = ["metric_rows", "read_compute", "save_example_figure", "write_metrics_table"]
 

@@ -38,8 +38,8 @@ from ...pruning.masks_file import SavedMasks, load_masks_file, mask_settings, sa
 from ...training import ReconstructionModule, SliceDataModule
 from ...training.accounting import append_json_record, read_json_records
 from ...utils.io import atomic_write_json
-from ...utils.run_dir import RunDir
 from ...utils.seeding import stable_seed
+from ..run_folder import RunDir
 from .config import TrainConfig
 from .mask_procedures import find_masks, search_limits
 from .trainers import phase_trainer

@@ -12,7 +12,7 @@ singlecoil).
 :func:`fit` = :func:`prepare` (every check on the input: data folders, checkpoint and its model;
 nothing is trained yet) then :func:`execute` (pruning, training, testing, ``metrics.md``/``.csv``,
 an example figure). Bad input raises ``ValueError``/``FileNotFoundError``; the process never
-exits. The output folder's layout is :class:`fastmri_pun.utils.run_dir.RunDir`'s.
+exits. The output folder's layout is :class:`fastmri_pun.app.run_folder.RunDir`'s.
 
 Transforms are built only through :class:`~fastmri_pun.data.TransformSettings`
 (:meth:`TrainConfig.transform_settings`); a trained module stores ``settings.to_dict()`` as its
@@ -60,7 +60,7 @@ from ...training.recon_module import (
     load_checkpoint_file,
 )
 from ...utils.io import atomic_write_text
-from ...utils.run_dir import RunDir
+from ..run_folder import RunDir
 from .checkpoint_settings import (
     effective_test_config,
     run_dir,

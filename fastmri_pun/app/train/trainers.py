@@ -30,7 +30,7 @@ from ...training.accounting import ComputeAccounting
 from ...training.checkpoint_io import AtomicCheckpointIO
 from ...training.finite_guard import FiniteGuard
 from ...training.sample_budget import SampleBudget
-from ...utils.run_dir import RunDir
+from ..run_folder import RunDir
 from .config import TrainConfig
 
 __all__ = ["InterruptibleTrainer", "TrainingInterrupted", "build_trainer", "phase_trainer"]

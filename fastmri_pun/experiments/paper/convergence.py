@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
+from ...app.run_folder import RunDir
 from ...evaluation.figures import learning_curves_figure
 from ...utils.markdown import markdown_table
-from ...utils.run_dir import RunDir
 from .learning_curves import overfit_check, plateau_check
 
 __all__ = ["convergence_lines", "gap_lines", "per_seed_lines"]

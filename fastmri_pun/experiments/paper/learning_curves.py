@@ -1,7 +1,7 @@
 """Learning curves of training runs: validation and training PSNR per epoch, against the
 optimisation steps and per-sample passes spent since the start of the whole run.
 
-Sources, inside one training run folder (:class:`~fastmri_pun.utils.run_dir.RunDir`):
+Sources, inside one training run folder (:class:`~fastmri_pun.app.run_folder.RunDir`):
 
 * ``logs/csv/version_N/metrics.csv``: Lightning's ``CSVLogger`` files of the main training
   (``version_0`` first, one more per ``--resume``). One row per logging call, most cells empty:
@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ...app.run_folder import RunDir
 from ...training.accounting import read_json_records
-from ...utils.run_dir import RunDir
 
 __all__ = [
     "CURVE_COLUMNS",

@@ -11,12 +11,12 @@ from typing import Any
 import pandas as pd
 
 from ...app.evaluate.suite import SuiteConfig, SuiteResult
+from ...app.run_folder import RunDir
 from ...evaluation.metrics import IMAGE_METRICS, ROI_METRICS
 from ...evaluation.report import summary_markdown
 from ...evaluation.stats import paired_differences, per_seed_means, summarize
 from ...utils.io import atomic_write_text
 from ...utils.markdown import markdown_table
-from ...utils.run_dir import RunDir
 from .config import ExperimentConfig
 from .convergence import convergence_lines, gap_lines, per_seed_lines
 from .learning_curves import overfit_check

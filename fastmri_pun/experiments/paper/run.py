@@ -26,9 +26,9 @@ import yaml
 
 from ...app.evaluate.parallel import evaluate_parallel
 from ...app.evaluate.suite import SuiteResult
+from ...app.run_folder import RunDir
 from ...demo import ensure_demo_dataset
 from ...utils.io import atomic_write_text
-from ...utils.run_dir import RunDir
 from .config import ExperimentConfig
 from .learning_curves import learning_curves
 from .plan import plan_runs

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
+from ...app.run_folder import RunDir
 from ...app.train.outputs import read_compute
 from ...app.train.run import fit
 from ...pruning import density_report
 from ...training import ReconstructionModule
 from ...utils.io import atomic_write_json
-from ...utils.run_dir import RunDir
 from .config import ExperimentConfig
 from .plan import RunPlan
 

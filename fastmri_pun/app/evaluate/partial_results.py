@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..data.shifts import ResolvedShift
-from ..utils.io import atomic_write_json, atomic_write_text, file_sha256
-from ..utils.run_dir import RunDir
-from .metrics import IMAGE_METRICS, ROI_METRICS
+from ...data.shifts import ResolvedShift
+from ...evaluation.metrics import IMAGE_METRICS, ROI_METRICS
+from ...utils.io import atomic_write_json, atomic_write_text, file_sha256
+from ..run_folder import RunDir
 
 __all__ = ["RESULT_COLUMNS", "fingerprint", "folder_digest", "load_partial", "save_partial"]
 
