@@ -39,8 +39,8 @@ from common import (
     write_results,
 )
 
+from fastmri_pun.app.run_folder import RunDir
 from fastmri_pun.app.train.run import TrainConfig, fit
-from fastmri_pun.utils import RunDir
 
 RESULTS_FILE = "prune_cost.json"
 METHODS = ("pun-it", "pun-at", "imp")

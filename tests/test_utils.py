@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from fastmri_pun.app.run_folder import RunDir
 from fastmri_pun.utils import (
-    RunDir,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
