@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from fastmri.data.subsample import RandomMaskFunc
 
-from fastmri_pun.data.h5io import (
-    ismrmrd_header,
+from fastmri_pun.data.h5_validation import (
     list_fastmri_files,
     validate_fastmri_file,
     validate_fastmri_folder,
-    write_fastmri_volume,
 )
+from fastmri_pun.data.h5_writing import ismrmrd_header, write_fastmri_volume
 from fastmri_pun.data.masks import make_mask_func
 from fastmri_pun.data.transforms import SenseDataTransform
 

@@ -20,7 +20,7 @@ from fastmri_pun.data import espirit as sens_mod
 from fastmri_pun.data import espirit_calib
 from fastmri_pun.data.crop import center_crop as np_center_crop
 from fastmri_pun.data.espirit import EspiritSettings, SensitivityCache, espirit_maps
-from fastmri_pun.data.h5io import ismrmrd_header, write_fastmri_volume
+from fastmri_pun.data.h5_writing import ismrmrd_header, write_fastmri_volume
 from fastmri_pun.data.masks import make_mask_func
 from fastmri_pun.data.transforms import SenseDataTransform, SenseSample, crop_readout
 from fastmri_pun.demo.simulate import ifft2c, rss

@@ -22,7 +22,8 @@ from fastmri_pun.app.evaluate import partial_results as cache
 from fastmri_pun.app.evaluate.suite import SuiteConfig, evaluate
 from fastmri_pun.app.run_folder import RunDir
 from fastmri_pun.data import TransformSettings
-from fastmri_pun.data.h5io import ismrmrd_header, validate_fastmri_file
+from fastmri_pun.data.h5_validation import validate_fastmri_file
+from fastmri_pun.data.h5_writing import ismrmrd_header
 from fastmri_pun.evaluation import runner as runner_mod
 from fastmri_pun.evaluation.coil_maps import MAPS_FIT_MIN, maps_fit
 from fastmri_pun.evaluation.fastmri_scorer import format_scores, score_folder

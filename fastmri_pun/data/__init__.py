@@ -9,15 +9,15 @@ The demo dataset lives in :mod:`fastmri_pun.demo`; precomputing ESPIRiT maps for
 from .annotations import Annotation, annotations_for, read_annotations, roi_mask, write_annotations
 from .crop import crop_to_common
 from .espirit import EspiritSettings, SensitivityCache, espirit_maps
-from .h5io import (
+from .h5_validation import (
     FastMRIFileInfo,
     list_fastmri_files,
     missing_max_values,
     validate_fastmri_file,
     validate_fastmri_folder,
     volume_max,
-    write_fastmri_volume,
 )
+from .h5_writing import write_fastmri_volume
 from .masks import MASK_TYPES, check_mask_settings, make_mask_func, sampled_acceleration
 from .shifts import (
     DEFAULT_SHIFTS,

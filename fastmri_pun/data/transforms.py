@@ -33,7 +33,7 @@ Per slice (``SliceDataset`` calls it with ``kspace, mask, target, attrs, fname, 
 
 ``max_value`` is fastMRI's volume maximum, the file attribute ``max``. A file without it gets
 ``max_values[fname]`` if the caller filled that (e.g. from
-:func:`fastmri_pun.data.h5io.missing_max_values`), else the slice target's maximum with one
+:func:`fastmri_pun.data.h5_validation.missing_max_values`), else the slice target's maximum with one
 warning per file (slice maxima are lower than the volume's, so SSIM/PSNR data ranges differ from
 fastMRI's for such files).
 
@@ -55,7 +55,7 @@ from fastmri.data.transforms import VarNetDataTransform
 
 from ..utils.seeding import stable_seed
 from .espirit import EspiritSettings, SensitivityCache, espirit_maps
-from .h5io import FastMRIFileInfo
+from .h5_validation import FastMRIFileInfo
 from .masks import centre_run, check_mask_func, check_mask_width, sampled_acceleration
 
 __all__ = [

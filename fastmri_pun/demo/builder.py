@@ -29,7 +29,7 @@ single-coil folders existed gets them added by the next :func:`build_demo_datase
 :func:`ensure_demo_dataset` call (its multicoil files are kept).
 
 Determinism: every volume's randomness derives from ``(seed, file name)`` only, and files are
-written with :func:`fastmri_pun.data.h5io.write_fastmri_volume` and
+written with :func:`fastmri_pun.data.h5_writing.write_fastmri_volume` and
 :func:`fastmri_pun.demo.singlecoil.write_singlecoil_volume` (no timestamps), so two builds with
 the same settings are byte-identical. Idempotent: complete files are skipped (``force=True``
 rebuilds); writes are atomic (:mod:`fastmri_pun.utils.io`), so an interrupted build never leaves
@@ -59,12 +59,8 @@ from scipy.ndimage import binary_erosion
 from tqdm import tqdm
 
 from ..data.annotations import Annotation, write_annotations
-from ..data.h5io import (
-    ismrmrd_header,
-    remove_stale_partials,
-    validate_fastmri_file,
-    write_fastmri_volume,
-)
+from ..data.h5_validation import validate_fastmri_file
+from ..data.h5_writing import ismrmrd_header, remove_stale_partials, write_fastmri_volume
 from ..utils.io import atomic_write_json
 from ..utils.seeding import default_cache_dir, stable_seed
 from . import sources as src_mod

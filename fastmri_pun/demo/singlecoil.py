@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 
 from ..data.crop import center_crop
-from ..data.h5io import write_fastmri_volume
+from ..data.h5_writing import write_fastmri_volume
 from .simulate import ifft2c, rss
 
 __all__ = [

@@ -48,7 +48,7 @@ from .shift_data import (
 )
 
 if TYPE_CHECKING:
-    from ..data.h5io import FastMRIFileInfo
+    from ..data.h5_validation import FastMRIFileInfo
     from ..data.transform_settings import TransformSettings
 
 __all__ = [
@@ -136,7 +136,7 @@ def checkpoint_settings(module: torch.nn.Module, path: str | os.PathLike) -> Tra
             naming the checkpoint).
     """
     from ..data.transform_settings import TransformSettings
-    from ..training.recon_module import checkpoint_transform_settings
+    from ..training.checkpoint_files import checkpoint_transform_settings
 
     hparams = dict(getattr(module, "hparams", {}) or {})
     stored = checkpoint_transform_settings(hparams)

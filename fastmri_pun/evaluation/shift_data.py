@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from ..data.annotations import read_annotations
-from ..data.h5io import FastMRIFileInfo, missing_max_values, validate_fastmri_folder
+from ..data.h5_validation import FastMRIFileInfo, missing_max_values, validate_fastmri_folder
 from ..data.masks import sampled_acceleration
 from ..data.shifts import ResolvedShift, list_shifts, resolve_shift
 from ..data.slice_dataset import FilteredSliceDataset

@@ -37,7 +37,7 @@ import torch
 from fastmri.data import SliceDataset
 from torch.utils.data import DataLoader
 
-from ..data.h5io import missing_max_values, validate_fastmri_folder
+from ..data.h5_validation import missing_max_values, validate_fastmri_folder
 from ..data.slice_dataset import FilteredSliceDataset
 from .samplers import (  # noqa: F401  (EpochSeededSampler, seed_mask_worker: public here too)
     BucketBatchSampler,

@@ -35,7 +35,7 @@ from fastmri.data import SliceDataset
 from tqdm import tqdm
 
 from ...data.espirit import EspiritSettings
-from ...data.h5io import missing_max_values, validate_fastmri_folder
+from ...data.h5_validation import missing_max_values, validate_fastmri_folder
 from ...data.masks import MASK_TYPES
 from ...data.transform_settings import TransformSettings
 from ...data.transforms import SenseDataTransform
