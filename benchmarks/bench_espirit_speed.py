@@ -49,8 +49,8 @@ from bench_espirit import demo_cases, equispaced_cols
 
 from fastmri_pun.app.espirit.precompute import MapsConfig, precompute_maps
 from fastmri_pun.data.espirit import EspiritSettings, espirit_maps
-from fastmri_pun.data.espirit_calib import _calibration_block
-from fastmri_pun.data.espirit_core import espirit_eigenmaps, image_gram, kernel_correlations
+from fastmri_pun.data.espirit import calibration_block as _calibration_block
+from fastmri_pun.data.espirit_numerics import espirit_eigenmaps, image_gram, kernel_correlations
 from fastmri_pun.demo.simulate import fft2c, ifft2c
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -13,14 +13,10 @@ import pytest
 import torch
 from quirk_files import equispaced_mask, simulate_volume, true_coil_maps
 
+from fastmri_pun.data import espirit as calib_mod
 from fastmri_pun.data import espirit_cache as cache_mod
-from fastmri_pun.data import espirit_calib as calib_mod
-from fastmri_pun.data.espirit import (
-    EspiritSettings,
-    SensitivityCache,
-    espirit_eigen,
-    espirit_maps,
-)
+from fastmri_pun.data.espirit import EspiritSettings, espirit_eigen, espirit_maps
+from fastmri_pun.data.espirit_cache import SensitivityCache
 from fastmri_pun.demo import simulate as sim
 from fastmri_pun.physics import SenseOp, cg_solve
 

@@ -8,10 +8,15 @@ import pytest
 import torch
 from quirk_files import equispaced_mask, simulate_volume
 
-from fastmri_pun.data import espirit_core
-from fastmri_pun.data.espirit import EspiritSettings, espirit_eigen, espirit_maps
-from fastmri_pun.data.espirit_calib import _aliasing_share, _calibration_block
-from fastmri_pun.data.espirit_core import espirit_eigenmaps
+from fastmri_pun.data import espirit_numerics
+from fastmri_pun.data.espirit import (
+    EspiritSettings,
+    _aliasing_share,
+    calibration_block,
+    espirit_eigen,
+    espirit_maps,
+)
+from fastmri_pun.data.espirit_numerics import espirit_eigenmaps
 
 SQUARE = EspiritSettings(5, 0.9, 0.02, calib_rows=12)  # the 12 × 12 block sigpy can take
 
@@ -32,7 +37,7 @@ def _residual(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _blocks(k: np.ndarray, cols: np.ndarray, settings: EspiritSettings) -> torch.Tensor:
-    block, _ = _calibration_block(k * cols, cols, settings, None)
+    block, _ = calibration_block(k * cols, cols, settings, None)
     return torch.from_numpy(block.reshape(-1, *block.shape[-3:]))
 
 
@@ -153,4 +158,4 @@ def test_bad_inputs_raise() -> None:
         espirit_eigenmaps(blocks.real, 128, 64, 5, 0.005)
     with pytest.raises(ValueError, match="smaller than the kernel"):
         espirit_eigenmaps(blocks[..., :4], 128, 64, 5, 0.005)
-    assert espirit_core.AUTO_SOLVER["cpu"] == "power"
+    assert espirit_numerics.AUTO_SOLVER["cpu"] == "power"

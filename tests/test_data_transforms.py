@@ -17,9 +17,9 @@ from torch.utils.data import default_collate
 
 from fastmri_pun.app.espirit import cli as espirit_cli
 from fastmri_pun.data import espirit as sens_mod
-from fastmri_pun.data import espirit_calib
 from fastmri_pun.data.crop import center_crop as np_center_crop
-from fastmri_pun.data.espirit import EspiritSettings, SensitivityCache, espirit_maps
+from fastmri_pun.data.espirit import EspiritSettings, espirit_maps
+from fastmri_pun.data.espirit_cache import SensitivityCache
 from fastmri_pun.data.h5_writing import ismrmrd_header, write_fastmri_volume
 from fastmri_pun.data.masks import make_mask_func
 from fastmri_pun.data.transforms import SenseDataTransform, SenseSample, crop_readout
@@ -120,7 +120,7 @@ def test_cache_hits_and_never_serves_other_settings(
     def boom(*args, **kwargs):
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(espirit_calib, "espirit_maps", boom)
+    monkeypatch.setattr(sens_mod, "espirit_maps", boom)
     again = SenseDataTransform(demo_mask_func, cache_dir=tmp_path)(*raw)  # served from disk
     assert torch.equal(again.sens_maps, first.sens_maps)
     monkeypatch.undo()
@@ -271,7 +271,7 @@ def test_precompute_command_fills_the_transform_cache(
     def boom(*a, **k):
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(espirit_calib, "espirit_maps", boom)
+    monkeypatch.setattr(sens_mod, "espirit_maps", boom)
     # same ACS (centre fraction) and readout crop, other mask type and acceleration: cache hits
     mask_func = make_mask_func("random", 0.16, 6)
     transform = SenseDataTransform(mask_func, cache_dir=tmp_path, crop_readout=True)
@@ -306,7 +306,7 @@ def test_default_precompute_is_what_default_training_reads(
     def boom(*a, **k):
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(espirit_calib, "espirit_maps", boom)
+    monkeypatch.setattr(sens_mod, "espirit_maps", boom)
     cfg = TrainConfig.from_flat({"data_path": str(demo_root), "center_fractions": [0.16]})
     dm = build_datamodule(cfg, demo_root, cfg.data.sens_maps)
     batches = list(dm.train_dataloader())

@@ -8,7 +8,8 @@ The demo dataset lives in :mod:`fastmri_pun.demo`; precomputing ESPIRiT maps for
 
 from .annotations import Annotation, annotations_for, read_annotations, roi_mask, write_annotations
 from .crop import crop_to_common
-from .espirit import EspiritSettings, SensitivityCache, espirit_maps
+from .espirit import EspiritSettings, espirit_maps
+from .espirit_cache import SensitivityCache
 from .h5_validation import (
     FastMRIFileInfo,
     list_fastmri_files,

@@ -10,7 +10,7 @@ mask centre), :class:`SensitivityCache` warns once per cache folder, naming the 
 differ. Files are written atomically (:func:`fastmri_pun.utils.io.atomic_path`), so concurrent
 DataLoader workers are safe; non-finite maps are never written.
 
-Maps are computed by :func:`fastmri_pun.data.espirit_calib.espirit_maps`, looked up on that
+Maps are computed by :func:`fastmri_pun.data.espirit.espirit_maps`, looked up on that
 module at call time (a test replaces it there to prove a cache hit).
 
 Disk: ``C·H·W·8`` bytes per slice, e.g. 30 MB for a 16-coil 640×368 brain slice (15 MB with
@@ -28,8 +28,8 @@ import numpy as np
 
 from ..utils.io import atomic_path
 from ..utils.seeding import default_cache_dir
-from . import espirit_calib
-from .espirit_calib import EspiritSettings, _calibration_block
+from . import espirit
+from .espirit import EspiritSettings, calibration_block
 
 __all__ = ["SensitivityCache"]
 
@@ -85,9 +85,7 @@ class SensitivityCache:
         settings: EspiritSettings,
         num_low_frequencies: int | None,
     ) -> tuple[Path, str]:
-        block, resolved = _calibration_block(
-            masked_kspace, mask_cols, settings, num_low_frequencies
-        )
+        block, resolved = calibration_block(masked_kspace, mask_cols, settings, num_low_frequencies)
         digest = hashlib.sha256(_KEY_VERSION)
         tag = _settings_tag(resolved)  # every resolved setting that changes the maps
         digest.update(repr((fname, int(slice_num), masked_kspace.shape, tag)).encode())
@@ -179,7 +177,7 @@ class SensitivityCache:
                 pass  # unreadable (e.g. disk was full): recompute and overwrite
         else:
             self._warn_other_keys(path, slice_num, tag)
-        maps = espirit_calib.espirit_maps(masked_kspace, mask_cols, settings, num_low_frequencies)
+        maps = espirit.espirit_maps(masked_kspace, mask_cols, settings, num_low_frequencies)
         if not np.isfinite(maps).all():  # espirit_maps raises first; never cache such maps
             raise ValueError("ESPIRiT produced non-finite coil maps")
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:

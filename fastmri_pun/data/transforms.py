@@ -54,7 +54,8 @@ from fastmri.data.subsample import MaskFunc
 from fastmri.data.transforms import VarNetDataTransform
 
 from ..utils.seeding import stable_seed
-from .espirit import EspiritSettings, SensitivityCache, espirit_maps
+from .espirit import EspiritSettings, espirit_maps
+from .espirit_cache import SensitivityCache
 from .h5_validation import FastMRIFileInfo
 from .masks import centre_run, check_mask_func, check_mask_width, sampled_acceleration
 
