@@ -22,7 +22,9 @@ from fastmri_pun.data.espirit import EspiritSettings, espirit_maps
 from fastmri_pun.data.espirit_cache import SensitivityCache
 from fastmri_pun.data.h5_writing import ismrmrd_header, write_fastmri_volume
 from fastmri_pun.data.masks import make_mask_func
-from fastmri_pun.data.transforms import SenseDataTransform, SenseSample, crop_readout
+from fastmri_pun.data.transform_settings import TransformSettings
+from fastmri_pun.data.transform_steps import crop_readout
+from fastmri_pun.data.transforms import SenseDataTransform, SenseSample
 from fastmri_pun.demo.simulate import ifft2c, rss
 from fastmri_pun.physics import SenseOp, cg_solve
 
@@ -143,6 +145,43 @@ def test_cache_hits_and_never_serves_other_settings(
         *_test_dataset(demo_root)[1]
     )
     assert not torch.equal(other_slice.sens_maps, first.sens_maps)
+
+
+def test_espirit_settings_reach_the_calibration_as_one_object(
+    demo_root: Path, demo_mask_func, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TransformSettings' EspiritSettings object is the one the transform, the map cache and
+    espirit_maps (where ``crop`` is applied) see; the older espirit_* keywords give equal
+    settings, and the same cache file and maps."""
+    raw = _test_dataset(demo_root)[0]
+    esp = EspiritSettings(kernel_width=4, crop=0.5, calib_rows=24)
+    transform = TransformSettings(
+        mask_type="random", center_fractions=(0.16,), crop_readout=False, espirit=esp,
+        maps_cache_dir=str(tmp_path / "object"),
+    ).build()  # fmt: skip
+    seen = []
+    real = sens_mod.espirit_maps
+
+    def spy(kspace, cols, settings, num_low):
+        seen.append(settings)
+        return real(kspace, cols, settings, num_low)
+
+    monkeypatch.setattr(sens_mod, "espirit_maps", spy)
+    sample = transform(*raw)
+    assert transform.espirit is esp and len(seen) == 1 and seen[0] is esp
+    keywords = SenseDataTransform(
+        demo_mask_func, cache_dir=tmp_path / "keywords", espirit_kernel_width=4, espirit_crop=0.5,
+        espirit_calib_rows=24,
+    )  # fmt: skip
+    assert keywords.espirit == esp
+    again = keywords(*raw)
+    assert torch.equal(again.sens_maps, sample.sens_maps)
+    names = [sorted(p.name for p in (tmp_path / d).rglob("*.npy")) for d in ("object", "keywords")]
+    assert names[0] == names[1] and "_k4-c0.5-t0.005-w10-r24_" in names[0][0]
+    with pytest.raises(ValueError, match="either espirit="):
+        SenseDataTransform(demo_mask_func, espirit=esp, espirit_crop=0.5)
+    with pytest.raises(TypeError, match="espirit_kernel"):
+        SenseDataTransform(demo_mask_func, espirit_kernel=4)
 
 
 def _worker(args: tuple) -> bytes:

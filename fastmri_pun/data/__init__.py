@@ -31,7 +31,8 @@ from .shifts import (
 )
 from .slice_dataset import FilteredSliceDataset
 from .transform_settings import TransformSettings
-from .transforms import SenseDataTransform, SenseSample, add_noise_at_snr, crop_readout
+from .transform_steps import add_noise_at_snr, crop_readout
+from .transforms import SenseDataTransform, SenseSample
 
 __all__ = [
     "DEFAULT_SHIFTS",

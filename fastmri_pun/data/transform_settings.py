@@ -23,7 +23,8 @@ from .masks import (
     check_mask_settings,
     make_mask_func,
 )
-from .transforms import CHALLENGES, SenseDataTransform
+from .transform_steps import CHALLENGES
+from .transforms import SenseDataTransform
 
 __all__ = ["SENS_MAPS", "TransformSettings"]
 

@@ -38,36 +38,47 @@ warning per file (slice maxima are lower than the volume's, so SSIM/PSNR data ra
 fastMRI's for such files).
 
 The settings of a transform live in :class:`fastmri_pun.data.transform_settings.TransformSettings`;
-build transforms from there.
+build transforms from there. Its ESPIRiT settings (:class:`~fastmri_pun.data.espirit.EspiritSettings`)
+reach the map cache (:class:`~fastmri_pun.data.espirit_cache.SensitivityCache`) and the
+calibration (:func:`~fastmri_pun.data.espirit.espirit_maps`) as that one object. The steps that
+need no transform state are functions of :mod:`fastmri_pun.data.transform_steps`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from fastmri.data.subsample import MaskFunc
-from fastmri.data.transforms import VarNetDataTransform
+from fastmri.data.transforms import VarNetDataTransform, VarNetSample
 
 from ..utils.seeding import stable_seed
 from .espirit import EspiritSettings, espirit_maps
 from .espirit_cache import SensitivityCache
 from .h5_validation import FastMRIFileInfo
-from .masks import centre_run, check_mask_func, check_mask_width, sampled_acceleration
+from .masks import check_mask_func, check_mask_width
+from .transform_steps import (
+    CHALLENGES,
+    FileMaskPolicy,
+    acquired_window,
+    add_noise_at_snr,
+    check_slice_kspace,
+    crop_readout,
+    file_mask_refusal,
+    file_num_low_frequencies,
+    unit_sens_maps,
+)
 
-__all__ = [
-    "CHALLENGES",
-    "SenseDataTransform",
-    "SenseSample",
-    "acquired_window",
-    "add_noise_at_snr",
-    "crop_readout",
-    "unit_sens_maps",
-]
+__all__ = ["SenseDataTransform", "SenseSample"]
+
+#: the older keywords ``espirit_<field>`` of :class:`SenseDataTransform`, one per
+#: :class:`~fastmri_pun.data.espirit.EspiritSettings` field
+_ESPIRIT_KEYWORDS = {f"espirit_{f.name}": f.name for f in dataclasses.fields(EspiritSettings)}
 
 
 class SenseSample(NamedTuple):
@@ -93,72 +104,28 @@ class SenseSample(NamedTuple):
     sens_maps: torch.Tensor
 
 
-def crop_readout(kspace: torch.Tensor, height: int) -> torch.Tensor:
-    """Remove readout oversampling: ``[..., H, W, 2]`` real-view k-space → ``[..., height, W, 2]``
-    whose image is the centre ``height`` rows of the original image (centred orthonormal FFT
-    along the rows, the ``fastmri.fft2c`` convention; crop rule ``(H - height) // 2``)."""
-    h = kspace.shape[-3]
-    if height >= h:
-        return kspace
-    k = torch.view_as_complex(kspace.contiguous())
-    img = torch.fft.fftshift(
-        torch.fft.ifft(torch.fft.ifftshift(k, dim=-2), dim=-2, norm="ortho"), dim=-2
-    )
-    top = (h - height) // 2
-    img = img[..., top : top + height, :]
-    k = torch.fft.fftshift(
-        torch.fft.fft(torch.fft.ifftshift(img, dim=-2), dim=-2, norm="ortho"), dim=-2
-    )
-    return torch.view_as_real(k).contiguous()
-
-
-def add_noise_at_snr(
-    kspace: np.ndarray,
-    snr_db: float,
-    rng: np.random.Generator,
-    sampled_cols: np.ndarray | None = None,
-) -> np.ndarray:
-    """Add white circular complex Gaussian noise to ``[C, H, W]`` k-space so that
-    ``10·log10(mean|k|² / σ²) = snr_db``, the mean taken over the acquired columns
-    (``sampled_cols`` ``[W]`` bool, default all); unacquired columns stay untouched.
-    Returns a new complex64 array."""
-    cols = np.ones(kspace.shape[-1], bool) if sampled_cols is None else sampled_cols.astype(bool)
-    acquired = kspace[..., cols]
-    sigma = np.sqrt(np.mean(np.abs(acquired) ** 2) / 10.0 ** (snr_db / 10.0))
-    white = rng.standard_normal((2, *acquired.shape))
-    out = np.array(kspace, dtype=np.complex64)
-    out[..., cols] = acquired + (white[0] + 1j * white[1]) * (sigma / np.sqrt(2.0))
-    return out
-
-
-FileMaskPolicy = Literal["use", "error"]
-CHALLENGES = ("multicoil", "singlecoil")
-
-
-def acquired_window(attrs: Mapping, width: int, where: str = "") -> tuple[int, int]:
-    """``(padding_left, padding_right)`` from fastMRI ``attrs``, clipped to ``width`` columns;
-    ``(0, width)`` when absent.
+def _espirit_settings(
+    espirit: EspiritSettings | None, keywords: Mapping[str, Any]
+) -> EspiritSettings:
+    """``espirit``, or the settings of the older ``espirit_<field>`` keywords (defaults for the
+    fields not given).
 
     Raises:
-        ValueError: a window that holds no column of ``[0, width)`` (``where`` prefixes it).
+        TypeError: a keyword that names no :class:`EspiritSettings` field.
+        ValueError: both ``espirit`` and keywords, ``espirit`` of another type, a bad value.
     """
-    left = int(attrs.get("padding_left", 0))
-    right = min(int(attrs.get("padding_right", width)), width)
-    if left < 0 or right <= left:
-        pre = f"{where}: " if where else ""
-        raise ValueError(
-            f"{pre}acquired window [padding_left={left}, padding_right={right}) is empty or "
-            f"outside the {width} k-space columns (check the header's encodingLimits)"
+    unknown = sorted(set(keywords) - set(_ESPIRIT_KEYWORDS))
+    if unknown:
+        raise TypeError(
+            f"SenseDataTransform() got unexpected keyword argument(s) {', '.join(unknown)}"
         )
-    return left, right
-
-
-def unit_sens_maps(num_coils: int, height: int, width: int) -> torch.Tensor:
-    """The exact coil map of single-coil data: complex 1 everywhere, ``[C, H, W, 2]`` float32
-    real view (real part 1, imaginary part 0)."""
-    maps = torch.zeros(num_coils, height, width, 2)
-    maps[..., 0] = 1.0
-    return maps
+    if espirit is None:
+        return EspiritSettings(**{_ESPIRIT_KEYWORDS[k]: v for k, v in keywords.items()})
+    if keywords:
+        raise ValueError("give either espirit=EspiritSettings(...) or espirit_* keywords")
+    if not isinstance(espirit, EspiritSettings):
+        raise ValueError(f"espirit must be an EspiritSettings, got {type(espirit).__name__}")
+    return espirit
 
 
 class SenseDataTransform:
@@ -176,13 +143,11 @@ class SenseDataTransform:
         cache_dir: ESPIRiT map cache (``None``: ``$FASTMRI_PUN_CACHE/sens_maps`` or
             ``~/.cache/fastmri_pun/sens_maps``).
         use_cache: ``False`` recomputes maps every call (no disk writes).
-        espirit_kernel_width, espirit_crop, espirit_thresh, espirit_max_iter,
-        espirit_calib_width: :class:`~fastmri_pun.data.espirit.EspiritSettings` (same
-            defaults); not together with ``espirit``.
+        espirit: ESPIRiT calibration settings (default :class:`EspiritSettings`), handed as they
+            are to the map cache and the calibration.
         crop_readout: remove the readout oversampling (module docstring, step 5).
         noise_snr_db: add k-space noise at this SNR (``None``: no noise); ``noise_seed`` seeds it
             (with the file name and slice, so every epoch/run sees the same noise).
-        espirit: all ESPIRiT settings at once (overrides the ``espirit_*`` keywords).
         challenge: ``"multicoil"`` (k-space ``[C, H, W]``) or ``"singlecoil"`` (``[H, W]``).
         file_mask: what to do with a file that carries its own ``mask``: ``"use"`` (it wins over
             ``mask_func``) or ``"error"`` (refuse the file; needs a ``mask_func``).
@@ -190,10 +155,18 @@ class SenseDataTransform:
             messages.
         max_values: ``{file name: volume maximum}`` for files without a ``max`` attribute
             (module docstring); the attribute :attr:`max_values` can also be filled later.
+        **espirit_keywords: the older spelling of ``espirit``, one keyword ``espirit_<field>``
+            per :class:`EspiritSettings` field (``espirit_kernel_width``, ``espirit_crop``,
+            ``espirit_thresh``, ``espirit_max_iter``, ``espirit_calib_width``,
+            ``espirit_calib_rows``); not together with ``espirit``.
 
     Raises:
         ValueError: a bad setting (one line naming it).
+        TypeError: an unknown keyword.
     """
+
+    #: :func:`~fastmri_pun.data.transform_steps.file_num_low_frequencies`
+    file_num_low_frequencies = staticmethod(file_num_low_frequencies)
 
     def __init__(
         self,
@@ -202,20 +175,16 @@ class SenseDataTransform:
         sens_maps: str = "espirit",
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
-        espirit_kernel_width: int | None = EspiritSettings.kernel_width,
-        espirit_crop: float = EspiritSettings.crop,
-        espirit_thresh: float = EspiritSettings.thresh,
-        espirit_max_iter: int = EspiritSettings.max_iter,
-        espirit_calib_width: int | None = EspiritSettings.calib_width,
+        *,
+        espirit: EspiritSettings | None = None,
         crop_readout: bool = False,
         noise_snr_db: float | None = None,
         noise_seed: int = 0,
-        *,
-        espirit: EspiritSettings | None = None,
         challenge: str = "multicoil",
         file_mask: FileMaskPolicy = "use",
         shift_name: str | None = None,
         max_values: Mapping[str, float] | None = None,
+        **espirit_keywords: Any,
     ) -> None:
         if sens_maps not in ("espirit", "learned"):
             raise ValueError(f"sens_maps must be 'espirit' or 'learned', got {sens_maps!r}")
@@ -229,16 +198,7 @@ class SenseDataTransform:
         self.varnet_transform = VarNetDataTransform(mask_func=mask_func, use_seed=use_seed)
         self._file_mask_transform = VarNetDataTransform(mask_func=None, use_seed=use_seed)
         self.sens_maps = sens_maps
-        keywords = EspiritSettings(
-            kernel_width=espirit_kernel_width,
-            crop=espirit_crop,
-            thresh=espirit_thresh,
-            max_iter=espirit_max_iter,
-            calib_width=espirit_calib_width,
-        )
-        if espirit is not None and keywords != EspiritSettings():
-            raise ValueError("give either espirit=EspiritSettings(...) or espirit_* keywords")
-        self.espirit = espirit if espirit is not None else keywords
+        self.espirit = _espirit_settings(espirit, espirit_keywords)
         self.cache = SensitivityCache(cache_dir) if use_cache else None
         self.crop_readout = crop_readout
         self.noise_snr_db = noise_snr_db
@@ -252,27 +212,6 @@ class SenseDataTransform:
     @property
     def mask_func(self) -> MaskFunc | None:
         return self.varnet_transform.mask_func
-
-    def _check_kspace(self, kspace: np.ndarray, fname: str, slice_num: int) -> np.ndarray:
-        """The slice as ``[C, H, W]`` complex64 (coil axis added for single-coil data)."""
-        where = f"{fname} slice {slice_num}"
-        kspace = np.asarray(kspace)
-        if self.challenge == "singlecoil":
-            if kspace.ndim != 2:
-                raise ValueError(
-                    f"{where}: expected single-coil k-space [H, W], got shape {kspace.shape}"
-                )
-            kspace = kspace[None]
-        elif kspace.ndim != 3:
-            hint = " (single-coil data: use challenge='singlecoil')" if kspace.ndim == 2 else ""
-            raise ValueError(
-                f"{where}: expected multicoil k-space [coils, H, W], got shape {kspace.shape}{hint}"
-            )
-        if not np.iscomplexobj(kspace):
-            raise ValueError(f"{where}: k-space must be complex, got dtype {kspace.dtype}")
-        if not np.isfinite(kspace).all():
-            raise ValueError(f"{where}: k-space contains NaN or Inf values")
-        return kspace.astype(np.complex64, copy=False)
 
     def _max_value(self, target: np.ndarray | None, attrs: Mapping, fname: str) -> float:
         if target is None:
@@ -288,31 +227,6 @@ class SenseDataTransform:
                 stacklevel=3,
             )
         return float(np.max(target))
-
-    def _refuse_file_mask(self, mask: np.ndarray, attrs: Mapping, fname: str) -> ValueError:
-        acc = attrs.get("acceleration")
-        if acc is None:
-            left, right = acquired_window(attrs, int(np.asarray(mask).size))
-            acc = round(sampled_acceleration(mask, left, right), 2)
-        who = f"shift '{self.shift_name}'" if self.shift_name else "the transform's mask_func"
-        return ValueError(
-            f"{fname}: has its own sampling mask (acceleration {float(acc):g}); {who} asks for "
-            "another mask"
-        )
-
-    @staticmethod
-    def file_num_low_frequencies(mask_cols: np.ndarray, attrs: Mapping) -> int:
-        """Fully sampled centre columns of a file's own ``[W]`` mask: the ``num_low_frequency``
-        attribute when the mask really samples that centre block (fastMRI's position
-        ``(W - n + 1) // 2``), else the sampled run through the centre column."""
-        cols = np.asarray(mask_cols).reshape(-1).astype(bool)
-        n = attrs.get("num_low_frequency")
-        if n is not None and int(n) > 0:
-            n = int(n)
-            start = (cols.shape[0] - n + 1) // 2
-            if cols[start : start + n].all():
-                return n
-        return centre_run(cols)
 
     def check_file(self, info: FastMRIFileInfo) -> None:
         """Check up front that the slices of a validated file can be transformed: with ESPIRiT
@@ -347,7 +261,11 @@ class SenseDataTransform:
     ) -> torch.Tensor:
         """ESPIRiT maps ``[C, H, W, 2]`` float32 for real-view masked k-space ``[C, H, W, 2]``
         and mask ``[1, 1, W, 1]`` (ACS: ``num_low_frequencies`` centre columns if given, else
-        the sampled run around the centre)."""
+        the sampled run around the centre), with the settings :attr:`espirit`.
+
+        Raises:
+            ValueError: ``<file> slice <n>: <problem>`` (as :func:`espirit_maps`).
+        """
         ksp = torch.view_as_complex(masked_kspace.contiguous()).numpy()
         cols = mask.reshape(-1).numpy().astype(bool)
         nlow = int(num_low_frequencies) if num_low_frequencies else None
@@ -359,6 +277,28 @@ class SenseDataTransform:
         except ValueError as err:
             raise ValueError(f"{fname} slice {slice_num}: {err}") from None
         return torch.view_as_real(torch.from_numpy(maps)).contiguous()
+
+    def _apply_mask(
+        self,
+        kspace: np.ndarray,
+        mask: np.ndarray | None,
+        target: np.ndarray | None,
+        attrs: dict,
+        fname: str,
+        slice_num: int,
+    ) -> tuple[torch.Tensor, VarNetSample, int | None]:
+        """Step 4: ``(masked k-space [C, H, W, 2], fastMRI's sample, centre columns)``; a file's
+        own ``mask`` is multiplied in, else fastMRI's ``VarNetDataTransform`` masks."""
+        if mask is not None:
+            sample = self._file_mask_transform(kspace, mask, target, attrs, fname, slice_num)
+            num_low = file_num_low_frequencies(sample.mask, attrs)
+            return sample.masked_kspace * sample.mask + 0.0, sample, num_low
+        try:
+            check_mask_width(self.mask_func, kspace.shape[-1])
+        except ValueError as err:
+            raise ValueError(f"{fname} slice {slice_num}: {err}") from None
+        sample = self.varnet_transform(kspace, None, target, attrs, fname, slice_num)
+        return sample.masked_kspace, sample, sample.num_low_frequencies
 
     def __call__(
         self,
@@ -387,7 +327,7 @@ class SenseDataTransform:
                 in the k-space or the target).
         """
         where = f"{fname} slice {slice_num}"
-        kspace = self._check_kspace(kspace, fname, slice_num)
+        kspace = check_slice_kspace(kspace, self.challenge, where)
         width = kspace.shape[-1]
         if "recon_size" not in attrs:
             raise ValueError(f"{where}: attrs lack 'recon_size' (fastMRI's header metadata)")
@@ -399,7 +339,7 @@ class SenseDataTransform:
                     f"{fname}: 'mask' has {mask.shape[0]} entries, the k-space {width} columns"
                 )
             if self.file_mask == "error":
-                raise self._refuse_file_mask(mask, attrs, fname)
+                raise file_mask_refusal(mask, attrs, fname, self.shift_name)
         elif self.mask_func is None:
             raise ValueError(f"{where}: no mask_func given and the file has no 'mask'")
         if target is not None and not np.isfinite(target).all():
@@ -413,17 +353,9 @@ class SenseDataTransform:
             if mask is not None:
                 cols &= mask.astype(bool)
             kspace = add_noise_at_snr(kspace, self.noise_snr_db, rng, cols)
-        if mask is not None:
-            sample = self._file_mask_transform(kspace, mask, target, attrs, fname, slice_num)
-            masked_kspace = sample.masked_kspace * sample.mask + 0.0
-            num_low = self.file_num_low_frequencies(sample.mask, attrs)
-        else:
-            try:
-                check_mask_width(self.mask_func, width)
-            except ValueError as err:
-                raise ValueError(f"{where}: {err}") from None
-            sample = self.varnet_transform(kspace, None, target, attrs, fname, slice_num)
-            masked_kspace, num_low = sample.masked_kspace, sample.num_low_frequencies
+        masked_kspace, sample, num_low = self._apply_mask(
+            kspace, mask, target, attrs, fname, slice_num
+        )
         if self.crop_readout:
             masked_kspace = crop_readout(masked_kspace, int(sample.crop_size[0]))
         if self.challenge == "singlecoil" and self.sens_maps == "espirit":
