@@ -21,9 +21,9 @@ from fastmri_pun.app.train.done_record import finished_run
 from fastmri_pun.app.train.run import TrainConfig, build_module
 from fastmri_pun.models import comparable_model_kwargs, modl
 from fastmri_pun.physics import SenseOp, complex_to_real
-from fastmri_pun.pruning import MaskedWeights, apply_masks, search_masks
-from fastmri_pun.training import ReconstructionModule
-from fastmri_pun.training.recon_module import check_checkpoint
+from fastmri_pun.pruning import apply_masks, search_masks
+from fastmri_pun.pruning.pun import MaskedWeights
+from fastmri_pun.training import ReconstructionModule, check_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import saved_tensor_bytes  # noqa: E402

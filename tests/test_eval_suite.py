@@ -26,7 +26,7 @@ def _save_checkpoint(path: Path, pruned: bool, seed: int, model_name: str = "mod
     kwargs = dict(num_unrolls=1, num_cg_iters=2, chans=8, num_layers=3)
     module = ReconstructionModule(model_kwargs=kwargs)
     if pruned:
-        module.set_prune_masks(random_masks(module.model, 0.3, seed=seed))
+        module.set_pruning_masks(random_masks(module.model, 0.3, seed=seed))
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
     module.on_save_checkpoint(ckpt)
     if model_name != "modl":

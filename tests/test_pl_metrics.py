@@ -13,14 +13,17 @@ import torch.nn.functional as F
 from fastmri import evaluate
 
 from fastmri_pun.data.transforms import SenseSample
+from fastmri_pun.models import build_model
 from fastmri_pun.training import (
     ReconLoss,
     ReconstructionModule,
     aggregate_volumes,
+    check_checkpoint,
+    checkpoint_masks,
+    checkpoint_pruning,
     load_checkpoint_file,
+    slice_records,
 )
-from fastmri_pun.training.mri_module import slice_records
-from fastmri_pun.training.recon_module import check_checkpoint
 
 TINY_MODL = {"num_unrolls": 1, "num_cg_iters": 2, "chans": 4, "num_layers": 3, "sens_chans": 2,
              "sens_pools": 1}  # fmt: skip
@@ -106,17 +109,20 @@ def test_pruned_checkpoint_reloads_with_masks(tmp_path):
     name = "denoiser.layers.0.weight"
     weight = dict(module.model.named_parameters())[name]
     mask = torch.rand(weight.shape) < 0.3
-    module.set_prune_masks({name: mask})
+    module.set_pruning_masks({name: mask})
+    module.pruning_method = "magnitude"
     path = tmp_path / "pruned.ckpt"
     torch.save(_checkpoint(module), path)
 
     raw = torch.load(path, weights_only=True)  # only tensors and plain python values inside
-    assert torch.equal(raw["pun_masks"][name], mask)
+    assert torch.equal(raw["pruning_masks"][name], mask) and raw["pruning_method"] == "magnitude"
+    assert "pun_masks" not in raw and "pun_method" not in raw
     for loaded in (
         ReconstructionModule.load_checkpoint(path),
         ReconstructionModule.load_from_checkpoint(path),
     ):
-        assert torch.equal(loaded.prune_masks[name], mask)
+        assert torch.equal(loaded.pruning_masks[name], mask)
+        assert loaded.pruning_method == "magnitude"
         sparse = dict(loaded.model.named_buffers())["denoiser.layers.0.weight_mask"]
         assert torch.equal(sparse.bool(), mask)
         conv = loaded.model.denoiser.layers[0]
@@ -124,6 +130,69 @@ def test_pruned_checkpoint_reloads_with_masks(tmp_path):
         loaded.model(*_inputs())  # torch.nn.utils.prune recomputes .weight in the forward hook
         assert int((conv.weight[~mask] != 0).sum()) == 0
         assert torch.equal(conv.weight, module.model.denoiser.layers[0].weight)
+
+
+def test_checkpoints_of_earlier_versions_load_their_pun_masks(tmp_path):
+    """Checkpoints written before the keys were named ``pruning_masks``/``pruning_method`` hold
+    ``pun_masks``/``pun_method``: they load with their masks and method."""
+    torch.manual_seed(0)
+    module = ReconstructionModule(model_kwargs=TINY_MODL)
+    name = "denoiser.layers.1.weight"
+    mask = torch.rand(dict(module.model.named_parameters())[name].shape) < 0.25
+    module.set_pruning_masks({name: mask})
+    module.pruning_method = "snip"
+    ckpt = _checkpoint(module)
+    ckpt["pun_masks"], ckpt["pun_method"] = ckpt.pop("pruning_masks"), ckpt.pop("pruning_method")
+    path = tmp_path / "earlier.ckpt"
+    torch.save(ckpt, path)
+
+    raw = load_checkpoint_file(path)
+    assert torch.equal(checkpoint_masks(raw)[name], mask)
+    assert checkpoint_pruning(raw) == ("snip", pytest.approx(mask.float().mean().item()))
+    for loaded in (
+        ReconstructionModule.load_checkpoint(path),
+        ReconstructionModule.load_from_checkpoint(path),
+    ):
+        assert torch.equal(loaded.pruning_masks[name], mask) and loaded.pruning_method == "snip"
+        for key, value in module.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+    # the current keys win over the earlier ones; a dense checkpoint has neither
+    both = {**ckpt, "pruning_masks": {name: ~mask}, "pruning_method": "random"}
+    assert torch.equal(checkpoint_masks(both)[name], ~mask)
+    assert checkpoint_pruning(both)[0] == "random"
+    assert checkpoint_masks({"state_dict": {}}) is None
+    assert checkpoint_pruning({"state_dict": {}}) is None
+
+
+def test_module_built_here_or_given_a_built_model_has_the_same_weights(tmp_path):
+    torch.manual_seed(7)
+    built_here = ReconstructionModule(model_kwargs=TINY_MODL)
+    after_here = torch.rand(4)
+    torch.manual_seed(7)
+    network = build_model("modl", **TINY_MODL)
+    given = ReconstructionModule(model_kwargs=TINY_MODL, model=network)
+    assert torch.equal(torch.rand(4), after_here)  # the same random numbers were drawn
+    assert given.model is network
+    assert built_here.state_dict().keys() == given.state_dict().keys()
+    for key, value in built_here.state_dict().items():
+        assert torch.equal(given.state_dict()[key], value), key
+    # the checkpoint records how to rebuild the network, not the network
+    assert "model" not in given.hparams
+    assert dict(given.hparams) == dict(built_here.hparams)
+    path = tmp_path / "given.ckpt"
+    torch.save(_checkpoint(given), path)
+    for loaded in (
+        ReconstructionModule.load_checkpoint(path),
+        ReconstructionModule.load_from_checkpoint(path),
+    ):
+        assert loaded.model is not network
+        for key, value in given.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        ReconstructionModule(model_kwargs=TINY_MODL, model=TINY_MODL)
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        ReconstructionModule(model_name="nope", model=network)
 
 
 def test_checkpoint_errors(tmp_path):

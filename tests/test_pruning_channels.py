@@ -282,7 +282,7 @@ def test_slim_file_reloads_into_a_fresh_model_and_export_cli_writes_one(tmp_path
     names = select_parameters(module.model)
     scores = ChannelScores(module.model, names, channel_fraction=0.5)
     _random_logits(scores)
-    module.set_prune_masks(scores.hard_masks(1.0))
+    module.set_pruning_masks(scores.hard_masks(1.0))
     slim = slim_channels(module.model.eval())
     save_slim(tmp_path / "slim.pt", slim, {"note": "x"})
     widths = load_slim(tmp_path / "slim.pt").widths
@@ -318,7 +318,7 @@ def test_slim_export_refuses_a_model_without_pruned_channels_and_a_folder_as_out
     torch.manual_seed(0)
     kwargs = dict(num_unrolls=1, num_cg_iters=2, chans=8, num_layers=3, learn_sens_maps=False)
     module = ReconstructionModule(model_kwargs=kwargs, sens_maps="espirit")
-    module.set_prune_masks(random_masks(module.model, 0.3, select_parameters(module.model), 0))
+    module.set_pruning_masks(random_masks(module.model, 0.3, select_parameters(module.model), 0))
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
     module.on_save_checkpoint(ckpt)
     torch.save(ckpt, tmp_path / "run.ckpt")

@@ -112,7 +112,7 @@ def _lightning_like_checkpoint(path: Path) -> tuple[Unet, dict]:
     torch.save(
         {
             "state_dict": state,
-            "pun_masks": masks,
+            "pruning_masks": masks,
             "hyper_parameters": {"model_name": "unet", "model_kwargs": {"chans": 16}},
             "epoch": 3,
             "global_step": 30,
@@ -140,8 +140,8 @@ def test_export_cli_with_check(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "dense.ckpt")
     assert export_main([str(tmp_path / "dense.ckpt"), str(tmp_path / "o.pt")]) == 2
-    assert "no 'pun_masks'" in capsys.readouterr().err
-    bad = {"state_dict": {"w": torch.ones(2)}, "pun_masks": {"v": torch.ones(2, dtype=bool)}}
+    assert "no 'pruning_masks'" in capsys.readouterr().err
+    bad = {"state_dict": {"w": torch.ones(2)}, "pruning_masks": {"v": torch.ones(2, dtype=bool)}}
     torch.save(bad, tmp_path / "bad.ckpt")
     assert export_main([str(tmp_path / "bad.ckpt"), str(tmp_path / "o.pt")]) == 2
     assert "mask 'v' has no matching entry" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import torch
 
 from fastmri_pun.app.train.cli import main, parse_args
 from fastmri_pun.app.train.run import fit, prepare
-from fastmri_pun.training.recon_module import ReconstructionModule, load_checkpoint_file
+from fastmri_pun.training import ReconstructionModule, load_checkpoint_file
 
 TINY = [
     "--center_fractions", "0.16", "--num_unrolls", "1", "--num_cg_iters", "2", "--chans", "4",
@@ -198,9 +198,11 @@ def test_prune_flags_must_match_the_checkpoint(finished, demo_root, tmp_path):
             mask.view(-1)[: max(1, param.numel() // 4)] = True
             masks[name] = mask
     pruned = tmp_path / "pruned.ckpt"
-    module.set_prune_masks(masks)
+    module.set_pruning_masks(masks)
     state = module.state_dict()
-    torch.save({**ckpt, "state_dict": state, "pun_masks": masks, "pun_method": "magnitude"}, pruned)
+    torch.save(
+        {**ckpt, "state_dict": state, "pruning_masks": masks, "pruning_method": "magnitude"}, pruned
+    )
     kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
     with pytest.raises(ValueError) as info:
         fit(parse_args(_args(demo_root, tmp_path / "b", "--resume", str(pruned))))

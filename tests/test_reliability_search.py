@@ -58,12 +58,12 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_same_seed_finds_identical_masks_and_another_seed_differs(
     demo_root, tmp_path, method, extra
 ):
-    first = _search(demo_root, tmp_path / "a", method, 1, *extra).prune_masks
-    second = _search(demo_root, tmp_path / "b", method, 1, *extra).prune_masks
+    first = _search(demo_root, tmp_path / "a", method, 1, *extra).pruning_masks
+    second = _search(demo_root, tmp_path / "b", method, 1, *extra).pruning_masks
     assert first is not None and len(first) == 3  # MoDL's three conv layers
     for name in first:
         assert torch.equal(first[name], second[name]), name
-    other = _search(demo_root, tmp_path / "c", method, 2, *extra).prune_masks
+    other = _search(demo_root, tmp_path / "c", method, 2, *extra).pruning_masks
     assert not _same(first, other)
 
 
@@ -76,7 +76,7 @@ def test_masks_file_is_written_and_a_rerun_reuses_it(demo_root, tmp_path, monkey
     assert saved["phases"] == ["search"] and saved["init_state_dict"] is None
     assert saved["settings"]["search_steps"] == 3 and saved["settings"]["temperature"] == 0.2
     assert saved["settings"]["channel_allocation"] == "global"
-    assert _same(saved["masks"], module.prune_masks)
+    assert _same(saved["masks"], module.pruning_masks)
     assert all(m.dtype == torch.bool for m in saved["masks"].values())
 
     def no_search(*args, **kwargs):
@@ -84,7 +84,7 @@ def test_masks_file_is_written_and_a_rerun_reuses_it(demo_root, tmp_path, monkey
 
     monkeypatch.setattr(train_prune, "find_masks", no_search)
     again = _search(demo_root, tmp_path, "pun-it", 3)
-    assert _same(again.prune_masks, module.prune_masks)
+    assert _same(again.pruning_masks, module.pruning_masks)
     for key, value in module.model.state_dict().items():  # same start weights, same masks
         assert torch.equal(again.model.state_dict()[key], value), key
     with pytest.raises(ValueError, match=r"masks file .* holds seed 3, this run has 4"):
@@ -168,7 +168,7 @@ def test_kill_during_sparse_training_then_rerun_matches_uninterrupted_run(
     want = torch.load(RunDir(ref).last_checkpoint, weights_only=True)
     got = torch.load(last, weights_only=True)
     assert got["epoch"] == want["epoch"] == 1
-    assert _same(got["pun_masks"], want["pun_masks"])
+    assert _same(got["pruning_masks"], want["pruning_masks"])
     for key, value in want["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key
 
@@ -203,6 +203,6 @@ def test_kill_during_the_search_then_rerun_matches_uninterrupted_run(
     fit(parse_args(_args(demo_root, ref, *extra)))
     want = torch.load(RunDir(ref).last_checkpoint, weights_only=True)
     got = torch.load(RunDir(killed).last_checkpoint, weights_only=True)
-    assert _same(got["pun_masks"], want["pun_masks"])
+    assert _same(got["pruning_masks"], want["pruning_masks"])
     for key, value in want["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key

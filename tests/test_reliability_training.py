@@ -19,9 +19,9 @@ from pytorch_lightning.trainer.states import TrainerFn, TrainerState
 
 from fastmri_pun.app.train.cli import main, parse_args
 from fastmri_pun.app.train.run import fit
-from fastmri_pun.training import FiniteGuard, NonFiniteError, aggregate_volumes
+from fastmri_pun.training import FiniteGuard, NonFiniteError, aggregate_volumes, slice_records
 from fastmri_pun.training.accounting import ComputeAccounting
-from fastmri_pun.training.mri_module import save_reconstructions_atomic, slice_records
+from fastmri_pun.training.mri_module import save_reconstructions_atomic
 
 TINY = [
     "--center_fractions", "0.16", "--num_unrolls", "1", "--num_cg_iters", "2", "--chans", "4",

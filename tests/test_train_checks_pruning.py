@@ -32,7 +32,7 @@ def _pruned_checkpoint(run: Path, asked: float, **settings) -> tuple[dict, Path]
         run / "checkpoints" / "masks.pt",
         SavedMasks("pun-it-channels", asked, 0, masks, ["search"], None, recorded),
     )
-    checkpoint = {"pun_masks": masks, "pun_method": "pun-it-channels"}
+    checkpoint = {"pruning_masks": masks, "pruning_method": "pun-it-channels"}
     return checkpoint, run / "checkpoints" / "last.ckpt"
 
 

@@ -65,7 +65,7 @@ def test_dense_run_beats_zero_filled_and_writes_outputs(dense_run):
     assert accounting[0]["train_samples"] == 3 * 4
     assert list((out / "logs" / "tensorboard").glob("version_0/events.*"))
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["epoch"] == 2 and "pun_masks" not in ckpt
+    assert ckpt["epoch"] == 2 and "pruning_masks" not in ckpt
 
 
 def test_saved_reconstructions_score_the_same_under_fastmri_evaluate(dense_run, demo_root):
@@ -139,7 +139,7 @@ def test_pruned_run_checkpoint_reloads_and_resumes(demo_root, tmp_path):
     assert [r["phase"] for r in phases] == ["search", "sparse"]
     assert phases[0]["train_steps"] == 3
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    masks = ckpt["pun_masks"]
+    masks = ckpt["pruning_masks"]
     kept = sum(int(m.sum()) for m in masks.values())
     assert kept / sum(m.numel() for m in masks.values()) == pytest.approx(0.2, abs=1e-3)
     for name, mask in masks.items():  # torch.nn.utils.prune buffers hold the same masks
@@ -153,7 +153,7 @@ def test_pruned_run_checkpoint_reloads_and_resumes(demo_root, tmp_path):
     after = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert after["epoch"] == 1 and resumed.test is not None
     for name, mask in masks.items():
-        assert torch.equal(after["pun_masks"][name], mask)
+        assert torch.equal(after["pruning_masks"][name], mask)
 
 
 class _CtrlC(pl.Callback):

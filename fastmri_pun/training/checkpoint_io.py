@@ -9,7 +9,7 @@ renamed over it (:func:`fastmri_pun.utils.io.atomic_path`): the previous checkpo
 the new one is complete, and stale temporary files of dead processes are removed before each save.
 
 Each checkpoint gets a ``<name>.sha256`` sidecar (``sha256sum`` format, the digest of the bytes
-written), which :func:`fastmri_pun.training.recon_module.load_checkpoint_file` verifies. Order: the
+written), which :func:`fastmri_pun.training.load_checkpoint_file` verifies. Order: the
 old sidecar is removed, the checkpoint renamed into place, then the new sidecar written
 atomically; a kill in between leaves a checkpoint without a sidecar (loaded unverified), never a
 stale sidecar that would refuse a good checkpoint.

@@ -5,12 +5,17 @@ Batches are collated :class:`fastmri_pun.data.SenseSample` (or fastmri ``VarNetS
 target [B, h, w] f32, fname list[str], slice_num [B], max_value [B], crop_size, sens_maps``
 (``sens_maps`` ``[B, C, H, W, 2]`` f32, or ``[B, 0]`` when maps are learned).
 
-Pruned models: ``set_prune_masks(masks)`` applies ``dict[str, BoolTensor]`` masks (keys as in
+The network: built from the hparams ``model_name``/``model_kwargs`` with
+:func:`fastmri_pun.models.build_model`, or passed in built from them (``model=``); either way the
+checkpoint records how to rebuild it (``model`` itself is not a hyper-parameter).
+
+Pruned models: ``set_pruning_masks(masks)`` applies ``dict[str, BoolTensor]`` masks (keys as in
 ``model.named_parameters()`` of the unpruned model) with :func:`fastmri_pun.pruning.apply_masks`.
-The masks go into the checkpoint as ``checkpoint["pun_masks"]`` (the method that found them,
-``prune_method``, as ``checkpoint["pun_method"]``) and ``on_load_checkpoint``
-re-applies them *before* Lightning loads the state dict, so the ``weight_orig``/``weight_mask``
-keys of ``torch.nn.utils.prune`` match in ``load_from_checkpoint`` and when resuming a run.
+The attribute ``pruning_masks`` goes into the checkpoint as ``checkpoint["pruning_masks"]`` (and
+``pruning_method``, the method that found them, as ``checkpoint["pruning_method"]``; see
+:mod:`~fastmri_pun.training.checkpoint_files`) and ``on_load_checkpoint`` re-applies them
+*before* Lightning loads the state dict, so the ``weight_orig``/``weight_mask`` keys of
+``torch.nn.utils.prune`` match in ``load_from_checkpoint`` and when resuming a run.
 
 Transform settings: the hparam ``transform_settings`` holds the
 :meth:`fastmri_pun.data.TransformSettings.to_dict` of the data the model was trained on
@@ -26,19 +31,25 @@ reconstruction size (:func:`~fastmri_pun.data.crop.crop_to_recon_size`), as fast
 from __future__ import annotations
 
 import math
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import fastmri
 import torch
-from lightning_fabric.utilities.cloud_io import _load as pl_load
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from torch import nn
 
 from ..data.crop import center_crop, crop_to_common, crop_to_recon_size
-from ..models import accepts_sens_maps, build_model, comparable_model_kwargs
+from ..models import accepts_sens_maps, build_model, model_settings
 from ..pruning import apply_masks, get_masks, is_pruned
-from ..utils.io import file_sha256
+from .checkpoint_files import (
+    PRUNING_MASKS_KEY,
+    PRUNING_METHOD_KEY,
+    check_checkpoint,
+    checkpoint_masks,
+    checkpoint_pruning_method,
+    load_checkpoint_file,
+)
 from .losses import ReconLoss
 from .mri_module import MriModule
 
@@ -54,222 +65,10 @@ def zero_filled(masked_kspace: torch.Tensor) -> torch.Tensor:
     return fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(masked_kspace)), dim=1)
 
 
-#: transform settings that may differ between a checkpoint and a run resuming it
-TRANSFORM_KEYS_IGNORED = ("maps_cache_dir",)
-
-
-def checkpoint_transform_settings(hparams: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``TransformSettings.to_dict()`` stored in a checkpoint's hyper-parameters (hparam
-    ``transform_settings``), or ``None`` for checkpoints written before it was stored."""
-    stored = hparams.get("transform_settings")
-    return dict(stored) if stored else None
-
-
-def transform_settings_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Keys of two ``TransformSettings.to_dict()`` that differ (ESPIRiT fields as
-    ``espirit.<field>``), except :data:`TRANSFORM_KEYS_IGNORED`."""
-
-    def flat(d: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for key, value in d.items():
-            if key in TRANSFORM_KEYS_IGNORED:
-                continue
-            if isinstance(value, dict):
-                out.update({f"{key}.{k}": v for k, v in value.items()})
-            else:
-                out[key] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    a, b = flat(stored), flat(wanted)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-
-
 def has_target(batch: Any) -> bool:
     """Whether a collated batch carries targets ``[B, h, w]`` (fastMRI test/challenge files
     carry ``tensor(0)`` per slice, collated to ``[B]``)."""
     return batch.target.ndim >= 3 and batch.target.numel() > 0
-
-
-def check_checkpoint(checkpoint: dict[str, Any], source: str, expected: dict | None = None) -> None:
-    """Raise ``ValueError`` unless ``checkpoint`` was written by :class:`ReconstructionModule`.
-
-    Args:
-        checkpoint: the loaded checkpoint dict.
-        source: where it came from (for the message).
-        expected: ``{"model_name": ..., "model_kwargs": ...}`` the checkpoint must match, if
-            given (compared by :func:`~fastmri_pun.models.comparable_model_kwargs`: defaults
-            filled in, settings that change only how the model computes left out); with a
-            ``"transform_settings"`` entry (``TransformSettings.to_dict()``) also the stored
-            transform settings (checkpoints without them are not checked).
-    """
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{source}: not a Lightning checkpoint (no 'state_dict' entry)")
-    hp = checkpoint.get("hyper_parameters") or {}
-    if "model_name" not in hp or "model_kwargs" not in hp:
-        raise ValueError(
-            f"{source}: not a fastmri_pun ReconstructionModule checkpoint (its hyper-parameters "
-            f"{sorted(hp)} lack 'model_name'/'model_kwargs')"
-        )
-    if expected is None:
-        return
-    got = {
-        "model_name": hp["model_name"],
-        "model_kwargs": comparable_model_kwargs(hp["model_name"], dict(hp["model_kwargs"] or {})),
-    }
-    want = {
-        "model_name": expected["model_name"],
-        "model_kwargs": comparable_model_kwargs(
-            expected["model_name"], dict(expected["model_kwargs"])
-        ),
-    }
-    if got != want:
-        diff = sorted(
-            k
-            for k in set(got["model_kwargs"]) | set(want["model_kwargs"])
-            if got["model_kwargs"].get(k) != want["model_kwargs"].get(k)
-        )
-        what = f"model {got['model_name']!r} vs {want['model_name']!r}" + (
-            f", differing settings {diff}" if diff else ""
-        )
-        raise ValueError(
-            f"{source} was saved for another model than this run builds ({what}); "
-            "use the checkpoint's settings or start a new run"
-        )
-    stored = checkpoint_transform_settings(hp)
-    wanted = expected.get("transform_settings")
-    if stored is not None and wanted is not None:
-        diff = transform_settings_diff(stored, dict(wanted))
-        if diff:
-            raise ValueError(
-                f"{source} was trained with other data transform settings than this run "
-                f"(differing {diff}); use the checkpoint's settings or start a new run"
-            )
-
-
-#: weights whose magnitude exceeds this are refused as corrupt (:func:`check_finite_weights`)
-MAX_WEIGHT_MAGNITUDE = 1e30
-
-_ZIP_LOCAL_HEADER = b"PK\x03\x04"
-
-
-def _load_error(path: Path, err: Exception) -> str:
-    """The problem of a checkpoint ``torch.load(weights_only=True)`` failed on, as
-    ``"<path>: <problem>"`` (never torch's advice to disable safe loading)."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    text = str(err)
-    if head == _ZIP_LOCAL_HEADER and not zipfile.is_zipfile(path):
-        return f"{path}: truncated ({size} bytes; the end of its zip archive is missing)"
-    refused = ("Unsupported global", "unsupported GLOBAL", "can still be loaded", "is blocked")
-    if any(marker in text for marker in refused):
-        return (
-            f"{path}: refused for safety: it holds objects other than tensors and plain data "
-            "(torch.load(weights_only=True) refuses them; never load untrusted checkpoints "
-            "with weights_only=False)"
-        )
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                bad = archive.testzip()
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError):
-            return f"{path}: corrupt (its zip archive cannot be read)"
-        if bad is not None:
-            return f"{path}: corrupt (zip entry {bad} does not match its checksum)"
-        if not any(n.endswith("data.pkl") for n in names):
-            return f"{path}: not a PyTorch checkpoint (a zip archive without data.pkl)"
-        return f"{path}: corrupt ({type(err).__name__})"
-    if isinstance(err, EOFError) or "truncated" in text:
-        return f"{path}: truncated ({size} bytes)"
-    return f"{path}: not a PyTorch checkpoint"
-
-
-def check_finite_weights(checkpoint: dict[str, Any], source: str | Path) -> None:
-    """Raise ``ValueError`` naming the first floating-point tensor of ``checkpoint["state_dict"]``
-    that holds NaN/Inf or values above :data:`MAX_WEIGHT_MAGNITUDE` in magnitude."""
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        return
-    for name, value in state.items():
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            continue
-        if value.numel() == 0:
-            continue
-        if not bool(torch.isfinite(value).all()):
-            raise ValueError(f"{source}: weight {name!r} holds NaN or Inf values")
-        if float(value.abs().max()) > MAX_WEIGHT_MAGNITUDE:
-            raise ValueError(
-                f"{source}: weight {name!r} holds values above {MAX_WEIGHT_MAGNITUDE:g} in "
-                "magnitude"
-            )
-
-
-def _check_sha256(path: Path) -> None:
-    """Compare ``path`` with its ``<path>.sha256`` sidecar (``sha256sum`` format), if present."""
-    sidecar = path.with_name(path.name + ".sha256")
-    if not sidecar.is_file():
-        return
-    recorded = sidecar.read_text().split()
-    if not recorded:
-        raise ValueError(f"{sidecar}: empty checksum file")
-    if file_sha256(path) != recorded[0].lower():
-        raise ValueError(
-            f"{path}: content does not match its recorded sha256 ({sidecar.name}); the file "
-            "was changed or damaged after it was written"
-        )
-
-
-def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)`` and one-line errors.
-
-    Checks, in order: the file exists and is not empty; its ``<path>.sha256`` sidecar matches
-    (when there is one); it loads safely; every floating-point weight of its ``state_dict`` is
-    finite and at most :data:`MAX_WEIGHT_MAGNITUDE` in magnitude. For a bad ``last.ckpt``
-    with a ``best.ckpt`` beside it, the message points at ``--resume best``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: ``"<path>: empty (0 bytes)"``, ``"<path>: truncated (...)"``,
-            ``"<path>: not a PyTorch checkpoint"``, ``"<path>: refused for safety: ..."``
-            (objects other than tensors and plain data), a corrupt zip entry, a checksum
-            mismatch, or non-finite/absurd weights.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        if path.stat().st_size == 0:
-            raise ValueError(f"{path}: empty (0 bytes)")
-        _check_sha256(path)
-        try:
-            checkpoint = pl_load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-            raise ValueError(_load_error(path, err)) from err
-        check_finite_weights(checkpoint, path)
-    except ValueError as err:
-        best = path.with_name("best.ckpt")
-        if path.name == "last.ckpt" and best.is_file():
-            raise ValueError(
-                f"{err}; continue from the best checkpoint instead with --resume best"
-            ) from err
-        raise
-    return checkpoint
-
-
-def checkpoint_pruning(checkpoint: dict[str, Any]) -> tuple[str | None, float] | None:
-    """``(method, density)`` of a pruned checkpoint (its ``pun_masks``), ``None`` for a dense one.
-
-    ``method`` is the stored ``pun_method`` (``None`` for checkpoints written before it was
-    stored); ``density`` the kept fraction of the masked weights.
-    """
-    masks = checkpoint.get("pun_masks") if isinstance(checkpoint, dict) else None
-    if not masks:
-        return None
-    kept = sum(int(m.bool().sum()) for m in masks.values())
-    total = sum(int(m.numel()) for m in masks.values())
-    method = checkpoint.get("pun_method")
-    return (str(method) if method else None), kept / max(total, 1)
 
 
 class ReconstructionModule(MriModule):
@@ -278,6 +77,12 @@ class ReconstructionModule(MriModule):
     Args:
         model_name: registered model name (``"modl"``, ``"varnet"``, ...).
         model_kwargs: keyword arguments for :func:`fastmri_pun.models.build_model`.
+        model: the network, already built from ``model_name``/``model_kwargs`` by the caller
+            (e.g. with the model settings); ``None``: build it here. Not a hyper-parameter: the
+            checkpoint records ``model_name``/``model_kwargs``, from which
+            :meth:`load_checkpoint` and ``load_from_checkpoint`` rebuild it, so it must be the
+            network these describe. Built the same way from the same random state, both give
+            the same weights.
         sens_maps: ``"espirit"``: pass the batch's precomputed maps to the model (when it takes
             ``sens_maps``) and freeze the model's own learned-map network, which would get no
             gradient (and break DDP's gradient bookkeeping); ``"learned"``: never pass maps.
@@ -310,6 +115,7 @@ class ReconstructionModule(MriModule):
         lr_gamma: float = 0.1,
         num_log_images: int = 16,
         transform_settings: dict[str, Any] | None = None,
+        model: nn.Module | None = None,
     ) -> None:
         super().__init__(num_log_images=num_log_images)
         if sens_maps not in ("espirit", "learned"):
@@ -320,24 +126,37 @@ class ReconstructionModule(MriModule):
             raise ValueError(f"unknown lr_scheduler {lr_scheduler!r}; choose one of {SCHEDULERS}")
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr must be a positive number, got {lr}")
-        self.save_hyperparameters()
-        self.model = build_model(model_name, **(model_kwargs or {}))
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.save_hyperparameters(ignore=["model"])
+        if model is None:
+            model = build_model(model_name, **(model_kwargs or {}))
+        else:
+            model_settings(model_name)  # the checkpoint must name a registered model
+        self.model = model
         self.loss_fn = ReconLoss(loss, l1_weight)
         self.uses_sens_maps = sens_maps == "espirit" and accepts_sens_maps(self.model)
         sens_net = getattr(self.model, "sens_net", None)
         if self.uses_sens_maps and isinstance(sens_net, torch.nn.Module):
             sens_net.requires_grad_(False)
-        self.prune_masks: dict[str, torch.Tensor] | None = None
-        #: the pruning method that found ``prune_masks`` (stored as ``checkpoint["pun_method"]``)
-        self.prune_method: str | None = None
+        #: the masks applied to ``model`` (``set_pruning_masks``), ``None`` while it is dense
+        self.pruning_masks: dict[str, torch.Tensor] | None = None
+        #: the pruning method that found ``pruning_masks``
+        self.pruning_method: str | None = None
 
     # ------------------------------------------------------------------ pruning masks
-    def set_prune_masks(self, masks: dict[str, torch.Tensor] | None) -> None:
-        """Apply pruning masks (``{param_name: BoolTensor}``) to ``self.model`` and remember them."""
+    def set_pruning_masks(self, masks: dict[str, torch.Tensor] | None) -> None:
+        """Apply pruning masks (``{param_name: BoolTensor}``) to ``self.model`` and remember them
+        as ``pruning_masks``.
+
+        Raises:
+            ValueError: the module is pruned already, or its model is pruned (by the caller)
+                with other masks than ``masks``.
+        """
         if not masks:
-            self.prune_masks = None
+            self.pruning_masks = None
             return
-        if self.prune_masks is not None:
+        if self.pruning_masks is not None:
             raise ValueError("this module's model is already pruned; build a new module")
         masks = {k: v.detach().bool().cpu() for k, v in masks.items()}
         if is_pruned(self.model):  # pruned by the caller (e.g. find_masks): check, don't re-apply
@@ -348,13 +167,13 @@ class ReconstructionModule(MriModule):
                 raise ValueError("the model is pruned with other masks than the ones given")
         else:
             apply_masks(self.model, masks)
-        self.prune_masks = masks
+        self.pruning_masks = masks
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.prune_masks is not None:
-            checkpoint["pun_masks"] = self.prune_masks
-            if self.prune_method:
-                checkpoint["pun_method"] = self.prune_method
+        if self.pruning_masks is not None:
+            checkpoint[PRUNING_MASKS_KEY] = self.pruning_masks
+            if self.pruning_method:
+                checkpoint[PRUNING_METHOD_KEY] = self.pruning_method
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected = {
@@ -363,18 +182,18 @@ class ReconstructionModule(MriModule):
             "transform_settings": self.hparams.get("transform_settings"),
         }
         check_checkpoint(checkpoint, "checkpoint", expected=expected)
-        masks = checkpoint.get("pun_masks")
-        if masks and self.prune_method is None and checkpoint.get("pun_method"):
-            self.prune_method = str(checkpoint["pun_method"])
-        if masks and self.prune_masks is None:
-            self.set_prune_masks(masks)
-        elif masks and self.prune_masks is not None:
-            same = masks.keys() == self.prune_masks.keys() and all(
-                torch.equal(masks[k].cpu(), self.prune_masks[k]) for k in masks
+        masks = checkpoint_masks(checkpoint)
+        if masks and self.pruning_method is None:
+            self.pruning_method = checkpoint_pruning_method(checkpoint)
+        if masks and self.pruning_masks is None:
+            self.set_pruning_masks(masks)
+        elif masks and self.pruning_masks is not None:
+            same = masks.keys() == self.pruning_masks.keys() and all(
+                torch.equal(masks[k].cpu(), self.pruning_masks[k]) for k in masks
             )
             if not same:
                 raise ValueError("checkpoint's pruning masks differ from this module's masks")
-        elif self.prune_masks is not None:
+        elif self.pruning_masks is not None:
             raise ValueError("checkpoint holds a dense model but this module is pruned")
 
     @classmethod

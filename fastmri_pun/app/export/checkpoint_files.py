@@ -1,6 +1,8 @@
-"""Export a pruned Lightning checkpoint as a compact sparse file.
+"""The export command's job: a pruned Lightning checkpoint written as a compact sparse file
+(:func:`export_sparse`) or as a slim inference model (:func:`export_slim`).
 
-The checkpoint is a Lightning checkpoint with ``state_dict`` and ``pun_masks`` (written by
+The checkpoint is a Lightning checkpoint with ``state_dict`` and pruning masks (its
+``pruning_masks`` entry, ``pun_masks`` in checkpoints of earlier versions; written by
 :class:`~fastmri_pun.training.ReconstructionModule`); the file written holds the model's weights
 in dense form (pruned entries are zero), stored as kept values + bit-mask/indices (see
 :mod:`fastmri_pun.pruning.sparse_file`), and the masks. Load it with
@@ -26,20 +28,20 @@ import torch
 from ...pruning import dense_state_dict, load_sparse, save_sparse
 from ...pruning.channel_slim import slim_channels
 from ...pruning.slim_io import load_slim_into, save_slim
-from ...training.recon_module import ReconstructionModule, load_checkpoint_file
+from ...training import ReconstructionModule, checkpoint_masks, load_checkpoint_file
 
 __all__ = [
-    "ExportResult",
     "SlimExportResult",
+    "SparseExportResult",
+    "dense_model_state_dict",
     "export_slim",
     "export_sparse",
-    "infer_prefix",
-    "model_state_dict",
+    "pruned_model_prefix",
 ]
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class SparseExportResult:
     """What :func:`export_sparse` wrote.
 
     ``out``: the compact file; ``dense_bytes``: bytes of the model's dense-form tensors;
@@ -59,7 +61,7 @@ class ExportResult:
         return self.out_bytes / self.dense_bytes
 
 
-def infer_prefix(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, Any]) -> str:
+def pruned_model_prefix(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, Any]) -> str:
     """The key prefix (e.g. ``"model."``) under which the masked model sits in ``state_dict``.
 
     Raises:
@@ -78,7 +80,7 @@ def infer_prefix(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, Any
     raise ValueError(f"mask {first!r} has no matching entry in the checkpoint's state_dict")
 
 
-def model_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any]:
+def dense_model_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any]:
     """Dense-form state dict of the sub-model at ``prefix`` (prefix stripped).
 
     Raises:
@@ -90,7 +92,7 @@ def model_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dic
     return dense_state_dict(sub)
 
 
-def _check_reload(
+def _check_sparse_reload(
     out: Path, ckpt_path: Path, state: Mapping[str, torch.Tensor], masks: Mapping[str, Any]
 ) -> None:
     loaded = load_sparse(out)
@@ -110,35 +112,35 @@ def export_sparse(
     *,
     prefix: str | None = None,
     check: bool = False,
-) -> ExportResult:
+) -> SparseExportResult:
     """Write the compact file of a pruned checkpoint (atomically).
 
     Args:
-        checkpoint: Lightning checkpoint with 'state_dict' and 'pun_masks'.
+        checkpoint: Lightning checkpoint with 'state_dict' and 'pruning_masks'.
         out: compact file to write.
         prefix: state_dict key prefix of the pruned model, e.g. 'model.' (default: inferred from
-            the mask names).
+            the mask names, :func:`pruned_model_prefix`).
         check: reload the written file and verify every tensor and mask equals the
             checkpoint's, bit for bit.
 
     Returns:
-        :class:`ExportResult`.
+        :class:`SparseExportResult`.
 
     Raises:
         FileNotFoundError: ``checkpoint`` does not exist.
-        ValueError: not a Lightning checkpoint, no ``pun_masks``, masks not matching the weights,
+        ValueError: not a Lightning checkpoint, no pruning masks, masks not matching the weights,
             or (``check``) the reloaded file differs from the checkpoint.
     """
     ckpt_path = Path(checkpoint)
     ckpt = load_checkpoint_file(ckpt_path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{ckpt_path}: not a Lightning checkpoint (no 'state_dict' entry)")
-    masks = ckpt.get("pun_masks")
+    masks = checkpoint_masks(ckpt)
     if not masks:
-        raise ValueError(f"{ckpt_path}: no 'pun_masks' entry (not a pruned model)")
+        raise ValueError(f"{ckpt_path}: no 'pruning_masks' entry (not a pruned model)")
     masks = {k: v.to(torch.bool) for k, v in masks.items()}
-    prefix = infer_prefix(ckpt["state_dict"], masks) if prefix is None else prefix
-    state = model_state_dict(ckpt["state_dict"], prefix)
+    prefix = pruned_model_prefix(ckpt["state_dict"], masks) if prefix is None else prefix
+    state = dense_model_state_dict(ckpt["state_dict"], prefix)
     meta = {
         "source": str(checkpoint),
         "prefix": prefix,
@@ -148,10 +150,10 @@ def export_sparse(
     }
     out_path = save_sparse(out, state, masks, meta)
     if check:
-        _check_reload(out_path, ckpt_path, state, masks)
+        _check_sparse_reload(out_path, ckpt_path, state, masks)
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
-    return ExportResult(
+    return SparseExportResult(
         out=out_path,
         dense_bytes=sum(v.numel() * v.element_size() for v in state.values()),
         out_bytes=out_path.stat().st_size,

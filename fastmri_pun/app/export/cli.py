@@ -32,7 +32,7 @@ def build_parser() -> ArgumentParser:
     ``--check``."""
     parser = ArgumentParser(
         prog=PROG,
-        description="Write a pruned Lightning checkpoint (state_dict + pun_masks) as a compact "
+        description="Write a pruned Lightning checkpoint (state_dict + pruning_masks) as a compact "
         "sparse file: kept values + packed bit-mask or indices per pruned weight. With --slim, "
         "write instead the model with its pruned whole channels removed (checkpoints of "
         "--prune pun-it-channels; a model without pruned channels is refused).",

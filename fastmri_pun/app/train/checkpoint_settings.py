@@ -13,7 +13,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from ...data.transform_settings import TransformSettings
 from ...models import model_settings
 from ...training import ReconstructionModule
-from ...training.recon_module import checkpoint_transform_settings
+from ...training.checkpoint_files import checkpoint_transform_settings
 from ..run_folder import RunDir
 from .checks import pruning_method_beside
 from .config import ModelConfig, TrainConfig
@@ -97,16 +97,16 @@ def effective_test_config(
 def test_pruning(cfg: TrainConfig, module: ReconstructionModule, path: Path | None) -> TrainConfig:
     """``--mode test``: the pruning method and density come from the checkpoint (its masks),
     not from ``--prune``/``--density``."""
-    if module.prune_masks is None:
+    if module.pruning_masks is None:
         return replace(cfg, prune="none")
-    masks = module.prune_masks
+    masks = module.pruning_masks
     density = sum(int(m.sum()) for m in masks.values()) / max(
         1, sum(m.numel() for m in masks.values())
     )
-    method = module.prune_method or (pruning_method_beside(path) if path else None)
+    method = module.pruning_method or (pruning_method_beside(path) if path else None)
     if method is None:
         method = cfg.prune if cfg.prune != "none" else None
-    module.prune_method = method
+    module.pruning_method = method
     pruning = replace(cfg.pruning, density=round(density, 6))
     return replace(cfg, prune=method or "none", pruning=pruning)
 

@@ -21,7 +21,7 @@ from ...pruning.methods import get_pruning_method
 from ...pruning.pun import keep_budget
 from ...pruning.select import select_parameters
 from ...training import ReconstructionModule
-from ...training.recon_module import checkpoint_pruning
+from ...training.checkpoint_files import checkpoint_masks, checkpoint_pruning
 from ..run_folder import RunDir
 from .config import DataConfig, RunConfig, TrainConfig
 
@@ -190,7 +190,7 @@ def check_resume_pruning(cfg: TrainConfig, checkpoint: dict[str, Any], path: Pat
             f"--resume {path} holds a pruned model ({method or 'pruned'}, density "
             f"{density:.4g}) but --prune is 'none'; resume it with {as_trained}"
         )
-    masks = checkpoint["pun_masks"]
+    masks = checkpoint_masks(checkpoint)
     total = sum(int(m.numel()) for m in masks.values())
     other_method = method is not None and method != cfg.prune
     other_density = abs(density - cfg.pruning.density) > 1.0 / max(total, 1) + 1e-9

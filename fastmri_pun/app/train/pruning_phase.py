@@ -126,7 +126,7 @@ def prune_module(
         "phases": list(saved.phases),
         **density_report(module.model, saved.masks),
     }
-    module.set_prune_masks(saved.masks)
+    module.set_pruning_masks(saved.masks)
     run.root.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:
         atomic_write_json(run.density_report, report)

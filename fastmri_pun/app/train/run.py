@@ -33,7 +33,7 @@ configuration into that folder returns the recorded :class:`TrainResult` and cha
 ``--resume`` continues the finished run (e.g. ``--max_epochs`` raised with ``--resume last``).
 To re-test a finished run use ``--mode test --resume best``; another ``--output_dir`` trains
 afresh. A resumed checkpoint must match ``--prune``/``--density`` (a pruned checkpoint holds
-its masks, ``pun_masks``, and method, ``pun_method``); ``--mode test`` takes both from the
+its masks, ``pruning_masks``, and method, ``pruning_method``); ``--mode test`` takes both from the
 checkpoint.
 
 In test mode into a folder that already holds a training run (its ``config.yaml``), the
@@ -55,7 +55,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ...data.transform_settings import TransformSettings
 from ...training import ReconstructionModule, SliceDataModule
-from ...training.recon_module import (
+from ...training.checkpoint_files import (
     check_checkpoint,
     load_checkpoint_file,
 )
@@ -168,11 +168,11 @@ def build_datamodule(
 def _label(module: ReconstructionModule) -> str:
     """The model's name in the metrics table: ``modl`` or ``modl (pun-it, density 0.05)``."""
     label = str(module.hparams.model_name)
-    masks = module.prune_masks
+    masks = module.pruning_masks
     if masks:
         kept = sum(int(m.sum()) for m in masks.values())
         density = kept / max(1, sum(m.numel() for m in masks.values()))
-        label += f" ({module.prune_method or 'pruned'}, density {density:.4g})"
+        label += f" ({module.pruning_method or 'pruned'}, density {density:.4g})"
     return label
 
 
@@ -314,7 +314,7 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
     if cfg.prune != "none" and cfg.run.mode == "train":
         if ckpt_path is None:
             prune_module(cfg, module, dm)
-        module.prune_method = module.prune_method or cfg.prune
+        module.pruning_method = module.pruning_method or cfg.prune
     run = run_dir(cfg)
     run.root.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(cfg, callbacks)
