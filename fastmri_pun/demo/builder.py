@@ -49,39 +49,30 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import binary_erosion
 from tqdm import tqdm
 
 from ..data.annotations import Annotation, write_annotations
 from ..data.h5_validation import validate_fastmri_file
 from ..data.h5_writing import ismrmrd_header, remove_stale_partials, write_fastmri_volume
 from ..utils.io import atomic_write_json
-from ..utils.seeding import default_cache_dir, stable_seed
+from ..utils.seeding import default_cache_dir
 from . import sources as src_mod
 from .layout import (
     DEMO_FOLDERS,
     LAYOUTS,
     SINGLECOIL_FOLDERS,
     SINGLECOIL_SOURCES,
-    DemoLayout,
-    PlannedVolume,
     plan_volumes,
 )
-from .simulate import (
-    AcquisitionConfig,
-    Lesion,
-    render_lesions,
-    resample_to_grid,
-    simulate_coils,
-    simulate_slice,
-)
+from .simulate import AcquisitionConfig
 from .singlecoil import derive_singlecoil_volume, singlecoil_is_complete
+from .volume_simulation import lesion_annotations, simulate_volume, volume_lesions
 
 __all__ = [
     "LESION_CSV",
@@ -138,87 +129,6 @@ def demo_dir_name(size: int, coils: int, seed: int, layout: str = DemoConfig.lay
     return f"size{size}_coils{coils}_seed{seed}{suffix}"
 
 
-def _place_lesions(
-    image: np.ndarray, size: int, rng: np.random.Generator, max_lesions: int
-) -> list[tuple[Lesion, str]]:
-    """Random lesions inside the bright tissue of ``image`` (``[size, size]`` reconstruction grid)."""
-    scale = size / 128.0
-    tissue = image > 0.35 * np.percentile(image, 99)
-    out: list[tuple[Lesion, str]] = []
-    for _ in range(int(rng.integers(1, max_lesions + 1))):
-        radius_r = max(2.0, rng.uniform(2.5, 6.0) * scale)
-        radius_c = max(2.0, radius_r * rng.uniform(0.6, 1.0))
-        margin = int(np.ceil(max(radius_r, radius_c))) + 2
-        inside = binary_erosion(tissue, iterations=margin)
-        for lesion, _ in out:  # keep lesions apart
-            rr, cc = np.ogrid[:size, :size]
-            reach = max(lesion.radius_row, lesion.radius_col) + margin
-            inside &= (rr - lesion.row) ** 2 + (cc - lesion.col) ** 2 > reach**2
-        candidates = np.argwhere(inside)
-        if len(candidates) == 0:
-            break
-        row, col = candidates[rng.integers(len(candidates))]
-        bright = bool(rng.integers(2))
-        contrast = rng.uniform(0.6, 1.0) if bright else -rng.uniform(0.5, 0.7)
-        lesion = Lesion(float(row), float(col), radius_r, radius_c, rng.uniform(0, np.pi), contrast)
-        out.append((lesion, "simulated bright lesion" if bright else "simulated dark lesion"))
-    return out
-
-
-def _volume_lesions(
-    vol: PlannedVolume, size: int, seed: int, layout: DemoLayout
-) -> list[list[tuple[Lesion, str]]]:
-    """Lesions (with labels) of every slice of a lesion volume; derived from the seeds only."""
-    rng = np.random.default_rng([seed, stable_seed(vol.stem, "lesions")])
-    return [
-        _place_lesions(
-            resample_to_grid(vol.source.slices[sid], size, size), size, rng, layout.max_lesions
-        )
-        for sid in vol.slice_ids
-    ]
-
-
-def _annotation_rows(
-    stem: str, lesions: list[list[tuple[Lesion, str]]], size: int
-) -> list[Annotation]:
-    """fastMRI+ rows of a lesion volume's boxes, clipped to the ``size × size`` image."""
-    rows = []
-    for idx, placed in enumerate(lesions):
-        for lesion, label in placed:
-            top, left, height, width = lesion.bbox()
-            top, left = max(top, 0), max(left, 0)
-            height, width = min(height, size - top), min(width, size - left)
-            rows.append(Annotation.from_box(stem, idx, top, left, height, width, size, label))
-    return rows
-
-
-def _simulate_volume(
-    vol: PlannedVolume,
-    cfg: AcquisitionConfig,
-    seed: int,
-    lesions: list[list[tuple[Lesion, str]]] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``kspace [S, C, H, W]`` complex64 and ``target [S, N, N]`` float32 of one volume."""
-    n, f = cfg.size, cfg.fine_factor
-    root = np.random.SeedSequence([seed, stable_seed(vol.seed_stem)])
-    coil_seed, slice_root = root.spawn(2)
-    coils = simulate_coils(cfg, np.random.default_rng(coil_seed))  # one coil array per volume
-    kspaces, targets = [], []
-    for idx, (sid, slice_seq) in enumerate(
-        zip(vol.slice_ids, slice_root.spawn(len(vol.slice_ids)), strict=True)
-    ):
-        fine = resample_to_grid(vol.source.slices[sid], n * f, n * f)
-        if lesions is not None:
-            fine = render_lesions(fine, [les for les, _ in lesions[idx]], n, f)
-        phase_seq, noise_seq = slice_seq.spawn(2)
-        k, t = simulate_slice(
-            fine, cfg, coils, np.random.default_rng(phase_seq), np.random.default_rng(noise_seq)
-        )
-        kspaces.append(k)
-        targets.append(t)
-    return np.stack(kspaces), np.stack(targets)
-
-
 def _is_complete(path: Path, cfg: AcquisitionConfig, num_slices: int) -> bool:
     try:
         info = validate_fastmri_file(path, require_target=True)
@@ -239,6 +149,10 @@ def _settings(cfg: AcquisitionConfig, seed: int, layout_name: str) -> dict:
         "layout": layout_name,
         "acquisition": asdict(cfg),
     }
+
+
+def _fallback_warning(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def build_demo_dataset(
@@ -264,13 +178,16 @@ def build_demo_dataset(
         layout: ``"default"`` (48/12/30 brain slices + shifted sets) or ``"tiny"`` (tests).
         progress: show a tqdm bar.
         ch2_path: the mricron-data volume (a missing file triggers the dipy fallback).
-        warn: where fallback messages go (default: stderr).
+        warn: where fallback messages go (default: a ``UserWarning`` each).
 
     Returns:
         ``out`` as a ``Path``.
 
     Raises:
         ValueError: ``out`` holds a demo built with other settings (use ``force``) or bad args.
+
+    Warns:
+        UserWarning: (without ``warn``) a source image set was missing and a fallback is used.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown demo layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -293,10 +210,7 @@ def build_demo_dataset(
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out)
 
-    def _warn(msg: str) -> None:
-        print(f"[fastmri_pun.demo.builder] {msg}", file=sys.stderr)
-
-    brain = src_mod.brain_source(lay.span, ch2_path, warn or _warn)
+    brain = src_mod.brain_source(lay.span, ch2_path, warn or _fallback_warning)
     contrast = src_mod.contrast_source(brain)
     anatomy = src_mod.anatomy_sources()
     volumes = plan_volumes(lay, brain, contrast, anatomy)
@@ -312,13 +226,13 @@ def build_demo_dataset(
     annotations: list[Annotation] = []
     for vol in volumes:
         path = out / vol.split / vol.path_name
-        lesions = _volume_lesions(vol, size, seed, lay) if vol.lesions else None
+        lesions = volume_lesions(vol, size, seed, lay) if vol.lesions else None
         if lesions is not None:
-            annotations += _annotation_rows(vol.stem, lesions, size)
+            annotations += lesion_annotations(vol.stem, lesions, size)
         if _is_complete(path, cfg, len(vol.slice_ids)):
             bar.update(len(vol.slice_ids))
             continue
-        kspace, target = _simulate_volume(vol, cfg, seed, lesions)
+        kspace, target = simulate_volume(vol, cfg, seed, lesions)
         header = ismrmrd_header(
             (kspace.shape[2], kspace.shape[3]), (size, size), coils, protocol=vol.source.acquisition
         )
