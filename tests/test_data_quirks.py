@@ -26,9 +26,9 @@ from fastmri_pun.data import (
     sampled_acceleration,
     validate_fastmri_file,
     validate_fastmri_folder,
-    volume_max,
 )
 from fastmri_pun.data.crop import crop_to_common
+from fastmri_pun.data.h5_validation import volume_max
 from fastmri_pun.data.transforms import SenseDataTransform
 
 LEARNED = TransformSettings(
