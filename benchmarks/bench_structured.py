@@ -44,15 +44,11 @@ from common import (
 from physics_problem import make_problem
 
 from fastmri_pun.models import MoDL
-from fastmri_pun.pruning import (
-    apply_masks,
-    density_report,
-    is_pruned,
-    random_masks,
-    select_parameters,
-)
+from fastmri_pun.pruning import apply_masks, density_report, is_pruned
+from fastmri_pun.pruning.baselines import random_masks
 from fastmri_pun.pruning.channel_scores import ChannelScores
 from fastmri_pun.pruning.channel_slim import slim_channels
+from fastmri_pun.pruning.select import select_parameters
 
 RESULTS_FILE = "structured.json"
 TARGET_FRACTION = 0.25  # channel fraction of the speed target

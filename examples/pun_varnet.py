@@ -20,7 +20,8 @@ from fastmri.data.subsample import EquiSpacedMaskFunc
 from fastmri.data.transforms import apply_mask
 from fastmri.models import VarNet
 
-from fastmri_pun.pruning import apply_masks, density_report, random_masks, search_masks
+from fastmri_pun.pruning import apply_masks, density_report, search_masks
+from fastmri_pun.pruning.baselines import random_masks
 
 
 def synthetic_batch(n: int, gen: torch.Generator, coils: int = 4, size: int = 32) -> tuple:

@@ -15,14 +15,13 @@ import fastmri_pun
 from fastmri_pun.data import SenseSample
 from fastmri_pun.models import MoDL
 from fastmri_pun.pruning import (
-    LOSS_NAMES,
     PruneConfig,
     get_masks,
-    image_loss,
     list_pruning_methods,
     load_pruned_state_dict,
     prune_at_init,
 )
+from fastmri_pun.pruning.sample_loss import LOSS_NAMES, image_loss, make_loss_fn
 from fastmri_pun.training.losses import ReconLoss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -250,7 +249,7 @@ def test_loss_names_are_the_training_command_losses(name):
 def test_unet_loss_is_taken_on_the_unnormalised_images():
     batch = _batches("unet", count=1)[0]
     identity = lambda x: x  # a "model" returning its normalised input
-    loss = fastmri_pun.pruning.make_loss_fn("l1")(identity, batch)
+    loss = make_loss_fn("l1")(identity, batch)
     image = batch.image * batch.std[:, None, None] + batch.mean[:, None, None]
     target = batch.target * batch.std[:, None, None] + batch.mean[:, None, None]
     scale = batch.max_value[:, None, None]

@@ -9,16 +9,11 @@ from test_pruning_search import _kspace_batch, _recon_loss
 from torch import nn
 
 from fastmri_pun.models import MoDL
-from fastmri_pun.pruning import (
-    apply_masks,
-    density_report,
-    prune_at_init,
-    search_masks,
-    select_parameters,
-)
+from fastmri_pun.pruning import apply_masks, density_report, prune_at_init, search_masks
 from fastmri_pun.pruning.channel_groups import channel_group, find_channel_groups
 from fastmri_pun.pruning.channel_scores import ChannelScores
 from fastmri_pun.pruning.channel_slim import dead_channels, slim_channels
+from fastmri_pun.pruning.select import select_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -312,7 +307,7 @@ def test_slim_export_refuses_a_model_without_pruned_channels_and_a_folder_as_out
     points to the sparse export instead of writing an unchanged model; an existing folder as OUT
     is named as such."""
     from fastmri_pun.app.export.cli import main as export_main
-    from fastmri_pun.pruning import random_masks
+    from fastmri_pun.pruning.baselines import random_masks
     from fastmri_pun.training import ReconstructionModule
 
     torch.manual_seed(0)

@@ -17,25 +17,21 @@ from fastmri.models import Unet
 from torch import nn
 
 from fastmri_pun.pruning import (
-    DEFAULT_PRIOR_P,
-    GumbelBernoulliMask,
-    MaskedWeights,
     apply_masks,
     dense_state_dict,
     density_report,
     get_masks,
+    make_permanent,
+)
+from fastmri_pun.pruning.apply import masks_from_state_dict, validate_masks
+from fastmri_pun.pruning.baselines import (
     imp_prune_step,
     imp_schedule,
     magnitude_masks,
-    make_permanent,
-    masks_from_state_dict,
     random_masks,
-    select_parameters,
     snip_masks,
-    topk_mask,
-    validate_masks,
 )
-from fastmri_pun.pruning.config import PruneConfig
+from fastmri_pun.pruning.config import DEFAULT_PRIOR_P, PruneConfig
 from fastmri_pun.pruning.methods import (
     PruningMethod,
     get_pruning_method,
@@ -43,6 +39,10 @@ from fastmri_pun.pruning.methods import (
     pruning_methods_table,
     register_pruning_method,
 )
+from fastmri_pun.pruning.pun import MaskedWeights
+from fastmri_pun.pruning.scores import GumbelBernoulliMask
+from fastmri_pun.pruning.select import select_parameters
+from fastmri_pun.pruning.topk import topk_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -375,16 +375,16 @@ def test_registry_lists_the_eight_methods_with_their_docs_table():
         "| `imp` | iterative magnitude pruning with rewinding to w₀ | w₀ |",
     ]
     needs = {m: get_pruning_method(m).required_arguments for m in list_pruning_methods()}
-    search = ("make_trainer", "loss_fn", "train_loader")
+    search = ("search_step", "loss_fn", "batches")
     assert needs == {
         "pun-it": search,
-        "pun-at": ("train_fn", *search),
+        "pun-at": ("train_step", *search),
         "pun-it-channels": search,
         "magnitude": (),
-        "magnitude-at": ("train_fn",),
+        "magnitude-at": ("train_step",),
         "random": (),
-        "snip": ("loss_fn", "train_loader"),
-        "imp": ("train_fn",),
+        "snip": ("loss_fn", "batches"),
+        "imp": ("train_step",),
     }
 
 
@@ -394,8 +394,11 @@ def test_registry_errors_name_the_valid_methods():
         ValueError, match=f"unknown pruning method 'lottery'; choose one of {valid}"
     ):
         get_pruning_method("lottery")
+    random_procedure = get_pruning_method("random").procedure
     with pytest.raises(ValueError, match="reserved for dense training"):
-        register_pruning_method(PruningMethod("none", "dense", "-", "-", procedure="random"))
+        register_pruning_method(PruningMethod("none", "dense", "-", "-", random_procedure))
+    with pytest.raises(ValueError, match="'lottery': procedure must be a callable of a Pruning"):
+        register_pruning_method(PruningMethod("lottery", "-", "-", "-", procedure="random"))
     other = dataclasses.replace(get_pruning_method("random"), description="another random")
     with pytest.raises(ValueError, match="'random' is already registered"):
         register_pruning_method(other)
@@ -415,7 +418,7 @@ _ALIASES = {
 #: (callable, parameter) whose default differs from PruneConfig's on purpose:
 #: select_parameters is the generic helper; the workflow passes cfg.trainable_only
 _EXEMPT = {("select_parameters", "trainable_only")}
-_DEFAULT_MODULES = ("fastmri_pun.training.mask_search", "fastmri_pun.app.train.mask_procedures")
+_DEFAULT_MODULES = ("fastmri_pun.training.mask_search", "fastmri_pun.app.train.pruning_phase")
 
 
 def _defined_callables(module):
@@ -507,7 +510,7 @@ def test_pruning_defaults_are_never_retyped():
 
     root = Path(pruning.__file__).parents[1]
     files = [p for p in Path(pruning.__file__).parent.glob("*.py") if p.name != "config.py"]
-    files += [root / "training" / "mask_search.py", root / "workflows" / "prune.py"]
+    files += [root / "training" / "mask_search.py", root / "app" / "train" / "pruning_phase.py"]
     bad = [b for f in files for b in _literal_defaults(f.read_text(), f.name)]
     assert bad == []
     # the checker catches a re-typed default

@@ -27,7 +27,7 @@ def _worker(out_dir: str) -> None:
     from fastmri.models import Unet
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fastmri_pun.pruning import topk_mask
+    from fastmri_pun.pruning.topk import topk_mask
     from fastmri_pun.training.mask_search import MaskSearchModule
 
     torch.set_num_threads(1)

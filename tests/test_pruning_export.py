@@ -18,10 +18,9 @@ from fastmri_pun.pruning import (
     get_masks,
     load_sparse,
     load_sparse_into,
-    magnitude_masks,
-    random_masks,
     save_sparse,
 )
+from fastmri_pun.pruning.baselines import magnitude_masks, random_masks
 from fastmri_pun.pruning.sparse_file import from_sparse, to_sparse
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,35 +13,34 @@ from fastmri.models import Unet, VarNet
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import fastmri_pun.app.train.mask_procedures as prune_workflow
 import fastmri_pun.pruning.methods as methods_registry
-from fastmri_pun.app.train.mask_procedures import (
-    METHODS,
-    MaskRequest,
-    find_masks,
-    register_mask_procedure,
-    search_limits,
-)
 from fastmri_pun.models import MoDL, accepts_sens_maps
 from fastmri_pun.pruning import (
     apply_masks,
     density_report,
+    find_masks,
     get_masks,
-    magnitude_scores,
-    random_masks,
+    prune_at_init,
     search_masks,
-    select_parameters,
-    topk_mask,
 )
+from fastmri_pun.pruning.baselines import magnitude_scores, random_masks
 from fastmri_pun.pruning.config import PruneConfig
 from fastmri_pun.pruning.methods import (
+    PruningJob,
     PruningMethod,
     list_pruning_methods,
     pruning_methods_table,
     register_pruning_method,
 )
+from fastmri_pun.pruning.procedures import magnitude_pruning
+from fastmri_pun.pruning.select import select_parameters
+from fastmri_pun.pruning.topk import topk_mask
 from fastmri_pun.training.accounting import ComputeAccounting
-from fastmri_pun.training.mask_search import MaskSearchModule
+from fastmri_pun.training.mask_search import (
+    MaskSearchModule,
+    lightning_search_step,
+    search_limits,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -236,10 +235,11 @@ def test_mask_search_module_under_trainer_is_deterministic(tmp_path):
 def test_find_masks_runs_each_method_and_returns_the_right_start_weights():
     cfg = PruneConfig(density=0.1, search_steps=3, imp_rounds=2)
     calls: list[str] = []
+    recorded: list[str] = []
 
-    def train_fn(model: nn.Module, phase: str) -> None:
-        calls.append(phase)
-        _train(model, [b for b in _loader()], 2, lr=1e-2)
+    def record_phase(phase, run):
+        recorded.append(phase)
+        return run()
 
     expected_phases = {
         "pun-it": ["search"],
@@ -252,23 +252,30 @@ def test_find_masks_runs_each_method_and_returns_the_right_start_weights():
         "imp": ["imp-1", "imp-2"],
     }
     assert set(expected_phases) == set(list_pruning_methods())
-    assert METHODS == tuple(list_pruning_methods())
-    assert prune_workflow.PruneConfig is PruneConfig
     for method, phases in expected_phases.items():
         calls.clear()
+        recorded.clear()
         model = _unet(0, chans=4)
         w0 = {k: v.clone() for k, v in model.state_dict().items()}
+
+        def train_step(phase: str, model=model) -> None:
+            calls.append(phase)
+            _train(model, [b for b in _loader()], 2, lr=1e-2)
+
         result = find_masks(
             method,
             model,
-            density=0.1,
-            train_loader=_loader(),
+            cfg,
+            batches=_loader(),
             loss_fn=_mse,
-            train_fn=train_fn,
-            make_trainer=lambda phase: _trainer(phase, cfg),
-            cfg=cfg,
+            train_step=train_step,
+            search_step=lightning_search_step(lambda phase: _trainer(phase, cfg)),
+            record_phase=record_phase,
         )
         assert result.phases == phases, method
+        # the data-free masks are a recorded phase ("mask") but not a listed one
+        data_free = {"magnitude": ["mask"], "magnitude-at": ["dense", "mask"], "random": ["mask"]}
+        assert recorded == data_free.get(method, phases), method
         assert calls == [p for p in phases if p not in ("search", "snip")]
         n_total = sum(m.numel() for m in result.masks.values())
         kept = sum(int(m.sum()) for m in result.masks.values())
@@ -286,12 +293,18 @@ def test_find_masks_runs_each_method_and_returns_the_right_start_weights():
         assert all(torch.equal(state[k], v) for k, v in result.init_state_dict.items()), method
         apply_masks(model, result.masks)
     with pytest.raises(ValueError, match="unknown pruning method 'lottery'"):
-        find_masks("lottery", _unet(), cfg=cfg)
-    with pytest.raises(ValueError, match="'pun-at' needs train_fn"):
-        find_masks("pun-at", _unet(), train_loader=_loader(), loss_fn=_mse, cfg=cfg)
+        find_masks("lottery", _unet(), cfg)
+    with pytest.raises(ValueError, match="method 'pun-at' needs train_step"):
+        find_masks("pun-at", _unet(), cfg, batches=_loader(), loss_fn=_mse)
+    with pytest.raises(ValueError, match="method 'pun-it' needs search_step"):
+        find_masks("pun-it", _unet(), cfg, batches=_loader(), loss_fn=_mse)
+    with pytest.raises(ValueError, match="method 'snip' needs batches"):
+        find_masks("snip", _unet(), cfg, loss_fn=_mse)
+    with pytest.raises(ValueError, match="dataloader yielded no batch"):
+        find_masks("snip", _unet(), cfg, batches=[], loss_fn=_mse)
     pruned = apply_masks(_unet(), random_masks(_unet(), 0.5))
     with pytest.raises(ValueError, match="already pruned"):
-        find_masks("random", pruned, cfg=cfg)
+        find_masks("random", pruned, cfg)
     with pytest.raises(ValueError, match="PruneConfig.temperature"):
         PruneConfig(temperature=0.0)
     with pytest.raises(ValueError, match="density must be in"):
@@ -299,20 +312,20 @@ def test_find_masks_runs_each_method_and_returns_the_right_start_weights():
 
 
 @pytest.fixture
-def scratch_registries(monkeypatch):
-    """Methods and procedures registered in a test disappear after it."""
+def scratch_registry(monkeypatch):
+    """Methods registered in a test disappear after it."""
     monkeypatch.setattr(methods_registry, "PRUNING_METHODS", dict(methods_registry.PRUNING_METHODS))
-    monkeypatch.setattr(prune_workflow, "MASK_PROCEDURES", dict(prune_workflow.MASK_PROCEDURES))
 
 
-def test_a_registered_method_dispatches_through_find_masks(scratch_registries):
-    """A new method = one PruningMethod + (for a new procedure) one registered procedure."""
+def test_a_registered_method_dispatches_through_find_masks(scratch_registry):
+    """A new method = one PruningMethod carrying its procedure."""
 
-    @register_mask_procedure("smallest")
-    def smallest(request: MaskRequest):
-        request.phases.append("smallest")
-        scores = {n: -s for n, s in magnitude_scores(request.model, request.names).items()}
-        return topk_mask(scores, request.cfg.density, request.cfg.min_per_layer)
+    def smallest(job: PruningJob):
+        def run():
+            scores = {n: -s for n, s in magnitude_scores(job.model, job.names).items()}
+            return topk_mask(scores, job.cfg.density, job.cfg.min_per_layer)
+
+        return job.phase("smallest", run)
 
     register_pruning_method(
         PruningMethod(
@@ -320,27 +333,27 @@ def test_a_registered_method_dispatches_through_find_masks(scratch_registries):
             "keep the smallest trained weights",
             "smallest |w|",
             "trained weights",
-            procedure="smallest",
+            procedure=smallest,
             dense_first=True,
         )
     )
     register_pruning_method(
-        PruningMethod("magnitude-copy", "copy", "global |w| at init", "w₀", procedure="magnitude")
+        PruningMethod("magnitude-copy", "copy", "global |w| at init", "w₀", magnitude_pruning)
     )
     assert list_pruning_methods()[-2:] == ["smallest-at", "magnitude-copy"]
     assert pruning_methods_table()[-2] == "| `smallest-at` | smallest \\|w\\| | trained weights |"
 
     cfg = PruneConfig(density=0.1)
     trained = {}
+    model = _unet(0, chans=4)
 
-    def train_fn(model: nn.Module, phase: str) -> None:
+    def train_step(phase: str) -> None:
         _train(model, [b for b in _loader()], 2, lr=1e-2)
         trained[phase] = {k: v.clone() for k, v in model.state_dict().items()}
 
-    model = _unet(0, chans=4)
-    with pytest.raises(ValueError, match="'smallest-at' needs train_fn"):
-        find_masks("smallest-at", model, cfg=cfg)
-    result = find_masks("smallest-at", model, train_fn=train_fn, cfg=cfg)
+    with pytest.raises(ValueError, match="'smallest-at' needs train_step"):
+        find_masks("smallest-at", model, cfg)
+    result = find_masks("smallest-at", model, cfg, train_step=train_step)
     assert result.phases == ["dense", "smallest"]
     assert all(torch.equal(trained["dense"][k], v) for k, v in result.init_state_dict.items())
     names = select_parameters(model)
@@ -349,13 +362,11 @@ def test_a_registered_method_dispatches_through_find_masks(scratch_registries):
     n_total = sum(m.numel() for m in result.masks.values())
     assert result.report["kept"] == round(0.1 * n_total)
     # a new method reusing a built-in procedure gives that procedure's masks
-    copy = find_masks("magnitude-copy", _unet(0, chans=4), cfg=cfg)
-    built_in = find_masks("magnitude", _unet(0, chans=4), cfg=cfg)
+    copy = find_masks("magnitude-copy", _unet(0, chans=4), cfg)
+    built_in = find_masks("magnitude", _unet(0, chans=4), cfg)
     assert copy.phases == built_in.phases == []
     assert all(torch.equal(copy.masks[n], built_in.masks[n]) for n in names)
-    # a method whose procedure nobody registered fails with one clear line
-    register_pruning_method(PruningMethod("ghost", "none", "-", "-", procedure="nowhere"))
-    with pytest.raises(ValueError, match="'ghost': no mask procedure 'nowhere'; registered: pun"):
-        find_masks("ghost", _unet(), cfg=cfg)
-    with pytest.raises(ValueError, match="procedure 'smallest' is already registered"):
-        register_mask_procedure("smallest")(lambda request: {})
+    # the plain loop runs the registered method too
+    model = prune_at_init(_unet(0, chans=4), [(_denoising_data(0, 4, 16))], 0.1, "smallest-at",
+                          loss_fn=_mse, train_steps=2)  # fmt: skip
+    assert list(model.prune_report.phases) == ["dense", "smallest"]

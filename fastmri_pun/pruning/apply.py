@@ -1,4 +1,7 @@
-"""Apply, read back and bake hard masks with ``torch.nn.utils.prune``.
+"""Apply, read back, bake and share hard pruning masks with ``torch.nn.utils.prune``.
+
+A pruning mask keeps or removes network weights; it is not the k-space undersampling mask of
+the data.
 
 A pruned parameter ``<module>.<attr>`` becomes ``<attr>_orig`` (the ``nn.Parameter``) plus a
 ``<attr>_mask`` buffer; a forward pre-hook recomputes ``<attr> = <attr>_orig * <attr>_mask``, so
@@ -17,13 +20,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import prune
 
 from .select import named_weights
 
-#: masks of a model: parameter name (of the unpruned model) → ``[*param.shape]`` bool, True = kept
-Masks = dict[str, torch.Tensor]
+#: pruning masks of a model: parameter name (of the unpruned model) → ``[*param.shape]`` bool,
+#: True = weight kept
+PruningMasks = dict[str, torch.Tensor]
 
 _ORIG, _MASK = "_orig", "_mask"
 
@@ -31,11 +36,11 @@ _ORIG, _MASK = "_orig", "_mask"
 def validate_masks(
     model: nn.Module, masks: Mapping[str, torch.Tensor], names: Iterable[str] | None = None
 ) -> None:
-    """Check that ``masks`` fits ``model``.
+    """Check that the pruning masks ``masks`` fit ``model``.
 
     Args:
         model: unpruned or pruned model.
-        masks: parameter name (unpruned model) → ``[*param.shape]`` bool tensor.
+        masks: pruning masks, parameter name (unpruned model) → ``[*param.shape]`` bool tensor.
         names: if given, the exact set of names ``masks`` must have.
 
     Raises:
@@ -76,11 +81,12 @@ def is_pruned(model: nn.Module) -> bool:
 
 
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Prune ``model`` in place with ``prune.custom_from_mask``; returns ``model``.
+    """Prune ``model`` in place with its pruning masks (``prune.custom_from_mask``); returns
+    ``model``.
 
     Args:
         model: model whose masked parameters are not pruned yet.
-        masks: name → bool tensor (see :func:`validate_masks`); True = keep.
+        masks: pruning masks, name → bool tensor (see :func:`validate_masks`); True = keep.
 
     Raises:
         ValueError: invalid masks, or a parameter that is already pruned (call
@@ -134,8 +140,9 @@ def _pruned_entries(model: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:
                 yield (f"{module_name}.{attr}" if module_name else attr), module, attr
 
 
-def get_masks(model: nn.Module) -> Masks:
-    """Read the masks back from a pruned model: name → ``[*param.shape]`` bool tensor on CPU.
+def get_masks(model: nn.Module) -> PruningMasks:
+    """Read the pruning masks back from a pruned model: name → ``[*param.shape]`` bool tensor on
+    CPU.
 
     Returns an empty dict for a model without pruning.
     """
@@ -146,7 +153,7 @@ def get_masks(model: nn.Module) -> Masks:
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
-    """Bake every mask into its weight (``prune.remove``) so the model is a plain dense-form model.
+    """Bake every pruning mask into its weight (``prune.remove``): a plain dense-form model.
 
     The masked entries are stored as zeros and can be trained again afterwards. ``prune.remove``
     creates new ``nn.Parameter`` objects: build optimisers after calling this. Returns ``model``.
@@ -171,8 +178,9 @@ def density_report(
 
     Args:
         model: a model (pruned or not).
-        masks: masks to report; default :func:`get_masks` of ``model``. A model without masks
-            reports the non-zero fraction of the default selection (conv/linear weights).
+        masks: pruning masks to report; default :func:`get_masks` of ``model``. A model without
+            pruning masks reports the non-zero fraction of the default selection (conv/linear
+            weights).
 
     Returns:
         ``{"layers": {name: {"kept": int, "total": int, "density": float}}, "kept": int,
@@ -221,10 +229,28 @@ def dense_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def masks_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Masks:
-    """The masks stored in a pruned model's state dict (``<name>_mask`` buffers), as bool."""
+def masks_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> PruningMasks:
+    """The pruning masks stored in a pruned model's state dict (``<name>_mask`` buffers), as
+    bool."""
     return {
         key[: -len(_MASK)]: value.to(torch.bool)
         for key, value in state_dict.items()
         if key.endswith(_MASK) and key[: -len(_MASK)] + _ORIG in state_dict
     }
+
+
+def sync_masks(masks: PruningMasks) -> tuple[PruningMasks, bool]:
+    """Rank 0's pruning masks on every rank when ``torch.distributed`` is initialised with more
+    than one process (``broadcast_object_list``); ``masks`` itself otherwise.
+
+    Returns:
+        ``(masks, mismatch)``; ``mismatch`` tells whether this rank's own masks differed.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return masks, False
+    box = [masks]
+    dist.broadcast_object_list(box, src=0)
+    mismatch = masks.keys() != box[0].keys() or any(
+        not torch.equal(masks[n], box[0][n]) for n in masks
+    )
+    return box[0], mismatch

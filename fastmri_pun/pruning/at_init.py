@@ -2,13 +2,13 @@
 
 ``prune_at_init(model, dataloader, density=0.03, method="pun-it")`` runs a registered pruning
 method (:func:`~fastmri_pun.pruning.methods.list_pruning_methods`) in a plain PyTorch loop,
-applies the masks to ``model`` in place with ``torch.nn.utils.prune`` and returns the same model,
-with a :class:`PruneReport` as ``model.prune_report``.
+applies its pruning masks to ``model`` in place with ``torch.nn.utils.prune`` and returns the
+same model, with a :class:`PruneReport` as ``model.prune_report``.
 
 No hand-written loss is needed: the forward call and the loss come from the batch's fields and
-the loss name (:mod:`fastmri_pun.pruning.sample_loss`). The Lightning training command runs the
-same methods through ``fastmri_pun.app.train.mask_procedures.find_masks``; this module is its trainer-free
-counterpart for users with their own loop.
+the loss name (:mod:`fastmri_pun.pruning.sample_loss`). The method's procedure is the one the
+Lightning training command runs: both call :func:`~fastmri_pun.pruning.procedures.find_masks`,
+this module with the plain-loop steps of :mod:`fastmri_pun.pruning.loop_steps`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from torch import nn
 from ..models.registry import build_model
 from .apply import apply_masks, density_report, get_masks, is_pruned, masks_from_state_dict
 from .config import DEFAULTS, PruneConfig, check_density
-from .loop_procedures import PROCEDURES, MaskJob, PhaseMeter, adam_steps
+from .loop_steps import PhaseMeter, adam_steps, loop_search_step
 from .methods import get_pruning_method
+from .procedures import find_masks
 from .pun import LossFn
 from .sample_loss import ImageLoss, make_loss_fn
-from .select import select_parameters
 
 __all__ = ["PruneReport", "build_pruned_model", "load_pruned_state_dict", "prune_at_init"]
 
@@ -44,14 +44,15 @@ class PruneReport:
         density: achieved fraction kept, all masked layers together.
         kept: weights kept.
         total: prunable weights (the masked parameters' sizes summed).
-        layers: parameter name → ``{"kept": int, "total": int, "density": float}``.
+        layers: parameter name → ``{"kept": int, "total": int, "density": float}`` of its
+            pruning mask.
         seed: the seed of the run.
         steps: PUN search steps (0 for methods without a search).
         phases: phase → compute of that phase: ``{"steps": int, "samples": int,
             "wall_time_s": float}``; ``samples`` counts per-sample forward(+backward) passes,
             as the training command's compute accounting. Phases: ``"dense"`` (dense training
             of pun-at / magnitude-at), ``"search"``, ``"snip"``, ``"imp-1"``, ``"imp-2"``, ...,
-            ``"mask"`` (the mask computation itself).
+            ``"mask"`` (the data-free pruning mask computation of magnitude / random).
         wall_time_s: total seconds of the call.
     """
 
@@ -96,7 +97,7 @@ def prune_at_init(
 ) -> nn.Module:
     """Prune ``model`` with a registered method and return the same model, masked in place.
 
-    The masks are applied with ``torch.nn.utils.prune`` (``weight_orig`` parameter +
+    The pruning masks are applied with ``torch.nn.utils.prune`` (``weight_orig`` parameter +
     ``weight_mask`` buffer per masked weight), so training the returned model with any optimiser
     keeps the pruned weights exactly zero, and ``model.state_dict()`` reloads into a fresh model
     with :func:`load_pruned_state_dict`. ``model.prune_report`` holds the :class:`PruneReport`.
@@ -125,8 +126,9 @@ def prune_at_init(
             type; replaces ``loss`` and the forward call built from the sample's fields.
         seed: seeds everything random (Gumbel noise, random masks, data-loader shuffling,
             dropout) inside the call; the global RNG state is restored afterwards. Same seed,
-            same model and data → identical masks.
-        train_steps: Adam steps of each training the method runs before its mask: the dense
+            same model and data → identical pruning masks, the same as the training command's
+            for the same batches and training steps.
+        train_steps: Adam steps of each training the method runs before its pruning mask: the dense
             training of ``pun-at`` / ``magnitude-at`` and every IMP round.
         train_lr: Adam learning rate of those trainings (the search uses ``config.search_lr``).
         config: further settings (temperature, KL weight, ``include`` / ``exclude`` patterns,
@@ -141,8 +143,7 @@ def prune_at_init(
     Raises:
         ValueError: unknown method or loss, invalid density/steps, ``model`` already pruned,
             a method that needs data without ``dataloader``, an empty ``dataloader``, a batch
-            of an unknown type, or a method whose mask procedure exists only in the training
-            workflow (use ``fastmri_pun.app.train.mask_procedures.find_masks``).
+            of an unknown type.
     """
     spec = get_pruning_method(method)
     density = check_density(density)
@@ -153,30 +154,22 @@ def prune_at_init(
         raise ValueError(f"train_lr must be > 0, got {train_lr}")
     if is_pruned(model):
         raise ValueError("model is already pruned; prune_at_init needs the unpruned model")
-    needs_data = bool(spec.required_arguments)
-    if needs_data and dataloader is None:
+    if spec.required_arguments and dataloader is None:
         raise ValueError(f"method {method!r} needs a dataloader")
-    if spec.procedure not in PROCEDURES:
-        raise ValueError(
-            f"method {method!r}: mask procedure {spec.procedure!r} runs only in "
-            "fastmri_pun.app.train.mask_procedures.find_masks"
-        )
     loss_fn = make_loss_fn(loss) if loss_fn is None else loss_fn
-    names = select_parameters(model, cfg.include, cfg.exclude, trainable_only=cfg.trainable_only)
-    device = next(model.parameters()).device
-    meter = PhaseMeter(loss_fn, device)
+    meter = PhaseMeter(loss_fn, next(model.parameters()).device)
 
-    def train(phase: str) -> None:
-        meter.run(phase, lambda: adam_steps(model, dataloader, meter.loss, train_steps, train_lr))
+    def train_step(phase: str) -> None:
+        adam_steps(model, dataloader, meter.loss, train_steps, train_lr)
 
     start = time.perf_counter()
     with _seeded(seed):
-        if spec.dense_first:
-            train("dense")
-        masks = PROCEDURES[spec.procedure](MaskJob(model, names, cfg, dataloader, meter, train))
-    if not is_pruned(model):
-        apply_masks(model, masks)
-    report = density_report(model, masks)
+        result = find_masks(
+            method, model, cfg, batches=dataloader, loss_fn=meter.loss, train_step=train_step,
+            search_step=loop_search_step, record_phase=meter.run,
+        )  # fmt: skip
+    apply_masks(model, result.masks)
+    report = density_report(model, result.masks)
     model.prune_report = PruneReport(
         method=method,
         target_density=density,

@@ -1,6 +1,6 @@
 """Classic pruning baselines: global magnitude, random, SNIP and IMP rounds.
 
-Each baseline is a *score* per weight; the mask is the same global top-k as PUN's
+Each baseline is a *score* per weight; the pruning mask is the same global top-k as PUN's
 (:func:`~fastmri_pun.pruning.pun.topk_mask`), so all methods keep exactly ``round(density * N)``
 weights and share the guard against layers pruned to zero.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .apply import Masks
+from .apply import PruningMasks
 from .config import DEFAULTS, check_density
 from .pun import LossFn, topk_mask
 from .select import named_weights, select_parameters
@@ -38,7 +38,8 @@ def magnitude_scores(model: nn.Module, names: Sequence[str]) -> dict[str, torch.
 def random_scores(
     model: nn.Module, names: Sequence[str], generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """i.i.d. uniform scores: the top-k of them is a uniformly random mask of the budget."""
+    """i.i.d. uniform scores: the top-k of them is a uniformly random pruning mask of the
+    budget."""
     params = dict(named_weights(model))
     return {n: torch.rand(params[n].shape, generator=generator) for n in names}
 
@@ -73,8 +74,9 @@ def magnitude_masks(
     density: float,
     names: Sequence[str] | None = None,
     min_per_layer: int = DEFAULTS.min_per_layer,
-) -> Masks:
-    """Global magnitude pruning of the current weights (at init or after training)."""
+) -> PruningMasks:
+    """Global magnitude pruning of the current weights (at init or after training): the
+    pruning masks keeping the ``round(density * N)`` largest ``|w|``."""
     names = list(names) if names is not None else select_parameters(model)
     return topk_mask(magnitude_scores(model, names), density, min_per_layer)
 
@@ -85,8 +87,9 @@ def random_masks(
     names: Sequence[str] | None = None,
     seed: int = DEFAULTS.seed,
     min_per_layer: int = DEFAULTS.min_per_layer,
-) -> Masks:
-    """A uniformly random mask keeping ``round(density * N)`` weights (per-layer ≈ density)."""
+) -> PruningMasks:
+    """Uniformly random pruning masks keeping ``round(density * N)`` weights (per-layer ≈
+    density), drawn from a generator seeded with ``seed``."""
     names = list(names) if names is not None else select_parameters(model)
     generator = torch.Generator().manual_seed(seed)
     return topk_mask(random_scores(model, names, generator), density, min_per_layer)
@@ -99,8 +102,9 @@ def snip_masks(
     loss_fn: LossFn,
     names: Sequence[str] | None = None,
     min_per_layer: int = DEFAULTS.min_per_layer,
-) -> Masks:
-    """SNIP at initialisation on ``batches`` (usually one)."""
+) -> PruningMasks:
+    """SNIP at initialisation on ``batches`` (usually one): the pruning masks keeping the
+    ``round(density * N)`` largest ``|g ⊙ w|``."""
     names = list(names) if names is not None else select_parameters(model)
     return topk_mask(snip_scores(model, names, batches, loss_fn), density, min_per_layer)
 
@@ -141,9 +145,9 @@ def imp_prune_step(
     masks: Mapping[str, torch.Tensor] | None = None,
     names: Sequence[str] | None = None,
     min_per_layer: int = DEFAULTS.min_per_layer,
-) -> Masks:
+) -> PruningMasks:
     """One IMP pruning step: keep the ``round(density * N)`` largest current weights, chosen
-    only among those kept by ``masks`` (the previous round's masks; ``None`` = all).
+    only among those kept by ``masks`` (the previous round's pruning masks; ``None`` = all).
 
     ``density`` is relative to all ``N`` selected weights (use :func:`imp_schedule`).
     """

@@ -37,7 +37,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from .apply import Masks
+from .apply import PruningMasks
 from .channel_groups import find_channel_groups
 from .config import DEFAULTS, PruneConfig, check_density
 from .scores import GumbelBernoulliMask
@@ -157,8 +157,11 @@ class ChannelScores(GumbelBernoulliMask):
         return self.weight_count({g.weight: min(min_per_layer, g.channels) for g in self.groups})
 
     @torch.no_grad()
-    def hard_masks(self, density: float, min_per_layer: int = DEFAULTS.min_per_layer) -> Masks:
-        """Whole-channel masks of every selected weight: name → CPU bool mask of its shape.
+    def hard_masks(
+        self, density: float, min_per_layer: int = DEFAULTS.min_per_layer
+    ) -> PruningMasks:
+        """Whole-channel pruning masks of every selected weight: name → CPU bool mask of its
+        shape.
 
         Args:
             density: fraction of the selected weights to keep (ignored when the scores have a

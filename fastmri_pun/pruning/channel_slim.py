@@ -9,9 +9,9 @@ A channel ``c`` of a group is dead when the consumer's (masked) weight ``[:, c]`
 That is the exact criterion: the channel then reaches nothing, whatever its filter, bias or
 BatchNorm shift make of it (a pruned filter with a non-zero bias or BatchNorm shift gives a
 constant channel; after a zero-padded consumer conv that constant is *not* a constant bias, so
-it could not be folded into the consumer's bias; the structured PUN masks therefore zero the
-consumer's slice too). The slim model computes the same function as the masked one, in training
-and in eval mode, up to floating-point summation order.
+it could not be folded into the consumer's bias; the structured PUN pruning masks therefore zero
+the consumer's slice too). The slim model computes the same function as the masked one, in
+training and in eval mode, up to floating-point summation order.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Settings of the pruning methods: :class:`PruneConfig`, the one source of every pruning default.
 
 The field defaults of :class:`PruneConfig` are the PUN settings. Every function or class of
-:mod:`fastmri_pun.pruning`, the mask-search module and the pruning workflow takes its defaults
+:mod:`fastmri_pun.pruning`, the pruning-mask search module and the pruning phase of the training
+command takes its defaults
 from :data:`DEFAULTS` (``PruneConfig()``), so a default is changed here and nowhere else.
 """
 
@@ -42,11 +43,11 @@ class PruneConfig:
     Attributes:
         density: Fraction of the prunable weights kept, in (0, 1]. Whole-channel methods
             (pun-it-channels) keep the channel counts whose weight count is closest to it.
-        temperature: PUN: Gumbel-softmax temperature of the relaxed masks (> 0).
+        temperature: PUN: Gumbel-softmax temperature of the relaxed pruning masks (> 0).
         kl_weight: PUN: weight beta of the KL term (against a mean-reduced data loss, >= 0).
         prior_p: PUN: prior keep-probability p0 of the KL term, in (0, 1) (default sigmoid(-3)).
         kl_reduction: PUN: KL summed ('sum') or averaged ('mean') over the weights.
-        search_steps: PUN: Adam steps of the mask search.
+        search_steps: PUN: Adam steps of the pruning-mask search.
         search_epochs: PUN: if set, the search runs this many epochs instead of search_steps.
         search_lr: PUN: Adam learning rate of the mask logits.
         imp_rounds: IMP: train-prune-rewind rounds, pruning 1 - density**(1/rounds) of the rest
@@ -60,7 +61,7 @@ class PruneConfig:
         trainable_only: Skip parameters with requires_grad=False (e.g. a frozen, unused
             sensitivity network).
         min_per_layer: Weights every selected layer keeps at least.
-        seed: Seed of the Gumbel noise and of the random mask.
+        seed: Seed of the Gumbel noise and of the random pruning mask.
         channel_allocation: Structured PUN (pun-it-channels): spread the kept channels by one
             global ranking of the channel logits ('global') or keep the same fraction of every
             layer's channels ('per-layer').
@@ -119,7 +120,7 @@ class PruneConfig:
                 )
 
     def search_options(self) -> dict[str, Any]:
-        """Keyword arguments of the PUN mask search shared by its plain-loop and Lightning
+        """Keyword arguments of the PUN pruning-mask search shared by its plain-loop and Lightning
         forms (:func:`~fastmri_pun.pruning.pun.search_masks`,
         :class:`~fastmri_pun.training.MaskSearchModule`): density, relaxation, prior, logit
         learning rate, layer guard and seed."""

@@ -1,4 +1,4 @@
-"""The masks file of a pruned training run: the masks found before the sparse training.
+"""The masks file of a pruned training run: the pruning masks found before the sparse training.
 
 A training run saves what its pruning method found (``RunDir.search_masks``,
 ``checkpoints/masks.pt``) right after the search, before the sparse training starts; a rerun of
@@ -8,7 +8,8 @@ the same run loads it instead of searching again. The file is a ``torch.save`` d
     {"format": 1, "method": "pun-it", "density": 0.03, "seed": 42,
      "settings": {"temperature": 0.2, ...},     # every PruneConfig field of the search
      "phases": ["search"],                      # phases the search ran
-     "masks": {name: BoolTensor},               # parameter name (unpruned model) -> mask, CPU
+     "masks": {name: BoolTensor},               # parameter name (unpruned model) -> pruning
+                                                # mask, CPU
      "init_state_dict": {key: Tensor} | None}   # weights the sparse training starts from,
                                                 # stored for methods that train first (else None)
 """
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from ..utils.io import atomic_path
-from .apply import Masks
+from .apply import PruningMasks
 from .config import PruneConfig
 
 __all__ = [
@@ -42,13 +43,13 @@ MASKS_FILE_FORMAT = 1
 
 @dataclass
 class SavedMasks:
-    """Content of a masks file.
+    """Content of a masks file (the pruning masks of a training run).
 
     Attributes:
         method: the pruning method (``--prune``).
         density: the target density.
         seed: the run's seed.
-        masks: parameter name → bool mask (CPU).
+        masks: parameter name → bool pruning mask (CPU).
         phases: the phases the search ran (``"search"``, ``"dense"``, ``"imp-1"``, ...).
         init_state_dict: the weights the sparse training starts from, for methods that train
             before pruning (``None`` when the sparse training starts from the initial weights).
@@ -60,7 +61,7 @@ class SavedMasks:
     method: str
     density: float
     seed: int
-    masks: Masks
+    masks: PruningMasks
     phases: list[str] = field(default_factory=list)
     init_state_dict: dict[str, torch.Tensor] | None = None
     settings: dict[str, Any] = field(default_factory=dict)

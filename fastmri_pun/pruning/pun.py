@@ -1,4 +1,5 @@
-"""PUN mask learning (PUN-IT at initialisation, PUN-AT on trained weights) for any ``nn.Module``.
+"""PUN pruning-mask learning (PUN-IT at initialisation, PUN-AT on trained weights) for any
+``nn.Module``.
 
 The network runs with frozen weights ``w0 ⊙ m`` where ``m`` is a relaxed Bernoulli sample from
 :class:`~fastmri_pun.pruning.scores.GumbelBernoulliMask`; only the mask logits are optimised:
@@ -7,7 +8,8 @@ The network runs with frozen weights ``w0 ⊙ m`` where ``m`` is a relaxed Berno
 
 The reparametrisation uses ``torch.nn.utils.parametrize`` so that ``loss_fn`` keeps calling the
 model object itself (``model(masked_kspace, mask, ...)``, attribute look-ups and signature checks
-unchanged). The final hard mask keeps the top-k weights by logit, globally across layers.
+unchanged). The final hard pruning mask keeps the top-k weights by logit, globally across
+layers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .apply import Masks, is_pruned
+from .apply import PruningMasks, is_pruned
 from .config import DEFAULTS, check_density
 from .scores import GumbelBernoulliMask
 from .select import select_parameters
@@ -54,7 +56,7 @@ def cycle_batches(batches: Iterable[Any]) -> Iterator[Any]:
 
 
 class _MaskState:
-    """Current mask per parameter name, shared by the parametrisations of one model."""
+    """Current pruning mask per parameter name, shared by the parametrisations of one model."""
 
     def __init__(self) -> None:
         self.current: dict[str, torch.Tensor] = {}
@@ -144,7 +146,8 @@ class MaskedWeights:
         self._buffers = {}
 
     def set(self, masks: Mapping[str, torch.Tensor]) -> None:
-        """Masks used by the next forward passes: name → ``[*param.shape]`` float tensor."""
+        """Pruning masks (relaxed or hard) used by the next forward passes: name →
+        ``[*param.shape]`` float tensor."""
         self._state.current = dict(masks)
 
     def __enter__(self) -> MaskedWeights:
@@ -163,7 +166,7 @@ def pun_loss(
     kl_reduction: str = DEFAULTS.kl_reduction,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One PUN objective evaluation on ``batch`` with a fresh relaxed mask sample.
+    """One PUN objective evaluation on ``batch`` with a fresh relaxed pruning-mask sample.
 
     ``w0 * m`` is computed once per forward (``parametrize.cached()``), except for a model that
     recomputes its unrolls in the backward (``checkpoint_unrolls``, e.g. MoDL): there the cached
@@ -199,15 +202,16 @@ def search_masks(
     seed: int = DEFAULTS.seed,
     log: Callable[[int, dict[str, float]], None] | None = None,
     scores: GumbelBernoulliMask | None = None,
-) -> tuple[Masks, GumbelBernoulliMask]:
-    """PUN mask search in a plain PyTorch loop (the Lightning version is ``MaskSearchModule``).
+) -> tuple[PruningMasks, GumbelBernoulliMask]:
+    """PUN search of pruning masks in a plain PyTorch loop (the Lightning version is
+    ``MaskSearchModule``).
 
     Args:
         model: network with the weights to keep frozen (initial → PUN-IT, trained → PUN-AT). It
             leaves the search unchanged (parameters, buffers, ``requires_grad``, train/eval mode).
         batches: iterable of batches, cycled until ``steps`` steps; passed to ``loss_fn`` as is.
         loss_fn: ``loss_fn(model, batch) -> scalar`` mean-reduced supervised loss.
-        density: fraction of the selected weights the returned mask keeps, in (0, 1].
+        density: fraction of the selected weights the returned pruning masks keep, in (0, 1].
         steps: number of Adam steps on the logits.
         names: parameters to mask (default :func:`select_parameters`).
         temperature, kl_weight, prior_p, kl_reduction: see :class:`GumbelBernoulliMask`;
@@ -223,7 +227,7 @@ def search_masks(
             ``prior_p`` are then unused (they are the distribution's own).
 
     Returns:
-        ``(masks, scores)``: the hard masks (CPU bool; global top-k of the logits for the
+        ``(masks, scores)``: the hard pruning masks (CPU bool; global top-k of the logits for the
         default distribution) and the learned logits.
     """
     density = check_density(density)

@@ -2,7 +2,8 @@
 from the batch's fields and the image loss from its name (:data:`LOSS_NAMES`).
 
 - k-space samples (fastMRI's ``VarNetSample``, :class:`fastmri_pun.data.SenseSample`; any object
-  with ``masked_kspace``, ``mask``, ``num_low_frequencies``, ``target``, ``max_value`` and
+  with ``masked_kspace``, ``mask`` (the undersampling mask), ``num_low_frequencies``, ``target``,
+  ``max_value`` and
   optionally ``sens_maps``): ``model(masked_kspace, mask, num_low_frequencies[, sens_maps=])``
   → ``[B, H, W]``, for ``fastmri.models.VarNet``, :class:`~fastmri_pun.models.MoDL` and every
   registered model;

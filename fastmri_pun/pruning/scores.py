@@ -1,4 +1,5 @@
-"""Learnable keep-probabilities for a set of weights: Gumbel-softmax relaxed Bernoulli masks.
+"""Learnable keep-probabilities for a set of weights: Gumbel-softmax relaxed Bernoulli pruning
+masks.
 
 One logit ``s_i`` per prunable weight, keep-probability ``p_i = sigmoid(s_i)``. A relaxed sample is
 the Gumbel-softmax over the two outcomes {keep, drop} with logits ``(log p_i, log(1 - p_i))`` at
@@ -19,13 +20,14 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, kl_divergence
 
-from .apply import Masks
+from .apply import PruningMasks
 from .config import DEFAULTS, KL_REDUCTIONS
 from .topk import topk_mask
 
 
 class GumbelBernoulliMask(nn.Module):
-    """Logits (one per weight) of independent Bernoulli keep-masks for several parameters.
+    """Logits (one per weight) of independent Bernoulli pruning masks (1 = keep) for several
+    parameters.
 
     Args:
         shapes: parameter name → shape of the weight it masks.
@@ -79,7 +81,7 @@ class GumbelBernoulliMask(nn.Module):
     def sample(
         self, hard: bool = False, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """Draw one mask per parameter.
+        """Draw one relaxed pruning mask per parameter.
 
         Args:
             hard: ``False``: relaxed sample in (0, 1). ``True``: straight-through — the forward
@@ -124,8 +126,10 @@ class GumbelBernoulliMask(nn.Module):
         return total / self.numel() if reduction == "mean" else total
 
     @torch.no_grad()
-    def hard_masks(self, density: float, min_per_layer: int = DEFAULTS.min_per_layer) -> Masks:
-        """Hard masks of the search result: the global top-k logits
+    def hard_masks(
+        self, density: float, min_per_layer: int = DEFAULTS.min_per_layer
+    ) -> PruningMasks:
+        """Hard pruning masks of the search result: the global top-k logits
         (:func:`~fastmri_pun.pruning.topk.topk_mask`), name → CPU bool mask of the weight's
         shape. Raises ``ValueError`` as ``topk_mask``."""
         return topk_mask(self.logit_dict(), density, min_per_layer)

@@ -1,6 +1,6 @@
 """Which parameters of a model are prunable.
 
-Masks everywhere in ``fastmri_pun.pruning`` are keyed by the parameter name as given by
+Pruning masks everywhere in ``fastmri_pun.pruning`` are keyed by the parameter name as given by
 ``model.named_parameters()`` of the *unpruned* model (``"denoiser.layers.0.weight"``). Once
 ``torch.nn.utils.prune`` has been applied, that name appears as ``<name>_orig``; the helpers here
 map it back so that selection gives the same names before and after pruning.

@@ -1,4 +1,5 @@
-"""Compact checkpoints of pruned models: kept values + a packed bit-mask or indices.
+"""Compact checkpoints of pruned models: kept values + their positions (a packed bitmask of the
+pruning mask, or indices).
 
 A pruned model saved normally stores ``weight_orig`` (dense) *and* ``weight_mask`` (dense, float),
 i.e. twice the dense size. Here each masked parameter is stored as its kept values (original
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .apply import Masks, apply_masks
+from .apply import PruningMasks, apply_masks
 from .payload_file import load_payload, plain, save_payload
 
 FORMAT, VERSION = "fastmri_pun.sparse", 1
@@ -36,7 +37,7 @@ class SparseCheckpoint(NamedTuple):
     """Content of a compact checkpoint."""
 
     state_dict: dict[str, torch.Tensor]  # dense form: pruned entries are exact zeros
-    masks: Masks  # name → bool mask
+    masks: PruningMasks  # name → bool mask
     meta: dict[str, Any]
 
 
@@ -89,7 +90,8 @@ def to_sparse(
     masks: Mapping[str, torch.Tensor],
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Encode a dense-form state dict and its masks as the compact payload (a plain dict).
+    """Encode a dense-form state dict and its pruning masks as the compact payload (a plain
+    dict).
 
     Args:
         state_dict: dense-form state dict of the unpruned model (see
@@ -134,7 +136,7 @@ def from_sparse(payload: Mapping[str, Any]) -> SparseCheckpoint:
     if payload.get("version") != VERSION:
         raise ValueError(f"unsupported {FORMAT} version {payload.get('version')!r}")
     tensors: dict[str, torch.Tensor] = dict(payload["dense"])
-    masks: Masks = {}
+    masks: PruningMasks = {}
     for name, entry in payload["sparse"].items():
         tensors[name], masks[name] = _decode(name, entry)
     state_dict = {k: tensors[k] for k in payload["order"]}
@@ -164,7 +166,7 @@ def load_sparse(path: str | os.PathLike) -> SparseCheckpoint:
 def load_sparse_into(model: nn.Module, path: str | os.PathLike, prune: bool = True) -> nn.Module:
     """Load a compact checkpoint into an unpruned ``model`` (strict); returns ``model``.
 
-    ``prune=True`` also applies the masks with ``torch.nn.utils.prune`` (for further sparse
+    ``prune=True`` also applies the pruning masks with ``torch.nn.utils.prune`` (for further sparse
     training); ``False`` leaves a plain dense-form model. Outputs are identical either way.
     """
     ckpt = load_sparse(path)

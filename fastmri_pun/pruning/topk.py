@@ -1,7 +1,8 @@
-"""Global top-k hard masks: keep the ``round(density · N)`` highest-scoring weights of a model.
+"""Global top-k hard pruning masks: keep the ``round(density · N)`` highest-scoring weights of a
+model.
 
 Every pruning method of :mod:`fastmri_pun.pruning` that ranks single weights (PUN's logits,
-``|w|``, ``|g ⊙ w|``, random scores) turns its scores into masks here.
+``|w|``, ``|g ⊙ w|``, random scores) turns its scores into pruning masks here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .apply import Masks
+from .apply import PruningMasks
 from .config import DEFAULTS, check_density
 
 
@@ -29,8 +30,9 @@ def topk_mask(
     scores: Mapping[str, torch.Tensor],
     density: float,
     min_per_layer: int = DEFAULTS.min_per_layer,
-) -> Masks:
-    """Global top-k hard mask: keep the ``k = round(density * N)`` highest-scoring weights.
+) -> PruningMasks:
+    """Global top-k hard pruning mask: keep the ``k = round(density * N)`` highest-scoring
+    weights.
 
     Args:
         scores: name → ``[*param.shape]`` float scores (keep-probabilities, logits, ``|w|``...);
@@ -40,7 +42,7 @@ def topk_mask(
             rest of the budget goes to the global ranking, so the total stays exactly ``k``.
 
     Returns:
-        name → bool mask on CPU (True = keep). Ties are broken by position (stable sort), so
+        name → bool pruning mask on CPU (True = keep). Ties are broken by position (stable sort), so
         the result is deterministic.
 
     Raises:

@@ -1,13 +1,15 @@
-"""The PUN mask search as a LightningModule (PUN-IT on initial weights, PUN-AT on trained ones).
+"""The PUN search of pruning masks through Lightning (PUN-IT on initial weights, PUN-AT on
+trained ones): :class:`MaskSearchModule`, and :func:`lightning_search_step`, the search step
+:func:`~fastmri_pun.pruning.procedures.find_masks` gets from the training command.
 
 Only the mask logits are trained (Adam); the wrapped model runs with frozen ``w0 ⊙ m`` through
-:class:`fastmri_pun.pruning.MaskedWeights`. The reparametrisation is attached in ``setup`` (before
-Lightning wraps the module in DDP, so DDP only sees the logits as trainable) and removed in
-``teardown``: after ``trainer.fit`` the wrapped model is exactly as before.
+:class:`fastmri_pun.pruning.pun.MaskedWeights`. The reparametrisation is attached in ``setup``
+(before Lightning wraps the module in DDP, so DDP only sees the logits as trainable) and removed
+in ``teardown``: after ``trainer.fit`` the wrapped model is exactly as before.
 
 DDP: logit gradients are all-reduced, every rank starts from the same logits (0) and applies the
 same Adam updates, so the logits agree across ranks; :meth:`MaskSearchModule.hard_masks` still
-broadcasts rank 0's masks so that all ranks use bit-identical masks, and records in
+broadcasts rank 0's pruning masks so that all ranks use bit-identical ones, and records in
 ``rank_mismatch`` whether this rank's own masks differed.
 """
 
@@ -18,46 +20,31 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
+from lightning_fabric.utilities.apply_func import move_data_to_device
 from pytorch_lightning.utilities.data import extract_batch_size
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..pruning import (
-    GumbelBernoulliMask,
-    MaskedWeights,
-    Masks,
-    check_density,
-    pun_loss,
-    select_parameters,
-)
-from ..pruning.config import DEFAULTS, KL_REDUCTIONS
+from ..pruning.apply import PruningMasks, sync_masks
+from ..pruning.config import DEFAULTS, KL_REDUCTIONS, PruneConfig, check_density
+from ..pruning.methods import PruningJob, SearchStep
+from ..pruning.pun import LossFn, MaskedWeights, pun_loss
+from ..pruning.scores import GumbelBernoulliMask
+from ..pruning.select import select_parameters
 
-
-def sync_masks(masks: Masks) -> tuple[Masks, bool]:
-    """Rank 0's masks on every rank when ``torch.distributed`` is initialised.
-
-    Returns ``(masks, mismatch)``; ``mismatch`` tells whether this rank's own masks differed.
-    """
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return masks, False
-    box = [masks]
-    dist.broadcast_object_list(box, src=0)
-    mismatch = masks.keys() != box[0].keys() or any(
-        not torch.equal(masks[n], box[0][n]) for n in masks
-    )
-    return box[0], mismatch
+__all__ = ["MaskSearchModule", "lightning_search_step", "loss_on_model_device", "search_limits"]
 
 
 class MaskSearchModule(pl.LightningModule):
-    """Learn a pruning mask for ``model`` with frozen weights (PUN).
+    """Learn pruning masks for ``model`` with frozen weights (PUN).
 
     Args:
         model: the network (any ``nn.Module``, unpruned); its weights stay frozen.
         loss_fn: ``loss_fn(model, batch) -> scalar`` mean-reduced supervised loss; ``batch`` is
             what the train/val dataloaders yield (moved to the device by Lightning).
-        names: parameters to mask (default: :func:`fastmri_pun.pruning.select_parameters`).
-        density: keep fraction of :meth:`hard_masks` and of the validation masks, in (0, 1].
+        names: parameters to mask (default: :func:`fastmri_pun.pruning.select.select_parameters`).
+        density: keep fraction of :meth:`hard_masks` and of the validation pruning masks, in
+            (0, 1].
         temperature: Gumbel-softmax temperature.
         kl_weight: ``beta`` of ``beta * KL(Bern(p) || Bern(p0))``.
         prior_p: prior keep-probability ``p0``.
@@ -176,11 +163,57 @@ class MaskSearchModule(pl.LightningModule):
         (:class:`~fastmri_pun.pruning.channel_scores.ChannelScores`)."""
         return {n: p.detach() for n, p in self.scores.probabilities().items()}
 
-    def hard_masks(self, density: float | None = None) -> Masks:
-        """Hard masks at ``density`` (default: the module's; global top-k of the logits, or the
-        distribution's own ``hard_masks``), CPU bool, identical on all ranks (rank 0's are
-        broadcast when ``torch.distributed`` is initialised)."""
+    def hard_masks(self, density: float | None = None) -> PruningMasks:
+        """Hard pruning masks at ``density`` (default: the module's; global top-k of the logits,
+        or the distribution's own ``hard_masks``), CPU bool, identical on all ranks (rank 0's
+        are broadcast when ``torch.distributed`` is initialised)."""
         density = self.density if density is None else check_density(density)
         masks = self.scores.hard_masks(density, self.hparams.min_per_layer)
         masks, self.rank_mismatch = sync_masks(masks)
         return masks
+
+
+def search_limits(cfg: PruneConfig) -> dict[str, int]:
+    """Trainer keyword arguments for the search length: ``pl.Trainer(**search_limits(cfg), ...)``
+    runs ``cfg.search_epochs`` epochs when set, else ``cfg.search_steps`` steps."""
+    if cfg.search_epochs is not None:
+        return {"max_epochs": cfg.search_epochs, "max_steps": -1}
+    return {"max_steps": cfg.search_steps, "max_epochs": -1}
+
+
+def lightning_search_step(make_trainer: Callable[[str], pl.Trainer]) -> SearchStep:
+    """The PUN search step of :func:`~fastmri_pun.pruning.procedures.find_masks` through
+    Lightning.
+
+    Args:
+        make_trainer: ``make_trainer("search")`` returns a fresh ``pl.Trainer`` for the search
+            (give it ``**search_limits(cfg)``).
+
+    Returns:
+        ``search_step(job, scores)``: fits a :class:`MaskSearchModule` of ``job.model`` with the
+        mask distribution ``scores``, ``job.loss_fn`` and ``job.cfg``'s settings on
+        ``job.batches``, and returns its hard pruning masks (rank 0's on every DDP rank); the
+        model leaves the search unchanged, even when the fit raises.
+    """
+
+    def search_step(job: PruningJob, scores: GumbelBernoulliMask) -> PruningMasks:
+        module = MaskSearchModule(job.model, job.loss_fn, scores=scores, **job.cfg.search_options())
+        try:
+            make_trainer("search").fit(module, train_dataloaders=job.batches)
+            return module.hard_masks()
+        finally:
+            module.release()
+
+    return search_step
+
+
+def loss_on_model_device(loss_fn: LossFn) -> LossFn:
+    """``loss_fn`` taking the batch as the dataloader yields it: it first moves the batch to the
+    model's device (Lightning's ``move_data_to_device``), as the ``loss_fn`` of
+    :func:`~fastmri_pun.pruning.procedures.find_masks` must for SNIP's scoring outside a trainer
+    (a batch already there is left as is)."""
+
+    def loss(model: nn.Module, batch: Any) -> torch.Tensor:
+        return loss_fn(model, move_data_to_device(batch, next(model.parameters()).device))
+
+    return loss

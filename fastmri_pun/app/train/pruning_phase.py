@@ -1,16 +1,19 @@
-"""The pruning step of a training run: find the masks (``--prune``) before the final training.
-
-:func:`prune_module` runs :func:`fastmri_pun.app.train.mask_procedures.find_masks` with this run's data,
-loss and trainers: training phases (``dense`` for pun-at/magnitude-at, ``imp-k``) get the normal
-budget (``max_epochs``) and settings, the PUN search ``search_steps`` steps; each phase appends
-its compute to ``compute_accounting.json``. The module ends up pruned, ready for the final sparse
+"""The pruning step of a training run: find the pruning masks (``--prune``) before the final
 training.
 
-The masks are saved right after the search (rank 0, atomically) in ``RunDir.search_masks``
-(``checkpoints/masks.pt``, see :mod:`fastmri_pun.pruning.masks_file`): a run killed during the
-sparse training before its first ``last.ckpt``, or rerun, loads them instead of searching again
-(the file must hold this run's method, density, seed and prunable parameters; another file is a
-one-line ``ValueError``). A run killed during the search has no masks file and searches again.
+:func:`prune_module` runs the library's :func:`~fastmri_pun.pruning.procedures.find_masks` with
+this run's data, loss and trainers: training phases (``dense`` for pun-at/magnitude-at, ``imp-k``)
+get the normal budget (``max_epochs``) and settings, the PUN search
+(:func:`~fastmri_pun.training.mask_search.lightning_search_step`) ``search_steps`` steps; each
+phase appends its compute to ``compute_accounting.json``. The module ends up pruned, ready for
+the final sparse training.
+
+The pruning masks are saved right after the search (rank 0, atomically) in
+``RunDir.search_masks`` (``checkpoints/masks.pt``, see :mod:`fastmri_pun.pruning.masks_file`): a
+run killed during the sparse training before its first ``last.ckpt``, or rerun, loads them
+instead of searching again (the file must hold this run's method, density, seed and prunable
+parameters; another file is a one-line ``ValueError``). A run killed during the search has no
+masks file and searches again.
 
 Every random source of the search is seeded from the run's seed: the Gumbel noise
 (:class:`~fastmri_pun.training.mask_search.MaskSearchModule`, ``seed + rank``), the random mask,
@@ -32,16 +35,17 @@ import numpy as np
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_only
 
-from ...pruning import density_report, get_pruning_method, is_pruned, select_parameters
+from ...pruning import density_report, find_masks, get_pruning_method, is_pruned
 from ...pruning.config import PruneConfig
 from ...pruning.masks_file import SavedMasks, load_masks_file, mask_settings, save_masks_file
+from ...pruning.select import select_parameters
 from ...training import ReconstructionModule, SliceDataModule
 from ...training.accounting import append_json_record, read_json_records
+from ...training.mask_search import lightning_search_step, loss_on_model_device, search_limits
 from ...utils.io import atomic_write_json
 from ...utils.seeding import stable_seed
 from ..run_folder import RunDir
 from .config import TrainConfig
-from .mask_procedures import find_masks, search_limits
 from .trainers import phase_trainer
 
 __all__ = ["load_dense_checkpoint", "prune_config", "prune_module", "seed_phase"]
@@ -107,7 +111,7 @@ def prune_module(
         "min_layer_density", ...}``, also written to ``density_report.json`` (rank 0).
 
     Raises:
-        ValueError: see :func:`fastmri_pun.app.train.mask_procedures.find_masks`; a masks file of another
+        ValueError: see :func:`fastmri_pun.pruning.procedures.find_masks`; a masks file of another
             method, density, seed or model (:func:`fastmri_pun.pruning.masks_file.load_masks_file`).
         fastmri_pun.app.train.trainers.TrainingInterrupted: Ctrl-C during a phase.
     """
@@ -142,9 +146,7 @@ def _find_masks(
 ) -> SavedMasks:
     """Run the pruning method; ``module.model`` ends up unpruned at the sparse start weights."""
 
-    def train_fn(model: Any, phase: str) -> None:
-        if model is not module.model:
-            raise ValueError("train_fn got a model other than the module's")
+    def train_step(phase: str) -> None:
         if phase == "dense" and cfg.run.dense_checkpoint:
             load_dense_checkpoint(cfg, module)
             return
@@ -159,11 +161,11 @@ def _find_masks(
     result = find_masks(
         cfg.prune,
         module.model,
-        train_loader=dm.train_dataloader(),
-        loss_fn=module.prune_loss,
-        train_fn=train_fn,
-        make_trainer=make_trainer,
-        cfg=pcfg,
+        pcfg,
+        batches=dm.train_dataloader(),
+        loss_fn=loss_on_model_device(module.prune_loss),
+        train_step=train_step,
+        search_step=lightning_search_step(make_trainer),
     )
     dense_first = get_pruning_method(cfg.prune).dense_first
     return SavedMasks(
