@@ -17,16 +17,16 @@ from fastmri import evaluate as fm_eval
 from quirk_files import equispaced_mask, write_bad_files
 from tiny_checkpoints import untrained_checkpoint
 
-from fastmri_pun.app.evaluate.suite import (
-    SuiteConfig,
+from fastmri_pun.app.evaluate.model_settings import (
+    checkpoint_settings,
     common_settings,
-    evaluate,
     suite_settings,
 )
+from fastmri_pun.app.evaluate.suite import SuiteConfig, evaluate
 from fastmri_pun.data import EspiritSettings, TransformSettings, validate_fastmri_folder
 from fastmri_pun.data.crop import common_size
-from fastmri_pun.evaluation import runner as runner_mod
-from fastmri_pun.evaluation.runner import compare, reconstruct
+from fastmri_pun.evaluation import scoring
+from fastmri_pun.evaluation.scoring import compare, reconstruct
 from fastmri_pun.evaluation.shift_data import (
     ShiftData,
     file_mask_accelerations,
@@ -65,7 +65,7 @@ def _val_root(tmp_path: Path, quirk_root: Path, names=tuple(VAL_FILES)) -> Path:
 
 def _no_model_work(monkeypatch) -> list:
     calls: list = []
-    monkeypatch.setattr(runner_mod, "evaluate_shift", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(scoring, "evaluate_shift", lambda *a, **k: calls.append(a))
     return calls
 
 
@@ -349,8 +349,6 @@ def test_singlecoil_suite(tmp_path):
 
 def test_old_checkpoint_settings_from_its_run_config(tmp_path):
     import yaml
-
-    from fastmri_pun.evaluation.runner import checkpoint_settings
 
     old = SimpleNamespace(hparams={"sens_maps": "learned"})  # no transform_settings stored
     loose = tmp_path / "loose.ckpt"

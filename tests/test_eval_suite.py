@@ -10,8 +10,9 @@ import pytest
 import torch
 import yaml
 
-from fastmri_pun.app.evaluate.suite import SuiteConfig, check_training_configs, evaluate
-from fastmri_pun.evaluation import runner as runner_mod
+from fastmri_pun.app.evaluate.model_settings import check_training_configs
+from fastmri_pun.app.evaluate.suite import SuiteConfig, evaluate
+from fastmri_pun.evaluation import scoring
 from fastmri_pun.evaluation.metrics import image_metrics
 
 SHIFTS = ["in-dist", "lesions"]
@@ -19,7 +20,7 @@ SHIFTS = ["in-dist", "lesions"]
 
 def _save_checkpoint(path: Path, pruned: bool, seed: int, model_name: str = "modl") -> Path:
     """A minimal untrained ReconstructionModule checkpoint (what Lightning writes, less the trainer state)."""
-    from fastmri_pun.pruning import random_masks
+    from fastmri_pun.pruning.baselines import random_masks
     from fastmri_pun.training import ReconstructionModule
 
     torch.manual_seed(seed)
@@ -111,6 +112,42 @@ def test_rows_numbers_summary_and_figures(first_run, demo_root):
     }
 
 
+def test_library_scores_shifts_without_an_output_folder(first_run, ckpts):
+    """The library's pieces, given their inputs explicitly, give the suite's rows exactly."""
+    from fastmri_pun.evaluation import (
+        RESULT_COLUMNS,
+        ShiftData,
+        evaluate_shift,
+        load_models,
+        shift_annotations,
+        shift_dataset,
+        sort_results,
+    )
+
+    out, res = first_run
+    device = torch.device("cpu")
+    models = load_models(ckpts, device, zero_filled=True)
+    data = ShiftData(res.data_path, "test", None, seed=0, max_slices=None)
+    frames = []
+    for shift in res.shifts:
+        dataset = shift_dataset(shift, data, res.transform_settings)
+        rows = evaluate_shift(
+            models,
+            dataset,
+            shift.name,
+            shift_annotations(shift, data, dataset),
+            device,
+            progress=False,
+            acceleration=shift.acceleration,
+        )
+        frames += [pd.DataFrame(r, columns=RESULT_COLUMNS) for r in rows.values()]
+    got = sort_results(frames, list(models), res.shifts)
+    assert list(got.columns) == RESULT_COLUMNS and len(got) == 24
+    pd.testing.assert_frame_equal(
+        got, pd.read_csv(out / "results.csv"), check_dtype=False, check_exact=True
+    )
+
+
 def test_rerun_skips_finished_work_and_aborts_keep_results(
     first_run, demo_root, ckpts, tmp_path, monkeypatch
 ):
@@ -126,13 +163,13 @@ def test_rerun_skips_finished_work_and_aborts_keep_results(
     dense = tmp_path / "dense.ckpt"
     shutil.copy(ckpts["dense"], dense)
     calls = []
-    real = runner_mod.evaluate_shift
+    real = scoring.evaluate_shift
 
     def spy(models, *a, **k):
         calls.append(sorted(models))
         return real(models, *a, **k)
 
-    monkeypatch.setattr(runner_mod, "evaluate_shift", spy)
+    monkeypatch.setattr(scoring, "evaluate_shift", spy)
     evaluate({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out, zero_filled=True))
     assert calls == [["dense"], ["dense"]]  # sparse and zero-filled were skipped on both shifts
     res = pd.read_csv(out / "results.csv")
@@ -150,7 +187,7 @@ def test_rerun_skips_finished_work_and_aborts_keep_results(
             raise KeyboardInterrupt
         return real(models, dataset, shift, *a, **k)
 
-    monkeypatch.setattr(runner_mod, "evaluate_shift", boom)
+    monkeypatch.setattr(scoring, "evaluate_shift", boom)
     with pytest.raises(KeyboardInterrupt):
         evaluate({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out))
     assert (out / "results.csv").read_bytes() == before

@@ -18,13 +18,13 @@ from fastmri.data.transforms import center_crop
 from quirk_files import write_bad_files
 from tiny_checkpoints import untrained_checkpoint
 
-from fastmri_pun.app.evaluate import partial_results as cache
+from fastmri_pun.app.evaluate import partial_results
 from fastmri_pun.app.evaluate.suite import SuiteConfig, evaluate
 from fastmri_pun.app.run_folder import RunDir
 from fastmri_pun.data import TransformSettings
 from fastmri_pun.data.h5_validation import validate_fastmri_file
 from fastmri_pun.data.h5_writing import ismrmrd_header
-from fastmri_pun.evaluation import runner as runner_mod
+from fastmri_pun.evaluation import scoring
 from fastmri_pun.evaluation.coil_maps import MAPS_FIT_MIN, maps_fit
 from fastmri_pun.evaluation.fastmri_scorer import format_scores, score_folder
 from fastmri_pun.evaluation.report import low_maps_fit
@@ -92,7 +92,7 @@ def test_modl_refuses_nan_sens_maps(demo_root):
 
 def test_nan_reconstruction_stops_before_anything_is_cached(demo_root, ck, tmp_path, monkeypatch):
     root, out = _root(tmp_path, demo_root), tmp_path / "out"
-    real = runner_mod.reconstruct
+    real = scoring.reconstruct
 
     def nan_for_slice_1(model, sample, device):
         img = real(model, sample, device)
@@ -100,7 +100,7 @@ def test_nan_reconstruction_stops_before_anything_is_cached(demo_root, ck, tmp_p
             img[0, 0] = np.nan
         return img
 
-    monkeypatch.setattr(runner_mod, "reconstruct", nan_for_slice_1)
+    monkeypatch.setattr(scoring, "reconstruct", nan_for_slice_1)
     with pytest.raises(
         ValueError,
         match=r"model 'bad' on shift 'in-dist': the reconstruction of file_demo_ch2_test00\.h5 "
@@ -116,17 +116,17 @@ def test_nan_reconstruction_stops_before_anything_is_cached(demo_root, ck, tmp_p
 def test_cache_never_stores_or_serves_nan(tmp_path):
     run = RunDir(tmp_path)
     fp = {"x": 1}
-    row = dict.fromkeys(cache.RESULT_COLUMNS, 1.0) | {"fname": "a.h5", "slice_num": 3}
+    row = dict.fromkeys(scoring.RESULT_COLUMNS, 1.0) | {"fname": "a.h5", "slice_num": 3}
     with pytest.raises(
         ValueError, match=r"model 'm' on shift 's': a\.h5 slice 3 has no finite psnr"
     ):
-        cache.save_partial(run, "m", "s", fp, [row | {"psnr": float("nan")}])
+        partial_results.save_partial(run, "m", "s", fp, [row | {"psnr": float("nan")}])
     assert not any(p.exists() for p in run.partial_results("m", "s"))
-    cache.save_partial(run, "m", "s", fp, [row])
-    assert cache.load_partial(run, "m", "s", fp)["psnr"].tolist() == [1.0]
+    partial_results.save_partial(run, "m", "s", fp, [row])
+    assert partial_results.load_partial(run, "m", "s", fp)["psnr"].tolist() == [1.0]
     csv, _ = run.partial_results("m", "s")  # a NaN written by an older version is not served
     pd.read_csv(csv).assign(psnr=float("nan")).to_csv(csv, index=False)
-    assert cache.load_partial(run, "m", "s", fp) is None
+    assert partial_results.load_partial(run, "m", "s", fp) is None
 
 
 # ----------------------------------------------------------------------------- coil-map fit
@@ -214,13 +214,13 @@ def test_skip_bad_files_evaluates_the_rest_and_lists_them(demo_root, ck, tmp_pat
 def test_cache_follows_the_data(demo_root, ck, tmp_path, monkeypatch):
     root, out = _root(tmp_path, demo_root), tmp_path / "out"
     calls = []
-    real = runner_mod.evaluate_shift
+    real = scoring.evaluate_shift
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_mod, "evaluate_shift", counting)
+    monkeypatch.setattr(scoring, "evaluate_shift", counting)
     cfg = _cfg(root, out)
     first = evaluate({"m": ck}, cfg).results
     evaluate({"m": ck}, cfg)

@@ -1,9 +1,21 @@
-"""Robustness evaluation: per-image metrics, statistics, figures, and the model × shift suite
-(:mod:`.runner` runs it, :mod:`.cache` keeps finished pairs, :mod:`.report` writes figures and
-the summary, :mod:`.coil_maps` checks each slice's coil maps against its data,
-:mod:`.fastmri_scorer` gives fastMRI's own volume scores of saved reconstructions).
-:func:`fastmri_pun.app.evaluate.suite.evaluate` is the whole suite as one call;
-``python -m fastmri_pun.evaluate --help`` runs it from the command line.
+"""Robustness evaluation: scoring models on shifted data, statistics, figures and the summary.
+
+Every function takes its inputs explicitly (models, datasets, result tables, folders to write);
+nothing here reads or keeps an output folder's state.
+
+- :mod:`.shift_data`: the data of each shift (folder, seeded dataset, fastMRI+ annotations) and
+  the checks of its files;
+- :mod:`.scoring`: reconstruct a slice with a model (or fastMRI's zero-filled baseline), crop it
+  with its target to their common size and score every model on a shift's slices, one row per
+  model and image (:data:`~.scoring.RESULT_COLUMNS`);
+- :mod:`.metrics`: per-image and ROI PSNR, SSIM, NMSE (fastMRI's definitions);
+- :mod:`.stats`: summaries, paired differences with (hierarchical) bootstrap CIs, verdicts;
+- :mod:`.figures` and :mod:`.report`: the figures and the Markdown summary of the results;
+- :mod:`.coil_maps`: each slice's coil maps checked against its data;
+- :mod:`.fastmri_scorer`: fastMRI's own volume scores of saved reconstructions.
+
+The whole suite as one call, with its output folder and the reuse of finished model × shift
+pairs, is the ``evaluate`` command (``python -m fastmri_pun.evaluate --help``).
 """
 
 from .coil_maps import MAPS_FIT_MIN, maps_fit
@@ -17,9 +29,24 @@ from .metrics import (
     roi_bbox,
     roi_metrics,
 )
-from .report import make_figures, summary_markdown
-from .runner import ZERO_FILLED, evaluate_shift, model_names, reconstruct
-from .shift_data import ShiftData
+from .report import low_maps_fit, make_figures, summary_markdown
+from .scoring import (
+    RESULT_COLUMNS,
+    ZERO_FILLED,
+    compare,
+    evaluate_shift,
+    load_model,
+    load_models,
+    reconstruct,
+    sort_results,
+)
+from .shift_data import (
+    ShiftData,
+    resolve_shifts,
+    scan_shift_files,
+    shift_annotations,
+    shift_dataset,
+)
 from .stats import (
     N_BOOT,
     bootstrap_ci,
@@ -34,25 +61,34 @@ __all__ = [
     "IMAGE_METRICS",
     "MAPS_FIT_MIN",
     "N_BOOT",
+    "RESULT_COLUMNS",
     "ROI_METRICS",
     "ZERO_FILLED",
     "ShiftData",
     "bootstrap_ci",
+    "compare",
     "evaluate_shift",
-    "hierarchical_bootstrap_ci",
     "format_scores",
+    "hierarchical_bootstrap_ci",
     "image_metrics",
     "image_roi_metrics",
     "learning_curves_figure",
+    "load_model",
+    "load_models",
+    "low_maps_fit",
     "make_figures",
     "maps_fit",
-    "model_names",
     "paired_differences",
     "per_seed_means",
     "reconstruct",
+    "resolve_shifts",
     "roi_bbox",
     "roi_metrics",
+    "scan_shift_files",
     "score_folder",
+    "shift_annotations",
+    "shift_dataset",
+    "sort_results",
     "summarize",
     "summary_markdown",
     "verdict",

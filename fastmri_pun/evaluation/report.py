@@ -25,7 +25,7 @@ from ..utils.markdown import markdown_table
 from . import figures
 from .coil_maps import MAPS_FIT_MIN
 from .metrics import image_metrics, roi_bbox
-from .runner import ZERO_FILLED, Model, compare, reconstruct
+from .scoring import ZERO_FILLED, Model, compare, reconstruct
 from .shift_data import Annotations, ShiftData, shift_dir
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ __all__ = ["ReportSettings", "low_maps_fit", "make_figures", "summary_markdown"]
 
 
 class ReportSettings(Protocol):
-    """The settings a summary states (:class:`fastmri_pun.app.evaluate.suite.SuiteConfig`)."""
+    """The settings a summary states: any object with these attributes (the evaluate command's
+    settings, for one)."""
 
     data_path: Any
     output_dir: Any
@@ -80,10 +81,10 @@ def make_figures(
     """Write the figures (module docstring) into the folder ``out``; returns their paths.
 
     Args:
-        results: per-image results (:data:`~fastmri_pun.app.evaluate.partial_results.RESULT_COLUMNS`).
+        results: per-image results (:data:`~fastmri_pun.evaluation.scoring.RESULT_COLUMNS`).
         reference: model whose median-PSNR slice is shown per shift.
-        datasets, rois: ``{shift: dataset}``, ``{shift: annotations}`` of
-            :func:`~fastmri_pun.evaluation.runner.collect`.
+        datasets, rois: ``{shift: dataset}`` (:func:`~.shift_data.shift_dataset`),
+            ``{shift: annotations}`` (:func:`~.shift_data.shift_annotations`) of the shifts.
         models: ``{name: module or None}`` of every model in ``results``.
     """
     figs = []

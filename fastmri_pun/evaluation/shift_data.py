@@ -49,8 +49,7 @@ Annotations = dict[tuple[str, int], list]  # (file stem, slice) -> [Annotation, 
 
 @dataclass(frozen=True)
 class ShiftData:
-    """Where and how the slices of every shift are read (resolved values, no defaults; the
-    fields are those of :class:`fastmri_pun.app.evaluate.suite.SuiteConfig` of the same names,
+    """Where and how the slices of every shift are read (resolved values, no defaults;
     ``challenge`` the models' training challenge).
 
     Args:

@@ -1,7 +1,7 @@
 """Summaries of per-image results: mean ± std, median, and paired differences with bootstrap CIs.
 
 Input everywhere is the per-image results table (a :class:`pandas.DataFrame`, one row per model,
-shift and image) written by :mod:`fastmri_pun.evaluation.runner`, with columns
+shift and image) of :func:`fastmri_pun.evaluation.scoring.evaluate_shift`, with columns
 ``model, shift, fname, slice_num`` and one column per metric. When a model was trained several
 times (independent training seeds), a seed column (e.g. ``train_seed``) tells the trainings apart:
 :func:`paired_differences` then pairs images within a seed and its CI comes from

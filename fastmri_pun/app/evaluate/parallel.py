@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..run_folder import RunDir
-from .suite import SuiteConfig, SuiteResult, evaluate
+from .config import SuiteConfig
+from .suite import SuiteResult, evaluate
 
 __all__ = ["evaluate_parallel"]
 

@@ -22,26 +22,13 @@ from typing import Any
 import pandas as pd
 
 from ...data.shifts import ResolvedShift
-from ...evaluation.metrics import IMAGE_METRICS, ROI_METRICS
+from ...evaluation.metrics import IMAGE_METRICS
+from ...evaluation.scoring import RESULT_COLUMNS
 from ...utils.io import atomic_write_json, atomic_write_text, file_sha256
 from ..run_folder import RunDir
 
-__all__ = ["RESULT_COLUMNS", "fingerprint", "folder_digest", "load_partial", "save_partial"]
+__all__ = ["fingerprint", "folder_digest", "load_partial", "save_partial"]
 
-#: columns of the per-image results (``results.csv`` and every partial CSV)
-RESULT_COLUMNS = [
-    "model",
-    "shift",
-    "fname",
-    "slice_num",
-    "max_value",
-    "acceleration",
-    "file_mask",
-    *IMAGE_METRICS,
-    *ROI_METRICS,
-    "n_rois",
-    "maps_fit",
-]
 _FINGERPRINT_VERSION = 4
 #: bytes hashed at each end of a data file (:func:`folder_digest`)
 DIGEST_BYTES = 1 << 20
@@ -144,7 +131,8 @@ def load_partial(out: RunDir, model: str, shift: str, fp: dict[str, Any]) -> pd.
 def save_partial(
     out: RunDir, model: str, shift: str, fp: dict[str, Any], rows: list[dict[str, Any]]
 ) -> None:
-    """Store the rows (``RESULT_COLUMNS``) of ``model`` on ``shift`` with their fingerprint.
+    """Store the rows (:data:`~fastmri_pun.evaluation.scoring.RESULT_COLUMNS`) of ``model`` on
+    ``shift`` with their fingerprint.
 
     Raises:
         ValueError: a row with a NaN image metric (never cached; one line naming model, shift,

@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from ...app.evaluate.suite import SuiteConfig, SuiteResult
+from ...app.evaluate.config import SuiteConfig
+from ...app.evaluate.suite import SuiteResult
 from ...app.run_folder import RunDir
 from ...evaluation.metrics import IMAGE_METRICS, ROI_METRICS
 from ...evaluation.report import summary_markdown
