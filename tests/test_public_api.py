@@ -3,7 +3,7 @@ dispatches to every command, commands turn bad input into one line and exit stat
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import subprocess
 import sys
 
@@ -13,16 +13,30 @@ from fastmri_pun.app import main as cli_main
 
 
 def test_fastmri_pun_command_lists_and_dispatches(capsys):
+    commands = cli_main.commands()  # the entry points of the group fastmri_pun.commands
+    assert sorted(commands) == ["demo", "espirit", "evaluate", "export", "paper", "score", "train"]
     assert cli_main.main(["--help"]) == 0
     listing = capsys.readouterr().out
-    assert all(f"  {name} " in listing for name in cli_main.COMMANDS)
+    assert "  train     Train / test a model, dense or pruned (python -m fastmri_pun.train)\n" in (
+        listing
+    )
+    assert "  paper     The paper's comparison, end to end" in listing
+    for name, entry in commands.items():  # every command: a main(argv) -> int, one help line
+        assert f"  {name:<8}  {cli_main.command_help(entry)}\n" in listing
+        assert cli_main.command_help(entry) and callable(entry.load())
     assert cli_main.main(["nonsense"]) == 2
     assert "unknown command 'nonsense'" in capsys.readouterr().err
-    for module, _ in cli_main.COMMANDS.values():  # every command has a main(argv) -> int
-        assert callable(importlib.import_module(module).main)
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "paper", "export", "demo", "espirit"])
+def test_dispatcher_does_not_name_the_experiment_layer():
+    source = importlib.util.find_spec("fastmri_pun.app.main").origin
+    with open(source) as fh:
+        assert "experiments" not in fh.read()
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "paper", "export", "demo", "espirit", "score"]
+)
 def test_every_command_reports_a_bad_flag_in_one_line(command, capsys):
     assert cli_main.main([command, "--no_such_flag", "1"]) == 2
     err = capsys.readouterr().err

@@ -21,7 +21,7 @@ from torch.utils.data import default_collate
 
 from fastmri_pun.app.train.cli import parse_args
 from fastmri_pun.app.train.config import TrainConfig
-from fastmri_pun.app.train.run import build_datamodule, fit, prepare
+from fastmri_pun.app.train.run import build_datamodule, fit, prepare, transform_settings
 from fastmri_pun.data import EspiritSettings, TransformSettings
 from fastmri_pun.data.crop import crop_to_recon_size
 from fastmri_pun.training import (
@@ -210,7 +210,7 @@ def test_checkpoint_stores_transform_settings_and_resume_checks_them(quirk_run, 
     result, out, argv = quirk_run
     ckpt = torch.load(result.best_checkpoint, weights_only=True)
     stored = ckpt["hyper_parameters"]["transform_settings"]
-    assert stored == parse_args(argv).transform_settings().to_dict()
+    assert stored == transform_settings(parse_args(argv)).to_dict()
     assert stored["espirit"] == dataclasses.asdict(EspiritSettings())
     assert stored["center_fractions"] == [0.16]
     other = [*argv, "--output_dir", str(tmp_path), "--resume", str(result.best_checkpoint)]

@@ -1,98 +1,94 @@
-"""The flags of a settings dataclass and the ``--config FILE.yaml`` of the commands.
+"""The ``--config`` files of the commands: which file a ``--config`` value names, reading it
+safely, checking its keys.
 
-:func:`add_dataclass_flags` adds one flag per field of a settings dataclass, list fields taking
-several values as in fastMRI's scripts (``--accelerations 4 8``).
+``--config`` takes a path or the name of a config shipped with the package (the top-level
+``configs/`` folder, installed as ``fastmri_pun.configs``): ``--config dense`` and ``--config
+dense.yaml`` are ``configs/dense.yaml`` wherever the package is installed. A path that exists
+wins over a shipped name. The configs' old place, ``fastmri_pun/configs/X.yaml``, is answered
+with the new spelling.
 
 jsonargparse's :class:`~jsonargparse.ActionConfigFile` reports an unknown key as ``Option 'x'
-is not accepted`` and a scalar given to a list flag as ``'int' object is not iterable``. So
-:func:`parse_checked` first reads every config file named on the command line with
-``yaml.safe_load`` (no python tags) and checks its keys against the parser's options: a typo is
-answered with a "did you mean" and the list of valid keys
+is not accepted`` and a scalar given to a list flag as ``'int' object is not iterable``. So every
+config file named on the command line is first read with ``yaml.safe_load`` (no python tags) and
+its keys checked against the command's flags (:func:`check_config_keys`): a typo is answered with
+a "did you mean" and the list of valid keys
 (:func:`fastmri_pun.utils.config_checks.unknown_keys_message`).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import sys
-import typing
-from collections.abc import Iterable, Mapping, Sequence
+import difflib
+from collections.abc import Iterable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import docstring_parser
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from ..utils.config_checks import unknown_keys_message
 
 __all__ = [
-    "add_config_flag",
-    "add_dataclass_flags",
+    "SHIPPED_CONFIGS",
     "check_config_keys",
     "config_file_paths",
-    "config_keys",
-    "list_fields",
-    "list_keys",
-    "parse_checked",
+    "config_value",
     "read_config_file",
+    "resolve_config_args",
+    "resolve_config_path",
+    "shipped_config",
+    "shipped_config_names",
 ]
 
-
-def add_config_flag(parser: ArgumentParser) -> None:
-    """Add ``--config FILE.yaml`` (jsonargparse's :class:`~jsonargparse.ActionConfigFile`, which
-    also brings ``--print_config``); read it with :func:`parse_checked`."""
-    parser.add_argument(
-        "--config",
-        action=ActionConfigFile,
-        help="YAML file whose keys are any of the flags below (read with yaml.safe_load: no "
-        "python tags; unknown keys are errors); flags given after it override it. "
-        "--print_config writes such a file.",
-    )
+#: the package holding the shipped configs (the repository's top-level ``configs/`` folder)
+SHIPPED_CONFIGS = "fastmri_pun.configs"
+_OLD_FOLDER = ("fastmri_pun", "configs")
 
 
-def list_fields(cls: type) -> dict[str, type]:
-    """``{field: element type}`` of the ``list[...]`` fields of the dataclass ``cls``."""
-    hints = typing.get_type_hints(cls)
-    return {
-        f.name: typing.get_args(hints[f.name])[0]
-        for f in dataclasses.fields(cls)
-        if typing.get_origin(hints[f.name]) is list
-    }
+def shipped_config_names() -> list[str]:
+    """Names of the shipped configs (``dense``, ``pun_it``, ...), sorted."""
+    folder = resources.files(SHIPPED_CONFIGS)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def add_dataclass_flags(
-    parser: ArgumentParser, cls: type, help_suffix: Mapping[str, str] | None = None
-) -> None:
-    """Add one flag per field of the dataclass ``cls`` (same name, type and default; help: the
-    field's line in the class docstring). List fields take several values (``nargs="+"``, as
-    fastMRI's ``--accelerations 4 8``) and YAML lists in config files.
+def shipped_config(name: str) -> Path:
+    """Path of the shipped config ``name`` (``"dense"`` or ``"dense.yaml"``); works from a wheel.
 
-    Args:
-        parser: the command's parser.
-        cls: the settings dataclass.
-        help_suffix: ``{field: text}`` appended to the help of list fields.
+    Raises:
+        FileNotFoundError: no such shipped config (the message lists the shipped ones).
     """
-    lists = list_fields(cls)
-    parser.add_class_arguments(cls, nested_key=None, skip=set(lists))
-    docs = {d.arg_name: d.description for d in docstring_parser.parse(cls.__doc__ or "").params}
-    for f in dataclasses.fields(cls):
-        if f.name not in lists:
-            continue
-        if f.default_factory is not dataclasses.MISSING:
-            given: dict[str, Any] = {"default": f.default_factory()}
-        else:
-            given = (
-                {"required": True} if f.default is dataclasses.MISSING else {"default": f.default}
-            )
-        parser.add_argument(
-            f"--{f.name}",
-            type=lists[f.name],
-            nargs="+",
-            help=(docs.get(f.name) or "") + (help_suffix or {}).get(f.name, ""),
-            **given,
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    path = resources.files(SHIPPED_CONFIGS) / f"{stem}.yaml"
+    if "/" in stem or "\\" in stem or not path.is_file():
+        shipped = ", ".join(shipped_config_names())
+        raise FileNotFoundError(f"no shipped config {name!r}; shipped: {shipped}")
+    return Path(str(path))
+
+
+def resolve_config_path(value: str) -> Path:
+    """The file a ``--config`` value names: an existing path, else a shipped config's name.
+
+    Raises:
+        FileNotFoundError: neither (the message names the shipped configs, or the new spelling
+            of a path under the configs' old folder ``fastmri_pun/configs/``).
+    """
+    path = Path(value)
+    if path.is_file():
+        return path
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if path.parent.parts[-2:] == _OLD_FOLDER:
+        raise FileNotFoundError(
+            f"config file {value} does not exist: the shipped configs moved to configs/ (installed "
+            f"as {SHIPPED_CONFIGS}); use --config {stem} (or configs/{path.name})"
         )
+    if len(path.parts) == 1 and stem in shipped_config_names():
+        return shipped_config(stem)
+    shipped = shipped_config_names()
+    close = difflib.get_close_matches(stem, shipped, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise FileNotFoundError(
+        f"config file {value} does not exist (nor is it a shipped config: {hint}shipped: "
+        f"{', '.join(shipped)})"
+    )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -123,7 +119,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def config_file_paths(argv: Sequence[str]) -> list[str]:
-    """The files named by ``--config FILE`` / ``--config=FILE`` in ``argv``, in order."""
+    """The values of ``--config FILE`` / ``--config=FILE`` in ``argv``, in order."""
     files = []
     for i, tok in enumerate(argv):
         if tok == "--config" and i + 1 < len(argv):
@@ -133,24 +129,39 @@ def config_file_paths(argv: Sequence[str]) -> list[str]:
     return files
 
 
-def _settings(parser: ArgumentParser) -> list[argparse.Action]:
-    """The parser's actions that set a value (not ``--help``, ``--print_config``, ``--config``)."""
-    return [
-        a
-        for a in parser._actions
-        if not isinstance(a, ActionConfigFile)
-        and not (isinstance(a.default, str) and a.default == argparse.SUPPRESS)
-    ]
+def resolve_config_args(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every ``--config`` value replaced by the file it names
+    (:func:`resolve_config_path`).
+
+    Raises:
+        FileNotFoundError: a ``--config`` value names no file.
+    """
+    out = list(argv)
+    for i, tok in enumerate(out):
+        if tok == "--config" and i + 1 < len(out):
+            out[i + 1] = str(resolve_config_path(out[i + 1]))
+        elif tok.startswith("--config="):
+            out[i] = f"--config={resolve_config_path(tok.split('=', 1)[1])}"
+    return out
 
 
-def config_keys(parser: ArgumentParser) -> list[str]:
-    """Keys a config file for ``parser`` may set: its options' and positionals' names."""
-    return sorted(a.dest for a in _settings(parser))
+def config_value(argv: Sequence[str], key: str, default: Any = None) -> Any:
+    """The value of ``key`` the command line ``argv`` (config names resolved) ends with: the
+    last of its ``--config`` files' ``key`` entries and ``--key`` flags, else ``default``.
 
-
-def list_keys(parser: ArgumentParser) -> list[str]:
-    """Keys of the options that take several values (``nargs="+"``/``"*"``)."""
-    return sorted(a.dest for a in _settings(parser) if a.nargs in ("+", "*"))
+    Raises:
+        FileNotFoundError, ValueError: a config file is missing or not a YAML mapping.
+    """
+    value = default
+    for i, tok in enumerate(argv):
+        name, eq, given = tok.partition("=")
+        if not eq:
+            given = argv[i + 1] if i + 1 < len(argv) else ""
+        if name == "--config":
+            value = read_config_file(given).get(key, value)
+        elif name == f"--{key}":
+            value = given
+    return value
 
 
 def check_config_keys(
@@ -173,23 +184,7 @@ def check_config_keys(
     if unknown:
         raise ValueError(unknown_keys_message(unknown, keys, f"config file {path}"))
     for name in lists:
-        if name in data and not isinstance(data[name], list):
+        if name in data and data[name] is not None and not isinstance(data[name], list):
             raise ValueError(
                 f"config file {path}: {name!r} must be a list, e.g. {name}: [{data[name]}]"
             )
-
-
-def parse_checked(parser: ArgumentParser, argv: Sequence[str] | None = None) -> Namespace:
-    """``parser.parse_args(argv)`` (default: ``sys.argv[1:]``) after checking every ``--config``
-    file of ``argv`` with :func:`check_config_keys` against ``parser``'s options.
-
-    Raises:
-        FileNotFoundError, ValueError: a missing or bad config file (one line).
-        argparse.ArgumentError: a flag jsonargparse rejects (unknown, wrong type, missing).
-        SystemExit: ``--help`` and ``--print_config`` (after printing).
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    keys, lists = config_keys(parser), list_keys(parser)
-    for path in config_file_paths(args):
-        check_config_keys(path, read_config_file(path), keys, lists)
-    return parser.parse_args(args)

@@ -1,4 +1,4 @@
-"""``python -m fastmri_pun.demo``: build the fastMRI-format demo dataset.
+"""Build the demo dataset (``python -m fastmri_pun.demo``).
 
 Writes the multicoil folders (``multicoil_train/``, ``multicoil_val/``, ``multicoil_test/`` and the
 shifted test sets) and their emulated single-coil versions (``singlecoil_train/``,
@@ -6,26 +6,26 @@ shifted test sets) and their emulated single-coil versions (``singlecoil_train/`
 :mod:`fastmri_pun.demo.builder`.
 
 Flags are the fields of :class:`fastmri_pun.demo.DemoConfig` (``--output_dir``, ``--demo_size``,
-``--demo_coils``, ``--seed``, ``--layout``, ``--force``, ``--enable_progress_bar``), also readable
-from a ``--config`` YAML file (checked by :func:`~fastmri_pun.app.config_files.parse_checked`).
-Prints where the set is, its size and the volumes per folder; bad input is one line on stderr and
-exit status 2.
+``--demo_coils``, ``--seed``, ``--layout``, ``--force``, ``--enable_progress_bar``;
+:mod:`fastmri_pun.app.settings_flags`), also readable from a ``--config`` YAML file
+(:mod:`fastmri_pun.app.command_line`). Prints where the set is, its size and the volumes per
+folder; bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
 from ..demo import DEMO_FOLDERS, SINGLECOIL_FOLDERS, DemoConfig, build_demo_dataset
-from .config_files import add_config_flag, add_dataclass_flags, parse_checked
+from .command_line import command_parser, parse_command
 from .errors import run_command
+from .settings_flags import add_settings_flags, settings_flags, settings_from_flat
 
-__all__ = ["build_parser", "main", "parse_config"]
+__all__ = ["PROG", "build_parser", "main", "parse_config"]
 
 PROG = "python -m fastmri_pun.demo"
 DESCRIPTION = (
@@ -39,11 +39,8 @@ DESCRIPTION = (
 
 def build_parser() -> ArgumentParser:
     """The command's parser: ``--config`` and one flag per :class:`DemoConfig` field."""
-    parser = ArgumentParser(
-        prog=PROG, description=DESCRIPTION, exit_on_error=False, allow_abbrev=False
-    )
-    add_config_flag(parser)
-    add_dataclass_flags(parser, DemoConfig)
+    parser = command_parser(PROG, DESCRIPTION)
+    add_settings_flags(parser, DemoConfig)
     return parser
 
 
@@ -51,12 +48,14 @@ def parse_config(argv: Sequence[str] | None = None) -> DemoConfig:
     """The :class:`DemoConfig` of a command line (default: ``sys.argv[1:]``).
 
     Raises:
-        argparse.ArgumentError: an unknown or abbreviated flag, or a value of the wrong type.
-        FileNotFoundError, ValueError: a missing or bad ``--config`` file (unknown keys are
-            listed with the valid ones).
+        ValueError: an unknown or abbreviated flag, a value of the wrong type, a bad ``--config``
+            file (unknown keys are listed with the valid ones).
+        FileNotFoundError: a missing ``--config`` file.
+        SystemExit: ``--help`` and ``--print_config`` (after printing).
     """
-    ns = parse_checked(build_parser(), argv)
-    return DemoConfig(**{f.name: getattr(ns, f.name) for f in fields(DemoConfig)})
+    ns = parse_command(build_parser(), argv)
+    flat = {f.name: ns[f.name] for f in settings_flags(DemoConfig)}
+    return settings_from_flat(DemoConfig, flat, where=PROG)
 
 
 def _summary(root: Path, seconds: float) -> str:

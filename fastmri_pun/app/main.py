@@ -1,31 +1,47 @@
 """``fastmri-pun <command> [flags]``: one entry point for every command of the package.
 
-Each command is also ``python -m <module>`` (shown in the table) with the same flags.
+The commands are the entry points of the group :data:`COMMAND_GROUP` (``pyproject.toml``: name =
+``module:function``, a ``main(argv) -> int``), so a package or layer above the application (the
+paper experiment) registers its own command without this dispatcher naming it. Each command is
+also ``python -m <module>`` with the same flags. A command's one-line help is the first line of its
+module's docstring, read from the source (:func:`pydoc.source_synopsis`) so that ``--help`` does
+not import every command (each pulls in Lightning and its own layer).
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
+import pydoc
 import sys
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMAND_GROUP", "command_help", "commands", "main"]
 
-# command → (module with ``main(argv) -> int``, one line of help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("fastmri_pun.app.train.cli", "train / test a model, dense or pruned (python -m fastmri_pun.train)"),
-    "evaluate": ("fastmri_pun.app.evaluate.cli", "robustness suite: models x shifts (python -m fastmri_pun.evaluate)"),
-    "paper": ("fastmri_pun.experiments.paper.cli", "the paper's comparison, end to end (python -m fastmri_pun.experiments.paper)"),
-    "export": ("fastmri_pun.app.export.cli", "compact sparse file of a pruned checkpoint (python -m fastmri_pun.export)"),
-    "demo": ("fastmri_pun.app.demo", "build the demo dataset (python -m fastmri_pun.demo)"),
-    "score": ("fastmri_pun.app.score", "fastMRI's scores of saved reconstructions (python -m fastmri_pun.app.score)"),
-    "espirit": ("fastmri_pun.app.espirit.cli", "precompute ESPIRiT coil maps for a folder (python -m fastmri_pun.app.espirit)"),
-}  # fmt: skip
+#: the entry-point group of the commands
+COMMAND_GROUP = "fastmri_pun.commands"
+
+
+def commands() -> dict[str, EntryPoint]:
+    """``{command: entry point}`` of the installed commands, by name."""
+    return {ep.name: ep for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)}
+
+
+def command_help(entry: EntryPoint) -> str:
+    """The first line of the docstring of the command's module (inline markup removed), without
+    importing it; ``""`` when there is none."""
+    spec = importlib.util.find_spec(entry.module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return ""
+    with open(spec.origin, encoding="utf-8") as source:
+        line = pydoc.source_synopsis(source) or ""
+    return line.replace("``", "").rstrip(".")
 
 
 def _usage() -> str:
-    width = max(map(len, COMMANDS))
-    rows = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
+    found = commands()
+    width = max(map(len, found), default=0)
+    rows = "\n".join(f"  {name:<{width}}  {command_help(ep)}" for name, ep in found.items())
     return (
         "usage: fastmri-pun <command> [flags]   (fastmri-pun <command> --help for its flags)\n\n"
         f"commands:\n{rows}\n"
@@ -42,13 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage(), end="")
         return 0
     command, rest = args[0], args[1:]
-    if command not in COMMANDS:
+    found = commands()
+    if command not in found:
         print(
             f"fastmri-pun: error: unknown command {command!r}\n{_usage()}", file=sys.stderr, end=""
         )
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    return int(found[command].load()(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""``fastmri-pun score`` / ``python -m fastmri_pun.app.score``: fastMRI's volume scores of saved
-reconstructions (what ``python -m fastmri.evaluate`` prints, which crashes with numpy 2).
+"""fastMRI's scores of saved reconstructions (``python -m fastmri_pun.app.score``).
+
+What ``python -m fastmri.evaluate`` prints, which crashes with numpy 2::
 
     python -m fastmri_pun.app.score --target_path DATA/multicoil_val \\
         --predictions_path RUN/reconstructions --challenge multicoil
 
+The flags are the fields of :class:`ScoreCommand` (fastMRI's, with underscores as every
+fastmri_pun command; :mod:`fastmri_pun.app.settings_flags`), also readable from a ``--config``
+YAML file (:mod:`fastmri_pun.app.command_line`).
 :func:`~fastmri_pun.evaluation.fastmri_scorer.score_folder` does the work with fastMRI's own
 metric functions and aggregation.
 """
@@ -11,50 +15,71 @@ metric functions and aggregation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from jsonargparse import ArgumentParser
 
 from ..evaluation.fastmri_scorer import format_scores, score_folder
+from .command_line import command_parser, parse_command
 from .errors import run_command
+from .settings_flags import add_settings_flags, settings_flags, settings_from_flat
 
-__all__ = ["PROG", "build_parser", "main"]
+__all__ = ["PROG", "ScoreCommand", "build_parser", "main", "parse_args"]
 
 PROG = "python -m fastmri_pun.app.score"
 
 
+@dataclass(frozen=True)
+class ScoreCommand:
+    """The flags of ``python -m fastmri_pun.app.score``.
+
+    Attributes:
+        target_path: Folder of target .h5 files.
+        predictions_path: Folder of reconstructions, one .h5 ('reconstruction') per target file.
+        challenge: Which challenge (target reconstruction_rss or reconstruction_esc).
+        acceleration: Only volumes of this acceleration attribute.
+        acquisition: Only volumes of this acquisition (e.g. CORPD_FBK, AXT2).
+    """
+
+    target_path: str
+    predictions_path: str
+    challenge: Literal["multicoil", "singlecoil"]
+    acceleration: int | None = None
+    acquisition: str | None = None
+
+
 def build_parser() -> ArgumentParser:
-    """The command's parser (fastMRI's flags, with underscores as every fastmri_pun command)."""
-    p = ArgumentParser(
-        prog=PROG,
+    """The command's parser: ``--config`` and one flag per :class:`ScoreCommand` field."""
+    parser = command_parser(
+        PROG,
         description="fastMRI's volume scores (MSE, NMSE, PSNR, SSIM: mean +/- 2 std over "
         "volumes) of the reconstructions in --predictions_path against the targets in "
         "--target_path, computed by fastmri.evaluate's own functions; prints fastMRI's line.",
-        exit_on_error=False,
-        allow_abbrev=False,
     )
-    p.add_argument("--target_path", type=str, required=True, help="Folder of target .h5 files.")
-    p.add_argument(
-        "--predictions_path",
-        type=str,
-        required=True,
-        help="Folder of reconstructions, one .h5 ('reconstruction') per target file.",
-    )
-    p.add_argument(
-        "--challenge", type=str, choices=["multicoil", "singlecoil"], required=True,
-        help="Which challenge (target reconstruction_rss or reconstruction_esc).",
-    )  # fmt: skip
-    p.add_argument("--acceleration", type=int, default=None, help="Only volumes of this acceleration attribute.")  # fmt: skip
-    p.add_argument("--acquisition", type=str, default=None, help="Only volumes of this acquisition (e.g. CORPD_FBK, AXT2).")  # fmt: skip
-    return p
+    add_settings_flags(parser, ScoreCommand)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ScoreCommand:
+    """The :class:`ScoreCommand` of a command line (default: ``sys.argv[1:]``).
+
+    Raises:
+        ValueError, FileNotFoundError: bad input (one line).
+        SystemExit: ``--help`` and ``--print_config`` (after printing).
+    """
+    ns = parse_command(build_parser(), argv)
+    flat = {f.name: ns[f.name] for f in settings_flags(ScoreCommand)}
+    return settings_from_flat(ScoreCommand, flat, where=PROG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Score and print fastMRI's line; bad input: one error line on stderr and exit status 2."""
 
     def body() -> None:
-        ns = build_parser().parse_args(list(argv) if argv is not None else None)
+        cmd = parse_args(argv)
         scores = score_folder(
-            ns.target_path, ns.predictions_path, ns.challenge, ns.acquisition, ns.acceleration
+            cmd.target_path, cmd.predictions_path, cmd.challenge, cmd.acquisition, cmd.acceleration
         )
         print(format_scores(scores))
 

@@ -161,6 +161,14 @@ class ModlSettings(ModelSettings):
         sens = {k: kwargs.pop(k) for k in ("sens_chans", "sens_pools")}
         return {**kwargs, "learn_sens_maps": sens_maps == "learned", **sens}
 
+    def build(self, *, sens_maps: str = "espirit") -> nn.Module:
+        """The :class:`MoDL` of these settings: ``MoDL(**self.model_kwargs(sens_maps=...))``,
+        what ``build_model("modl", ...)`` builds from the same keyword arguments (same weights from
+        the same random state)."""
+        if type(self) is not ModlSettings:  # a subclass registered for another model
+            return super().build(sens_maps=sens_maps)
+        return MoDL(**self.model_kwargs(sens_maps=sens_maps))
+
 
 _SPEED_FIELDS = ("conv_algorithm", "denoiser_bf16", "fuse_bn_eval")
 

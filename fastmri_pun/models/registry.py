@@ -7,9 +7,11 @@ it only when :func:`accepts_sens_maps` is true.
 
 A model is registered with a *settings* dataclass (a :class:`ModelSettings`) whose fields are the
 model's options: the training command offers them as flags (``--model NAME`` selects whose), a
-config holds them, and :meth:`ModelSettings.model_kwargs` turns them into the factory's keyword
-arguments. :func:`comparable_model_kwargs` says which of them make two checkpoints different
-models. A new model is one :func:`register_model` call; no command or workflow changes::
+config holds them, :meth:`ModelSettings.model_kwargs` turns them into the factory's keyword
+arguments and :meth:`ModelSettings.build` builds the model they describe. A settings class
+belongs to one model. :func:`comparable_model_kwargs` says which of them make two checkpoints
+different models. A new model is one :func:`register_model` call; no command or workflow
+changes::
 
     @dataclass
     class TinySettings(ModelSettings):
@@ -67,10 +69,20 @@ class ModelSettings:
         """
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def build(self, *, sens_maps: str = "espirit") -> nn.Module:
+        """The model these settings describe: the factory registered with this settings class,
+        called with :meth:`model_kwargs` (``build_model(name, **self.model_kwargs(...))``).
 
-@dataclass
-class _NoSettings(ModelSettings):
-    """A model without options."""
+        Args:
+            sens_maps: as for :meth:`model_kwargs`.
+
+        Raises:
+            ValueError: no model is registered with this settings class.
+        """
+        names = [n for n, e in _REGISTRY.items() if e.settings is type(self)]
+        if not names:
+            raise ValueError(f"no model is registered with the settings {type(self).__name__}")
+        return _REGISTRY[names[0]].factory(**self.model_kwargs(sens_maps=sens_maps))
 
 
 @dataclass(frozen=True)
@@ -89,14 +101,17 @@ def register_model(
 
     Args:
         name: the model's name (``--model`` value).
-        settings: dataclass subclassing :class:`ModelSettings` with the model's options;
-            ``None``: the model has none (it is built without arguments).
+        settings: dataclass subclassing :class:`ModelSettings` with the model's options, used
+            by this model only; ``None``: the model has none (it is built without arguments).
 
     Raises:
-        ValueError: ``name`` is registered for another factory.
+        ValueError: ``name`` is registered for another factory, or ``settings`` for another
+            model.
         TypeError: ``settings`` is not a :class:`ModelSettings` dataclass.
     """
-    settings = _NoSettings if settings is None else settings
+    if settings is None:  # one class per model, so that its settings build it
+        settings = dataclasses.make_dataclass("NoSettings", [], bases=(ModelSettings,))
+        settings.__doc__ = "A model without options."
     if not (
         isinstance(settings, type)
         and issubclass(settings, ModelSettings)
@@ -107,6 +122,9 @@ def register_model(
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"model name {name!r} is already registered")
+        other = [n for n, e in _REGISTRY.items() if e.settings is settings and n != name]
+        if other:
+            raise ValueError(f"settings {settings.__name__} already belong to model {other[0]!r}")
         _REGISTRY[name] = _Entry(factory, settings)
         return factory
 

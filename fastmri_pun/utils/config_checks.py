@@ -1,8 +1,9 @@
 """Checks of configuration dataclasses and mappings, with one-line messages that name the key.
 
 :func:`check_field_types` checks a dataclass instance's values against its annotations (the
-subset of typing a config uses); :func:`unknown_keys_message` words an unknown-key error with a
-"did you mean" and the valid keys.
+subset of typing a config uses), :func:`check_values` the values meant for a dataclass before it
+is built (its ``__post_init__`` may compare them); :func:`unknown_keys_message` words an
+unknown-key error with a "did you mean" and the valid keys.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-__all__ = ["check_field_types", "unknown_keys_message"]
+__all__ = ["check_field_types", "check_values", "unknown_keys_message"]
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -45,6 +46,24 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint)
 
 
+def check_values(cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
+    """Check ``values`` (``{field: value}``, any subset of the dataclass ``cls``'s fields) against
+    the fields' annotations, as :func:`check_field_types` does for an instance.
+
+    Args:
+        cls: a dataclass.
+        values: field values meant for ``cls(**values)``.
+        prefix: put before the field name in the message (``"--"`` for flags).
+
+    Raises:
+        ValueError: ``"<prefix><field> must be <type>, got <value>"`` for the first mismatch.
+    """
+    hints = get_type_hints(cls)
+    for name, value in values.items():
+        if name in hints and not _matches(value, hints[name]):
+            raise ValueError(f"{prefix}{name} must be {_type_name(hints[name])}, got {value!r}")
+
+
 def check_field_types(obj: Any, prefix: str = "") -> None:
     """Check every field of the dataclass instance ``obj`` against its annotation (``Literal``
     choices, unions, ``list[...]``, classes; an ``int`` passes as ``float``, a ``bool`` never as
@@ -57,11 +76,7 @@ def check_field_types(obj: Any, prefix: str = "") -> None:
     Raises:
         ValueError: ``"<prefix><field> must be <type>, got <value>"`` for the first mismatch.
     """
-    hints = get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if not _matches(value, hints[f.name]):
-            raise ValueError(f"{prefix}{f.name} must be {_type_name(hints[f.name])}, got {value!r}")
+    check_values(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, prefix)
 
 
 def unknown_keys_message(unknown: Iterable[str], valid: Iterable[str], where: str) -> str:

@@ -1,12 +1,14 @@
-"""``python -m fastmri_pun.app.espirit --data_path DIR [flags]``: precompute ESPIRiT coil maps for
-every slice of a fastMRI multicoil dataset root or split folder
-(:func:`fastmri_pun.app.espirit.precompute.precompute_maps`).
+"""Precompute ESPIRiT coil maps for a folder (``python -m fastmri_pun.app.espirit``).
 
-Flags are ``--data_path`` and the fields of :class:`~fastmri_pun.app.espirit.precompute.MapsConfig`
-(fastMRI's spelling: ``--maps_cache_dir --mask_type --center_fractions 0.08 --accelerations 4
---crop_readout true --num_workers 2`` and one ``--espirit_<field>`` per
-:class:`~fastmri_pun.data.EspiritSettings` field), also readable from a ``--config`` YAML file
-(checked by :func:`~fastmri_pun.app.config_files.parse_checked`). The mask, readout-crop and
+    python -m fastmri_pun.app.espirit --data_path DIR [flags]
+
+Computes the maps of every slice of a fastMRI multicoil dataset root or split folder
+(:func:`fastmri_pun.app.espirit.precompute.precompute_maps`). The flags are the fields of
+:class:`EspiritCommand`: ``--data_path`` and those of
+:class:`~fastmri_pun.app.espirit.precompute.MapsConfig` (fastMRI's spelling: ``--maps_cache_dir
+--mask_type --center_fractions 0.08 --accelerations 4 --crop_readout true --num_workers 2`` and
+one ``--espirit_<field>`` per :class:`~fastmri_pun.data.EspiritSettings` field), also readable
+from a ``--config`` YAML file (:mod:`fastmri_pun.app.command_line`). The mask, readout-crop and
 ESPIRiT defaults are ``python -m fastmri_pun.train``'s, so a default training run reads the maps
 of a default precompute. It prints how many slices' maps were computed and how many were already
 in the cache. Bad input is one line on stderr and exit status 2.
@@ -15,16 +17,17 @@ in the cache. Bad input is one line on stderr and exit status 2.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from ..config_files import add_config_flag, add_dataclass_flags, parse_checked
+from ..command_line import command_parser, parse_command
 from ..errors import run_command
+from ..settings_flags import add_settings_flags, settings_flags, settings_from_flat
 from .precompute import MapsConfig, precompute_maps
 
-__all__ = ["build_parser", "main", "parse_args"]
+__all__ = ["PROG", "EspiritCommand", "build_parser", "main", "parse_args"]
 
 PROG = "python -m fastmri_pun.app.espirit"
 DESCRIPTION = (
@@ -36,22 +39,26 @@ DESCRIPTION = (
 )
 
 
+@dataclass(frozen=True)
+class EspiritCommand:
+    """The flags of ``python -m fastmri_pun.app.espirit``.
+
+    Attributes:
+        data_path: Dataset root DATA (as fastmri_pun.train's --data_path: every multicoil_* split
+            folder under it: train, val, test and the shift folders) or one split folder of
+            fastMRI multicoil .h5 files, e.g. DATA/multicoil_train.
+        maps: What is precomputed and where it goes; the mask, readout-crop and ESPIRiT
+            defaults are training's.
+    """
+
+    data_path: str
+    maps: MapsConfig = field(default_factory=MapsConfig)
+
+
 def build_parser() -> ArgumentParser:
-    """The command's parser: ``--data_path``, ``--config`` and one flag per :class:`MapsConfig`
-    field."""
-    parser = ArgumentParser(
-        prog=PROG, description=DESCRIPTION, exit_on_error=False, allow_abbrev=False
-    )
-    add_config_flag(parser)
-    parser.add_argument(
-        "--data_path",
-        type=str,
-        required=True,
-        help="Dataset root DATA (as fastmri_pun.train's --data_path: every multicoil_* split "
-        "folder under it: train, val, test and the shift folders) or one split folder of fastMRI "
-        "multicoil .h5 files, e.g. DATA/multicoil_train.",
-    )
-    add_dataclass_flags(parser, MapsConfig)
+    """The command's parser: ``--config`` and one flag per :class:`EspiritCommand` setting."""
+    parser = command_parser(PROG, DESCRIPTION)
+    add_settings_flags(parser, EspiritCommand)
     return parser
 
 
@@ -59,15 +66,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Path, MapsConfig]:
     """``(data_path, settings)`` of a command line (default: ``sys.argv[1:]``).
 
     Raises:
-        argparse.ArgumentError: an unknown or abbreviated flag, a value of the wrong type, no
-            ``--data_path``.
-        FileNotFoundError, ValueError: a missing or bad ``--config`` file (unknown keys are
-            listed with the valid ones).
+        ValueError: an unknown or abbreviated flag, a value of the wrong type, no
+            ``--data_path``, a bad ``--config`` file (unknown keys are listed with the valid ones).
+        FileNotFoundError: a missing ``--config`` file.
+        SystemExit: ``--help`` and ``--print_config`` (after printing).
     """
-    ns = parse_checked(build_parser(), argv)
-    return Path(ns.data_path), MapsConfig(
-        **{f.name: getattr(ns, f.name) for f in fields(MapsConfig)}
-    )
+    ns = parse_command(build_parser(), argv)
+    flat = {f.name: ns[f.name] for f in settings_flags(EspiritCommand)}
+    command = settings_from_flat(EspiritCommand, flat, where=PROG)
+    return Path(command.data_path), command.maps
 
 
 def main(argv: Sequence[str] | None = None) -> int:

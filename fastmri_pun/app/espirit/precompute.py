@@ -39,7 +39,8 @@ from ...data.h5_validation import missing_max_values, validate_fastmri_folder
 from ...data.masks import MASK_TYPES
 from ...data.transform_settings import TransformSettings
 from ...data.transforms import SenseDataTransform
-from ..train.config import ESPIRIT_PREFIX, DataConfig, espirit_flag_help
+from ..settings_flags import field_docs
+from ..train.config import ESPIRIT_PREFIX, DataConfig
 
 __all__ = [
     "ESPIRIT_PREFIX",
@@ -77,7 +78,7 @@ def espirit_flag_fields(optional: bool) -> list[tuple[str, Any, Any]]:
 def _espirit_flag_docs(optional: bool) -> str:
     """Docstring ``Args`` lines of the generated fields (their ``--help`` text, worded as
     training's ``--espirit_<field>`` flags)."""
-    helps = espirit_flag_help()
+    helps = field_docs(EspiritSettings)
     lines = []
     for f in dataclasses.fields(EspiritSettings):
         default = "default: the checkpoint's" if optional else "default as training's"

@@ -1,15 +1,18 @@
-"""``python -m fastmri_pun.export CKPT OUT [--check] [--prefix model.] [--slim]``: compact sparse file
-of a pruned Lightning checkpoint (:func:`fastmri_pun.app.export.checkpoint_files.export_sparse`), or with
-``--slim`` its model with the pruned whole channels physically removed
+"""Compact sparse file of a pruned checkpoint (``python -m fastmri_pun.export``).
+
+    python -m fastmri_pun.export CKPT OUT [--check] [--prefix model.] [--slim]
+
+Writes the compact sparse file of a pruned Lightning checkpoint
+(:func:`fastmri_pun.app.export.checkpoint_files.export_sparse`), or with ``--slim`` its model with
+the pruned whole channels physically removed
 (:func:`~fastmri_pun.app.export.checkpoint_files.export_slim`).
 
-Flags come from :func:`~fastmri_pun.app.export.checkpoint_files.export_sparse`'s signature, also readable
-from a ``--config`` YAML file (keys ``checkpoint``, ``out``, ``prefix``, ``check``; checked by
-:func:`~fastmri_pun.app.config_files.parse_checked`). ``--check`` is a switch (``--no_check``
-turns it off; ``check: true|false`` in a config file): an optional ``true|false`` value would
-swallow the positional after it (``--check CKPT OUT``). Bad input is one line on stderr and exit
-status 2.
-"""
+Flags come from :func:`~fastmri_pun.app.export.checkpoint_files.export_sparse`'s signature
+(jsonargparse's ``add_function_arguments``: the function's defaults and docstring), also readable
+from a ``--config`` YAML file (keys ``checkpoint``, ``out``, ``prefix``, ``check``, ``slim``;
+:mod:`fastmri_pun.app.command_line`). ``--check`` is a switch (``--no_check`` turns it off;
+``check: true|false`` in a config file): an optional ``true|false`` value would swallow the
+positional after it (``--check CKPT OUT``). Bad input is one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from ..config_files import add_config_flag, parse_checked
+from ..command_line import command_parser, parse_command
 from ..errors import run_command
 from .checkpoint_files import export_slim, export_sparse
 
@@ -30,16 +33,13 @@ PROG = "python -m fastmri_pun.export"
 def build_parser() -> ArgumentParser:
     """The command's parser: ``CHECKPOINT OUT`` positionals, ``--config``, ``--prefix``,
     ``--check``."""
-    parser = ArgumentParser(
-        prog=PROG,
+    parser = command_parser(
+        PROG,
         description="Write a pruned Lightning checkpoint (state_dict + pruning_masks) as a compact "
         "sparse file: kept values + packed bit-mask or indices per pruned weight. With --slim, "
         "write instead the model with its pruned whole channels removed (checkpoints of "
         "--prune pun-it-channels; a model without pruned channels is refused).",
-        exit_on_error=False,
-        allow_abbrev=False,
     )
-    add_config_flag(parser)
     parser.add_function_arguments(
         export_sparse, nested_key=None, as_positional=True, skip={"check"}
     )
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     on stderr)."""
 
     def body() -> None:
-        args = parse_checked(build_parser(), argv)
+        args = parse_command(build_parser(), argv)
         if args.slim:
             slim = export_slim(args.checkpoint, args.out, check=args.check)
             print(

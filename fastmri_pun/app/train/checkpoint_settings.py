@@ -41,18 +41,17 @@ CHECKPOINT_TRANSFORM_KEYS = (
 )
 
 
-def test_transform_settings(cfg: TrainConfig, hparams: Any) -> TransformSettings:
+def test_transform_settings(run: TransformSettings, hparams: Any) -> TransformSettings:
     """Transform settings of ``--mode test`` with a checkpoint of ``hparams``.
 
     :data:`CHECKPOINT_TRANSFORM_KEYS` come from the checkpoint's hparam ``transform_settings``
     (older checkpoints: only ``sens_maps``, from their hparam); the ESPIRiT cache folder from
-    ``cfg`` (the mask is used only for files without their own ``mask``). Settings of ``cfg``
-    that the checkpoint overrides are named in one info line.
+    ``run``, the command line's settings (the mask is used only for files without their own
+    ``mask``). Settings of ``run`` that the checkpoint overrides are named in one info line.
 
     Raises:
         ValueError: the stored settings are unreadable.
     """
-    run = cfg.transform_settings()
     stored = checkpoint_transform_settings(dict(hparams))
     if stored is not None:
         ckpt = TransformSettings.from_dict(stored)

@@ -1,12 +1,14 @@
 """The settings of a training (or test) run: :class:`TrainConfig`, one dataclass per concern.
 
-Each field is one flag of ``python -m fastmri_pun.train`` (same name, same default, its docstring
-line is the flag's help), and :meth:`TrainConfig.from_flat` / :meth:`TrainConfig.to_flat` convert
-from and to the flat ``{flag: value}`` mapping of the command line and of config files. The model
-flags are the fields of the selected model's settings
-(:func:`fastmri_pun.models.model_settings`), the pruning flags a subset of
-:class:`fastmri_pun.pruning.config.PruneConfig` (:data:`PRUNE_FLAGS`). :func:`train_flags` lists
-every flag with the class that documents it, for the command line.
+Each value field of the sections is one flag of ``python -m fastmri_pun.train`` and one key of
+its config files, with the field's name, default and type; its line in the section's docstring
+is the flag's help. The flags and keys are made from these classes by
+:mod:`fastmri_pun.app.settings_flags` (nothing else lists them): the ESPIRiT settings
+(:class:`~fastmri_pun.data.EspiritSettings`) are the ``--espirit_<field>`` flags, the model
+flags the fields of the selected model's settings (:func:`fastmri_pun.models.model_settings`),
+the pruning flags the fields of :class:`~fastmri_pun.pruning.config.PruneConfig` that a training
+run sets. :meth:`TrainConfig.from_flat` / :meth:`TrainConfig.to_flat` convert from and to the
+flat ``{flag: value}`` mapping of the command line and of config files.
 
 Every check on a single value happens when a config is built (``ValueError`` naming the flag);
 checks that need the file system (data folders, checkpoints) happen in
@@ -15,15 +17,10 @@ checks that need the file system (data folders, checkpoints) happen in
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_type_hints
-
-import docstring_parser
+from typing import Any, Literal
 
 from ...data.espirit import EspiritSettings
 from ...data.masks import (
@@ -32,43 +29,44 @@ from ...data.masks import (
     DEFAULT_MASK_TYPE,
     MASK_TYPES,
 )
-from ...data.transform_settings import TransformSettings
 from ...demo.builder import DemoConfig
 from ...models import ModelSettings, model_settings
 from ...pruning.config import PruneConfig
 from ...pruning.methods import list_pruning_methods
-from ...utils.config_checks import check_field_types, unknown_keys_message
+from ...utils.config_checks import check_field_types
+from ..settings_flags import (
+    FLAG_PREFIX,
+    NOT_FLAGS,
+    Flag,
+    settings_flags,
+    settings_from_flat,
+    settings_to_flat,
+)
 
 __all__ = [
     "ESPIRIT_PREFIX",
-    "PRUNE_FLAGS",
     "DataConfig",
-    "Flag",
     "ModelConfig",
     "OptimisationConfig",
     "RunConfig",
     "TrainConfig",
     "TrainerConfig",
-    "espirit_flag_help",
-    "train_flags",
 ]
 
-#: prefix of the flags of :class:`~fastmri_pun.data.espirit.EspiritSettings` fields
+#: prefix of the flags of :class:`~fastmri_pun.data.EspiritSettings` fields
 ESPIRIT_PREFIX = "espirit_"
 
-#: :class:`PruneConfig` fields a training run exposes as flags; the others keep their defaults
-#: and ``seed`` is the run's seed.
-PRUNE_FLAGS = (
-    "density",
-    "temperature",
-    "kl_weight",
-    "prior_p",
-    "search_steps",
-    "search_lr",
-    "imp_rounds",
-    "imp_rate",
-    "channel_allocation",
-    "channel_fraction",
+#: :class:`PruneConfig` fields a training run keeps at their defaults (its ``seed`` is always the
+#: run's ``--seed``; the others tune the library's procedures beyond what the paper varies)
+_PRUNE_DEFAULTS_ONLY = (
+    "kl_reduction",
+    "search_epochs",
+    "snip_batches",
+    "include",
+    "exclude",
+    "trainable_only",
+    "min_per_layer",
+    "seed",
 )
 
 
@@ -152,8 +150,6 @@ class DataConfig:
         crop_readout: Remove the 2x readout oversampling (crop to the reconstruction field of
             view in image space) before reconstruction; standard for unrolled networks, saves
             half the memory.
-        espirit: ESPIRiT calibration settings (the --espirit_<field> flags). --mode test uses the
-            checkpoint's.
         check_values: Read every file once before any work to find NaN/Inf k-space or targets
             (one pass over the data; otherwise they are found, naming file and slice, when the
             slice is first loaded).
@@ -162,6 +158,8 @@ class DataConfig:
         batch_size: Slices per batch (each batch holds slices of one shape: volumes of other
             widths or coil counts go to other batches).
         num_workers: DataLoader worker processes.
+        espirit: ESPIRiT calibration settings, the --espirit_<field> flags (--mode test uses the
+            checkpoint's).
     """
 
     data_path: str | None = None
@@ -178,11 +176,13 @@ class DataConfig:
     sens_maps: Literal["espirit", "learned"] = "espirit"
     maps_cache_dir: str | None = None
     crop_readout: bool = True
-    espirit: EspiritSettings = field(default_factory=EspiritSettings)
     skip_bad_files: bool = False
     check_values: bool = False
     batch_size: int = 1
     num_workers: int = 0
+    espirit: EspiritSettings = field(
+        default_factory=EspiritSettings, metadata={FLAG_PREFIX: ESPIRIT_PREFIX}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.espirit, dict):
@@ -199,23 +199,6 @@ class DataConfig:
             )
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
-
-    def transform_settings(self, challenge: str = "multicoil") -> TransformSettings:
-        """The :class:`~fastmri_pun.data.TransformSettings` of these flags for ``challenge``.
-
-        Raises:
-            ValueError: a bad mask combination (one line naming it).
-        """
-        return TransformSettings(
-            challenge=challenge,
-            mask_type=self.mask_type,
-            center_fractions=tuple(self.center_fractions),
-            accelerations=tuple(self.accelerations),
-            sens_maps=self.sens_maps,
-            crop_readout=self.crop_readout,
-            espirit=self.espirit,
-            maps_cache_dir=self.maps_cache_dir,
-        )
 
 
 @dataclass
@@ -345,8 +328,7 @@ class TrainConfig:
         trainer: Lightning Trainer settings.
         prune: Sparsify with a registered pruning method (fastmri_pun.pruning.methods: see the
             list below) before the final training; 'none' = dense.
-        pruning: Settings of the pruning method (the PRUNE_FLAGS fields are flags; its seed is
-            always run.seed).
+        pruning: Settings of the pruning method (--prune); its seed is always --seed.
     """
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -355,177 +337,50 @@ class TrainConfig:
     optimisation: OptimisationConfig = field(default_factory=OptimisationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     prune: str = "none"
-    pruning: PruneConfig = field(default_factory=PruneConfig)
+    pruning: PruneConfig = field(
+        default_factory=PruneConfig, metadata={NOT_FLAGS: _PRUNE_DEFAULTS_ONLY}
+    )
 
     def __post_init__(self) -> None:
         methods = ["none", *list_pruning_methods()]
         if self.prune not in methods:
             raise ValueError(f"--prune must be one of {', '.join(methods)}, got {self.prune!r}")
 
+    @staticmethod
+    def section_types(model: str = "modl") -> dict[str, type]:
+        """The sections whose class the run chooses: ``{"model.settings": <settings of model>}``.
+
+        Raises:
+            ValueError: no model is registered as ``model``.
+        """
+        if not isinstance(model, str):
+            raise ValueError(f"--model must be str, got {model!r}")
+        return {"model.settings": model_settings(model)}
+
+    @classmethod
+    def flags(cls, model: str = "modl") -> list[Flag]:
+        """Every flag (and config key) of a run of ``model``, in help order.
+
+        Raises:
+            ValueError: no model is registered as ``model``.
+        """
+        return settings_flags(cls, cls.section_types(model))
+
     @classmethod
     def from_flat(cls, mapping: Mapping[str, Any]) -> TrainConfig:
-        """Build a config from ``{flag: value}`` (any subset of :func:`train_flags`; the rest keep
+        """Build a config from ``{flag: value}`` (any subset of :meth:`flags`; the rest keep
         their defaults). The model flags are those of ``mapping["model"]`` (default ``"modl"``).
 
         Raises:
             ValueError: unknown keys (the message lists the valid ones, with a "did you mean"),
                 an unregistered model, or a value of the wrong type or range.
         """
-        model = mapping.get("model", ModelConfig.model)
-        flags = train_flags(model)
-        unknown = [k for k in mapping if k not in {f.name for f in flags}]
-        if unknown:
-            raise ValueError(
-                unknown_keys_message(unknown, [f.name for f in flags], "TrainConfig.from_flat")
-            )
-        by_owner: dict[type, dict[str, Any]] = {}
-        for f in flags:
-            if f.name in mapping:
-                by_owner.setdefault(f.owner, {})[f.field] = mapping[f.name]
-        settings_cls = model_settings(model)
-        return cls(
-            run=RunConfig(**by_owner.get(RunConfig, {})),
-            data=DataConfig(
-                espirit=_espirit_settings(by_owner.get(EspiritSettings, {})),
-                **by_owner.get(DataConfig, {}),
-            ),
-            model=ModelConfig(model, settings_cls(**by_owner.get(settings_cls, {}))),
-            optimisation=OptimisationConfig(**by_owner.get(OptimisationConfig, {})),
-            trainer=TrainerConfig(**by_owner.get(TrainerConfig, {})),
-            pruning=PruneConfig(**by_owner.get(PruneConfig, {})),
-            **by_owner.get(TrainConfig, {}),
-        )
-
-    def transform_settings(self) -> TransformSettings:
-        """:meth:`DataConfig.transform_settings` for this run's challenge."""
-        return self.data.transform_settings(self.run.challenge)
+        types = cls.section_types(mapping.get("model", ModelConfig.model))
+        return settings_from_flat(cls, mapping, types, where="TrainConfig.from_flat")
 
     def to_flat(self) -> dict[str, Any]:
-        """``{flag: value}`` of every flag, in :func:`train_flags` order (lists copied).
+        """``{flag: value}`` of every flag, in :meth:`flags` order (lists copied).
 
-        ``TrainConfig.from_flat(cfg.to_flat()) == cfg`` when ``cfg.pruning``'s fields outside
-        :data:`PRUNE_FLAGS` have their defaults."""
-        owners = {
-            RunConfig: self.run,
-            DataConfig: self.data,
-            ModelConfig: self.model,
-            type(self.model.settings): self.model.settings,
-            OptimisationConfig: self.optimisation,
-            TrainerConfig: self.trainer,
-            TrainConfig: self,
-            PruneConfig: self.pruning,
-            EspiritSettings: self.data.espirit,
-        }
-        flat = {}
-        for f in train_flags(self.model.model):
-            value = getattr(owners[f.owner], f.field)
-            flat[f.name] = list(value) if isinstance(value, list) else value
-        return flat
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One flag of a training run.
-
-    Attributes:
-        name: the flag (and config key) without ``--``.
-        group: the help section (``"run"``, ``"data"``, ``"model"``, ...).
-        owner: the dataclass holding the field (its docstring documents it).
-        type: the field's type annotation (resolved).
-        default: the field's default value.
-        attr: the owner's field when it differs from ``name`` (``kernel_width`` of the flag
-            ``espirit_kernel_width``); ``None``: ``name``.
-        help: the flag's help when the owner's docstring has no ``Attributes:`` line for it.
-    """
-
-    name: str
-    group: str
-    owner: type
-    type: Any
-    default: Any
-    attr: str | None = None
-    help: str | None = None
-
-    @property
-    def field(self) -> str:
-        """The owner's field this flag sets."""
-        return self.attr or self.name
-
-
-def _flags(
-    group: str, owner: type, names: Iterable[str] | None = None, skip: Iterable[str] = ()
-) -> list[Flag]:
-    hints = get_type_hints(owner)
-    fields = {f.name: f for f in dataclasses.fields(owner)}
-    out = []
-    for name in fields if names is None else names:
-        if name in skip:
-            continue
-        f = fields[name]
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        out.append(Flag(name, group, owner, hints[name], default))
-    return out
-
-
-def espirit_flag_help() -> dict[str, str]:
-    """``{field: help}`` of :class:`~fastmri_pun.data.espirit.EspiritSettings` from its docstring:
-    the ``Attributes:`` section, else the ````field````: text`` phrases of its prose."""
-    doc = inspect.getdoc(EspiritSettings) or ""
-    parsed = {
-        p.arg_name: " ".join((p.description or "").split())
-        for p in docstring_parser.parse(doc).params
-    }
-    prose = " ".join(doc.split())
-    for f in dataclasses.fields(EspiritSettings):
-        if f.name not in parsed:
-            match = re.search(rf"``{f.name}``:\s*([^;]*?)(?:;|\.\s|$)", prose)
-            parsed[f.name] = match.group(1).strip() if match else ""
-    return parsed
-
-
-def _espirit_flags() -> list[Flag]:
-    """One ``--espirit_<field>`` flag per :class:`EspiritSettings` field (data group)."""
-    helps = espirit_flag_help()
-    return [
-        dataclasses.replace(
-            f,
-            name=ESPIRIT_PREFIX + f.name,
-            attr=f.name,
-            help=f"ESPIRiT setting {f.name}: {helps.get(f.name, '').rstrip('.')} (--mode test: "
-            "the checkpoint's).",
-        )
-        for f in _flags("data", EspiritSettings)
-    ]
-
-
-def _espirit_settings(values: Mapping[str, Any]) -> EspiritSettings:
-    """:class:`EspiritSettings` of the ``--espirit_*`` values (field names), checked with
-    errors naming the flag."""
-    hints = get_type_hints(EspiritSettings)
-    holder = dataclasses.make_dataclass("EspiritFlags", [(n, hints[n]) for n in values])
-    check_field_types(holder(**values), prefix=f"--{ESPIRIT_PREFIX}")
-    try:
-        return dataclasses.replace(EspiritSettings(), **values)
-    except ValueError as err:
-        raise ValueError(f"--espirit_* settings: {err}") from None
-
-
-def train_flags(model: str = ModelConfig.model) -> list[Flag]:
-    """Every flag of a training run of ``model``, in help order.
-
-    Raises:
-        ValueError: no model is registered as ``model``.
-    """
-    prune = _flags("pruning", TrainConfig, ["prune"])
-    prune = [dataclasses.replace(prune[0], type=Literal[("none", *list_pruning_methods())])]
-    return [
-        *_flags("run", RunConfig),
-        *_flags("data", DataConfig, skip=("espirit",)),
-        *_espirit_flags(),
-        *_flags("model", ModelConfig, ["model"]),
-        *_flags("model", model_settings(model)),
-        *_flags("optimisation", OptimisationConfig),
-        *_flags("trainer", TrainerConfig),
-        *prune,
-        *_flags("pruning", PruneConfig, PRUNE_FLAGS),
-    ]
+        ``TrainConfig.from_flat(cfg.to_flat()) == cfg`` when ``cfg.pruning``'s fields that are
+        not flags have their defaults."""
+        return settings_to_flat(self)

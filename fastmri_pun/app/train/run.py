@@ -15,8 +15,10 @@ an example figure). Bad input raises ``ValueError``/``FileNotFoundError``; the p
 exits. The output folder's layout is :class:`fastmri_pun.app.run_folder.RunDir`'s.
 
 Transforms are built only through :class:`~fastmri_pun.data.TransformSettings`
-(:meth:`TrainConfig.transform_settings`); a trained module stores ``settings.to_dict()`` as its
-hparam ``transform_settings``. ``--mode test`` rebuilds the transform from the checkpoint: its
+(:func:`transform_settings`: the run's challenge and data flags, ``cfg.data.espirit`` as it is);
+a trained module stores ``settings.to_dict()`` as its hparam ``transform_settings``. The network
+is built from the model settings (:meth:`~fastmri_pun.models.ModelSettings.build`) and handed to
+the module. ``--mode test`` rebuilds the transform from the checkpoint: its
 ``challenge``, mask, ``sens_maps``, ``crop_readout`` and ``espirit`` settings win over the
 command line (a line names the flags that were overridden; to score other masks use
 ``evaluate`` and its shifts); files with their own ``mask`` (fastMRI's test/challenge files)
@@ -46,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -78,7 +80,7 @@ from .checks import (
     resolve_checkpoint,
     resolve_data_path,
 )
-from .config import ESPIRIT_PREFIX, TrainConfig
+from .config import TrainConfig
 from .done_record import finished_run, write_done
 from .outputs import metric_rows, read_compute, save_example_figure, write_metrics_table
 from .pruning_phase import prune_module
@@ -99,19 +101,45 @@ __all__ = [
     "prepare",
     "run_dir",
     "test_transform_settings",
+    "transform_settings",
 ]
 
 
 # ------------------------------------------------------------------------------ building
+def transform_settings(cfg: TrainConfig) -> TransformSettings:
+    """The :class:`~fastmri_pun.data.TransformSettings` of the run's challenge and data flags
+    (``cfg.data.espirit`` handed on as it is).
+
+    Raises:
+        ValueError: a bad mask combination (one line naming it).
+    """
+    d = cfg.data
+    return TransformSettings(
+        challenge=cfg.run.challenge,
+        mask_type=d.mask_type,
+        center_fractions=tuple(d.center_fractions),
+        accelerations=tuple(d.accelerations),
+        sens_maps=d.sens_maps,
+        crop_readout=d.crop_readout,
+        espirit=d.espirit,
+        maps_cache_dir=d.maps_cache_dir,
+    )
+
+
 def build_module(cfg: TrainConfig) -> ReconstructionModule:
     """A fresh :class:`~fastmri_pun.training.ReconstructionModule` of the configured model, with
-    the run's transform settings in its hparam ``transform_settings``."""
-    o = cfg.optimisation
+    the run's transform settings in its hparam ``transform_settings``.
+
+    The network is built from the model settings (``cfg.model.settings.build``) just before the
+    module, with nothing drawn from the random state in between: the weights are those the module
+    would build from ``model_name``/``model_kwargs`` (which it records for checkpoints)."""
+    o, settings, sens_maps = cfg.optimisation, cfg.model.settings, cfg.data.sens_maps
     return ReconstructionModule(
-        transform_settings=cfg.transform_settings().to_dict(),
+        transform_settings=transform_settings(cfg).to_dict(),
         model_name=cfg.model.model,
-        model_kwargs=cfg.model.settings.model_kwargs(sens_maps=cfg.data.sens_maps),
-        sens_maps=cfg.data.sens_maps,
+        model_kwargs=settings.model_kwargs(sens_maps=sens_maps),
+        model=settings.build(sens_maps=sens_maps),
+        sens_maps=sens_maps,
         loss=o.loss,
         l1_weight=o.l1_weight,
         optimizer=o.optimizer,
@@ -139,12 +167,12 @@ def build_datamodule(
     Args:
         cfg: the run.
         data_path: the fastMRI root.
-        settings: the transform settings (default: ``cfg.transform_settings()``); a string is a
+        settings: the transform settings (default: :func:`transform_settings`); a string is a
             ``sens_maps`` value replacing the configured one.
     """
     d = cfg.data
     if settings is None or isinstance(settings, str):
-        base = cfg.transform_settings()
+        base = transform_settings(cfg)
         settings = base if settings is None else replace(base, sens_maps=settings)
     return SliceDataModule(
         data_path=data_path,
@@ -224,11 +252,11 @@ def _prepare(cfg: TrainConfig) -> PreparedRun:
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)  # no log line before errors
     if cfg.run.mode == "test":
         module = ReconstructionModule.load_checkpoint(ckpt_path)
-        settings = test_transform_settings(cfg, module.hparams)
+        settings = test_transform_settings(transform_settings(cfg), module.hparams)
         cfg = effective_test_config(cfg, module.hparams, settings)
         cfg = test_pruning(cfg, module, ckpt_path)
     else:
-        settings = cfg.transform_settings()
+        settings = transform_settings(cfg)
         module = build_module(cfg)
         if settings.sens_maps == "espirit" and not module.uses_sens_maps:
             raise ValueError(
@@ -253,19 +281,12 @@ def _prepare(cfg: TrainConfig) -> PreparedRun:
     return PreparedRun(cfg, module, dm, ckpt_path, settings)
 
 
-def dump_config(cfg: TrainConfig, settings: TransformSettings | None = None) -> str:
-    """The configuration as YAML (flat flag keys; loadable with ``--config``); with
-    ``settings``, the transform flags they set (challenge, coil maps, readout crop, ESPIRiT)
-    are written as used (a test run's checkpoint settings)."""
-    flat = cfg.to_flat()
-    if settings is not None:
-        flat.update(
-            challenge=settings.challenge,
-            sens_maps=settings.sens_maps,
-            crop_readout=settings.crop_readout,
-            **{f"{ESPIRIT_PREFIX}{k}": v for k, v in asdict(settings.espirit).items()},
-        )
-    return yaml.safe_dump(flat, sort_keys=False)
+def dump_config(cfg: TrainConfig) -> str:
+    """The configuration as YAML (flat flag keys, loadable with ``--config``). A test run's
+    ``cfg`` holds the transform and model settings of its checkpoint
+    (:func:`~fastmri_pun.app.train.checkpoint_settings.effective_test_config`), so the file
+    records what the run used."""
+    return yaml.safe_dump(cfg.to_flat(), sort_keys=False)
 
 
 def no_target_note(module: ReconstructionModule, dm: SliceDataModule) -> str:
@@ -321,7 +342,7 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
     if trainer.is_global_zero:
         if cfg.run.mode == "train":  # continuing a finished run: it is unfinished until it ends
             run.done.unlink(missing_ok=True)
-        atomic_write_text(run.config, dump_config(cfg, prepared.settings))
+        atomic_write_text(run.config, dump_config(cfg))
     module.reconstruction_dir = run.reconstructions
     result = TrainResult(run.root)
     if cfg.run.mode == "train":

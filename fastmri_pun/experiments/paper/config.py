@@ -16,12 +16,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ...app.config_files import shipped_config
 from ...app.evaluate.suite import SuiteConfig
 from ...app.train.run import TrainConfig
 from ...utils.config_checks import unknown_keys_message
@@ -264,15 +264,6 @@ class ExperimentConfig:
         return out
 
 
-def packaged_config(name: str) -> Path:
-    """Path of a YAML config shipped in ``fastmri_pun/configs`` (works from a wheel install).
-
-    Raises:
-        FileNotFoundError: no such packaged config (the message lists the shipped ones).
-    """
-    folder = resources.files("fastmri_pun.configs")
-    path = folder / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if not path.is_file():
-        shipped = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
-        raise FileNotFoundError(f"no packaged config {name!r}; shipped: {', '.join(shipped)}")
-    return Path(str(path))
+#: a shipped config's path by name (``"paper_small"``): the application's lookup, under the name
+#: the experiment's documentation uses
+packaged_config = shipped_config
