@@ -127,7 +127,8 @@ def test_bad_config_files(tmp_path, text, match):
 
 def test_bad_command_lines(tmp_path, capsys):
     with pytest.raises(
-        ValueError, match=r"unrecognized arguments: --acceleration 4 \(did you mean --accelerations\?\)"
+        ValueError,
+        match=r"unrecognized arguments: --acceleration 4 \(did you mean --accelerations\?\)",
     ):
         parse_config(["--acceleration", "4"])
     with pytest.raises(ValueError, match="challenge.*singlecoil"):
@@ -138,7 +139,10 @@ def test_bad_command_lines(tmp_path, capsys):
         parse_config(["--mode", "test"])
     with pytest.raises(FileNotFoundError, match="config file .*missing.yaml does not exist"):
         parse_config(["--config", str(tmp_path / "missing.yaml")])
-    with pytest.raises(FileNotFoundError, match=r"nor is it a shipped config: did you mean dense\? shipped: demo, dense, "):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"nor is it a shipped config: did you mean dense\? shipped: demo, dense, ",
+    ):
         parse_config(["--config", "dens"])
     assert main(["--data_path", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
@@ -298,7 +302,10 @@ def test_a_registered_model_gets_its_flags_without_cli_changes(capsys):
         (["--max_epochs", "0"], "--max_epochs must be >= 1, got 0"),
         (["--acceleration", "4"], "unrecognized arguments: --acceleration 4 (did you mean"),
         (["--model", "varnet", "--num_unrolls", "4"], "unrecognized arguments: --num_unrolls 4"),
-        (["--config", "fastmri_pun/configs/dense.yaml"], "use --config dense (or configs/dense.yaml)"),
+        (
+            ["--config", "fastmri_pun/configs/dense.yaml"],
+            "use --config dense (or configs/dense.yaml)",
+        ),
     ],
 )
 def test_cli_bad_input_is_exit_2_and_one_line(argv, message, capsys):
