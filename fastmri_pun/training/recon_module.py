@@ -98,6 +98,11 @@ class ReconstructionModule(MriModule):
             trained with (JSON-able; stored in the checkpoint as the hparam
             ``transform_settings`` so a test run can rebuild the same transform); ``None``:
             unknown (checkpoints of older versions).
+
+    Raises:
+        ValueError: an unknown ``model_name``, ``sens_maps``, ``optimizer`` or ``lr_scheduler``,
+            or a ``lr`` that is not a positive number.
+        TypeError: ``model`` is not a ``torch.nn.Module``.
     """
 
     def __init__(
