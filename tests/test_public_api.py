@@ -63,3 +63,23 @@ def test_top_level_package_exports_the_one_call_pruning_api():
     assert fastmri_pun.list_pruning_methods() == [
         "pun-it", "pun-at", "pun-it-channels", "magnitude", "magnitude-at", "random", "snip", "imp"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fastmri_pun.app.train.cli",
+        "fastmri_pun.app.evaluate.cli",
+        "fastmri_pun.app.espirit.cli",
+        "fastmri_pun.app.export.cli",
+        "fastmri_pun.app.demo",
+        "fastmri_pun.app.score",
+        "fastmri_pun.experiments.paper.cli",
+    ],
+)
+def test_every_flag_of_every_command_is_explained_and_takes_a_config_file(module):
+    parser = importlib.import_module(module).build_parser()
+    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert {"config", "print_config"} <= {a.dest for a in flags}
+    for action in flags:
+        assert action.help and len(action.help.split()) >= 2, (module, action.dest)

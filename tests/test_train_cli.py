@@ -324,3 +324,35 @@ def test_print_config_is_a_loadable_config(tmp_path, capsys):
     path = tmp_path / "printed.yaml"
     path.write_text(capsys.readouterr().out)
     assert parse_config(["--config", str(path)]) == {**TrainConfig().to_flat(), "max_epochs": 7}
+
+
+def test_three_flags_reach_their_consumers_as_one_settings_object():
+    from fastmri_pun.app.train.pruning_phase import prune_config
+    from fastmri_pun.app.train.run import build_module, transform_settings
+
+    cfg = parse_args(["--num_cg_iters", "7", "--density", "0.2", "--espirit_crop", "0.8",
+                      "--num_unrolls", "1", "--chans", "4", "--seed", "5"])  # fmt: skip
+    # --num_cg_iters: ModlSettings -> the MoDL the module trains -> its CG solves
+    assert isinstance(cfg.model.settings, ModlSettings) and cfg.model.settings.num_cg_iters == 7
+    module = build_module(cfg)
+    assert module.model.num_cg_iters == 7 and module.hparams.model_kwargs["num_cg_iters"] == 7
+    # --density: the run's PruneConfig, handed to the library with the run's seed
+    assert (prune_config(cfg).density, prune_config(cfg).seed) == (0.2, 5)
+    # --espirit_crop: the EspiritSettings object itself goes into the transform settings
+    assert transform_settings(cfg).espirit is cfg.data.espirit
+    assert cfg.data.espirit == EspiritSettings(crop=0.8)
+
+
+def test_model_built_from_its_settings_has_the_registry_s_weights():
+    import torch
+
+    from fastmri_pun.models import build_model
+
+    settings = ModlSettings(num_unrolls=1, chans=4)
+    torch.manual_seed(0)
+    built = settings.build(sens_maps="espirit")
+    torch.manual_seed(0)
+    registry = build_model("modl", **settings.model_kwargs(sens_maps="espirit"))
+    assert type(built) is type(registry)
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(),
+                                                  registry.state_dict().values(), strict=True))  # fmt: skip

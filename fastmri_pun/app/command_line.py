@@ -73,7 +73,13 @@ def list_keys(parser: ArgumentParser) -> list[str]:
 
 
 def _with_hints(message: str, parser: ArgumentParser) -> str:
-    """argparse's ``unrecognized arguments: ...`` with the nearest flag of each unknown one."""
+    """argparse's ``unrecognized arguments: ...`` with the nearest flag of each unknown one, and
+    its ``the following arguments are required: x`` with the flag of each option (``--x``)."""
+    required = "the following arguments are required:"
+    if message.startswith(required):
+        options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+        names = [n.strip() for n in message[len(required) :].split(",")]
+        return f"{required} {', '.join(options.get(n, n) for n in names)}"
     if not message.startswith("unrecognized arguments:"):
         return message
     flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]

@@ -248,7 +248,7 @@ def settings_from_flat(
     """Build the settings dataclass ``cls`` from ``{flag: value}`` (any subset of its flags; the
     rest keep their defaults). Each section is built from its values (values checked against
     the annotations first), then the section holding it; a section without values is left to
-    its field's default.
+    its field's default, unless ``types`` chooses its class.
 
     Args:
         cls: the settings dataclass.
@@ -274,7 +274,8 @@ def settings_from_flat(
         given: dict[str, Any] = {}
         for f, at, section in _fields(owner, types, path):
             if section is not None:
-                if any(k[: len(at)] == at for k in values):
+                chosen = ".".join(at) in types  # a run-time class: built even without values
+                if chosen or any(k[: len(at)] == at for k in values):
                     kwargs[f.name] = build(section, at, prefix + f.metadata.get(FLAG_PREFIX, ""))
             elif at in values:
                 kwargs[f.name] = given[f.name] = _plain(values[at], hints[f.name])

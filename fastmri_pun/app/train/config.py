@@ -237,7 +237,8 @@ class OptimisationConfig:
         loss: Training loss: fastmri SSIMLoss, L1/MSE on images / max_value, or (1-w)(1-SSIM) +
             w L1.
         l1_weight: Weight w of L1 in 'ssim_l1'.
-        optimizer: Optimiser.
+        optimizer: Optimiser: torch.optim.Adam ('adam') or AdamW ('adamw', decoupled weight
+            decay).
         lr: Learning rate (paper: 1e-3).
         weight_decay: Weight decay.
         lr_scheduler: 'step' = StepLR(lr_step_size, lr_gamma) per epoch; 'cosine' = annealing
