@@ -1,5 +1,6 @@
 """What a finished training run writes besides checkpoints: the metrics table (``metrics.md``,
-``metrics.csv``) and an example figure (``figures/test_example.png``)."""
+``metrics.csv``, the model's label and a note on test volumes without targets) and an example
+figure (``figures/test_example.png``)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ import h5py
 from matplotlib.figure import Figure  # not pyplot: no global backend or figure state
 
 from ...data.crop import crop_to_common
+from ...training import ReconstructionModule, SliceDataModule
 from ...training.accounting import read_json_records
 from ...utils.io import atomic_write_text, save_figure
 from ...utils.markdown import markdown_table
 from ..run_folder import RunDir
 
-__all__ = ["metric_rows", "read_compute", "save_example_figure", "write_metrics_table"]
+__all__ = [
+    "metric_rows",
+    "model_label",
+    "no_target_note",
+    "read_compute",
+    "save_example_figure",
+    "write_metrics_table",
+]
 
 METRIC_FIELDS = ["split", "reconstruction", "nmse", "ssim", "psnr", "volumes", "slices"]
 
@@ -175,3 +184,28 @@ def save_example_figure(recon_dir: Path, target_dir: Path, out_png: Path) -> Pat
     fig.suptitle(f"{name}, slice {i}")
     fig.tight_layout()
     return save_figure(fig, out_png, dpi=100)
+
+
+def model_label(module: ReconstructionModule) -> str:
+    """The model's name in the metrics table: ``modl`` or ``modl (pun-it, density 0.05)``."""
+    label = str(module.hparams.model_name)
+    masks = module.pruning_masks
+    if masks:
+        kept = sum(int(m.sum()) for m in masks.values())
+        density = kept / max(1, sum(m.numel() for m in masks.values()))
+        label += f" ({module.pruning_method or 'pruned'}, density {density:.4g})"
+    return label
+
+
+def no_target_note(module: ReconstructionModule, dm: SliceDataModule) -> str:
+    """A metrics-table line for test volumes without targets (fastMRI test/challenge files):
+    how many were reconstructed and that they are not scored; ``""`` when all were scored."""
+    saved = module.test_saved
+    scored = set((module.test_results or {}).get("per_volume", {}))
+    unscored = sorted(set(saved) - scored)
+    if not unscored:
+        return ""
+    return (
+        f"Test split `{dm.split_dir('test')}`: {len(unscored)} of {len(saved)} volumes have no "
+        "target (fastMRI test/challenge files): reconstructed and saved, not scored."
+    )

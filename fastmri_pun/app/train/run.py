@@ -82,7 +82,14 @@ from .checks import (
 )
 from .config import TrainConfig
 from .done_record import finished_run, write_done
-from .outputs import metric_rows, read_compute, save_example_figure, write_metrics_table
+from .outputs import (
+    metric_rows,
+    model_label,
+    no_target_note,
+    read_compute,
+    save_example_figure,
+    write_metrics_table,
+)
 from .pruning_phase import prune_module
 from .result import PreparedRun, TrainResult
 from .trainers import TrainingInterrupted, build_trainer
@@ -97,7 +104,6 @@ __all__ = [
     "execute",
     "finished_run",
     "fit",
-    "no_target_note",
     "prepare",
     "run_dir",
     "test_transform_settings",
@@ -193,17 +199,6 @@ def build_datamodule(
     )
 
 
-def _label(module: ReconstructionModule) -> str:
-    """The model's name in the metrics table: ``modl`` or ``modl (pun-it, density 0.05)``."""
-    label = str(module.hparams.model_name)
-    masks = module.pruning_masks
-    if masks:
-        kept = sum(int(m.sum()) for m in masks.values())
-        density = kept / max(1, sum(m.numel() for m in masks.values()))
-        label += f" ({module.pruning_method or 'pruned'}, density {density:.4g})"
-    return label
-
-
 # ------------------------------------------------------------------------------ running
 def prepare(cfg: TrainConfig) -> PreparedRun:
     """Check a configuration against the file system and build what the run needs.
@@ -289,20 +284,6 @@ def dump_config(cfg: TrainConfig) -> str:
     return yaml.safe_dump(cfg.to_flat(), sort_keys=False)
 
 
-def no_target_note(module: ReconstructionModule, dm: SliceDataModule) -> str:
-    """A metrics-table line for test volumes without targets (fastMRI test/challenge files):
-    how many were reconstructed and that they are not scored; ``""`` when all were scored."""
-    saved = module.test_saved
-    scored = set((module.test_results or {}).get("per_volume", {}))
-    unscored = sorted(set(saved) - scored)
-    if not unscored:
-        return ""
-    return (
-        f"Test split `{dm.split_dir('test')}`: {len(unscored)} of {len(saved)} volumes have no "
-        "target (fastMRI test/challenge files): reconstructed and saved, not scored."
-    )
-
-
 def execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
     """Prune (``cfg.prune``), train, validate and test the best checkpoint (or only test in
     ``mode="test"``); write ``config.yaml``, the metrics table and an example figure.
@@ -364,7 +345,7 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
     result.test = module.test_results
     result.reconstructions = module.reconstruction_dir
     if trainer.is_global_zero:
-        label = _label(module)
+        label = model_label(module)
         rows = metric_rows("val", result.val, label) + metric_rows("test", result.test, label)
         missing = no_target_note(module, dm)
         note = f"{note}\n\n{missing}" if missing else note
