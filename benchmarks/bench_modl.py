@@ -210,7 +210,7 @@ NOTES = [
     "rel. diff.: relative L2 difference of the output and of the worst parameter gradient of one "
     "forward + backward from the same model in float64 (same initial weights): the default "
     "float32 path's own row is the rounding floor (BatchNorm's backward amplifies it); each kept "
-    "speed path has a test of the same quantities (tests/test_modl_speed_paths.py).",
+    "speed path has a test of the same quantities (tests/models/test_modl_speed_paths.py).",
     "The previous layout fed the CNN the zero-copy view `view_as_real(x).permute(0, 3, 1, 2)`, "
     "a channels-last tensor, so every conv ran channels-last; the default now copies the "
     "2-channel image to NCHW. Winograd: NNPACK F(6×6, 3×3) for the forward and input gradient "

@@ -52,11 +52,28 @@ def layer_of(module: str) -> str:
     raise AssertionError(f"module {module} belongs to no layer: add it to LAYERS or TOP_LEVEL")
 
 
-def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
-    """Package modules imported anywhere in ``source`` (function bodies included)."""
+def _type_checking_blocks(tree: ast.AST) -> set[ast.AST]:
+    """The statements under ``if TYPE_CHECKING:`` (run by type checkers only)."""
+    inside: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for stmt in node.body:
+                inside.update(ast.walk(stmt))
+    return inside
+
+
+def imported_modules(
+    source: str, module: str, is_package: bool, runtime_only: bool = False
+) -> set[str]:
+    """Package modules imported anywhere in ``source`` (function bodies included);
+    ``runtime_only``: without the imports under ``if TYPE_CHECKING:``."""
     out: set[str] = set()
     package = module if is_package else module.rsplit(".", 1)[0]
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    skip = _type_checking_blocks(tree) if runtime_only else set()
+    for node in ast.walk(tree):
+        if node in skip:
+            continue
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.split(".")[0] == "fastmri_pun")
         elif isinstance(node, ast.ImportFrom):
@@ -73,12 +90,13 @@ def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
     return out
 
 
-def package_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
-    """``{module: {imported package modules}}`` over every ``.py`` file under ``root``."""
+def package_graph(root: Path = PACKAGE, runtime_only: bool = False) -> dict[str, set[str]]:
+    """``{module: {imported package modules}}`` over every ``.py`` file under ``root``;
+    ``runtime_only``: the imports that run (not those for type checkers only)."""
     files = {module_name(p, root): p for p in root.rglob("*.py")}
     graph = {}
     for mod, path in files.items():
-        deps = imported_modules(path.read_text(), mod, path.name == "__init__.py")
+        deps = imported_modules(path.read_text(), mod, path.name == "__init__.py", runtime_only)
         graph[mod] = {d for d in deps if d in files and d != mod}
     return graph
 
@@ -148,7 +166,9 @@ def test_lower_layers_never_import_higher_ones():
 
 
 def test_no_import_cycles():
-    assert import_cycles(package_graph()) == []
+    # a type annotation may name a module that imports this one (a type-only import under
+    # `if TYPE_CHECKING:` runs at no import); the layer rule above still counts it
+    assert import_cycles(package_graph(runtime_only=True)) == []
 
 
 def test_checker_flags_an_upward_import_and_a_cycle(tmp_path):
@@ -177,3 +197,22 @@ def test_checker_flags_an_upward_import_and_a_cycle(tmp_path):
 )
 def test_layer_of_known_modules(module):
     assert layer_of(module) == module.split(".")[1]
+
+
+def test_tests_mirror_the_package_layout():
+    """A test folder per package layer (tests/<layer>/test_*.py); only project-wide checks (layers,
+    packaging, docs, dependencies, examples, benchmarks) stay at the top."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    assert folders <= set(LAYERS), sorted(folders - set(LAYERS))
+    assert {"physics", "models", "pruning", "data", "training", "evaluation", "app"} <= folders
+    top = {p.name for p in tests.glob("test_*.py")}
+    assert top <= {
+        "test_layers.py",
+        "test_packaging.py",
+        "test_docs.py",
+        "test_dependencies.py",
+        "test_examples.py",
+        "test_notebook.py",
+        "test_benchmarks_smoke.py",
+    }

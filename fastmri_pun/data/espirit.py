@@ -21,7 +21,7 @@ the eigenvectors by batched ``torch.linalg.eigh`` (CUDA) or by certified power i
 (CPU: within ``1e-3`` of ``eigh``'s up to a phase wherever the map is kept). A batch
 ``[B, C, H, W]`` of slices sharing one mask is computed in one call, on the device of a torch
 input (CPU or CUDA); numpy in gives numpy out. On a square block the maps equal sigpy's up to a
-per-pixel phase (``1e-4`` inside the object, ``tests/test_data_espirit_torch.py``), in less
+per-pixel phase (``1e-4`` inside the object, ``tests/data/test_data_espirit_torch.py``), in less
 than half of BART ``ecalib``'s time on one thread (``benchmarks/bench_espirit_speed.py``, which
 also compares the maps with BART's; its ``-t`` bounds the squared singular values: ``-t`` =
 thresh²).

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +149,11 @@ class SensitivityCache:
         slice_num: int,
         settings: EspiritSettings | None = None,
         num_low_frequencies: int | None = None,
+        compute: Callable[[], np.ndarray] | None = None,
     ) -> np.ndarray:
-        """Cached maps ``[C, H, W]`` complex64, computed with :func:`~fastmri_pun.data.espirit.espirit_maps`
-        on a miss.
+        """Cached maps ``[C, H, W]`` complex64 of this slice, ACS data and ``settings`` (which
+        name the cache file); on a miss ``compute()`` gives them (default:
+        :func:`~fastmri_pun.data.espirit.espirit_maps` with ``settings``) and they are stored.
 
         Raises:
             ValueError: as :func:`~fastmri_pun.data.espirit.espirit_maps`.
@@ -177,7 +180,10 @@ class SensitivityCache:
                 pass  # unreadable (e.g. disk was full): recompute and overwrite
         else:
             self._warn_other_keys(path, slice_num, tag)
-        maps = espirit.espirit_maps(masked_kspace, mask_cols, settings, num_low_frequencies)
+        if compute is None:
+            maps = espirit.espirit_maps(masked_kspace, mask_cols, settings, num_low_frequencies)
+        else:
+            maps = compute()
         if not np.isfinite(maps).all():  # espirit_maps raises first; never cache such maps
             raise ValueError("ESPIRiT produced non-finite coil maps")
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:

@@ -140,18 +140,14 @@ class TransformSettings:
             shift_name: named in ``file_mask="error"`` messages.
             max_values: volume maxima of files without a ``max`` attribute.
         """
-        return SenseDataTransform(
-            mask_func=mask_func if mask_func is not None else self.mask_func(),
-            use_seed=use_seed,
-            sens_maps=self.sens_maps,
-            cache_dir=self.maps_cache_dir,
-            use_cache=use_cache,
-            crop_readout=self.crop_readout,
+        return SenseDataTransform.from_settings(
+            self,
+            use_seed,
+            mask_func=mask_func,
             noise_snr_db=noise_snr_db,
             noise_seed=noise_seed,
-            espirit=self.espirit,
-            challenge=self.challenge,
-            file_mask=file_mask,  # type: ignore[arg-type]
+            use_cache=use_cache,
+            file_mask=file_mask,
             shift_name=shift_name,
             max_values=max_values,
         )

@@ -9,15 +9,19 @@ Shapes: k-space ``[C, H, W]`` complex (numpy) or its real view ``[C, H, W, 2]`` 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from .espirit import EspiritSettings
 from .masks import centre_run, sampled_acceleration
 
 __all__ = [
+    "ESPIRIT_KEYWORDS",
+    "espirit_settings_of",
     "CHALLENGES",
     "FileMaskPolicy",
     "acquired_window",
@@ -154,3 +158,32 @@ def file_mask_refusal(
         f"{fname}: has its own sampling mask (acceleration {float(acc):g}); {who} asks for "
         "another mask"
     )
+
+
+#: the older keywords ``espirit_<field>`` of :class:`SenseDataTransform`, one per
+#: :class:`~fastmri_pun.data.espirit.EspiritSettings` field
+ESPIRIT_KEYWORDS = {f"espirit_{f.name}": f.name for f in dataclasses.fields(EspiritSettings)}
+
+
+def espirit_settings_of(
+    espirit: EspiritSettings | None, keywords: Mapping[str, Any]
+) -> EspiritSettings:
+    """``espirit``, or the settings of the older ``espirit_<field>`` keywords (defaults for the
+    fields not given).
+
+    Raises:
+        TypeError: a keyword that names no :class:`EspiritSettings` field.
+        ValueError: both ``espirit`` and keywords, ``espirit`` of another type, a bad value.
+    """
+    unknown = sorted(set(keywords) - set(ESPIRIT_KEYWORDS))
+    if unknown:
+        raise TypeError(
+            f"SenseDataTransform() got unexpected keyword argument(s) {', '.join(unknown)}"
+        )
+    if espirit is None:
+        return EspiritSettings(**{ESPIRIT_KEYWORDS[k]: v for k, v in keywords.items()})
+    if keywords:
+        raise ValueError("give either espirit=EspiritSettings(...) or espirit_* keywords")
+    if not isinstance(espirit, EspiritSettings):
+        raise ValueError(f"espirit must be an EspiritSettings, got {type(espirit).__name__}")
+    return espirit

@@ -46,11 +46,10 @@ need no transform state are functions of :mod:`fastmri_pun.data.transform_steps`
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -69,16 +68,16 @@ from .transform_steps import (
     add_noise_at_snr,
     check_slice_kspace,
     crop_readout,
+    espirit_settings_of,
     file_mask_refusal,
     file_num_low_frequencies,
     unit_sens_maps,
 )
 
-__all__ = ["SenseDataTransform", "SenseSample"]
+if TYPE_CHECKING:
+    from .transform_settings import TransformSettings
 
-#: the older keywords ``espirit_<field>`` of :class:`SenseDataTransform`, one per
-#: :class:`~fastmri_pun.data.espirit.EspiritSettings` field
-_ESPIRIT_KEYWORDS = {f"espirit_{f.name}": f.name for f in dataclasses.fields(EspiritSettings)}
+__all__ = ["SenseDataTransform", "SenseSample"]
 
 
 class SenseSample(NamedTuple):
@@ -102,30 +101,6 @@ class SenseSample(NamedTuple):
     max_value: float
     crop_size: tuple[int, int]
     sens_maps: torch.Tensor
-
-
-def _espirit_settings(
-    espirit: EspiritSettings | None, keywords: Mapping[str, Any]
-) -> EspiritSettings:
-    """``espirit``, or the settings of the older ``espirit_<field>`` keywords (defaults for the
-    fields not given).
-
-    Raises:
-        TypeError: a keyword that names no :class:`EspiritSettings` field.
-        ValueError: both ``espirit`` and keywords, ``espirit`` of another type, a bad value.
-    """
-    unknown = sorted(set(keywords) - set(_ESPIRIT_KEYWORDS))
-    if unknown:
-        raise TypeError(
-            f"SenseDataTransform() got unexpected keyword argument(s) {', '.join(unknown)}"
-        )
-    if espirit is None:
-        return EspiritSettings(**{_ESPIRIT_KEYWORDS[k]: v for k, v in keywords.items()})
-    if keywords:
-        raise ValueError("give either espirit=EspiritSettings(...) or espirit_* keywords")
-    if not isinstance(espirit, EspiritSettings):
-        raise ValueError(f"espirit must be an EspiritSettings, got {type(espirit).__name__}")
-    return espirit
 
 
 class SenseDataTransform:
@@ -198,7 +173,7 @@ class SenseDataTransform:
         self.varnet_transform = VarNetDataTransform(mask_func=mask_func, use_seed=use_seed)
         self._file_mask_transform = VarNetDataTransform(mask_func=None, use_seed=use_seed)
         self.sens_maps = sens_maps
-        self.espirit = _espirit_settings(espirit, espirit_keywords)
+        self.espirit = espirit_settings_of(espirit, espirit_keywords)
         self.cache = SensitivityCache(cache_dir) if use_cache else None
         self.crop_readout = crop_readout
         self.noise_snr_db = noise_snr_db
@@ -208,6 +183,36 @@ class SenseDataTransform:
         self.shift_name = shift_name
         self.max_values: dict[str, float] = dict(max_values or {})
         self._warned_max: set[str] = set()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: TransformSettings,
+        use_seed: bool = True,
+        *,
+        mask_func: MaskFunc | None = None,
+        **options: Any,
+    ) -> SenseDataTransform:
+        """The transform that :class:`~fastmri_pun.data.TransformSettings` describe (its
+        ``espirit`` handed on as it is); :meth:`TransformSettings.build` is the same call.
+
+        Args:
+            settings: challenge, mask, coil-map and ESPIRiT settings.
+            use_seed: masks seeded by file name (validation/test) or drawn anew (training).
+            mask_func: overrides the settings' mask (``None``: ``settings.mask_func()``).
+            **options: ``file_mask``, ``noise_snr_db``, ``noise_seed``, ``use_cache``,
+                ``shift_name``, ``max_values`` of this class.
+        """
+        return cls(
+            mask_func=mask_func if mask_func is not None else settings.mask_func(),
+            use_seed=use_seed,
+            sens_maps=settings.sens_maps,
+            cache_dir=settings.maps_cache_dir,
+            crop_readout=settings.crop_readout,
+            espirit=settings.espirit,
+            challenge=settings.challenge,
+            **options,
+        )
 
     @property
     def mask_func(self) -> MaskFunc | None:
@@ -270,10 +275,16 @@ class SenseDataTransform:
         cols = mask.reshape(-1).numpy().astype(bool)
         nlow = int(num_low_frequencies) if num_low_frequencies else None
         try:
-            if self.cache is not None:
-                maps = self.cache.get_or_compute(ksp, cols, fname, slice_num, self.espirit, nlow)
-            else:
-                maps = espirit_maps(ksp, cols, self.espirit, nlow)
+
+            def compute() -> np.ndarray:
+                return espirit_maps(ksp, cols, self.espirit, nlow)
+
+            if self.cache is None:
+                maps = compute()
+            else:  # the cache names its file by the settings; compute() fills a miss
+                maps = self.cache.get_or_compute(
+                    ksp, cols, fname, slice_num, self.espirit, nlow, compute=compute
+                )
         except ValueError as err:
             raise ValueError(f"{fname} slice {slice_num}: {err}") from None
         return torch.view_as_real(torch.from_numpy(maps)).contiguous()

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .apply import PruningMasks
 from .methods import PruningJob
 from .pun import LossFn, cycle_batches, search_masks
 from .scores import GumbelBernoulliMask
@@ -111,13 +110,12 @@ def adam_steps(
         model.train(was_training)
 
 
-def loop_search_step(job: PruningJob, scores: GumbelBernoulliMask) -> PruningMasks:
+def loop_search_step(job: PruningJob, scores: GumbelBernoulliMask) -> None:
     """The PUN search in a plain loop (:func:`~fastmri_pun.pruning.pun.search_masks`):
-    ``job.cfg.search_steps`` Adam steps on the logits of ``scores`` over ``job.batches``; the
-    hard pruning masks at ``job.cfg.density``."""
+    ``job.cfg.search_steps`` Adam steps on the logits of ``scores`` (learned in place) over
+    ``job.batches``."""
     cfg = job.cfg
-    masks, _ = search_masks(
+    search_masks(
         job.model, job.batches, job.loss_fn, steps=cfg.search_steps, scores=scores,
         **cfg.search_options(),
     )  # fmt: skip
-    return masks

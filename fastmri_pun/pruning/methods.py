@@ -51,13 +51,13 @@ _T = TypeVar("_T")
 #: applied (``torch.nn.utils.prune``).
 TrainStep = Callable[[str], None]
 
-#: ``search_step(job, scores) -> pruning masks``: the PUN search of the mask distribution
-#: ``scores`` (one logit per weight, or per output channel) on ``job.model`` with frozen weights,
-#: ``job.batches`` and ``job.loss_fn`` for ``job.cfg.search_steps`` steps (or
-#: ``search_epochs``); returns ``scores.hard_masks(job.cfg.density, job.cfg.min_per_layer)``.
+#: ``search_step(job, scores) -> None``: the PUN search, which learns the logits of the mask
+#: distribution ``scores`` (one per weight, or per output channel) in place, on ``job.model``
+#: with frozen weights, ``job.batches`` and ``job.loss_fn`` for ``job.cfg.search_steps`` steps
+#: (or ``search_epochs``); the procedure then keeps the top-k logits at ``job.cfg.density``.
 #: The plain-loop step is :func:`~fastmri_pun.pruning.loop_steps.loop_search_step`, the Lightning
 #: one :func:`~fastmri_pun.training.mask_search.lightning_search_step`.
-SearchStep = Callable[["PruningJob", GumbelBernoulliMask], PruningMasks]
+SearchStep = Callable[["PruningJob", GumbelBernoulliMask], None]
 
 #: ``record_phase(phase, run) -> run()``: runs one phase and records it (its compute, its time);
 #: :func:`~fastmri_pun.pruning.at_init.prune_at_init` passes its phase meter.

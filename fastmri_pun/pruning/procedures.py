@@ -50,7 +50,13 @@ from .apply import (
     make_permanent,
     sync_masks,
 )
-from .baselines import imp_prune_step, imp_schedule, magnitude_masks, random_masks, snip_masks
+from .baselines import (
+    imp_prune_step,
+    imp_schedule,
+    magnitude_scores,
+    random_scores,
+    snip_scores,
+)
 from .channel_scores import channel_scores
 from .config import PruneConfig
 from .methods import (
@@ -66,6 +72,7 @@ from .methods import (
 from .pun import LossFn
 from .scores import GumbelBernoulliMask
 from .select import select_parameters
+from .topk import topk_mask
 
 __all__ = [
     "PruneResult",
@@ -82,38 +89,47 @@ __all__ = [
 # ----------------------------------------------------------------------------- the procedures
 def pun_search(job: PruningJob) -> PruningMasks:
     """PUN: one Gumbel-softmax logit per weight of ``job.names``, learned by
-    ``job.search_step`` on the frozen weights (phase ``"search"``); the top-k logits."""
+    ``job.search_step`` on the frozen weights (phase ``"search"``); the pruning masks keep the
+    top ``round(cfg.density · N)`` logits."""
     cfg = job.cfg
     params = dict(job.model.named_parameters())
     scores = GumbelBernoulliMask(
         {n: params[n].shape for n in job.names}, temperature=cfg.temperature, prior_p=cfg.prior_p
     )
-    return job.phase("search", lambda: job.search_step(job, scores))
+    job.phase("search", lambda: job.search_step(job, scores))
+    return topk_mask(scores.logit_dict(), cfg.density, cfg.min_per_layer)
 
 
 def pun_channel_search(job: PruningJob) -> PruningMasks:
     """Structured PUN: one logit per output channel
     (:func:`~fastmri_pun.pruning.channel_scores.channel_scores`), learned by ``job.search_step``
-    (phase ``"search"``); whole channels are pruned."""
-    scores = channel_scores(job.model, job.names, job.cfg)
-    return job.phase("search", lambda: job.search_step(job, scores))
+    (phase ``"search"``); whole channels are pruned, the channel counts whose weights come
+    closest to ``cfg.density`` of them."""
+    cfg = job.cfg
+    scores = channel_scores(job.model, job.names, cfg)
+    job.phase("search", lambda: job.search_step(job, scores))
+    return scores.hard_masks(cfg.density, cfg.min_per_layer)
 
 
 def magnitude_pruning(job: PruningJob) -> PruningMasks:
     """Global magnitude pruning of the model's current weights (phase ``"mask"``)."""
     cfg = job.cfg
     return job.phase(
-        MASK_PHASE, lambda: magnitude_masks(job.model, cfg.density, job.names, cfg.min_per_layer)
+        MASK_PHASE,
+        lambda: topk_mask(magnitude_scores(job.model, job.names), cfg.density, cfg.min_per_layer),
     )
 
 
 def random_pruning(job: PruningJob) -> PruningMasks:
     """A uniformly random pruning mask drawn with ``cfg.seed`` (phase ``"mask"``)."""
     cfg = job.cfg
-    return job.phase(
-        MASK_PHASE,
-        lambda: random_masks(job.model, cfg.density, job.names, cfg.seed, cfg.min_per_layer),
-    )
+
+    def run() -> PruningMasks:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        scores = random_scores(job.model, job.names, generator)
+        return topk_mask(scores, cfg.density, cfg.min_per_layer)
+
+    return job.phase(MASK_PHASE, run)
 
 
 def snip_pruning(job: PruningJob) -> PruningMasks:
@@ -132,7 +148,8 @@ def snip_pruning(job: PruningJob) -> PruningMasks:
         was_training = model.training
         model.train()
         try:
-            return snip_masks(model, cfg.density, first, job.loss_fn, job.names, cfg.min_per_layer)
+            scores = snip_scores(model, job.names, first, job.loss_fn)
+            return topk_mask(scores, cfg.density, cfg.min_per_layer)
         finally:
             model.train(was_training)
 

@@ -192,15 +192,14 @@ def lightning_search_step(make_trainer: Callable[[str], pl.Trainer]) -> SearchSt
     Returns:
         ``search_step(job, scores)``: fits a :class:`MaskSearchModule` of ``job.model`` with the
         mask distribution ``scores``, ``job.loss_fn`` and ``job.cfg``'s settings on
-        ``job.batches``, and returns its hard pruning masks (rank 0's on every DDP rank); the
-        model leaves the search unchanged, even when the fit raises.
+        ``job.batches``; ``scores`` holds the learned logits afterwards (the procedure keeps the
+        top-k). The model leaves the search unchanged, even when the fit raises.
     """
 
-    def search_step(job: PruningJob, scores: GumbelBernoulliMask) -> PruningMasks:
+    def search_step(job: PruningJob, scores: GumbelBernoulliMask) -> None:
         module = MaskSearchModule(job.model, job.loss_fn, scores=scores, **job.cfg.search_options())
         try:
             make_trainer("search").fit(module, train_dataloaders=job.batches)
-            return module.hard_masks()
         finally:
             module.release()
 

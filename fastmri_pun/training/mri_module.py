@@ -107,6 +107,11 @@ def save_reconstructions_atomic(reconstructions: dict[str, np.ndarray], out_dir:
             fastmri.save_reconstructions({tmp.name: volume}, tmp.parent)
 
 
+#: validation images logged to TensorBoard by default (fastMRI's ``MriModule`` logs 16; four keep
+#: the logs of the small runs this package is tried with small)
+NUM_LOG_IMAGES = 4
+
+
 class MriModule(pl.LightningModule):
     """Base class for fastMRI reconstruction models under pytorch-lightning 2.
 
@@ -126,7 +131,7 @@ class MriModule(pl.LightningModule):
             the validation batches, so no global random state is consumed).
     """
 
-    def __init__(self, num_log_images: int = 16) -> None:
+    def __init__(self, num_log_images: int = NUM_LOG_IMAGES) -> None:
         super().__init__()
         self.num_log_images = num_log_images
         self.reconstruction_dir: Path | None = None

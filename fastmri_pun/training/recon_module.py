@@ -51,7 +51,7 @@ from .checkpoint_files import (
     load_checkpoint_file,
 )
 from .losses import ReconLoss
-from .mri_module import MriModule
+from .mri_module import NUM_LOG_IMAGES, MriModule
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
@@ -118,7 +118,7 @@ class ReconstructionModule(MriModule):
         lr_scheduler: str = "none",
         lr_step_size: int = 40,
         lr_gamma: float = 0.1,
-        num_log_images: int = 16,
+        num_log_images: int = NUM_LOG_IMAGES,
         transform_settings: dict[str, Any] | None = None,
         model: nn.Module | None = None,
     ) -> None:

@@ -33,6 +33,7 @@ from ...demo.builder import DemoConfig
 from ...models import ModelSettings, model_settings
 from ...pruning.config import PruneConfig
 from ...pruning.methods import list_pruning_methods
+from ...training.mri_module import NUM_LOG_IMAGES
 from ...utils.config_checks import check_field_types
 from ..settings_flags import (
     FLAG_PREFIX,
@@ -294,7 +295,7 @@ class TrainerConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     log_every_n_steps: int = 10
-    num_log_images: int = 4
+    num_log_images: int = NUM_LOG_IMAGES
     enable_progress_bar: bool = True
 
     def __post_init__(self) -> None:

@@ -56,6 +56,7 @@ import yaml
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ...data.transform_settings import TransformSettings
+from ...data.transforms import SenseDataTransform
 from ...training import ReconstructionModule, SliceDataModule
 from ...training.checkpoint_files import (
     check_checkpoint,
@@ -163,8 +164,8 @@ def build_datamodule(
     data_path: Path,
     settings: TransformSettings | str | None = None,
 ) -> SliceDataModule:
-    """:class:`~fastmri_pun.training.SliceDataModule` with transforms built by
-    :meth:`TransformSettings.build`.
+    """:class:`~fastmri_pun.training.SliceDataModule` with the transforms of ``settings``
+    (:meth:`SenseDataTransform.from_settings <fastmri_pun.data.SenseDataTransform.from_settings>`).
 
     Training masks are random per slice (``use_seed=False``, reseeded per epoch by the data
     module); validation/test masks are fixed per volume (``use_seed=True``), as in fastMRI. Files
@@ -182,9 +183,9 @@ def build_datamodule(
         settings = base if settings is None else replace(base, sens_maps=settings)
     return SliceDataModule(
         data_path=data_path,
-        train_transform=settings.build(use_seed=False),
-        val_transform=settings.build(use_seed=True),
-        test_transform=settings.build(use_seed=True),
+        train_transform=SenseDataTransform.from_settings(settings, use_seed=False),
+        val_transform=SenseDataTransform.from_settings(settings, use_seed=True),
+        test_transform=SenseDataTransform.from_settings(settings, use_seed=True),
         challenge=settings.challenge,
         test_split=d.test_split,
         test_path=d.test_path,

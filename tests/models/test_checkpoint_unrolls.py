@@ -25,7 +25,7 @@ from fastmri_pun.pruning import apply_masks, search_masks
 from fastmri_pun.pruning.pun import MaskedWeights
 from fastmri_pun.training import ReconstructionModule, check_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from common import saved_tensor_bytes  # noqa: E402
 
 TINY = {"num_cg_iters": 3, "chans": 8, "num_layers": 3, "learn_sens_maps": False}

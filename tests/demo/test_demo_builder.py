@@ -1,6 +1,6 @@
 """Demo dataset: fastMRI layout fidelity, split hygiene, determinism, idempotence, atomic writes,
 lesion annotations, fallbacks, and properties of the acquisition simulation (the emulated
-single-coil folders: tests/test_demo_singlecoil.py)."""
+single-coil folders: tests/demo/test_demo_singlecoil.py)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from torch.utils.data import default_collate
 
 from fastmri_pun.app.espirit import cli as espirit_cli
 from fastmri_pun.data import espirit as sens_mod
+from fastmri_pun.data import transforms as transforms_mod
 from fastmri_pun.data.crop import center_crop as np_center_crop
 from fastmri_pun.data.espirit import EspiritSettings, espirit_maps
 from fastmri_pun.data.espirit_cache import SensitivityCache
@@ -122,7 +123,7 @@ def test_cache_hits_and_never_serves_other_settings(
     def boom(*args, **kwargs):
         raise AssertionError("cache miss")
 
-    monkeypatch.setattr(sens_mod, "espirit_maps", boom)
+    monkeypatch.setattr(transforms_mod, "espirit_maps", boom)
     again = SenseDataTransform(demo_mask_func, cache_dir=tmp_path)(*raw)  # served from disk
     assert torch.equal(again.sens_maps, first.sens_maps)
     monkeypatch.undo()
@@ -150,8 +151,8 @@ def test_cache_hits_and_never_serves_other_settings(
 def test_espirit_settings_reach_the_calibration_as_one_object(
     demo_root: Path, demo_mask_func, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """TransformSettings' EspiritSettings object is the one the transform, the map cache and
-    espirit_maps (where ``crop`` is applied) see; the older espirit_* keywords give equal
+    """TransformSettings' EspiritSettings object is the one the transform and espirit_maps
+    (where ``crop`` is applied) see, the map cache naming its file by it; the older espirit_* keywords give equal
     settings, and the same cache file and maps."""
     raw = _test_dataset(demo_root)[0]
     esp = EspiritSettings(kernel_width=4, crop=0.5, calib_rows=24)
@@ -166,7 +167,7 @@ def test_espirit_settings_reach_the_calibration_as_one_object(
         seen.append(settings)
         return real(kspace, cols, settings, num_low)
 
-    monkeypatch.setattr(sens_mod, "espirit_maps", spy)
+    monkeypatch.setattr(transforms_mod, "espirit_maps", spy)  # the transform computes the maps
     sample = transform(*raw)
     assert transform.espirit is esp and len(seen) == 1 and seen[0] is esp
     keywords = SenseDataTransform(

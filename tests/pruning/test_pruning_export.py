@@ -23,7 +23,7 @@ from fastmri_pun.pruning import (
 from fastmri_pun.pruning.baselines import magnitude_masks, random_masks
 from fastmri_pun.pruning.sparse_file import from_sparse, to_sparse
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,11 +14,11 @@ from torch import nn
 
 from fastmri_pun.app.train.cli import build_parser, main, parse_args, valid_keys
 from fastmri_pun.app.train.run import TrainConfig, fit, prepare
-from fastmri_pun.data import EspiritSettings
+from fastmri_pun.data import EspiritSettings, SenseDataTransform
 from fastmri_pun.experiments.paper.config import CONTROL_KEYS
 from fastmri_pun.models import ModelSettings, ModlSettings, register_model, unregister_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 # the flags of `python -m fastmri_pun.train` (MoDL, the default model): a fixed public interface
 FLAGS = [
@@ -338,9 +338,30 @@ def test_three_flags_reach_their_consumers_as_one_settings_object():
     assert module.model.num_cg_iters == 7 and module.hparams.model_kwargs["num_cg_iters"] == 7
     # --density: the run's PruneConfig, handed to the library with the run's seed
     assert (prune_config(cfg).density, prune_config(cfg).seed) == (0.2, 5)
-    # --espirit_crop: the EspiritSettings object itself goes into the transform settings
+    # --espirit_crop: the EspiritSettings object itself goes into the transform settings and
+    # is the transform's, which hands it to espirit_maps (tests/data/test_data_transforms.py)
     assert transform_settings(cfg).espirit is cfg.data.espirit
+    assert SenseDataTransform.from_settings(transform_settings(cfg)).espirit is cfg.data.espirit
     assert cfg.data.espirit == EspiritSettings(crop=0.8)
+
+
+def test_density_reaches_the_top_k_from_the_procedure(monkeypatch):
+    """--density goes from the run's PruneConfig through the procedure straight to topk_mask."""
+    from fastmri_pun.app.train.pruning_phase import prune_config
+    from fastmri_pun.app.train.run import build_module
+    from fastmri_pun.pruning import find_masks, procedures
+
+    cfg = parse_args(["--density", "0.2", "--num_unrolls", "1", "--chans", "4"])
+    seen = []
+    real = procedures.topk_mask
+
+    def spy(scores, density, min_per_layer):
+        seen.append(density)
+        return real(scores, density, min_per_layer)
+
+    monkeypatch.setattr(procedures, "topk_mask", spy)
+    result = find_masks("magnitude", build_module(cfg).model, prune_config(cfg))
+    assert seen == [0.2] and abs(result.report["density"] - 0.2) < 0.01
 
 
 def test_model_built_from_its_settings_has_the_registry_s_weights():
