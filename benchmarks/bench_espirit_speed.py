@@ -12,7 +12,7 @@ columns; every method gets the same masked k-space, on one thread (``torch.set_n
    not inflate. Target: ours (defaults) ≤ 0.5 × BART ``ecalib -m1``.
 2. **Per-pixel step**: batched ``torch.linalg.eigh`` of the ``C × C`` matrices ``G(x)`` of the
    slice against plain power iterations (start: ``G``'s column of largest diagonal entry, a
-   fixed number of iterations), and :func:`~fastmri_pun.data.espirit_core.espirit_eigenmaps`
+   fixed number of iterations), and :func:`~fastmri_pun.data.espirit_numerics.espirit_eigenmaps`
    with ``solver="eigh"`` and with the certified power iterations (``"power"``, the CPU
    default), uncropped and with the default crop; how many support pixels miss a ``1e-3``
    residual against ``eigh``.

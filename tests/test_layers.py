@@ -52,28 +52,12 @@ def layer_of(module: str) -> str:
     raise AssertionError(f"module {module} belongs to no layer: add it to LAYERS or TOP_LEVEL")
 
 
-def _type_checking_blocks(tree: ast.AST) -> set[ast.AST]:
-    """The statements under ``if TYPE_CHECKING:`` (run by type checkers only)."""
-    inside: set[ast.AST] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            for stmt in node.body:
-                inside.update(ast.walk(stmt))
-    return inside
-
-
-def imported_modules(
-    source: str, module: str, is_package: bool, runtime_only: bool = False
-) -> set[str]:
-    """Package modules imported anywhere in ``source`` (function bodies included);
-    ``runtime_only``: without the imports under ``if TYPE_CHECKING:``."""
+def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
+    """Package modules imported anywhere in ``source`` (function bodies and ``if TYPE_CHECKING:``
+    blocks included)."""
     out: set[str] = set()
     package = module if is_package else module.rsplit(".", 1)[0]
-    tree = ast.parse(source)
-    skip = _type_checking_blocks(tree) if runtime_only else set()
-    for node in ast.walk(tree):
-        if node in skip:
-            continue
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.split(".")[0] == "fastmri_pun")
         elif isinstance(node, ast.ImportFrom):
@@ -90,13 +74,12 @@ def imported_modules(
     return out
 
 
-def package_graph(root: Path = PACKAGE, runtime_only: bool = False) -> dict[str, set[str]]:
-    """``{module: {imported package modules}}`` over every ``.py`` file under ``root``;
-    ``runtime_only``: the imports that run (not those for type checkers only)."""
+def package_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """``{module: {imported package modules}}`` over every ``.py`` file under ``root``."""
     files = {module_name(p, root): p for p in root.rglob("*.py")}
     graph = {}
     for mod, path in files.items():
-        deps = imported_modules(path.read_text(), mod, path.name == "__init__.py", runtime_only)
+        deps = imported_modules(path.read_text(), mod, path.name == "__init__.py")
         graph[mod] = {d for d in deps if d in files and d != mod}
     return graph
 
@@ -166,9 +149,7 @@ def test_lower_layers_never_import_higher_ones():
 
 
 def test_no_import_cycles():
-    # a type annotation may name a module that imports this one (a type-only import under
-    # `if TYPE_CHECKING:` runs at no import); the layer rule above still counts it
-    assert import_cycles(package_graph(runtime_only=True)) == []
+    assert import_cycles(package_graph()) == []
 
 
 def test_checker_flags_an_upward_import_and_a_cycle(tmp_path):

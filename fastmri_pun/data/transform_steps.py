@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
+from fastmri.data.subsample import MaskFunc
 
 from .espirit import EspiritSettings
 from .masks import centre_run, sampled_acceleration
 
 __all__ = [
+    "TransformSettingsLike",
     "ESPIRIT_KEYWORDS",
     "espirit_settings_of",
     "CHALLENGES",
@@ -187,3 +189,18 @@ def espirit_settings_of(
     if not isinstance(espirit, EspiritSettings):
         raise ValueError(f"espirit must be an EspiritSettings, got {type(espirit).__name__}")
     return espirit
+
+
+class TransformSettingsLike(Protocol):
+    """What :meth:`SenseDataTransform.from_settings
+    <fastmri_pun.data.transforms.SenseDataTransform.from_settings>` reads of a
+    :class:`~fastmri_pun.data.transform_settings.TransformSettings` (a protocol: the settings
+    module imports the transform, so the transform does not import it)."""
+
+    challenge: str
+    sens_maps: str
+    crop_readout: bool
+    maps_cache_dir: str | None
+    espirit: EspiritSettings
+
+    def mask_func(self) -> MaskFunc | None: ...

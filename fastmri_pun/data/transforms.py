@@ -49,7 +49,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ from .masks import check_mask_func, check_mask_width
 from .transform_steps import (
     CHALLENGES,
     FileMaskPolicy,
+    TransformSettingsLike,
     acquired_window,
     add_noise_at_snr,
     check_slice_kspace,
@@ -73,9 +74,6 @@ from .transform_steps import (
     file_num_low_frequencies,
     unit_sens_maps,
 )
-
-if TYPE_CHECKING:
-    from .transform_settings import TransformSettings
 
 __all__ = ["SenseDataTransform", "SenseSample"]
 
@@ -187,7 +185,7 @@ class SenseDataTransform:
     @classmethod
     def from_settings(
         cls,
-        settings: TransformSettings,
+        settings: TransformSettingsLike,
         use_seed: bool = True,
         *,
         mask_func: MaskFunc | None = None,

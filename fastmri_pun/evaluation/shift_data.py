@@ -245,7 +245,7 @@ def shift_dataset(
         data: where the shift folders are.
         settings: the models' transform settings (coil maps, readout crop, challenge).
         max_values: ``{file name: volume maximum}`` of files without ``max`` (default: read
-            from the folder, :func:`~fastmri_pun.data.h5io.missing_max_values`).
+            from the folder, :func:`~fastmri_pun.data.h5_validation.missing_max_values`).
         skip: file names left out (bad files of :func:`scan_shift_files`); never opened.
 
     Raises:

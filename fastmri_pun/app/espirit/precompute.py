@@ -1,7 +1,7 @@
 """Precompute ESPIRiT coil maps for every slice of a fastMRI multicoil dataset.
 
 The maps go into the cache that :class:`~fastmri_pun.data.transforms.SenseDataTransform` reads
-(:class:`~fastmri_pun.data.espirit.SensitivityCache`). The transform is built through
+(:class:`~fastmri_pun.data.espirit_cache.SensitivityCache`). The transform is built through
 :class:`~fastmri_pun.data.TransformSettings` from the same mask, readout-crop and ESPIRiT
 settings as training (same defaults, one ``espirit_<field>`` setting per
 :class:`~fastmri_pun.data.EspiritSettings` field), so the cache keys are the ones training and
