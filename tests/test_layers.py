@@ -28,6 +28,7 @@ LIBRARY = LAYERS[: LAYERS.index("app")]
 TOP_LEVEL = {
     "fastmri_pun": "evaluation",  # the public API re-exports the library only
     "fastmri_pun.configs": "utils",  # data files only
+    "fastmri_pun.__main__": "app",  # `python -m fastmri_pun <command>`
     "fastmri_pun.train": "app",  # `python -m` entry points
     "fastmri_pun.evaluate": "app",
     "fastmri_pun.export": "app",

@@ -28,6 +28,7 @@ import yaml
 from ..utils.config_checks import unknown_keys_message
 
 __all__ = [
+    "EXPERIMENT_PREFIX",
     "SHIPPED_CONFIGS",
     "check_config_keys",
     "config_file_paths",
@@ -44,10 +45,17 @@ SHIPPED_CONFIGS = "fastmri_pun.configs"
 _OLD_FOLDER = ("fastmri_pun", "configs")
 
 
-def shipped_config_names() -> list[str]:
-    """Names of the shipped configs (``dense``, ``pun_it``, ...), sorted."""
+#: shipped configs of the paper experiment (``paper_small``, ``paper_full``): read by
+#: ``fastmri-pun paper --budget NAME``, not by ``--config``
+EXPERIMENT_PREFIX = "paper_"
+
+
+def shipped_config_names(experiments: bool = False) -> list[str]:
+    """Names of the shipped run configs (``dense``, ``pun_it``, ...), sorted; with
+    ``experiments`` also the paper experiment's (``paper_small``, ...)."""
     folder = resources.files(SHIPPED_CONFIGS)
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    names = (p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(n for n in names if experiments or not n.startswith(EXPERIMENT_PREFIX))
 
 
 def shipped_config(name: str) -> Path:
@@ -59,7 +67,7 @@ def shipped_config(name: str) -> Path:
     stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
     path = resources.files(SHIPPED_CONFIGS) / f"{stem}.yaml"
     if "/" in stem or "\\" in stem or not path.is_file():
-        shipped = ", ".join(shipped_config_names())
+        shipped = ", ".join(shipped_config_names(experiments=True))
         raise FileNotFoundError(f"no shipped config {name!r}; shipped: {shipped}")
     return Path(str(path))
 
@@ -78,7 +86,13 @@ def resolve_config_path(value: str) -> Path:
     if path.parent.parts[-2:] == _OLD_FOLDER:
         raise FileNotFoundError(
             f"config file {value} does not exist: the shipped configs moved to configs/ (installed "
-            f"as {SHIPPED_CONFIGS}); use --config {stem} (or configs/{path.name})"
+            f"as {SHIPPED_CONFIGS}); use --config {stem}"
+        )
+    if len(path.parts) == 1 and stem.startswith(EXPERIMENT_PREFIX):
+        budget = stem[len(EXPERIMENT_PREFIX) :]
+        raise FileNotFoundError(
+            f"--config {value}: {stem} is the paper experiment's configuration, not a run's; run "
+            f"it with: fastmri-pun paper --budget {budget}"
         )
     if len(path.parts) == 1 and stem in shipped_config_names():
         return shipped_config(stem)

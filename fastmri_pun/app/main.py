@@ -10,6 +10,7 @@ not import every command (each pulls in Lightning and its own layer).
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import pydoc
 import sys
@@ -60,8 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     found = commands()
     if command not in found:
+        close = difflib.get_close_matches(command, list(found), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(
-            f"fastmri-pun: error: unknown command {command!r}\n{_usage()}", file=sys.stderr, end=""
+            f"fastmri-pun: error: unknown command {command!r}{hint}; commands: "
+            f"{', '.join(found)} (fastmri-pun --help explains them)",
+            file=sys.stderr,
         )
         return 2
     return int(found[command].load()(rest) or 0)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import types as pytypes
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -149,6 +150,7 @@ def _doc(cls: type) -> docstring_parser.Docstring:
 def _title(cls: type) -> str:
     """The first paragraph of ``cls``'s docstring on one line, without markup and final stop."""
     first = (inspect.getdoc(cls) or "").split("\n\n", 1)[0]
+    first = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", first)  # :class:`~a.b.C` -> C
     return " ".join(first.replace("``", "").split()).rstrip(".")
 
 

@@ -26,6 +26,9 @@ def test_fastmri_pun_command_lists_and_dispatches(capsys):
         assert cli_main.command_help(entry) and callable(entry.load())
     assert cli_main.main(["nonsense"]) == 2
     assert "unknown command 'nonsense'" in capsys.readouterr().err
+    assert cli_main.main(["trian"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'train'?" in err
 
 
 def test_dispatcher_does_not_name_the_experiment_layer():

@@ -302,10 +302,8 @@ def test_a_registered_model_gets_its_flags_without_cli_changes(capsys):
         (["--max_epochs", "0"], "--max_epochs must be >= 1, got 0"),
         (["--acceleration", "4"], "unrecognized arguments: --acceleration 4 (did you mean"),
         (["--model", "varnet", "--num_unrolls", "4"], "unrecognized arguments: --num_unrolls 4"),
-        (
-            ["--config", "fastmri_pun/configs/dense.yaml"],
-            "use --config dense (or configs/dense.yaml)",
-        ),
+        (["--config", "fastmri_pun/configs/dense.yaml"], "moved to configs/"),
+        (["--config", "paper_small"], "run it with: fastmri-pun paper --budget small"),
     ],
 )
 def test_cli_bad_input_is_exit_2_and_one_line(argv, message, capsys):

@@ -119,7 +119,7 @@ def export_sparse(
         checkpoint: Lightning checkpoint with 'state_dict' and 'pruning_masks'.
         out: compact file to write.
         prefix: state_dict key prefix of the pruned model, e.g. 'model.' (default: inferred from
-            the mask names, :func:`pruned_model_prefix`).
+            the mask names).
         check: reload the written file and verify every tensor and mask equals the
             checkpoint's, bit for bit.
 
