@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .methods import PruningJob
-from .pun import LossFn, cycle_batches, search_masks
+from .pun import LossFn, cycle_batches, learn_mask_logits
 from .scores import GumbelBernoulliMask
 
 __all__ = ["PhaseMeter", "adam_steps", "loop_search_step"]
@@ -111,11 +111,11 @@ def adam_steps(
 
 
 def loop_search_step(job: PruningJob, scores: GumbelBernoulliMask) -> None:
-    """The PUN search in a plain loop (:func:`~fastmri_pun.pruning.pun.search_masks`):
+    """The PUN search in a plain loop (:func:`~fastmri_pun.pruning.pun.learn_mask_logits`):
     ``job.cfg.search_steps`` Adam steps on the logits of ``scores`` (learned in place) over
     ``job.batches``."""
     cfg = job.cfg
-    search_masks(
-        job.model, job.batches, job.loss_fn, steps=cfg.search_steps, scores=scores,
-        **cfg.search_options(),
+    learn_mask_logits(
+        job.model, job.batches, job.loss_fn, scores, steps=cfg.search_steps,
+        kl_weight=cfg.kl_weight, lr=cfg.search_lr, kl_reduction=cfg.kl_reduction, seed=cfg.seed,
     )  # fmt: skip

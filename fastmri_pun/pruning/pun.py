@@ -35,6 +35,7 @@ __all__ = [
     "MaskedWeights",
     "cycle_batches",
     "keep_budget",
+    "learn_mask_logits",
     "pun_loss",
     "search_masks",
     "topk_mask",
@@ -185,6 +186,54 @@ def pun_loss(
     return data + kl_weight * kl, data, kl
 
 
+def learn_mask_logits(
+    model: nn.Module,
+    batches: Iterable[Any],
+    loss_fn: LossFn,
+    scores: GumbelBernoulliMask,
+    *,
+    steps: int,
+    kl_weight: float = DEFAULTS.kl_weight,
+    lr: float = DEFAULTS.search_lr,
+    kl_reduction: str = DEFAULTS.kl_reduction,
+    seed: int = DEFAULTS.seed,
+    log: Callable[[int, dict[str, float]], None] | None = None,
+) -> GumbelBernoulliMask:
+    """The PUN search loop: ``steps`` Adam steps on the logits of the mask distribution
+    ``scores`` (moved to the model's device and learned in place) with ``model``'s weights
+    frozen; returns ``scores``. Arguments as :func:`search_masks`, which keeps the top-k of
+    the result.
+
+    Raises:
+        ValueError: ``steps < 1``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    params = dict(model.named_parameters())
+    names = scores.masked_names
+    device = params[names[0]].device
+    scores = scores.to(device)
+    optimizer = torch.optim.Adam(scores.parameters(), lr=lr)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.train()
+    try:
+        with MaskedWeights(model, names) as masked:
+            for step, batch in zip(range(steps), cycle_batches(batches), strict=False):
+                optimizer.zero_grad(set_to_none=True)
+                total, data, kl = pun_loss(
+                    masked, scores, batch, loss_fn, kl_weight, kl_reduction, generator
+                )
+                total.backward()
+                optimizer.step()
+                if log is not None:
+                    values = {"loss": total.item(), "data_loss": data.item(), "kl": kl.item()}
+                    log(step, values | scores.stats())
+    finally:
+        model.train(was_training)
+    return scores
+
+
 def search_masks(
     model: nn.Module,
     batches: Iterable[Any],
@@ -231,33 +280,14 @@ def search_masks(
         default distribution) and the learned logits.
     """
     density = check_density(density)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    params = dict(model.named_parameters())
     if scores is None:
+        params = dict(model.named_parameters())
         names = list(names) if names is not None else select_parameters(model)
         scores = GumbelBernoulliMask(
             {n: params[n].shape for n in names}, temperature=temperature, prior_p=prior_p
         )
-    names = scores.masked_names
-    device = params[names[0]].device
-    scores = scores.to(device)
-    optimizer = torch.optim.Adam(scores.parameters(), lr=lr)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.train()
-    try:
-        with MaskedWeights(model, names) as masked:
-            for step, batch in zip(range(steps), cycle_batches(batches), strict=False):
-                optimizer.zero_grad(set_to_none=True)
-                total, data, kl = pun_loss(
-                    masked, scores, batch, loss_fn, kl_weight, kl_reduction, generator
-                )
-                total.backward()
-                optimizer.step()
-                if log is not None:
-                    values = {"loss": total.item(), "data_loss": data.item(), "kl": kl.item()}
-                    log(step, values | scores.stats())
-    finally:
-        model.train(was_training)
+    scores = learn_mask_logits(
+        model, batches, loss_fn, scores, steps=steps, kl_weight=kl_weight, lr=lr,
+        kl_reduction=kl_reduction, seed=seed, log=log,
+    )  # fmt: skip
     return scores.hard_masks(density, min_per_layer), scores
