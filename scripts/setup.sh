@@ -3,10 +3,15 @@
 #   * Debian's mricron-data (real T1 brain volume used by the demo dataset), if apt-get is available
 #   * a Python virtual environment in .venv with torch 2.14.1 / torchvision 0.29.1 and the package
 # Idempotent: re-running it is cheap.
+# pyproject.toml asks for torch/torchvision ranges (the package keeps a user's torch); this script
+# pins the tested pair, also in the package's own install, so pip never picks another release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
+TORCH_PINS=("torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION")
 
 if [ ! -e /usr/share/mricron/templates/ch2.nii.gz ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -23,10 +28,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $PY"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
-  echo "[setup] installing torch==2.14.1 torchvision==0.29.1"
-  .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.startswith('$TORCH_VERSION') and torchvision.__version__.startswith('$TORCHVISION_VERSION')" 2>/dev/null; then
+  echo "[setup] installing ${TORCH_PINS[*]}"
+  .venv/bin/pip install -q "${TORCH_PINS[@]}"
 fi
-echo "[setup] installing fastmri-pun (editable) and its dependencies"
-.venv/bin/pip install -q -e ".[dev]"
+echo "[setup] installing fastmri-pun (editable) and its dependencies, with ${TORCH_PINS[*]}"
+.venv/bin/pip install -q -e ".[dev]" "${TORCH_PINS[@]}"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, fastmri_pun; print("torch", torch.__version__)')"
