@@ -249,11 +249,11 @@ class AcceleratorSimulator(TorchDispatchMode):
         self.sync_ops[f"{func} ({reason})"] += 1
         site = "?"
         for frame in reversed(traceback.extract_stack()[:-3]):
-            if frame.filename.endswith("device_simulator.py"):
+            name = frame.filename.replace("\\", "/")
+            if name.endswith("device_simulator.py") or "/torch/" in name:
                 continue
-            if "fastmri_pun" in frame.filename or "/tests/" in frame.filename:
-                site = f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} in {frame.name}"
-                break
+            site = f"{'/'.join(name.rsplit('/', 2)[-2:])}:{frame.lineno} in {frame.name}"
+            break
         self.sync_sites[site] += 1
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105

@@ -182,9 +182,12 @@ def cpu_has_native_bf16() -> bool:
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast speeds up convolutions on ``device``: CPUs with native bf16
     (:func:`cpu_has_native_bf16`; elsewhere oneDNN emulates bf16, measured 7× slower than float32
-    on an AVX2 CPU) and CUDA GPUs that support bf16."""
+    on an AVX2 CPU) and NVIDIA GPUs of compute capability ≥ 8.0 (Ampere and later; on older ones
+    ``torch.cuda.is_bf16_supported()`` is true too, but bf16 is emulated there)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        if torch.version.hip is not None:  # ROCm: torch knows which GPUs have bf16
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     return device.type == "cpu" and cpu_has_native_bf16()
 
 

@@ -38,6 +38,20 @@ class ReconLoss(nn.Module):
         self.l1_weight = l1_weight
         self.ssim = SSIMLoss()
 
+    def _ssim(
+        self, output: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor
+    ) -> torch.Tensor:
+        """fastmri's SSIM loss with its window buffer on the images' device.
+
+        The loss follows its inputs rather than only the module that owns it: a loss built
+        apart from the model (``make_loss_fn``, ``prune_at_init(model.cuda(), ...)``) or owned
+        by a module that no trainer moved (the pruning search's) would otherwise convolve CUDA
+        images with a CPU window. The buffer moves once, on the first call on a new device.
+        """
+        if self.ssim.w.device != output.device:
+            self.ssim.w = self.ssim.w.to(output.device)
+        return self.ssim(output.unsqueeze(1), target.unsqueeze(1), data_range=max_value)
+
     def forward(
         self, output: torch.Tensor, target: torch.Tensor, max_value: torch.Tensor | float
     ) -> torch.Tensor:
@@ -46,12 +60,12 @@ class ReconLoss(nn.Module):
         max_value = torch.as_tensor(max_value, dtype=output.dtype, device=output.device)
         max_value = max_value.reshape(-1)
         if self.name == "ssim":
-            return self.ssim(output.unsqueeze(1), target.unsqueeze(1), data_range=max_value)
+            return self._ssim(output, target, max_value)
         scale = max_value[:, None, None]
         if self.name == "mse":
             return F.mse_loss(output / scale, target / scale)
         l1 = F.l1_loss(output / scale, target / scale)
         if self.name == "l1":
             return l1
-        ssim = self.ssim(output.unsqueeze(1), target.unsqueeze(1), data_range=max_value)
+        ssim = self._ssim(output, target, max_value)
         return (1.0 - self.l1_weight) * ssim + self.l1_weight * l1

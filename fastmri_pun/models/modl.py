@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-from fastmri.models.varnet import SensitivityModel
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.utils import parametrize
@@ -26,6 +25,7 @@ from ..physics import SenseOp, cg_solve, real_to_complex
 from .denoisers import ConvAlgorithm, build_denoiser
 from .fast_paths import denoise_complex
 from .registry import ModelSettings, check_at_least_one, register_model
+from .sensitivity import CenterMaskedSensitivityModel
 
 
 def _check_inputs(
@@ -45,14 +45,15 @@ def _check_inputs(
         expect = ks if not sens_maps.is_complex() else ks[:-1]
         if ss != expect:
             raise ValueError(f"sens_maps shape {ss} does not match k-space shape {ks}")
-        if not bool(
-            torch.isfinite(
-                torch.view_as_real(sens_maps) if sens_maps.is_complex() else sens_maps
-            ).all()
-        ):
-            raise ValueError(f"sens_maps {ss} contain NaN or Inf values")
-    if not bool(torch.isfinite(masked_kspace).all()):
-        raise ValueError(f"masked_kspace {ks} contains NaN or Inf values")
+    # one host sync per forward for both finiteness checks (each check waits for the device)
+    finite = torch.isfinite(masked_kspace).all()
+    if sens_maps is not None:
+        real_maps = torch.view_as_real(sens_maps) if sens_maps.is_complex() else sens_maps
+        finite = finite & torch.isfinite(real_maps).all()
+    if not bool(finite):
+        if not bool(torch.isfinite(masked_kspace).all()):
+            raise ValueError(f"masked_kspace {ks} contains NaN or Inf values")
+        raise ValueError(f"sens_maps {tuple(sens_maps.shape)} contain NaN or Inf values")
 
 
 class _KeepRunningStats:
@@ -139,6 +140,8 @@ class ModlSettings(ModelSettings):
     #: settings that change how the model computes, not what it is: a checkpoint trained with
     #: other values of these resumes and evaluates as the same model
     runtime_only: ClassVar[tuple[str, ...]] = (
+        "cg_tol",  # 1e-6 before 0.0: not reached in 10 float32 iterations, the same solve
+        "cg_check_every",
         "checkpoint_unrolls",
         "conv_algorithm",
         "denoiser_bf16",
@@ -190,7 +193,10 @@ class MoDL(nn.Module):
             no ``sens_maps``). ``False``: maps must always be given (e.g. ESPIRiT) and the model
             has no unused sensitivity-network weights (which would otherwise count in pruning).
         sens_chans, sens_pools: ``SensitivityModel`` settings.
-        cg_tol: relative CG tolerance.
+        cg_tol: relative CG tolerance; ``0`` (default, as in MoDL): exactly ``num_cg_iters``
+            iterations, no stop test (a host sync per iteration on a GPU); ``> 0``: stop once
+            converged, tested every ``cg_check_every`` iterations.
+        cg_check_every: iterations between CG stop tests when ``cg_tol > 0``.
         implicit_backward: O(1)-memory CG gradients (see :func:`fastmri_pun.physics.cg_solve`).
         checkpoint_unrolls: when autograd is on, run each unroll (denoiser + CG solve) under
             ``torch.utils.checkpoint`` (non-reentrant): the forward keeps only each unroll's
@@ -224,7 +230,8 @@ class MoDL(nn.Module):
         sens_chans: int = 8,
         sens_pools: int = 4,
         mask_center: bool = True,
-        cg_tol: float = 1e-6,
+        cg_tol: float = 0.0,
+        cg_check_every: int = 5,
         implicit_backward: bool = True,
         checkpoint_unrolls: bool = False,
         conv_algorithm: ConvAlgorithm = "default",
@@ -254,7 +261,7 @@ class MoDL(nn.Module):
         else:
             self.denoiser = build_denoiser(denoiser)
         self.sens_net = (
-            SensitivityModel(sens_chans, sens_pools, mask_center=mask_center)
+            CenterMaskedSensitivityModel(sens_chans, sens_pools, mask_center=mask_center)
             if learn_sens_maps
             else None
         )
@@ -266,6 +273,7 @@ class MoDL(nn.Module):
         self.num_unrolls = num_unrolls
         self.num_cg_iters = num_cg_iters
         self.cg_tol = cg_tol
+        self.cg_check_every = cg_check_every
         self.implicit_backward = implicit_backward
         self.checkpoint_unrolls = checkpoint_unrolls
         self.denoiser_bf16 = denoiser_bf16
@@ -302,6 +310,7 @@ class MoDL(nn.Module):
             x0=z,
             max_iter=self.num_cg_iters,
             tol=self.cg_tol,
+            check_every=self.cg_check_every,
             implicit_backward=self.implicit_backward,
             params=op.grad_tensors,
         )

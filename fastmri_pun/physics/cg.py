@@ -36,7 +36,9 @@ def _as_lam(lam: float | torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
             f"lam must be a scalar or a [B] tensor with B = {rhs.shape[0]}, got shape "
             f"{tuple(lam_t.shape)}"
         )
-    if torch.any(lam_t.detach() <= 0):
+    # checked where the value is on the host: on a GPU the test would stall the device once per
+    # solve (MoDL's lambda = exp(log lambda) is positive by construction)
+    if lam_t.device.type == "cpu" and torch.any(lam_t.detach() <= 0):
         raise ValueError(
             f"lam must be > 0 for a well-posed CG solve, got {lam_t.detach().tolist()}"
         )
@@ -50,9 +52,11 @@ def _cg_loop(
     x0: torch.Tensor | None,
     max_iter: int,
     tol: float,
+    check_every: int,
 ) -> torch.Tensor:
-    """Plain batched CG (differentiable if autograd is on). Stops when every batch element has
-    ``‖r‖ ≤ tol · ‖b‖`` or after ``max_iter`` iterations."""
+    """Plain batched CG (differentiable if autograd is on). Runs ``max_iter`` iterations; with
+    ``tol > 0`` it stops early once every batch element has ``‖r‖ ≤ tol · ‖b‖``, tested before
+    every ``check_every``-th iteration (each test waits for the device: a host sync)."""
     lam_b = _bcast(lam, rhs)
 
     def system(v: torch.Tensor) -> torch.Tensor:
@@ -68,8 +72,8 @@ def _cg_loop(
     rs = _bdot(r, r)
     stop = (tol**2) * _bdot(rhs, rhs).detach()
     tiny = torch.finfo(rs.dtype).tiny
-    for _ in range(max_iter):
-        if bool(torch.all(rs.detach() <= stop)):
+    for i in range(max_iter):
+        if tol > 0 and i % check_every == 0 and bool(torch.all(rs.detach() <= stop)):
             break
         ap = system(p)
         alpha = rs / _bdot(p, ap).clamp_min(tiny)
@@ -83,16 +87,16 @@ def _cg_loop(
 
 class _ImplicitCG(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, rhs, lam, x0, normal, max_iter, tol, *params):  # type: ignore[override]
-        x = _cg_loop(normal, rhs, lam, x0, max_iter, tol)
+    def forward(ctx, rhs, lam, x0, normal, max_iter, tol, check_every, *params):  # type: ignore[override]
+        x = _cg_loop(normal, rhs, lam, x0, max_iter, tol, check_every)
         ctx.save_for_backward(x, lam, *params)
-        ctx.normal, ctx.max_iter, ctx.tol = normal, max_iter, tol
+        ctx.normal, ctx.max_iter, ctx.tol, ctx.check_every = normal, max_iter, tol, check_every
         return x
 
     @staticmethod
     def backward(ctx, grad_x):  # type: ignore[override]
         x, lam, *params = ctx.saved_tensors
-        v = _cg_loop(ctx.normal, grad_x, lam, None, ctx.max_iter, ctx.tol)
+        v = _cg_loop(ctx.normal, grad_x, lam, None, ctx.max_iter, ctx.tol, ctx.check_every)
         grad_rhs = v if ctx.needs_input_grad[0] else None
         grad_lam = None
         if ctx.needs_input_grad[1]:
@@ -102,7 +106,7 @@ class _ImplicitCG(torch.autograd.Function):
             )
             grad_lam = grad_lam.reshape(lam.shape).to(lam.dtype)
         grad_params: tuple[torch.Tensor | None, ...] = (None,) * len(params)
-        wanted = [i for i, p in enumerate(params) if ctx.needs_input_grad[6 + i]]
+        wanted = [i for i, p in enumerate(params) if ctx.needs_input_grad[7 + i]]
         if wanted:
             with torch.enable_grad():
                 out = ctx.normal(x.detach())
@@ -113,7 +117,7 @@ class _ImplicitCG(torch.autograd.Function):
             for i, g in zip(wanted, grads, strict=True):
                 gp[i] = g
             grad_params = tuple(gp)
-        return (grad_rhs, grad_lam, None, None, None, None, *grad_params)
+        return (grad_rhs, grad_lam, None, None, None, None, None, *grad_params)
 
 
 def cg_solve(
@@ -125,16 +129,22 @@ def cg_solve(
     tol: float = 1e-6,
     implicit_backward: bool = True,
     params: Sequence[torch.Tensor] = (),
+    check_every: int = 1,
 ) -> torch.Tensor:
     """Solve ``(normal + lam·I) x = rhs`` by conjugate gradient, batched over the first dim.
 
     Args:
         normal: Hermitian PSD operator, ``[B, ...]`` complex → same shape.
         rhs: ``[B, ...]`` complex right-hand side (e.g. ``[B, H, W]`` complex64).
-        lam: positive float, ``[]`` or ``[B]`` real tensor (may require grad).
+        lam: positive float, ``[]`` or ``[B]`` real tensor (may require grad); positivity is
+            checked for host values (floats, CPU tensors) only, not on a GPU (a host sync).
         x0: optional warm start, same shape as ``rhs`` (treated as a constant).
         max_iter: maximum CG iterations.
-        tol: relative residual tolerance ``‖r‖ ≤ tol·‖rhs‖`` (per batch element).
+        tol: relative residual tolerance ``‖r‖ ≤ tol·‖rhs‖`` (per batch element); ``0``: no
+            stop test, exactly ``max_iter`` iterations (no host sync: what a GPU wants).
+        check_every: with ``tol > 0``, test the residual before every ``check_every``-th
+            iteration only (each test is a host sync on a GPU; iterations after convergence
+            leave ``x`` unchanged up to rounding).
         implicit_backward: gradient by a second CG solve (memory independent of ``max_iter``);
             ``False`` backpropagates through the iterations.
         params: tensors captured by ``normal`` that need gradients (implicit mode only), e.g.
@@ -149,8 +159,10 @@ def cg_solve(
         raise ValueError(f"x0 shape {tuple(x0.shape)} does not match rhs shape {tuple(rhs.shape)}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if check_every < 1 or tol < 0:
+        raise ValueError(f"need check_every >= 1 and tol >= 0, got {check_every}, {tol}")
     lam_t = _as_lam(lam, rhs)
     if not implicit_backward or not torch.is_grad_enabled():
-        return _cg_loop(normal, rhs, lam_t, x0, max_iter, tol)
+        return _cg_loop(normal, rhs, lam_t, x0, max_iter, tol, check_every)
     x0_c = None if x0 is None else x0.detach()
-    return _ImplicitCG.apply(rhs, lam_t, x0_c, normal, max_iter, tol, *params)
+    return _ImplicitCG.apply(rhs, lam_t, x0_c, normal, max_iter, tol, check_every, *params)

@@ -73,11 +73,17 @@ class PruneReport:
 
 
 @contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed the CPU and CUDA generators inside the block and restore their states after it."""
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+def _seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed the global CPU generator (and the generator of ``device`` when it is a GPU) inside
+    the block and restore their states after it.
+
+    Every random draw of the pruning methods (weight initialisation, random masks, Gumbel noise)
+    comes from the CPU generator, so the same seed gives the same masks on every device; the
+    GPU's own generator only drives what runs there (e.g. dropout). Only that one GPU is
+    touched: forking every visible GPU's generator would create a CUDA context on each."""
+    cuda = [device] if device is not None and device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # the CPU generator and (lazily) the GPUs'
         yield
 
 
@@ -163,7 +169,7 @@ def prune_at_init(
         adam_steps(model, dataloader, meter.loss, train_steps, train_lr)
 
     start = time.perf_counter()
-    with _seeded(seed):
+    with _seeded(seed, next(model.parameters()).device):
         result = find_masks(
             method, model, cfg, batches=dataloader, loss_fn=meter.loss, train_step=train_step,
             search_step=loop_search_step, record_phase=meter.run,
@@ -193,15 +199,17 @@ def build_pruned_model(
     density: float = DEFAULTS.density,
     seed: int = DEFAULTS.seed,
     model_kwargs: Mapping[str, Any] | None = None,
+    device: torch.device | str | None = None,
     **prune_kwargs: Any,
 ) -> nn.Module:
     """Build the registered model ``name`` and prune it: a model name plus a pruning line.
 
     Equivalent to (and bit-identical with)::
 
-        with torch.random.fork_rng():  # CPU and CUDA generators
+        with torch.random.fork_rng(devices=[]):  # the CPU generator
             torch.manual_seed(seed)
             model = build_model(name, **model_kwargs)
+        model.to(device)  # when a device is given
         prune_at_init(model, dataloader, density, prune, seed=seed, **prune_kwargs)
 
     This is a separate entry point rather than a ``prune=`` option of
@@ -218,6 +226,9 @@ def build_pruned_model(
         density: fraction of the prunable weights kept, in (0, 1].
         seed: seeds the weight initialisation and the pruning (global RNG state restored).
         model_kwargs: keyword arguments of the model's factory.
+        device: where the model is pruned and returned (e.g. ``"cuda"``): the weights are
+            initialised on the CPU from ``seed`` (the same on every device), then moved, and the
+            pruning scores are computed there; ``None``: the CPU.
         **prune_kwargs: further :func:`prune_at_init` arguments (``steps``, ``loss``, ...).
 
     Returns:
@@ -228,6 +239,8 @@ def build_pruned_model(
     """
     with _seeded(seed):
         model = build_model(name, **dict(model_kwargs or {}))
+    if device is not None:
+        model.to(device)
     return prune_at_init(model, dataloader, density, prune, seed=seed, **prune_kwargs)
 
 

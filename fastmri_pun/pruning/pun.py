@@ -214,7 +214,7 @@ def learn_mask_logits(
     device = params[names[0]].device
     scores = scores.to(device)
     optimizer = torch.optim.Adam(scores.parameters(), lr=lr)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # CPU: same noise on every device
     was_training = model.training
     model.train()
     try:
@@ -227,8 +227,8 @@ def learn_mask_logits(
                 total.backward()
                 optimizer.step()
                 if log is not None:
-                    values = {"loss": total.item(), "data_loss": data.item(), "kl": kl.item()}
-                    log(step, values | scores.stats())
+                    values = {"loss": total, "data_loss": data, "kl": kl} | scores.stats()
+                    log(step, {k: float(v) for k, v in values.items()})
     finally:
         model.train(was_training)
     return scores

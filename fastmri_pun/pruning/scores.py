@@ -14,11 +14,12 @@ which makes a search reproducible independently of other random draws in the pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, kl_divergence
 
 from .apply import PruningMasks
 from .config import DEFAULTS, KL_REDUCTIONS
@@ -87,14 +88,16 @@ class GumbelBernoulliMask(nn.Module):
             hard: ``False``: relaxed sample in (0, 1). ``True``: straight-through — the forward
                 value is the hard {0, 1} sample ``relaxed > 0.5`` (a Bernoulli(p) draw), the
                 gradient that of the relaxed sample.
-            generator: RNG for the noise (on the logits' device); ``None`` uses the global RNG.
+            generator: a CPU ``torch.Generator`` for the noise; ``None`` uses the global CPU
+                RNG. The uniform noise is drawn on the CPU and copied to the logits' device, so
+                one seed gives the same samples (and the same learned masks) on every device.
 
         Returns:
             name → float32 mask, shape of the weight, differentiable w.r.t. the logits.
         """
         out = {}
         for name, logit in self.logit_dict().items():
-            u = torch.rand(logit.shape, generator=generator, device=logit.device)
+            u = torch.rand(logit.shape, generator=generator).to(logit.device, non_blocking=True)
             u = u.clamp(torch.finfo(u.dtype).tiny, 1.0 - torch.finfo(u.dtype).eps)
             relaxed = torch.sigmoid((logit + u.log() - (-u).log1p()) / self.temperature)
             if hard:
@@ -116,10 +119,14 @@ class GumbelBernoulliMask(nn.Module):
         """
         if reduction not in KL_REDUCTIONS:
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        # KL(Bern(p) || Bern(q)) = p log(p/q) + (1-p) log((1-p)/(1-q)) with log p = logσ(s),
+        # log(1-p) = logσ(-s); in closed form rather than torch.distributions' kl_divergence,
+        # whose Bernoulli KL indexes with boolean masks (a host sync per call on a GPU).
+        log_q, log_1mq = math.log(self.prior_p), math.log1p(-self.prior_p)
         total = sum(
-            kl_divergence(
-                Bernoulli(logits=s, validate_args=False),
-                Bernoulli(probs=torch.tensor(self.prior_p, device=s.device), validate_args=False),
+            (
+                torch.sigmoid(s) * (F.logsigmoid(s) - log_q)
+                + torch.sigmoid(-s) * (F.logsigmoid(-s) - log_1mq)
             ).sum()
             for s in self.logits
         )
@@ -135,9 +142,11 @@ class GumbelBernoulliMask(nn.Module):
         return topk_mask(self.logit_dict(), density, min_per_layer)
 
     @torch.no_grad()
-    def stats(self) -> dict[str, float]:
-        """``mean_p`` (mean keep-probability) and ``frac_p_gt_half`` (fraction with p > 0.5)."""
+    def stats(self) -> dict[str, torch.Tensor]:
+        """``mean_p`` (mean keep-probability) and ``frac_p_gt_half`` (fraction with p > 0.5),
+        ``[]`` float32 tensors on the logits' device (no host sync: log them, or ``float()``
+        them where the value is needed on the host)."""
         n = self.numel()
-        mean_p = sum(torch.sigmoid(s).sum().item() for s in self.logits) / n
-        frac = sum((s > 0).sum().item() for s in self.logits) / n
+        mean_p = sum(torch.sigmoid(s).sum() for s in self.logits) / n
+        frac = sum((s > 0).sum(dtype=torch.float32) for s in self.logits) / n
         return {"mean_p": mean_p, "frac_p_gt_half": frac}

@@ -86,12 +86,15 @@ def non_finite_rows(x: torch.Tensor) -> list[int]:
 
 
 def non_finite_parameters(module: torch.nn.Module) -> list[str]:
-    """Names of ``module``'s parameters holding a NaN or infinity."""
-    return [
-        name
-        for name, p in module.named_parameters()
-        if p.is_floating_point() and not bool(torch.isfinite(p.detach()).all())
-    ]
+    """Names of ``module``'s parameters holding a NaN or infinity (one host sync on a GPU,
+    however many parameters)."""
+    params = [(n, p) for n, p in module.named_parameters() if p.is_floating_point()]
+    if not params:
+        return []
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])
+    if bool(finite.all()):
+        return []
+    return [n for (n, _), ok in zip(params, finite.tolist(), strict=True) if not ok]
 
 
 def _names(names: list[str], limit: int = 3) -> str:
@@ -121,6 +124,7 @@ class FiniteGuard(pl.Callback):
         self._batch: Any = None
         self._batch_idx: int | None = None
         self._pending: NonFiniteError | None = None  # a non-finite loss, raised before the step
+        self._loss: torch.Tensor | None = None  # the batch's loss, checked with the gradients
 
     # ------------------------------------------------------------------ helpers
     def _where(self, trainer: pl.Trainer) -> str:
@@ -163,42 +167,62 @@ class FiniteGuard(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
         batch_idx: int,
     ) -> None:  # fmt: skip
+        self._check_loss(trainer, pl_module)  # no optimiser step came (no gradients)
         pending, self._pending = self._pending, None
         self._batch, self._batch_idx = None, None
-        if pending is not None:  # no optimiser step came (no gradients): raise it now
+        if pending is not None:
             raise pending
 
-    def on_before_backward(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    def _check_loss(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, finite: bool | None = None
     ) -> None:
-        if bool(torch.isfinite(loss.detach()).all()):
+        """Turn a non-finite stored loss into the pending error (``finite``: already known)."""
+        loss, self._loss = self._loss, None
+        if loss is None:
             return
-        value = float(loss.detach().float().reshape(-1)[0]) if loss.numel() else math.nan
+        if finite is None:
+            finite = bool(torch.isfinite(loss).all())
+        if finite:
+            return
+        value = float(loss.float().reshape(-1)[0]) if loss.numel() else math.nan
         self._pending = NonFiniteError(
             f"non-finite training loss ({value}) at {self._where(trainer)}: "
             f"{self._cause(pl_module)}; {self._kept(trainer)}"
         )
 
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        # kept, not checked: reading its value would wait for the device (a host sync per
+        # step on a GPU); it is checked with the gradients, before the optimiser step
+        if self._loss is not None:  # gradient accumulation: the previous batch's loss
+            self._check_loss(trainer, pl_module)
+        self._loss = loss.detach()
+
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            raise pending
-        if not self.check_gradients:
-            return
         grads = [
             p.grad.detach()
             for group in optimizer.param_groups
             for p in group["params"]
             if p.grad is not None
         ]
-        if not grads:
-            return
-        norm = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-        )
-        if bool(torch.isfinite(norm)):
+        checks = [] if self._loss is None else [torch.isfinite(self._loss).all()]
+        norm = None
+        if self.check_gradients and grads:
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+            )
+            checks.append(torch.isfinite(norm))
+        # one host sync per step for the loss and the gradient norm together
+        all_finite = bool(torch.stack(checks).all()) if checks else True
+        if self._loss is not None:
+            self._check_loss(trainer, pl_module, finite=True if all_finite else None)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            raise pending
+        if all_finite or norm is None:
             return
         names = {id(p): n for n, p in pl_module.named_parameters()}
         bad = [
@@ -239,4 +263,4 @@ class FiniteGuard(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._batch, self._batch_idx, self._pending = None, None, None
+        self._batch, self._batch_idx, self._pending, self._loss = None, None, None, None

@@ -118,7 +118,9 @@ class MaskSearchModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         seed = self.hparams.seed + self.global_rank
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        # a CPU generator: the Gumbel noise is drawn on the CPU and copied to the device, so a
+        # seed gives the same masks on every device (GumbelBernoulliMask.sample)
+        self._generator = torch.Generator().manual_seed(seed)
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

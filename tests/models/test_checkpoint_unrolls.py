@@ -254,7 +254,11 @@ def test_checkpoints_of_other_checkpoint_unrolls_or_without_it_are_the_same_mode
         check_checkpoint(older, "x.ckpt", expected=wider)
     # defaults filled in: a setting left out is the factory's default
     assert comparable_model_kwargs("modl", {}) == comparable_model_kwargs(
-        "modl", {"num_cg_iters": 10, "cg_tol": 1e-6}
+        "modl", {"num_cg_iters": 10, "lam_init": 0.05}
+    )
+    # the CG stop test changes how a solve ends, not the model: 1e-6 (earlier default) or 0
+    assert comparable_model_kwargs("modl", {"cg_tol": 1e-6}) == comparable_model_kwargs(
+        "modl", {"cg_tol": 0.0, "cg_check_every": 2}
     )
     assert "checkpoint_unrolls" not in comparable_model_kwargs("modl", kwargs)
     assert comparable_model_kwargs("varnet", {"chans": 4}) == {"chans": 4}

@@ -99,8 +99,11 @@ class RunConfig:
             OUTPUT_DIR/checkpoints/last.ckpt is continued even without this flag (as fastMRI
             does).
         seed: Seed of weights, data order and random training masks (pl.seed_everything).
-        deterministic: Trainer(deterministic=...): true = deterministic algorithms only, 'warn' =
-            warn instead of failing on ops without one, false = fastest.
+        deterministic: true = deterministic algorithms where torch has them; an op without a
+            deterministic CUDA kernel warns once and runs anyway (on a GPU: the backward of
+            fastmri's reflection padding, which its U-Nets use at 5 pools - --sens_pools,
+            --unet_pools, VarNet's pools); 'strict' = such an op stops the run; false =
+            fastest (cuDNN picks its algorithms; not repeatable on a GPU).
         dense_checkpoint: Trained dense checkpoint of the same model whose weights replace the
             dense pre-training phase of pun-at, magnitude-at and imp (that phase is then not
             run; its compute is taken from the checkpoint run's compute_accounting.json).
@@ -111,7 +114,7 @@ class RunConfig:
     output_dir: str = "outputs/demo"
     resume: str | None = None
     seed: int = 42
-    deterministic: bool | Literal["warn"] = True
+    deterministic: bool | Literal["warn", "strict"] = True
     dense_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
@@ -284,6 +287,11 @@ class TrainerConfig:
         log_every_n_steps: Logging interval in training steps.
         num_log_images: Validation images logged to TensorBoard.
         enable_progress_bar: Show Lightning's progress bar.
+        float32_matmul_precision: Precision of float32 convolutions and matrix products on
+            GPUs with TF32 (Ampere and later): 'highest' = float32 (TF32 off, also for cuDNN
+            convolutions, which torch otherwise runs in TF32), 'high'/'medium' = TF32, faster;
+            TF32 moves MoDL's outputs by ~1e-3 relative and its first gradients by 7-9 %.
+            Torch's and Lightning's term (torch.set_float32_matmul_precision). CPUs: no effect.
     """
 
     max_epochs: int = 4
@@ -297,6 +305,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     num_log_images: int = NUM_LOG_IMAGES
     enable_progress_bar: bool = True
+    float32_matmul_precision: Literal["highest", "high", "medium"] = "highest"
 
     def __post_init__(self) -> None:
         check_field_types(self, prefix="--")

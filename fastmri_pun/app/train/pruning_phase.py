@@ -46,7 +46,7 @@ from ...utils.io import atomic_write_json
 from ...utils.seeding import stable_seed
 from ..run_folder import RunDir
 from .config import TrainConfig
-from .trainers import phase_trainer
+from .trainers import phase_trainer, run_device
 
 __all__ = ["load_dense_checkpoint", "prune_config", "prune_module", "seed_phase"]
 
@@ -157,6 +157,9 @@ def _find_masks(
         seed_phase(pcfg.seed, phase)
         return phase_trainer(cfg, phase, **search_limits(pcfg))
 
+    # scores (SNIP's gradients, magnitudes) are computed where the model will train: a trainer
+    # moves the model only inside its fit, and the phases' trainers move it back afterwards
+    module.model.to(run_device(cfg))
     seed_phase(pcfg.seed, cfg.prune)
     result = find_masks(
         cfg.prune,

@@ -62,6 +62,7 @@ from ...training.checkpoint_files import (
     check_checkpoint,
     load_checkpoint_file,
 )
+from ...training.numerics import set_float32_precision
 from ...utils.io import atomic_write_text
 from ..run_folder import RunDir
 from .checkpoint_settings import (
@@ -246,6 +247,7 @@ def _prepare(cfg: TrainConfig) -> PreparedRun:
     if cfg.run.mode == "train" and ckpt_path is None:
         ckpt_path = earlier_run(RunDir(cfg.run.output_dir))
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)  # no log line before errors
+    set_float32_precision(cfg.trainer.float32_matmul_precision)
     if cfg.run.mode == "test":
         module = ReconstructionModule.load_checkpoint(ckpt_path)
         settings = test_transform_settings(transform_settings(cfg), module.hparams)

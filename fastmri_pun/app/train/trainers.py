@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
@@ -33,7 +34,14 @@ from ...training.sample_budget import SampleBudget
 from ..run_folder import RunDir
 from .config import TrainConfig
 
-__all__ = ["InterruptibleTrainer", "TrainingInterrupted", "build_trainer", "phase_trainer"]
+__all__ = [
+    "InterruptibleTrainer",
+    "TrainingInterrupted",
+    "build_trainer",
+    "deterministic_mode",
+    "phase_trainer",
+    "run_device",
+]
 
 #: metric that selects ``checkpoints/best.ckpt``
 BEST_METRIC = "val_metrics/ssim"
@@ -71,6 +79,16 @@ class InterruptibleTrainer(pl.Trainer):
         return self._call(super().test, *args, **kwargs)
 
 
+def deterministic_mode(value: bool | str) -> bool | str:
+    """Lightning's ``Trainer(deterministic=...)`` for ``--deterministic``: ``True`` → ``"warn"``
+    (deterministic kernels where torch has them, a warning where it has none: on CUDA
+    ``reflection_pad2d_backward`` of fastmri's U-Nets would otherwise stop the run),
+    ``"strict"`` → ``True`` (such an op raises), ``"warn"``/``False`` unchanged."""
+    if value == "strict":
+        return True
+    return "warn" if value is True else value
+
+
 def trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """Trainer settings shared by the main training and the pruning phases."""
     t = cfg.trainer
@@ -80,7 +98,7 @@ def trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         "devices": t.devices,
         "strategy": t.strategy,
         "num_nodes": t.num_nodes,
-        "deterministic": cfg.run.deterministic,
+        "deterministic": deterministic_mode(cfg.run.deterministic),
         "gradient_clip_val": cfg.optimisation.gradient_clip_val,
         "log_every_n_steps": t.log_every_n_steps,
         "enable_progress_bar": t.enable_progress_bar,
@@ -179,3 +197,21 @@ def phase_trainer(cfg: TrainConfig, phase: str, **limits: Any) -> pl.Trainer:
         **(limits or {"max_epochs": cfg.trainer.max_epochs}),
         **kwargs,
     )
+
+
+def run_device(cfg: TrainConfig) -> torch.device:
+    """The device this process trains on, as Lightning resolves ``--accelerator``,
+    ``--devices`` and ``--strategy`` (its strategy's root device: ``cuda:<local rank>`` under
+    DDP); the pruning scores are computed there, where the model will train."""
+    t = cfg.trainer
+    trainer = pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return trainer.strategy.root_device
