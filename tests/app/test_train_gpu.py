@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from device_simulator import GPU_FLAGS, simulated_gpu
+from device_simulator import GPU_FLAGS, SIM_DEVICE, simulated_gpu
 
 from fastmri_pun.app.export.cli import main as export_main
 from fastmri_pun.app.train.cli import parse_args
@@ -142,3 +142,18 @@ def test_a_training_step_waits_for_the_gpu_at_most_four_times(demo_root, tmp_pat
             fit(parse_args([*args, *paper, "--sens_maps", maps, *GPU_FLAGS]), [counter])
         assert len(counter.per_step) == 4
         assert max(counter.per_step) <= 4, (maps, counter.per_step, sim.sync_sites)
+
+
+def test_snip_scores_on_the_device_the_model_trains_on(demo_root, tmp_path, monkeypatch):
+    import fastmri_pun.pruning.procedures as procedures
+
+    devices = []
+    original = procedures.snip_scores
+
+    def spy(model, names, batches, loss_fn):
+        devices.append(next(model.parameters()).device)
+        return original(model, names, batches, loss_fn)
+
+    monkeypatch.setattr(procedures, "snip_scores", spy)
+    _train(demo_root, tmp_path, "--prune", "snip")
+    assert devices == [SIM_DEVICE]
