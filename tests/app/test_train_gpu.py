@@ -157,3 +157,10 @@ def test_snip_scores_on_the_device_the_model_trains_on(demo_root, tmp_path, monk
     monkeypatch.setattr(procedures, "snip_scores", spy)
     _train(demo_root, tmp_path, "--prune", "snip")
     assert devices == [SIM_DEVICE]
+
+
+def test_slim_export_of_a_gpu_trained_channel_pruned_checkpoint(demo_root, tmp_path):
+    result = _train(demo_root, tmp_path / "run", "--prune", "pun-it-channels", "--density", "0.1")
+    slim = tmp_path / "model.slim.pt"
+    assert export_main([str(result.best_checkpoint), str(slim), "--slim", "--check"]) == 0
+    assert 0 < slim.stat().st_size < result.best_checkpoint.stat().st_size
