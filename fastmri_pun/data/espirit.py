@@ -175,8 +175,22 @@ class EspiritSettings:
         return replace(self, kernel_width=kernel, calib_width=cols, calib_rows=rows)
 
 
-def acs_bounds(mask_cols: np.ndarray, num_low_frequencies: int | None = None) -> tuple[int, int]:
-    """``(start, stop)`` of the ACS (fully sampled centre) columns of a ``[W]`` boolean mask.
+#: a ``[W]`` column mask: numpy, or a tensor on any device (read on the host where needed)
+MaskCols = np.ndarray | torch.Tensor
+
+
+def _host_mask(mask_cols: MaskCols) -> np.ndarray:
+    """``[W]`` bool numpy copy of a mask with ``W`` entries in any shape: a tensor on any device
+    comes to the host here (one device-to-host copy of ``W`` entries; the ACS bounds are Python
+    integers, so the mask must be read on the host)."""
+    if isinstance(mask_cols, torch.Tensor):
+        mask_cols = mask_cols.detach().reshape(-1).to("cpu").numpy()
+    return np.asarray(mask_cols).reshape(-1).astype(bool)
+
+
+def acs_bounds(mask_cols: MaskCols, num_low_frequencies: int | None = None) -> tuple[int, int]:
+    """``(start, stop)`` of the ACS (fully sampled centre) columns of a ``[W]`` boolean mask
+    (numpy, or a tensor on any device, read on the host).
 
     With ``num_low_frequencies`` (what fastMRI's mask functions report) the ACS is fastMRI's
     centre block ``[(W - n + 1) // 2, … + n)``, so masks of any acceleration with the same centre
@@ -186,7 +200,7 @@ def acs_bounds(mask_cols: np.ndarray, num_low_frequencies: int | None = None) ->
     Raises:
         ValueError: the centre column ``W // 2`` is not sampled.
     """
-    mask_cols = np.asarray(mask_cols).reshape(-1).astype(bool)
+    mask_cols = _host_mask(mask_cols)
     w = mask_cols.shape[0]
     if num_low_frequencies:
         start = (w - int(num_low_frequencies) + 1) // 2
@@ -209,7 +223,7 @@ KSpace = TypeVar("KSpace", np.ndarray, torch.Tensor)
 
 def calibration_block(
     masked_kspace: KSpace,
-    mask_cols: np.ndarray,
+    mask_cols: MaskCols,
     settings: EspiritSettings,
     num_low_frequencies: int | None,
 ) -> tuple[KSpace, EspiritSettings]:
@@ -234,7 +248,7 @@ def calibration_block(
 
 def _as_batch(masked_kspace: np.ndarray | torch.Tensor, mask_cols: np.ndarray) -> torch.Tensor:
     """``[B, C, H, W]`` complex64 tensor view/copy of ``[C, H, W]`` or ``[B, C, H, W]`` k-space
-    (numpy on the CPU, a tensor on its device).
+    (numpy on the CPU, a tensor on its device); ``mask_cols`` the ``[W]`` host mask.
 
     Raises:
         ValueError: not 3 or 4 dimensions, or a mask whose length is not the k-space width.
@@ -247,7 +261,7 @@ def _as_batch(masked_kspace: np.ndarray | torch.Tensor, mask_cols: np.ndarray) -
         raise ValueError(
             f"masked k-space must be [C, H, W] or [B, C, H, W] complex, got {tuple(kspace.shape)}"
         )
-    width = np.asarray(mask_cols).reshape(-1).shape[0]
+    width = mask_cols.shape[0]
     if width != kspace.shape[-1]:
         raise ValueError(f"the mask has {width} columns, the k-space {kspace.shape[-1]}")
     return kspace if kspace.ndim == 4 else kspace[None]
@@ -270,7 +284,7 @@ def _eigen(
     block = block.contiguous()
     crop = float(res.crop) if cropped else 0.0
     maps, eigval = espirit_eigenmaps(block, h, w, int(res.kernel_width), float(res.thresh), crop)
-    if not (torch.isfinite(torch.view_as_real(maps)).all() and torch.isfinite(eigval).all()):
+    if not bool(torch.isfinite(torch.view_as_real(maps)).all() & torch.isfinite(eigval).all()):
         raise ValueError("ESPIRiT produced non-finite coil maps")
     return maps, eigval, block, res
 
@@ -287,7 +301,7 @@ def _like(result: torch.Tensor, masked_kspace: Any) -> Any:
 
 def espirit_maps(
     masked_kspace: KSpace,
-    mask_cols: np.ndarray,
+    mask_cols: MaskCols,
     settings: EspiritSettings | None = None,
     num_low_frequencies: int | None = None,
 ) -> KSpace:
@@ -297,7 +311,9 @@ def espirit_maps(
         masked_kspace: ``[C, H, W]`` or a batch ``[B, C, H, W]`` of complex k-space (zeros where
             not sampled), H = readout; numpy (computed on the CPU) or a torch tensor (computed
             on its device). Every slice of a batch has the mask ``mask_cols``.
-        mask_cols: ``[W]`` boolean column mask.
+        mask_cols: ``[W]`` boolean column mask (``W`` entries in any shape), numpy or a tensor
+            on any device: it is read on the host once (one copy of ``W`` entries from a
+            device), the maps are computed on the k-space's device.
         settings: calibration settings (defaults: :class:`EspiritSettings`).
         num_low_frequencies: ACS width reported by the mask function (:func:`acs_bounds`).
 
@@ -316,8 +332,9 @@ def espirit_maps(
             any slice of the batch.
     """
     settings = settings or EspiritSettings()
-    kspace = _as_batch(masked_kspace, mask_cols)
-    maps, eigval, block, res = _eigen(kspace, mask_cols, settings, num_low_frequencies, True)
+    cols = _host_mask(mask_cols)
+    kspace = _as_batch(masked_kspace, cols)
+    maps, eigval, block, res = _eigen(kspace, cols, settings, num_low_frequencies, True)
     maps *= eigval[:, :1] > float(res.crop)
     share = max(_aliasing_share(block, eigval))
     if share > ALIAS_FRACTION:
@@ -333,7 +350,7 @@ def espirit_maps(
 
 def espirit_eigen(
     masked_kspace: KSpace,
-    mask_cols: np.ndarray,
+    mask_cols: MaskCols,
     settings: EspiritSettings,
     num_low_frequencies: int | None = None,
 ) -> tuple[KSpace, KSpace, EspiritSettings]:
@@ -355,8 +372,9 @@ def espirit_eigen(
     Raises:
         ValueError: as :func:`espirit_maps`.
     """
-    kspace = _as_batch(masked_kspace, mask_cols)
-    maps, eigval, _, res = _eigen(kspace, mask_cols, settings, num_low_frequencies, False)
+    cols = _host_mask(mask_cols)
+    kspace = _as_batch(masked_kspace, cols)
+    maps, eigval, _, res = _eigen(kspace, cols, settings, num_low_frequencies, False)
     return _like(maps, masked_kspace), _like(eigval, masked_kspace), res
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from fastmri import ifft2c
 
@@ -64,6 +63,9 @@ def maps_fit(
 ) -> float:
     """Consistency of coil maps with the ACS data of one slice (module docstring).
 
+    Computed on the tensors' device (all three on one device, CPU or CUDA); two values come to
+    the host: the mask's ``W`` entries (for the ACS bounds) and the result.
+
     Args:
         masked_kspace: ``[C, H, W, 2]`` float32 real-view masked k-space (a
             :class:`~fastmri_pun.data.SenseSample`'s).
@@ -73,7 +75,8 @@ def maps_fit(
             0: the sampled run around the centre).
 
     Returns:
-        The mean fit over the object pixels (1 for consistent maps), NaN without maps.
+        The mean fit over the object pixels (1 for consistent maps, summed in float64), NaN
+        without maps or without signal in the ACS.
 
     Raises:
         ValueError: shapes that disagree, or a mask that does not sample the centre column.
@@ -85,16 +88,16 @@ def maps_fit(
             f"sens_maps {tuple(sens_maps.shape)} and masked_kspace "
             f"{tuple(masked_kspace.shape)} must both be [C, H, W, 2]"
         )
-    cols = mask.reshape(-1).cpu().numpy().astype(bool)
-    start, stop = acs_bounds(cols, int(num_low_frequencies) if num_low_frequencies else None)
+    # the ACS bounds are Python integers: the mask's W entries are read on the host (once)
+    start, stop = acs_bounds(mask, int(num_low_frequencies) if num_low_frequencies else None)
     acs = torch.zeros_like(masked_kspace)
     acs[:, :, start:stop] = masked_kspace[:, :, start:stop]
     x = torch.view_as_complex(ifft2c(acs.float()).contiguous()).to(torch.complex128)
     s = torch.view_as_complex(sens_maps.float().contiguous()).to(torch.complex128)
     rss = x.abs().pow(2).sum(0).sqrt()
-    peak = float(rss.max())
-    if not peak > 0:
-        return math.nan
-    obj = rss > OBJECT_FRACTION * peak
-    fit = (s.conj() * x).sum(0).abs()[obj] / rss[obj]
-    return float(np.mean(fit.numpy()))
+    # on the tensors' device, no data-dependent shapes: the object as a 0/1 weight; no object
+    # (an all-zero ACS: every rss is 0, not above 0.1 of it) gives 0 / 0 = NaN
+    obj = rss > OBJECT_FRACTION * rss.amax()
+    fit = (s.conj() * x).sum(0).abs() / torch.where(obj, rss, 1.0)
+    mean = torch.where(obj, fit, 0.0).sum() / obj.sum()
+    return float(mean)  # the one read of the result on the host

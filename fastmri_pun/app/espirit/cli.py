@@ -6,12 +6,15 @@ Computes the maps of every slice of a fastMRI multicoil dataset root or split fo
 (:func:`fastmri_pun.app.espirit.precompute.precompute_maps`). The flags are the fields of
 :class:`EspiritCommand`: ``--data_path`` and those of
 :class:`~fastmri_pun.app.espirit.precompute.MapsConfig` (fastMRI's spelling: ``--maps_cache_dir
---mask_type --center_fractions 0.08 --accelerations 4 --crop_readout true --num_workers 2`` and
-one ``--espirit_<field>`` per :class:`~fastmri_pun.data.EspiritSettings` field), also readable
+--mask_type --center_fractions 0.08 --accelerations 4 --crop_readout true --num_workers 2
+--device cuda`` and one ``--espirit_<field>`` per :class:`~fastmri_pun.data.EspiritSettings`
+field), also readable
 from a ``--config`` YAML file (:mod:`fastmri_pun.app.command_line`). The mask, readout-crop and
 ESPIRiT defaults are ``python -m fastmri_pun.train``'s, so a default training run reads the maps
-of a default precompute. It prints how many slices' maps were computed and how many were already
-in the cache. Bad input is one line on stderr and exit status 2.
+of a default precompute. ``--device cuda`` (or ``cuda:N``) computes the maps on a GPU, the
+slices of a volume that share one mask in one call (same cache files; maps within 1e-3 of the
+CPU's up to a per-pixel phase); without CUDA it is refused. It prints how many slices' maps were computed and how many
+were already in the cache. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ DESCRIPTION = (
     "Precompute ESPIRiT coil sensitivity maps for every slice of a fastMRI multicoil dataset "
     "into the cache used by SenseDataTransform (same keys, so training and evaluation with the "
     "same mask/calibration settings read them instead of recomputing). The mask, --crop_readout "
-    "and --espirit_* defaults are those of python -m fastmri_pun.train. Prints how many slices' "
-    "maps were computed and how many were found in the cache."
+    "and --espirit_* defaults are those of python -m fastmri_pun.train. --device cuda computes "
+    "them on a GPU. Prints how many slices' maps were computed and how many were found in the "
+    "cache."
 )
 
 

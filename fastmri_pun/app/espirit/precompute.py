@@ -12,11 +12,20 @@ the shift folders) or one split folder. Files with their own ``mask`` (fastMRI t
 get maps from that mask, as evaluation reads them. Shell:
 ``python -m fastmri_pun.app.espirit --data_path DIR --maps_cache_dir CACHE ...``.
 
-Maps are computed one slice per call, through the transform (the training code path and cache
-keys): :func:`~fastmri_pun.data.espirit.espirit_maps` takes a batch of slices, but on the CPU a
-batch of 4 was not faster per slice (1.19 s vs 1.04 s CPU at 320², 16 coils,
+On the CPU (``device="cpu"``, the default) maps are computed one slice per call, through the
+transform (the training code path and cache keys):
+:func:`~fastmri_pun.data.espirit.espirit_maps` takes a batch of slices, but on the CPU a batch
+of 4 was not faster per slice (1.19 s vs 1.04 s CPU at 320², 16 coils,
 ``benchmarks/bench_espirit_speed.py``): the per-pixel work grows with the slices and the
 per-slice overhead is small. Use ``num_workers`` for throughput.
+
+On a GPU (``device="cuda"`` or ``"cuda:N"``; the command's ``--device``) the slices are read
+through the same transform (same cache keys) and the misses computed on the GPU, the slices of
+a volume that share one mask in one call
+(:func:`~fastmri_pun.app.espirit.device_maps.fill_on_device`); the cache files have the CPU
+path's format and names, their maps agree with the CPU's to 1e-3 up to a per-pixel phase, not
+bit for bit (CUDA's eigenvector solver is ``eigh``, the CPU's certified power iterations; see
+:mod:`fastmri_pun.app.espirit.device_maps`).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from ...data.transform_settings import TransformSettings
 from ...data.transforms import SenseDataTransform
 from ..settings_flags import field_docs
 from ..train.config import ESPIRIT_PREFIX, DataConfig
+from .device_maps import fill_on_device, parse_device
 
 __all__ = [
     "ESPIRIT_PREFIX",
@@ -144,6 +154,9 @@ class _MapsConfig:
         seed: seed of the added noise.
         num_workers: DataLoader worker processes.
         enable_progress_bar: show a progress bar.
+        device: where the maps are computed: 'cpu' (in the DataLoader workers, one slice per
+            call) or 'cuda' / 'cuda:N' (a GPU: the slices of a volume that share one mask in one
+            call; maps agree with the CPU's to 1e-3 up to a per-pixel phase, not bit for bit).
     """
 
     maps_cache_dir: Path | None = None
@@ -155,6 +168,7 @@ class _MapsConfig:
     seed: int = 0
     num_workers: int = 0
     enable_progress_bar: bool = True
+    device: str = "cpu"
 
     def espirit(self) -> EspiritSettings:
         """The :class:`EspiritSettings` of the ``espirit_<field>`` settings.
@@ -251,23 +265,32 @@ def _identity(item: Any) -> Any:
     return item
 
 
-def precompute_maps(data_path: str | os.PathLike, cfg: MapsConfig | None = None) -> MapsSummary:
+def precompute_maps(
+    data_path: str | os.PathLike,
+    cfg: MapsConfig | None = None,
+    device: torch.device | None = None,
+) -> MapsSummary:
     """Compute (or find cached) ESPIRiT maps for every slice of a fastMRI multicoil dataset.
 
     Args:
         data_path: a dataset root (all its ``multicoil_*`` split folders) or one split folder of
             fastMRI multicoil ``.h5`` files (e.g. ``multicoil_train``).
         cfg: settings (default: :class:`MapsConfig` ``()``).
+        device: where the maps are computed (default: ``cfg.device`` parsed); the CPU computes
+            one slice per call in the DataLoader workers, any other device the slices of a
+            volume that share one mask in one call on it (module docstring).
 
     Returns:
         :class:`MapsSummary` (slices computed vs found in the cache).
 
     Raises:
         FileNotFoundError: ``data_path`` does not exist.
-        ValueError: a file is not a fastMRI multicoil file (one line naming it), a bad setting,
-            or an ACS too small for ESPIRiT (naming the file and slice).
+        ValueError: a file is not a fastMRI multicoil file (one line naming it), a bad setting
+            (e.g. ``device`` ``"cuda"`` without CUDA), or an ACS too small for ESPIRiT (naming
+            the file and slice).
     """
     cfg = cfg or MapsConfig()
+    device = parse_device(cfg.device) if device is None else torch.device(device)
     folders = split_folders(data_path)
     for folder in folders:  # every file checked before any map is computed
         validate_fastmri_folder(folder)
@@ -286,6 +309,12 @@ def precompute_maps(data_path: str | os.PathLike, cfg: MapsConfig | None = None)
         unit="slice",
         disable=not cfg.enable_progress_bar,
     )
+    if device.type != "cpu":
+        for dataset in datasets:
+            dataset.transform = transform  # the transform itself: the fill reads its inputs
+        with bar:
+            counts = fill_on_device(datasets, device, cfg.num_workers, bar)
+        return MapsSummary(sum(counts), Path(cache_dir), *counts, tuple(folders))
     with bar:
         for dataset in datasets:
             loader = torch.utils.data.DataLoader(

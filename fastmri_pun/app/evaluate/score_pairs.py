@@ -6,6 +6,10 @@ so all models see identical inputs. A pair whose partial results
 (:mod:`fastmri_pun.app.evaluate.partial_results`) in the evaluation folder carry the fingerprint
 of this run is not scored again; the rows of every newly scored pair are stored with their
 fingerprint before the next shift starts, so an aborted run keeps the pairs it finished.
+
+On a GPU with ESPIRiT maps, a shift's maps that the cache misses are computed on the GPU before
+its slices are scored (:func:`~fastmri_pun.app.espirit.device_maps.fill_map_cache`, the
+evaluated slices only); on the CPU the dataset computes them slice by slice, as before.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
+from torch.utils.data import Subset
 
 from ...data.shifts import ResolvedShift
 from ...evaluation import scoring
@@ -29,6 +34,7 @@ from ...evaluation.shift_data import (
     shift_dataset,
     shift_dir,
 )
+from ..espirit.device_maps import fill_map_cache
 from ..run_folder import RunDir
 from . import partial_results
 
@@ -60,7 +66,8 @@ def score_pairs(
         checkpoints: ``{name: checkpoint}`` of the trained models (fingerprints).
         data: where the shift folders are.
         settings: the models' common transform settings (the suite's, with its overrides).
-        device: where the models run.
+        device: where the models run (and, off the CPU, where the ESPIRiT maps the cache misses
+            are computed, before the shift is scored).
         out: the evaluation folder (its ``partial/`` results).
         progress: show a progress bar per shift.
         file_infos: ``{shift: file infos}`` of
@@ -107,13 +114,15 @@ def score_pairs(
                 todo[name] = model
         if not todo:
             continue
+        indices = data.indices(len(dataset))
+        fill_map_cache([Subset(dataset, indices)], device, progress=progress)
         rows = scoring.evaluate_shift(
             todo,
             dataset,
             shift.name,
             rois[shift.name],
             device,
-            data.indices(len(dataset)),
+            indices,
             progress,
             acceleration=shift.acceleration,
             file_accelerations=own,
