@@ -52,9 +52,11 @@ COARSE_STRIDE = 4
 POWER_ITERATIONS = 6
 #: per-pixel solver ``"power"``: bound on ``sin θ`` to the exact eigenvector (else ``eigh``)
 TOLERANCE = 1e-3
-#: per-pixel solver of ``solver="auto"`` per device type (CPU: measured, see the module
-#: docstring; CUDA: ``eigh`` is one batched solver call there, not yet timed against ``"power"``)
-AUTO_SOLVER = {"cpu": "power", "cuda": "eigh"}
+#: per-pixel solver of ``solver="auto"``: the certified power iterations on every device (on the
+#: CPU measured faster, see the module docstring), so maps computed on a GPU are the CPU's and a
+#: map cache holds the same files whichever device filled it. ``"eigh"`` (exact, one batched
+#: call; its maps differ from these by up to ``TOLERANCE`` up to a phase) is not timed on a GPU.
+AUTO_SOLVER = {"cpu": "power", "cuda": "power"}
 
 
 def _hankel(blocks: torch.Tensor, k: int) -> torch.Tensor:
@@ -254,7 +256,7 @@ def espirit_eigenmaps(
         raise ValueError(f"calibration block {r}×{s} is smaller than the kernel {kernel_width}")
     device = blocks.device
     if solver == "auto":
-        solver = AUTO_SOLVER.get(device.type, "eigh")
+        solver = AUTO_SOLVER.get(device.type, "power")
     if solver not in ("eigh", "power"):
         raise ValueError(f"solver must be 'auto', 'eigh' or 'power', got {solver!r}")
     corr = kernel_correlations(blocks, kernel_width, thresh)

@@ -16,7 +16,7 @@ from test_train_e2e import TINY
 
 from fastmri_pun.app.espirit import device_maps
 from fastmri_pun.app.espirit.precompute import MapsConfig, precompute_maps
-from fastmri_pun.data import TransformSettings, espirit_numerics
+from fastmri_pun.data import TransformSettings
 from fastmri_pun.data import transforms as transforms_mod
 
 CF = [0.16]  # 10 ACS columns at width 64 (tests/conftest.py)
@@ -62,10 +62,10 @@ def test_device_precompute_writes_the_cache_the_cpu_transform_reads(
     volumes = sum(len(list(folder.glob("*.h5"))) for folder in cpu.folders)
     with simulated_gpu() as sim:
         dev = precompute_maps(demo_root, _maps_cfg(tmp_path / "dev"), device=SIM_DEVICE)
-        # one ESPIRiT call per volume (its slices share the mask), a fixed number of host syncs
-        # per call (the maps' one copy back among them)
+        # one ESPIRiT call per volume (its slices share the mask), a few host syncs per call
+        # (the maps' one copy back among them; the power solver's pixels to redo by eigh)
         calls = sim.sync_sites[next(s for s in sim.sync_sites if s.endswith("in _compute"))]
-        assert calls == volumes < 18 and sim.syncs == 6 * volumes, sim.sync_sites
+        assert calls == volumes < 18 and sim.syncs <= 8 * volumes, sim.sync_sites
         again = precompute_maps(demo_root, _maps_cfg(tmp_path / "dev"), device=SIM_DEVICE)
     assert (cpu.computed, cpu.found) == (dev.computed, dev.found) == (18, 0)
     assert (again.computed, again.found, again.num_slices) == (0, 18, 18)
@@ -77,15 +77,8 @@ def test_device_precompute_writes_the_cache_the_cpu_transform_reads(
         header = len(path.read_bytes()) - a.nbytes  # the .npy header: same format
         assert path.read_bytes()[:header] == got[name].read_bytes()[:header]
         assert (a.dtype, a.shape) == (b.dtype, b.shape) == (np.complex64, (4, 64, 64))
-        assert np.array_equal(np.abs(a) > 0, np.abs(b) > 0)  # same crop
-        assert _residual(a, b) < 1e-3  # eigh on the device, power iterations on the CPU
-    # with the CPU's solver on the device too, the files are byte for byte the CPU's
-    monkeypatch.setitem(espirit_numerics.AUTO_SOLVER, SIM_DEVICE.type, "power")
-    with simulated_gpu():
-        precompute_maps(demo_root, _maps_cfg(tmp_path / "power"), device=SIM_DEVICE)
-    power = _files(tmp_path / "power")
-    assert list(power) == list(ref)
-    assert all(power[n].read_bytes() == p.read_bytes() for n, p in ref.items())
+        # one solver on every device: the device's files are the CPU's, byte for byte
+        assert path.read_bytes() == got[name].read_bytes()
     # the CPU transform (training's, random masks) reads the device cache: nothing computed
     assert len(no_loader_maps) == 18  # the CPU precompute's, through the transform
     no_loader_maps.clear()

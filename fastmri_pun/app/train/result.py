@@ -9,6 +9,7 @@ from typing import Any
 
 from ...data.transform_settings import TransformSettings
 from ...training import ReconstructionModule, SliceDataModule
+from ..folder_owner import FolderOwner
 from .config import TrainConfig
 
 __all__ = [
@@ -61,6 +62,8 @@ class PreparedRun:
         datamodule: the data (every needed split checked).
         ckpt_path: checkpoint to resume from (train) or to test; ``None``: a fresh training.
         settings: the transform settings the data module was built with.
+        owner: the run's hold on its output folder (released by :func:`execute` at the end);
+            ``None`` on ranks other than 0 or when built by hand.
     """
 
     cfg: TrainConfig
@@ -68,3 +71,4 @@ class PreparedRun:
     datamodule: SliceDataModule
     ckpt_path: Path | None
     settings: TransformSettings | None = None
+    owner: FolderOwner | None = None

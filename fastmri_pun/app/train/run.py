@@ -64,6 +64,8 @@ from ...training.checkpoint_files import (
 )
 from ...training.numerics import set_float32_precision
 from ...utils.io import atomic_write_text
+from ..espirit import device_maps
+from ..folder_owner import LOCK_NAME, FolderOwner
 from ..run_folder import RunDir
 from .checkpoint_settings import (
     effective_test_config,
@@ -212,7 +214,8 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
     Raises:
         FileNotFoundError: missing data folder or checkpoint.
         ValueError: the folder holds a finished run (:func:`finished_run`; :func:`fit` returns
-            its record instead), an output folder that is a file or not writable,
+            its record instead), another live process owns the folder
+            (:class:`~fastmri_pun.app.folder_owner.FolderBusyError`, naming it), an output folder that is a file or not writable,
             ``--accelerator gpu`` without CUDA (or more ``--devices`` than GPUs), empty or
             malformed split folders, a checkpoint that is damaged, not safe to load, holds
             non-finite weights or belongs to another model, a checkpoint whose pruning
@@ -232,13 +235,23 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
     check_dense_checkpoint(cfg)
     root = RunDir(cfg.run.output_dir).root
     created = check_output_dir(root)
+    owner = FolderOwner(root, "training" if cfg.run.mode == "train" else "test run")
+    lock_existed = (root / LOCK_NAME).exists()
     try:
-        return _prepare(cfg)
+        # one writer per folder: taken before reading what the folder holds (a checkpoint to
+        # continue), held until execute() ends
+        owner.acquire()
+        prepared = _prepare(cfg)
     except BaseException:
-        if created:  # a failed start leaves no empty folder behind
-            with contextlib.suppress(OSError):
+        owner.release()
+        with contextlib.suppress(OSError):  # a failed start leaves the folder as it found it
+            if not lock_existed:
+                (root / LOCK_NAME).unlink(missing_ok=True)
+            if created:
                 root.rmdir()
         raise
+    prepared.owner = owner
+    return prepared
 
 
 def _prepare(cfg: TrainConfig) -> PreparedRun:
@@ -307,6 +320,9 @@ def execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback] = ()) -> Tra
             return _execute(prepared, callbacks)
         except TrainingInterrupted:
             return TrainResult(RunDir(prepared.cfg.run.output_dir).root, interrupted=True)
+        finally:
+            if prepared.owner is not None:
+                prepared.owner.release()
 
 
 def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainResult:
@@ -315,6 +331,12 @@ def _execute(prepared: PreparedRun, callbacks: Sequence[pl.Callback]) -> TrainRe
         prepared.module,
         prepared.datamodule,
         prepared.ckpt_path,
+    )
+    device_maps.fill_map_cache(  # on a GPU: the ESPIRiT maps the loaders miss, computed there
+        dm.datasets.values(),
+        device_maps.run_device(cfg.trainer.accelerator),
+        cfg.data.num_workers,
+        cfg.trainer.enable_progress_bar,
     )
     if cfg.prune != "none" and cfg.run.mode == "train":
         if ckpt_path is None:
