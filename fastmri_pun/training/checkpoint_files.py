@@ -19,15 +19,15 @@ What a checkpoint records besides Lightning's entries:
 
 from __future__ import annotations
 
+import hashlib
+import io
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.utilities.cloud_io import _load as pl_load
 
 from ..models import comparable_model_kwargs
-from ..utils.io import file_sha256
 
 __all__ = [
     "MAX_WEIGHT_MAGNITUDE",
@@ -41,6 +41,7 @@ __all__ = [
     "checkpoint_pruning_method",
     "checkpoint_transform_settings",
     "load_checkpoint_file",
+    "read_checkpoint_file",
     "transform_settings_diff",
 ]
 
@@ -239,19 +240,53 @@ def check_finite_weights(checkpoint: dict[str, Any], source: str | Path) -> None
             )
 
 
-def _check_sha256_sidecar(path: Path) -> None:
-    """Compare ``path`` with its ``<path>.sha256`` sidecar (``sha256sum`` format), if present."""
+def _check_sha256_sidecar(path: Path, digest: str) -> None:
+    """Compare ``digest`` (of the bytes read from ``path``) with its ``<path>.sha256`` sidecar
+    (``sha256sum`` format), if present."""
     sidecar = path.with_name(path.name + ".sha256")
     if not sidecar.is_file():
         return
     recorded = sidecar.read_text().split()
     if not recorded:
         raise ValueError(f"{sidecar}: empty checksum file")
-    if file_sha256(path) != recorded[0].lower():
+    if digest != recorded[0].lower():
         raise ValueError(
             f"{path}: content does not match its recorded sha256 ({sidecar.name}); the file "
             "was changed or damaged after it was written"
         )
+
+
+def read_checkpoint_file(
+    path: str | Path, map_location: Any = "cpu"
+) -> tuple[dict[str, Any], str]:
+    """:func:`load_checkpoint_file`, also returning the sha256 (hex) of the bytes it loaded.
+
+    The file is read once: the checksum, the sidecar check and the checkpoint all come from the
+    same bytes, so a file rewritten meanwhile (a training replacing ``last.ckpt``) cannot give
+    the weights of one version under the digest of another.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        data = path.read_bytes()
+        if not data:
+            raise ValueError(f"{path}: empty (0 bytes)")
+        digest = hashlib.sha256(data).hexdigest()
+        _check_sha256_sidecar(path, digest)
+        try:
+            checkpoint = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+            raise ValueError(_load_error_message(path, err)) from err
+        check_finite_weights(checkpoint, path)
+    except ValueError as err:
+        best = path.with_name("best.ckpt")
+        if path.name == "last.ckpt" and best.is_file():
+            raise ValueError(
+                f"{err}; continue from the best checkpoint instead with --resume best"
+            ) from err
+        raise
+    return checkpoint, digest
 
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -269,23 +304,4 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
             (objects other than tensors and plain data), a corrupt zip entry, a checksum
             mismatch, or non-finite/absurd weights.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        if path.stat().st_size == 0:
-            raise ValueError(f"{path}: empty (0 bytes)")
-        _check_sha256_sidecar(path)
-        try:
-            checkpoint = pl_load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-            raise ValueError(_load_error_message(path, err)) from err
-        check_finite_weights(checkpoint, path)
-    except ValueError as err:
-        best = path.with_name("best.ckpt")
-        if path.name == "last.ckpt" and best.is_file():
-            raise ValueError(
-                f"{err}; continue from the best checkpoint instead with --resume best"
-            ) from err
-        raise
-    return checkpoint
+    return read_checkpoint_file(path, map_location)[0]

@@ -48,7 +48,7 @@ from .checkpoint_files import (
     check_checkpoint,
     checkpoint_masks,
     checkpoint_pruning_method,
-    load_checkpoint_file,
+    read_checkpoint_file,
 )
 from .losses import ReconLoss
 from .mri_module import NUM_LOG_IMAGES, MriModule
@@ -205,18 +205,20 @@ class ReconstructionModule(MriModule):
     def load_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> ReconstructionModule:
         """Build the module a checkpoint was saved from and load its weights (and masks).
 
-        Loads with :func:`load_checkpoint_file` (``weights_only=True``, finite weights).
+        Loads with :func:`load_checkpoint_file` (``weights_only=True``, finite weights); the
+        module's ``checkpoint_sha256`` is the sha256 of the bytes it was loaded from.
 
         Raises:
             FileNotFoundError: no such file.
             ValueError: one line for an empty, truncated, corrupt, unsafe or non-finite
                 checkpoint (see :func:`load_checkpoint_file`) or one of another module.
         """
-        checkpoint = load_checkpoint_file(path, map_location)
+        checkpoint, digest = read_checkpoint_file(path, map_location)
         check_checkpoint(checkpoint, f"checkpoint {path}")
         module = cls(**checkpoint["hyper_parameters"])
         module.on_load_checkpoint(checkpoint)
         module.load_state_dict(checkpoint["state_dict"])
+        module.checkpoint_sha256 = digest  # of the bytes these weights came from
         rank_zero_info(f"Loaded {path} (epoch {checkpoint.get('epoch')})")
         return module
 

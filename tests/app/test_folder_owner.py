@@ -77,3 +77,45 @@ def test_only_rank_zero_takes_the_folder(tmp_path, monkeypatch):
     with FolderOwner(tmp_path, "training"):
         assert not (tmp_path / ".owner.json").exists()
     assert not Path(tmp_path, ".owner.lock").exists()
+
+
+def test_evaluate_into_a_folder_another_process_owns_is_refused(held_folder, demo_root):
+    from test_eval_suite import _cfg, _save_checkpoint
+
+    from fastmri_pun.app.evaluate.suite import evaluate
+
+    folder, proc = held_folder
+    ckpt = _save_checkpoint(folder.parent / "dense.ckpt", False, 0)
+    with pytest.raises(FolderBusyError, match=rf"PID {proc.pid}"):
+        evaluate({"dense": ckpt}, _cfg(demo_root, folder))
+    assert sorted(p.name for p in folder.iterdir()) == [".owner.json", ".owner.lock"]
+
+
+def test_evaluate_caches_rows_under_the_digest_of_the_bytes_it_loaded(
+    demo_root, tmp_path, monkeypatch
+):
+    """A checkpoint rewritten while the evaluation runs (a training replacing last.ckpt) must
+    not store the rows of the weights it loaded under the digest of the new file."""
+    import hashlib
+    import json
+
+    from test_eval_suite import _cfg, _save_checkpoint
+
+    import fastmri_pun.app.evaluate.suite as suite
+
+    ckpt = _save_checkpoint(tmp_path / "last.ckpt", False, 0)
+    loaded = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    original = suite.load_models
+
+    def load_then_rewrite(*args, **kwargs):
+        models = original(*args, **kwargs)
+        _save_checkpoint(ckpt, False, 1)  # the next epoch's weights land in the same file
+        return models
+
+    monkeypatch.setattr(suite, "load_models", load_then_rewrite)
+    suite.evaluate({"dense": ckpt}, _cfg(demo_root, tmp_path / "eval", shifts=["in-dist"]))
+    metas = list((tmp_path / "eval").rglob("*.json"))
+    digests = {
+        json.loads(m.read_text())["checkpoint"]["sha256"] for m in metas if "partial" in str(m)
+    }
+    assert digests == {loaded} != {hashlib.sha256(ckpt.read_bytes()).hexdigest()}

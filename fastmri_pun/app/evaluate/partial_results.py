@@ -29,7 +29,7 @@ from ..run_folder import RunDir
 
 __all__ = ["fingerprint", "folder_digest", "load_partial", "save_partial"]
 
-_FINGERPRINT_VERSION = 4
+_FINGERPRINT_VERSION = 5
 #: bytes hashed at each end of a data file (:func:`folder_digest`)
 DIGEST_BYTES = 1 << 20
 
@@ -75,6 +75,7 @@ def fingerprint(
     transform: dict[str, Any],
     max_slices: int | None,
     seed: int,
+    checkpoint_sha256: str | None = None,
 ) -> dict[str, Any]:
     """What produced one model × shift result (a JSON-serialisable dict).
 
@@ -88,14 +89,17 @@ def fingerprint(
         transform: the transform settings (:meth:`TransformSettings.to_dict`; the cache
             folder, which does not change the rows, is left out here).
         max_slices, seed: the evaluation settings that change the rows.
+        checkpoint_sha256: sha256 of the bytes the model was loaded from (the module's
+            ``checkpoint_sha256``); ``None``: the file is hashed now.
     """
     ck = None
     if checkpoint is not None:
         path = Path(checkpoint)
-        st = path.stat()
-        # the whole content: checkpoints are small next to the data, and a checkpoint retrained
-        # into the same path (same size, restored mtime) must not serve old rows
-        ck = {"path": str(path.resolve()), "size": st.st_size, "sha256": file_sha256(path)}
+        # the whole content, of the very bytes the model was loaded from (checkpoint_sha256):
+        # a checkpoint rewritten meanwhile (a running training's last.ckpt) must not store the
+        # rows of one version under the digest of another
+        digest = checkpoint_sha256 or file_sha256(path)
+        ck = {"path": str(path.resolve()), "sha256": digest}
     return {
         "version": _FINGERPRINT_VERSION,
         "checkpoint": ck,

@@ -102,6 +102,7 @@ def score_pairs(
                 transform=settings.to_dict(),
                 max_slices=data.max_slices,
                 seed=data.seed,
+                checkpoint_sha256=getattr(models[n], "checkpoint_sha256", None),
             )
             for n in models
         }

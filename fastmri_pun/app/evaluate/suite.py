@@ -64,6 +64,7 @@ from ...evaluation.shift_data import (
 )
 from ...evaluation.stats import paired_differences, summarize
 from ...utils.io import atomic_write_text
+from ..folder_owner import FolderOwner
 from ..run_folder import RunDir
 from .config import SuiteConfig
 from .model_names import model_names
@@ -209,6 +210,19 @@ def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> 
         for _path, problem in bad:
             warnings.warn(f"shift {shift!r}: skipped bad file: {problem}", stacklevel=2)
     out = RunDir(cfg.output_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
+    # one writer per evaluation folder (its cached rows, tables and figures), held to the end
+    with FolderOwner(out.root, "evaluation"):
+        return _score_and_report(
+            cfg, shifts, models, ckpts, data, settings, device, out, infos, skipped, all_names,
+            reference,
+        )  # fmt: skip
+
+
+def _score_and_report(
+    cfg, shifts, models, ckpts, data, settings, device, out, infos, skipped, all_names, reference,
+) -> SuiteResult:  # fmt: skip
+    """The scoring and the written tables and figures of :func:`evaluate` (its folder owned)."""
     frames, datasets, rois = score_pairs(
         shifts, models, ckpts, data, settings, device, out, cfg.enable_progress_bar, infos, skipped
     )
