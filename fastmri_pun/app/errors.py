@@ -8,11 +8,13 @@ message and an exit status. Nothing else is caught: a bug keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["USER_ERRORS", "one_line", "run_command"]
+__all__ = ["USER_ERRORS", "Terminated", "interrupted_status", "one_line", "run_command"]
 
 # argparse.ArgumentError: what jsonargparse raises for a bad flag with exit_on_error=False;
 # OSError: a path the user named cannot be read or written (a folder, no permission, disk full)
@@ -31,9 +33,33 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch system ending a job), raised in the main thread so
+    that the command stops as after Ctrl-C: ``finally`` blocks run, child processes are stopped,
+    and the exit status says so (143)."""
+
+
+_signals: list[int] = []
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    _signals.append(signum)
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def interrupted_status() -> int:
+    """The exit status of an interrupted command: 143 after SIGTERM, 130 after Ctrl-C."""
+    return 128 + signal.SIGTERM if signal.SIGTERM in _signals else 130
+
+
 def run_command(prog: str, body: Callable[[], Any]) -> int:
     """Run ``body()``; return 0, or print ``"<prog>: error: <message>"`` and return 2 when it
-    raises one of :data:`USER_ERRORS`. ``KeyboardInterrupt`` returns 130 after one line."""
+    raises one of :data:`USER_ERRORS`. ``KeyboardInterrupt`` (Ctrl-C) returns 130 and SIGTERM
+    143, after one line; SIGTERM is turned into :class:`Terminated` (a ``KeyboardInterrupt``)
+    while ``body()`` runs in the main thread."""
+    _signals.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         body()
     except USER_ERRORS as err:
@@ -41,5 +67,8 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_status()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0

@@ -129,9 +129,16 @@ def plan_runs(exp: ExperimentConfig, methods: Sequence[str]) -> list[RunPlan]:
     order where each run comes after the runs it depends on.
 
     Raises:
-        ValueError: a control key naming a method that is not among ``methods``, or a method
-            that depends on itself.
+        ValueError: a control key naming a method that is not among ``methods``, a method
+            that depends on itself, or two runs of one name (a seed or a method listed twice:
+            they would train into one folder).
     """
+    repeated = sorted({s for s in exp.seeds if list(exp.seeds).count(s) > 1})
+    if repeated:
+        raise ValueError(f"{exp.source}: seeds {repeated} are listed more than once")
+    twice = sorted({m for m in methods if list(methods).count(m) > 1})
+    if twice:
+        raise ValueError(f"methods {twice} are listed more than once")
     plans: list[RunPlan] = []
     for method in methods:
         controls = exp.controls(method)
@@ -185,6 +192,10 @@ def plan_runs(exp: ExperimentConfig, methods: Sequence[str]) -> list[RunPlan]:
                 )
             else:
                 plans.append(RunPlan(name, method, seed, deps, overrides, stands_for=name))
+    names = [p.name for p in plans]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:  # e.g. a weight-decay label that two grid values share
+        raise ValueError(f"{exp.source}: runs {clash} would train into one folder")
     return plans
 
 

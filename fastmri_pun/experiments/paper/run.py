@@ -26,6 +26,7 @@ import yaml
 
 from ...app.evaluate.parallel import evaluate_parallel
 from ...app.evaluate.suite import SuiteResult
+from ...app.folder_owner import FolderOwner
 from ...app.run_folder import RunDir
 from ...demo import ensure_demo_dataset
 from ...utils.io import atomic_write_text
@@ -145,6 +146,22 @@ def run_paper(
         raise ValueError(f"the reference {exp.reference!r} must be among --methods {methods}")
     plans = plan_runs(exp, methods)  # control errors before any data work
     out.root.mkdir(parents=True, exist_ok=True)
+    # one driver per experiment folder (a second one would retrain or delete the first's runs)
+    with FolderOwner(out.root, "paper experiment"):
+        return _run_owned(exp, out, plans, methods, seed, progress, jobs, shifts)
+
+
+def _run_owned(
+    exp: ExperimentConfig,
+    out: RunDir,
+    plans: list[Any],
+    methods: list[str],
+    seed: int,
+    progress: bool,
+    jobs: int,
+    shifts: Sequence[str] | None,
+) -> PaperResult:
+    """The experiment of :func:`run_experiment`, its folder owned."""
     data_path = resolve_data(exp, out, seed, progress)
     atomic_write_text(
         out.experiment_config,

@@ -117,6 +117,26 @@ def _chain_lengths(plans: Sequence[RunPlan]) -> dict[str, int]:
     return {p.name: length(p.name) for p in plans}
 
 
+def stop_workers(pool: cf.ProcessPoolExecutor, grace_s: float = 10.0) -> None:
+    """Stop the worker processes of ``pool`` now: SIGTERM, then SIGKILL after ``grace_s``.
+
+    ``ProcessPoolExecutor.shutdown(cancel_futures=True)`` cancels only the trainings not yet
+    started and waits for the running ones; the standard library has no public way to stop a
+    running worker, so its processes (``pool._processes``) are signalled here. A killed training
+    leaves its folder as a kill -9 does (atomic writes): the next run continues it.
+    """
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
 def train_runs(
     exp: ExperimentConfig,
     plans: Sequence[RunPlan],
@@ -203,6 +223,10 @@ def train_runs(
                     f"[paper] finished {p.name} ({records[p.name]['wall_time_s']:.0f} s)",
                     flush=True,
                 )
+    except BaseException:
+        if pool is not None:  # Ctrl-C, SIGTERM or a failed run: no training outlives the driver
+            stop_workers(pool)
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

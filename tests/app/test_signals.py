@@ -1,0 +1,83 @@
+"""SIGTERM and Ctrl-C: a command stops with its children, says so in one line, and exits 143
+(SIGTERM) or 130 (Ctrl-C); the paper driver's training workers do not outlive it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from fastmri_pun.app.errors import run_command
+
+# A driver with two busy workers in a spawned pool, stopped the way the paper driver is.
+DRIVER = """
+import concurrent.futures as cf, multiprocessing, os, sys, time
+from fastmri_pun.app.errors import run_command
+from fastmri_pun.experiments.paper.scheduler import stop_workers
+
+def busy(i):
+    time.sleep(300)
+
+def body():
+    pool = cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    futures = [pool.submit(busy, i) for i in range(2)]
+    while len(pool._processes) < 2:
+        time.sleep(0.1)
+    time.sleep(2)
+    print(" ".join(str(p) for p in pool._processes), flush=True)
+    try:
+        cf.wait(futures)
+    except BaseException:
+        stop_workers(pool, grace_s=5)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+if __name__ == "__main__":
+    sys.exit(run_command("driver", body))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
+        return f.read().split()[2] != "Z"
+
+
+def test_sigterm_to_the_driver_stops_its_workers_and_exits_143(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(p) for p in workers)
+    proc.send_signal(signal.SIGTERM)  # what kill and timeout send
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().splitlines()[-1] == "driver: interrupted", err
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers)
+
+
+def test_run_command_exit_status_says_which_signal_and_restores_the_handler(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    assert run_command("x", terminated) == 143
+    assert run_command("x", interrupted) == 130
+    assert capsys.readouterr().err.splitlines() == ["x: interrupted", "x: interrupted"]
+    assert signal.getsignal(signal.SIGTERM) == before
