@@ -85,6 +85,7 @@ from .checks import (
     resolve_data_path,
 )
 from .config import TrainConfig
+from .continuation import check_continuation
 from .done_record import finished_run, write_done
 from .outputs import (
     metric_rows,
@@ -221,7 +222,8 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
             non-finite weights or belongs to another model, a checkpoint whose pruning
             contradicts ``--prune``/``--density``, a ``--density`` too small for the model's
             prunable layers, a model that cannot use the configured coil maps, checkpoints of an
-            earlier run without ``last.ckpt``.
+            earlier run without ``last.ckpt``, continuing the folder's unfinished run with other
+            settings (:func:`~fastmri_pun.app.train.continuation.check_continuation`).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -259,6 +261,13 @@ def _prepare(cfg: TrainConfig) -> PreparedRun:
     ckpt_path = resolve_checkpoint(cfg.run)
     if cfg.run.mode == "train" and ckpt_path is None:
         ckpt_path = earlier_run(RunDir(cfg.run.output_dir))
+    own = RunDir(cfg.run.output_dir).checkpoints.resolve()
+    if (
+        cfg.run.mode == "train"
+        and ckpt_path is not None
+        and Path(ckpt_path).resolve().parent == own
+    ):
+        check_continuation(cfg)  # this run's own checkpoint: only with its own settings
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)  # no log line before errors
     set_float32_precision(cfg.trainer.float32_matmul_precision)
     if cfg.run.mode == "test":
