@@ -208,13 +208,26 @@ def add_settings_flags(
         for flag in members:
             kwargs: dict[str, Any] = {"help": helps.get(flag.field, "")}
             kwargs.update(_default(fields[flag.field]))
+            if isinstance(kwargs.get("default"), os.PathLike):  # read as a string (_parsed_as)
+                kwargs["default"] = os.fspath(kwargs["default"])
             element = list_element(hints[flag.field])
             if element is not None:  # fastMRI's `--accelerations 4 8`
-                kwargs.update(type=element, nargs="+")
+                kwargs.update(type=_parsed_as(element), nargs="+")
             else:
-                kwargs["type"] = hints[flag.field]
+                kwargs["type"] = _parsed_as(hints[flag.field])
             group.add_argument(f"--{flag.name}", **kwargs)
     return flags
+
+
+def _parsed_as(hint: Any) -> Any:
+    """The type the parser reads a field of annotation ``hint`` as: paths as strings (jsonargparse
+    would read an empty ``--output_dir ""`` as ``Path(".")``, the current folder; the settings'
+    own checks refuse the empty string, and :func:`_plain` makes the rest paths)."""
+    arms = get_args(hint) if get_origin(hint) in (Union, pytypes.UnionType) else (hint,)
+    if not any(isinstance(a, type) and issubclass(a, os.PathLike) for a in arms):
+        return hint
+    rest = tuple(a for a in arms if not (isinstance(a, type) and issubclass(a, os.PathLike)))
+    return Union[(str, *rest)] if rest else str  # noqa: UP007
 
 
 def _owner_at(cls: type, path: tuple[str, ...], types: Mapping[str, type]) -> type:
@@ -236,7 +249,7 @@ def _plain(value: Any, hint: Any) -> Any:
     if isinstance(value, os.PathLike) and str in arms:
         return os.fspath(value)
     paths = [a for a in arms if isinstance(a, type) and issubclass(a, os.PathLike)]
-    if isinstance(value, str) and paths and str not in arms:
+    if isinstance(value, str) and value.strip() and paths and str not in arms:
         return paths[0](value)
     return value
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -60,8 +61,16 @@ def check_values(cls: type, values: Mapping[str, Any], prefix: str = "") -> None
     """
     hints = get_type_hints(cls)
     for name, value in values.items():
+        if name in hints and isinstance(value, str) and not value.strip() and _is_path(hints[name]):
+            raise ValueError(f"{prefix}{name}: empty path; name a folder (or leave the flag out)")
         if name in hints and not _matches(value, hints[name]):
             raise ValueError(f"{prefix}{name} must be {_type_name(hints[name])}, got {value!r}")
+
+
+def _is_path(hint: Any) -> bool:
+    """Whether the annotation ``hint`` admits a path (``Path``, ``Path | None``, ...)."""
+    arms = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    return any(isinstance(a, type) and issubclass(a, os.PathLike) for a in arms)
 
 
 def check_field_types(obj: Any, prefix: str = "") -> None:

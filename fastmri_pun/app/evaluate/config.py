@@ -13,7 +13,7 @@ from ...demo import DemoConfig
 from ...evaluation.metrics import IMAGE_METRICS, ROI_METRICS
 from ...evaluation.stats import N_BOOT
 from ..espirit.precompute import with_espirit_fields
-from ..train.config import DataConfig, TrainerConfig
+from ..train.config import DataConfig, TrainerConfig, check_paths_not_empty
 
 __all__ = ["SuiteConfig"]
 
@@ -95,6 +95,7 @@ class _SuiteConfig:
     skip_bad_files: bool = False
 
     def __post_init__(self) -> None:
+        check_paths_not_empty(self, _PATHS)  # before Path("") turns into "."
         for name in _PATHS:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):

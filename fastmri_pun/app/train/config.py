@@ -79,6 +79,15 @@ def _as_str(value: Any) -> Any:
     return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
+def check_paths_not_empty(settings: Any, names: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` for a path setting given as an empty string (``--output_dir ""``
+    would otherwise mean the current folder, whose files a run would replace)."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"--{name}: empty path; name a folder (or leave the flag out)")
+
+
 # ------------------------------------------------------------------------------ sections
 @dataclass
 class RunConfig:
@@ -120,6 +129,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.output_dir, self.resume = _as_str(self.output_dir), _as_str(self.resume)
         self.dense_checkpoint = _as_str(self.dense_checkpoint)
+        check_paths_not_empty(self, ("output_dir", "resume", "dense_checkpoint"))
         check_field_types(self, prefix="--")
         if self.mode == "test" and not self.resume:
             raise ValueError("--mode test needs a checkpoint: --resume PATH (or 'best'/'last')")
@@ -193,6 +203,7 @@ class DataConfig:
             self.espirit = EspiritSettings(**self.espirit)
         for name in ("data_path", "test_path", "maps_cache_dir"):
             setattr(self, name, _as_str(getattr(self, name)))
+        check_paths_not_empty(self, ("data_path", "test_path", "maps_cache_dir"))
         self.center_fractions = _as_list(self.center_fractions)
         self.accelerations = _as_list(self.accelerations)
         check_field_types(self, prefix="--")
