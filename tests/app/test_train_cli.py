@@ -3,6 +3,8 @@ the :class:`~fastmri_pun.app.train.run.TrainConfig` behind them."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, fields
@@ -12,8 +14,9 @@ import pytest
 import yaml
 from torch import nn
 
+from fastmri_pun.app.train.checks import demo_data_dir, resolve_data_path
 from fastmri_pun.app.train.cli import build_parser, main, parse_args, valid_keys
-from fastmri_pun.app.train.run import TrainConfig, fit, prepare
+from fastmri_pun.app.train.run import TrainConfig, TrainResult, fit, prepare
 from fastmri_pun.data import EspiritSettings, SenseDataTransform
 from fastmri_pun.experiments.paper.config import CONTROL_KEYS
 from fastmri_pun.models import ModelSettings, ModlSettings, register_model, unregister_model
@@ -34,7 +37,7 @@ FLAGS = [
     "lr_gamma", "gradient_clip_val",
     "max_epochs", "max_train_samples", "early_stopping_patience", "early_stopping_min_delta",
     "accelerator", "devices", "strategy", "num_nodes", "log_every_n_steps",
-    "num_log_images", "enable_progress_bar",
+    "num_log_images", "enable_progress_bar", "float32_matmul_precision",
     "prune", "density", "temperature", "kl_weight", "prior_p", "search_steps", "search_lr",
     "imp_rounds", "imp_rate", "channel_allocation", "channel_fraction",
 ]  # fmt: skip
@@ -42,6 +45,25 @@ FLAGS = [
 FLAGS[FLAGS.index("num_workers") + 1 : FLAGS.index("num_workers") + 1] = [
     f"espirit_{f.name}" for f in fields(EspiritSettings)
 ]
+
+
+@pytest.fixture(autouse=True)
+def _empty_working_folder(tmp_path_factory, monkeypatch):
+    """Each test runs in an empty working folder and must leave it empty: what a user's folder
+    holds (e.g. the finished ``outputs/demo`` of the README's command) never changes a result,
+    and a default ``--output_dir`` or other relative path a test forgets fails here."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    yield
+    left = sorted(p.name for p in cwd.iterdir())
+    assert not left, f"the test wrote into the working folder: {left}"
+
+
+def _finished_run(out: Path, **flat) -> None:
+    """``out`` as a finished training run (its ``DONE.json``) of the default settings + ``flat``."""
+    out.mkdir(parents=True)
+    config = TrainConfig.from_flat({"output_dir": str(out), **flat}).to_flat()
+    (out / "DONE.json").write_text(json.dumps({"config": config}, default=str))
 
 
 def parse_config(argv):
@@ -144,7 +166,7 @@ def test_bad_command_lines(tmp_path, capsys):
         match=r"nor is it a shipped config: did you mean dense\? shipped: demo, dense, ",
     ):
         parse_config(["--config", "dens"])
-    assert main(["--data_path", str(tmp_path / "nowhere")]) == 2
+    assert main(["--data_path", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert (
         err
@@ -171,12 +193,73 @@ def test_module_entry_point_reports_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "fastmri_pun.train", "--data_path", str(missing),
          "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True, text=True, cwd=Path.cwd(), timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)},
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"python -m fastmri_pun.train: error: --data_path {missing} does not exist"
     ]
+
+
+def test_data_errors_come_before_the_output_folder_s(tmp_path, capsys):
+    out = tmp_path / "out"
+    _finished_run(out)  # the README's demo run, finished: other settings are refused there
+    before = sorted(p.name for p in out.iterdir())
+    missing = tmp_path / "nowhere"
+    assert main(["--data_path", str(missing), "--output_dir", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"python -m fastmri_pun.train: error: --data_path {missing} does not exist"
+    )
+    root = tmp_path / "fastmri"
+    (root / "multicoil_train").mkdir(parents=True)
+    (root / "multicoil_train" / "file1.h5").write_bytes(b"")
+    assert main(["--data_path", str(root), "--output_dir", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"python -m fastmri_pun.train: error: data folder {root / 'multicoil_val'} does not exist"
+    )
+    (root / "multicoil_val").mkdir()
+    (root / "multicoil_val" / "file2.h5").write_bytes(b"")
+    argv = ["--data_path", str(root), "--output_dir", str(out), "--test_path", str(missing)]
+    assert main(argv) == 2
+    assert f"error: --test_path {missing} does not exist" in capsys.readouterr().err
+    # --test_path replaces <challenge>_test: with it, the folders are complete, so the next
+    # problem is the finished run in the output folder
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "file3.h5").write_bytes(b"")
+    argv[-1] = str(tmp_path / "test")
+    assert main(argv) == 2
+    assert f"--output_dir {out} holds a finished run with other settings" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written
+
+
+def test_the_demo_set_s_folder_is_printed_first(tmp_path, monkeypatch, capsys):
+    import fastmri_pun.app.train.cli as cli
+
+    monkeypatch.setattr(cli, "fit", lambda cfg: TrainResult(Path(cfg.run.output_dir)))
+    assert main(["--output_dir", str(tmp_path), "--demo_coils", "4"]) == 0
+    folder = Path(os.environ["FASTMRI_PUN_CACHE"]) / "demo" / "size128_coils4_seed0"
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"Data: the demo set in {folder} (built there on first use; --data_path DIR for fastMRI "
+        "data)"
+    )
+    root = tmp_path / "fastmri"
+    for split in ("train", "val", "test"):
+        (root / f"multicoil_{split}").mkdir(parents=True)
+        (root / f"multicoil_{split}" / "file.h5").write_bytes(b"")
+    assert main(["--output_dir", str(tmp_path), "--data_path", str(root)]) == 0
+    assert "demo set" not in capsys.readouterr().out
+    # the folder named is the one the run uses (ensure_demo_dataset builds into it)
+    import fastmri_pun.demo.builder as builder
+
+    built = []
+    monkeypatch.setattr(
+        builder, "build_demo_dataset", lambda target, *a, **k: built.append(target) or target
+    )
+    data = TrainConfig.from_flat({"demo_size": 96, "demo_coils": 4}).data
+    resolve_data_path(data)
+    assert built == [demo_data_dir(data)] == [folder.with_name("size96_coils4_seed0")]
 
 
 def test_run_level_input_errors(demo_root, tmp_path):

@@ -1,7 +1,8 @@
 """Checks of a training run against the file system and the machine, before any work: data and
 checkpoint paths, an earlier run to continue, the output folder, the accelerator, the pruning
 density and a resumed checkpoint's pruning. Each raises a one-line ``ValueError`` or
-``FileNotFoundError`` naming the flag."""
+``FileNotFoundError`` naming the flag. The data folders come first (:func:`check_data_folders`):
+a mistyped ``--data_path`` is reported as such, also when ``--output_dir`` holds another run."""
 
 from __future__ import annotations
 
@@ -14,24 +15,26 @@ from typing import Any
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from ...demo.builder import ensure_demo_dataset
+from ...demo.builder import DemoConfig, ensure_demo_dataset
 from ...pruning.channel_scores import channel_scores
 from ...pruning.masks_file import mask_settings, requested_pruning
 from ...pruning.methods import get_pruning_method
 from ...pruning.pun import keep_budget
 from ...pruning.select import select_parameters
-from ...training import ReconstructionModule
+from ...training import ReconstructionModule, check_split_dir
 from ...training.checkpoint_files import checkpoint_masks, checkpoint_pruning
 from ..run_folder import RunDir
 from .config import DataConfig, RunConfig, TrainConfig
 
 __all__ = [
     "check_accelerator",
+    "check_data_folders",
     "check_dense_checkpoint",
     "check_output_dir",
     "check_prune_density",
     "check_resume_epochs",
     "check_resume_pruning",
+    "demo_data_dir",
     "earlier_run",
     "pruning_method_beside",
     "resolve_checkpoint",
@@ -39,14 +42,56 @@ __all__ = [
 ]
 
 
+def demo_data_dir(data: DataConfig) -> Path:
+    """The folder of the demo set that a run without ``data_path`` uses (the one
+    :func:`resolve_data_path` returns): ``$FASTMRI_PUN_CACHE/demo/size<N>_coils<C>_seed0``
+    (default cache ``~/.cache/fastmri_pun``). Nothing is built or checked."""
+    return DemoConfig(demo_size=data.demo_size, demo_coils=data.demo_coils).root
+
+
 def resolve_data_path(data: DataConfig) -> Path:
-    """``data_path`` checked, or the demo set (built if absent)."""
+    """``data_path`` checked, or the demo set (built if absent, in :func:`demo_data_dir`).
+
+    Raises:
+        FileNotFoundError: ``data_path`` is not a folder.
+    """
     if data.data_path is None:
         return Path(ensure_demo_dataset(size=data.demo_size, coils=data.demo_coils))
     path = Path(data.data_path)
     if not path.is_dir():
         raise FileNotFoundError(f"--data_path {path} does not exist")
     return path
+
+
+def check_data_folders(cfg: TrainConfig) -> None:
+    """The data folders the run names exist, checked before anything about the output folder,
+    the checkpoints or the model: ``--data_path`` and ``--test_path``, and in train mode the
+    ``<challenge>_train``, ``_val`` and ``_<test_split>`` folders (or ``--test_path``), each
+    holding ``.h5`` files only. The demo set (no ``--data_path``) is built later; in test mode
+    the split folder follows the checkpoint's challenge, so only the paths themselves are
+    checked here. Reads folder listings only (no file is opened).
+
+    Raises:
+        FileNotFoundError: a missing folder (naming the flag, or the split folder).
+        ValueError: a split folder without ``.h5`` files or with other entries.
+    """
+    d = cfg.data
+    root = Path(d.data_path) if d.data_path is not None else None
+    if root is not None and not root.is_dir():
+        raise FileNotFoundError(f"--data_path {root} does not exist")
+    test = Path(d.test_path) if d.test_path is not None else None
+    if test is not None and not test.is_dir():
+        raise FileNotFoundError(f"--test_path {test} does not exist")
+    if cfg.run.mode != "train":
+        return
+    challenge = cfg.run.challenge
+    folders = [] if root is None else [root / f"{challenge}_{s}" for s in ("train", "val")]
+    if test is not None:
+        folders.append(test)
+    elif root is not None:
+        folders.append(root / f"{challenge}_{d.test_split}")
+    for folder in folders:
+        check_split_dir(folder)
 
 
 def resolve_checkpoint(run: RunConfig) -> Path | None:

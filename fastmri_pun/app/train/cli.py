@@ -40,10 +40,11 @@ from ..config_files import config_value, resolve_config_args
 from ..errors import run_command
 from ..run_folder import RunDir
 from ..settings_flags import add_settings_flags
+from .checks import check_data_folders, demo_data_dir
 from .config import ModelConfig, TrainConfig
 from .run import TrainResult, fit
 
-__all__ = ["PROG", "build_parser", "main", "parse_args", "report", "valid_keys"]
+__all__ = ["PROG", "build_parser", "data_line", "main", "parse_args", "report", "valid_keys"]
 
 PROG = "python -m fastmri_pun.train"
 
@@ -120,8 +121,32 @@ def report(result: TrainResult) -> str:
     return "\n".join(lines)
 
 
+def data_line(cfg: TrainConfig) -> str | None:
+    """The line naming the demo set's folder when the run uses it (no ``--data_path``), else
+    ``None``."""
+    if cfg.data.data_path is not None:
+        return None
+    return (
+        f"Data: the demo set in {demo_data_dir(cfg.data)} (built there on first use; "
+        "--data_path DIR for fastMRI data)"
+    )
+
+
+def _run(argv: Sequence[str] | None, results: list[TrainResult]) -> None:
+    """Parse; check the data folders (before the output folder and the checkpoints are looked
+    at); name the demo set's folder (rank 0); run."""
+    cfg = parse_args(argv)
+    check_data_folders(cfg)
+    line = data_line(cfg)
+    if line and rank_zero_only.rank == 0:
+        print(line, flush=True)
+    results.append(fit(cfg))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, run :func:`~fastmri_pun.app.train.run.fit`, print the report (rank 0).
+    """Parse, run :func:`~fastmri_pun.app.train.run.fit`, print the report (rank 0). Without
+    ``--data_path`` a first line names the demo set's folder. A missing data folder is reported
+    before any problem with ``--output_dir``.
 
     Returns:
         the exit status: 0, 2 after bad input (one line on stderr), 130 when interrupted.
@@ -130,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SystemExit: ``--help`` and ``--print_config``, after printing (status 0).
     """
     results: list[TrainResult] = []
-    status = run_command(PROG, lambda: results.append(fit(parse_args(argv))))
+    status = run_command(PROG, lambda: _run(argv, results))
     if status or not results:
         return status
     if results[0].interrupted:
