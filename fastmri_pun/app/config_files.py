@@ -9,15 +9,26 @@ with the new spelling.
 
 jsonargparse's :class:`~jsonargparse.ActionConfigFile` reports an unknown key as ``Option 'x'
 is not accepted`` and a scalar given to a list flag as ``'int' object is not iterable``. So every
-config file named on the command line is first read with ``yaml.safe_load`` (no python tags) and
-its keys checked against the command's flags (:func:`check_config_keys`): a typo is answered with
-a "did you mean" and the list of valid keys
+config file named on the command line is first read with :func:`load_yaml` (``yaml.safe_load``'s
+loader: no python tags) and its keys checked against the command's flags
+(:func:`check_config_keys`): a typo is answered with a "did you mean" and the list of valid keys
 (:func:`fastmri_pun.utils.config_checks.unknown_keys_message`).
+
+PyYAML follows YAML 1.1, whose floats need a dot (``1.0e-3``): ``1e-3`` would be the string
+``"1e-3"`` while jsonargparse's ``--config`` reads it as a number. :class:`ConfigLoader` reads
+every YAML file of the package (run configs, the paper experiment's) with YAML 1.2's floats, so
+``1e-3``, ``1E-3``, ``5e2`` and ``.5`` are the same numbers everywhere.
+
+A value that names something other than a regular file (a device such as ``/dev/zero``, a FIFO,
+a folder) or is empty is refused as such, without opening it (:func:`check_regular_file`).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import re
+import stat
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -30,9 +41,12 @@ from ..utils.config_checks import unknown_keys_message
 __all__ = [
     "EXPERIMENT_PREFIX",
     "SHIPPED_CONFIGS",
+    "ConfigLoader",
     "check_config_keys",
+    "check_regular_file",
     "config_file_paths",
     "config_value",
+    "load_yaml",
     "read_config_file",
     "resolve_config_args",
     "resolve_config_path",
@@ -48,6 +62,74 @@ _OLD_FOLDER = ("fastmri_pun", "configs")
 #: shipped configs of the paper experiment (``paper_small``, ``paper_full``): read by
 #: ``fastmri-pun paper --budget NAME``, not by ``--config``
 EXPERIMENT_PREFIX = "paper_"
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no python tags) whose floats are YAML 1.2's: the exponent needs no
+    dot and its sign is optional (``1e-3``, ``1E-3``, ``5e2``, ``-2.5e-4``), besides YAML 1.1's
+    (``.5``, ``1.0e-3``, ``1_000.5``, ``.inf``, ``.nan``). Integers, booleans, ``null`` and
+    strings resolve as with ``yaml.safe_load``."""
+
+
+# YAML 1.1's float pattern (PyYAML's resolver) with the exponent of YAML 1.2: optional dot,
+# optional exponent sign
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`ConfigLoader` (``yaml.safe_load`` with YAML 1.2 floats).
+
+    Raises:
+        yaml.YAMLError: syntax errors and python tags.
+    """
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_regular_file(value: str | os.PathLike, what: str = "config file") -> bool:
+    """Whether ``value`` names an existing regular file (links followed); never opens it.
+
+    Returns:
+        ``True`` for a regular file, ``False`` when nothing exists there.
+
+    Raises:
+        ValueError: an empty path (``"<what>: empty path"``), or something that exists but is
+            not a regular file (``"<what> <path> is not a regular file (a FIFO)"``: a directory,
+            character or block device, FIFO, socket).
+    """
+    if not os.fspath(value):
+        raise ValueError(f"{what}: empty path")
+    try:
+        mode = os.stat(value).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as err:
+        raise ValueError(f"{what} {value} cannot be read: {err.strerror}") from None
+    if stat.S_ISREG(mode):
+        return True
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    raise ValueError(f"{what} {value} is not a regular file ({kind})")
 
 
 def shipped_config_names(experiments: bool = False) -> list[str]:
@@ -78,9 +160,13 @@ def resolve_config_path(value: str) -> Path:
     Raises:
         FileNotFoundError: neither (the message names the shipped configs, or the new spelling
             of a path under the configs' old folder ``fastmri_pun/configs/``).
+        ValueError: an empty value, or a path to something that is not a regular file (a
+            device, a FIFO, a folder; :func:`check_regular_file`).
     """
+    if not value:
+        raise ValueError("--config: empty path")
     path = Path(value)
-    if path.is_file():
+    if check_regular_file(path):
         return path
     stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
     if path.parent.parts[-2:] == _OLD_FOLDER:
@@ -106,17 +192,18 @@ def resolve_config_path(value: str) -> Path:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """``yaml.safe_load`` a config file (``{}`` for an empty one).
+    """Read a config file with :func:`load_yaml` (``{}`` for an empty one).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: YAML syntax error or python tag, or not a mapping.
+        ValueError: an empty path or not a regular file (:func:`check_regular_file`), YAML
+            syntax error or python tag, or not a mapping.
     """
-    path = Path(path)
-    if not path.is_file():
+    if not check_regular_file(path):
         raise FileNotFoundError(f"config file {path} does not exist")
+    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         first = str(err).replace("\n", " ")
         raise ValueError(

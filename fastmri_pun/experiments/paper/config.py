@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ...app.config_files import shipped_config
+from ...app.config_files import check_regular_file, load_yaml, shipped_config
 from ...app.evaluate.suite import SuiteConfig
 from ...app.train.run import TrainConfig
 from ...utils.config_checks import unknown_keys_message
@@ -199,17 +199,20 @@ class ExperimentConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> ExperimentConfig:
-        """Read an experiment YAML (``yaml.safe_load``: python tags are refused).
+        """Read an experiment YAML with :func:`~fastmri_pun.app.config_files.load_yaml`
+        (``yaml.safe_load``'s loader, python tags refused, with YAML 1.2 floats: ``1e-3`` is a
+        number, as for ``--config``).
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: not YAML, not a mapping, unknown keys, invalid settings.
+            ValueError: an empty path or not a regular file (a folder, a device, a FIFO), not
+                YAML, not a mapping, unknown keys, invalid settings.
         """
-        path = Path(path)
-        if not path.is_file():
+        if not check_regular_file(path, "experiment config"):
             raise FileNotFoundError(f"experiment config {path} does not exist")
+        path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             first = " ".join(str(err).split())
             raise ValueError(f"experiment config {path} is not plain YAML: {first}") from err

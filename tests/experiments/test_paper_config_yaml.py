@@ -1,0 +1,51 @@
+"""The experiment YAML reads ``1e-3`` as a number, as ``--config`` does, and refuses paths that
+are no regular file in one line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fastmri_pun.app.config_files import read_config_file
+from fastmri_pun.experiments.paper.config import ExperimentConfig
+
+TEXT = """\
+seeds: [0]
+density: 5e-2
+reference: dense
+methods:
+  dense: {prune: none}
+  pun-it: {prune: pun-it}
+  dense-wd: {prune: none, optimizer: adamw, select_weight_decay: [1e-4, 1E-3, .5]}
+train:
+  lr: 2e-4
+"""
+
+
+def test_exponent_floats_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(TEXT)
+    exp = ExperimentConfig.from_yaml(path)
+    assert exp.density == 0.05 and type(exp.density) is float
+    assert exp.methods["dense-wd"]["select_weight_decay"] == [1e-4, 1e-3, 0.5]
+    assert exp.train["lr"] == 2e-4 and type(exp.train["lr"]) is float
+    assert exp.train_config("pun-it", 0, tmp_path, tmp_path).optimisation.lr == 2e-4
+    # the same numbers as the --config reader
+    raw = read_config_file(path)
+    assert raw["density"] == exp.density and raw["train"]["lr"] == exp.train["lr"]
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [("/dev/zero", "is not a regular file (a character device)"), ("", "empty path")],
+)
+def test_paths_that_are_no_regular_file(path: str, said: str) -> None:
+    with pytest.raises(ValueError, match=rf"^experiment config\b.*{re.escape(said)}$"):
+        ExperimentConfig.from_yaml(path)
+
+
+def test_a_folder_is_no_experiment_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"is not a regular file \(a directory\)$"):
+        ExperimentConfig.from_yaml(tmp_path)
