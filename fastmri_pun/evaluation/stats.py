@@ -10,6 +10,7 @@ times (independent training seeds), a seed column (e.g. ``train_seed``) tells th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable
 
 import numpy as np
@@ -20,6 +21,10 @@ from .metrics import HIGHER_IS_BETTER
 KEY = ("fname", "slice_num")
 #: bootstrap resamples of a confidence interval unless a caller asks for another number
 N_BOOT = 10000
+#: the verdict when the bootstrap had fewer than two resampling units (images, volumes, or
+#: (seed, volume) pairs): every resample is the same, so its zero-width "interval" says nothing;
+#: :func:`paired_differences` adds the count in parentheses, e.g. ``"not enough units (1 volume)"``
+NOT_ENOUGH_UNITS = "not enough units"
 
 
 def describe(values: np.ndarray, suffix: str = "") -> dict[str, float | int]:
@@ -70,12 +75,22 @@ def bootstrap_ci(
     With ``groups [N]`` (e.g. the volume of each slice) whole groups are resampled (cluster
     bootstrap), which accounts for correlated slices of one volume; without, images are
     resampled independently. Seeded: the same inputs give the same interval.
+
+    Returns:
+        ``(low, high)`` as floats; ``(nan, nan)`` with fewer than two resampling units (one image,
+        or one group): every resample would be the same, a zero-width interval that says nothing
+        about the uncertainty (:data:`NOT_ENOUGH_UNITS`).
+
+    Raises:
+        ValueError: ``diff`` empty or not 1-D; ``groups`` not of its shape.
     """
     d = np.asarray(diff, dtype=float)
     if d.ndim != 1 or d.size == 0:
         raise ValueError(f"diff must be a non-empty 1-D array, got shape {d.shape}")
     rng = np.random.default_rng(seed)
     if groups is None:
+        if d.size < 2:
+            return float("nan"), float("nan")
         means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
     else:
         g = np.asarray(groups)
@@ -83,6 +98,8 @@ def bootstrap_ci(
             raise ValueError(f"groups {g.shape} must match diff {d.shape}")
         _, inv = np.unique(g, return_inverse=True)
         sums, counts = np.bincount(inv, weights=d), np.bincount(inv).astype(float)
+        if sums.size < 2:
+            return float("nan"), float("nan")
         pick = rng.integers(0, sums.size, size=(n_boot, sums.size))
         means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
@@ -143,7 +160,8 @@ def hierarchical_bootstrap_ci(
         groups: ``[N]`` hashable labels or ``None``; resample whole groups within each seed.
 
     Returns:
-        ``(low, high)`` as floats.
+        ``(low, high)`` as floats; ``(nan, nan)`` with fewer than two resampling units (images,
+        or groups, over all seeds): every draw would be the same (:data:`NOT_ENOUGH_UNITS`).
 
     Raises:
         ValueError: ``diff`` empty, not 1-D or not finite; ``seeds``/``groups`` not of shape
@@ -174,6 +192,8 @@ def hierarchical_bootstrap_ci(
     starts = np.flatnonzero(np.r_[True, unit_sorted[1:] != unit_sorted[:-1]])
     sums = np.add.reduceat(d[order], starts)
     counts = np.diff(np.r_[starts, d.size]).astype(float)
+    if sums.size < 2:
+        return float("nan"), float("nan")
     unit_seed = seed_code[order][starts]
     # canonical order: units within a seed by (count, sum), seeds by their sorted units
     per_seed = []
@@ -200,7 +220,10 @@ def hierarchical_bootstrap_ci(
 
 
 def verdict(lo: float, hi: float, higher_is_better: bool) -> str:
-    """``"better"``/``"worse"`` when the CI excludes 0, else ``"no significant difference"``."""
+    """``"better"``/``"worse"`` when the CI excludes 0, else ``"no significant difference"``;
+    :data:`NOT_ENOUGH_UNITS` when there is no interval (``lo`` or ``hi`` NaN)."""
+    if math.isnan(lo) or math.isnan(hi):
+        return NOT_ENOUGH_UNITS
     if lo > 0 or hi < 0:
         improved = (lo > 0) == higher_is_better
         return "better" if improved else "worse"
@@ -239,7 +262,10 @@ def paired_differences(
 
     Images are paired by ``(fname, slice_num)`` within a shift; images missing for either model
     or with non-finite values are dropped (``n`` says how many pairs were used). ``by_volume``
-    resamples whole volumes (``fname``) in the bootstrap.
+    resamples whole volumes (``fname``) in the bootstrap. With fewer than two resampling units
+    (one image; one volume with ``by_volume``; one in all over the seeds with ``seed_column``)
+    there is no interval: ``ci_low``/``ci_high`` are NaN and the verdict is
+    ``"not enough units (1 image)"`` / ``"(1 volume)"`` (:data:`NOT_ENOUGH_UNITS`).
 
     With ``seed_column`` (e.g. ``"train_seed"``, the training seed of each row) images are paired
     by ``(seed_column, fname, slice_num)`` — a model's image under training seed ``s`` with the
@@ -275,12 +301,19 @@ def paired_differences(
                 desc = describe(d, suffix="_diff")
                 if seed_column is None:
                     lo, hi = bootstrap_ci(d, n_boot, seed=seed, groups=vols if by_volume else None)
+                    units = pd.unique(vols).size if by_volume else d.size
                 else:
                     seeds = joined.index.get_level_values(seed_column).to_numpy()[ok]
                     lo, hi = hierarchical_bootstrap_ci(
                         d, seeds, n_boot, seed=seed, groups=vols if by_volume else None
                     )
                     desc = {"n": desc.pop("n"), "n_seeds": int(pd.unique(seeds).size), **desc}
+                    pairs = zip(seeds, vols, strict=True) if by_volume else range(d.size)
+                    units = len(set(pairs))
+                decision = verdict(lo, hi, HIGHER_IS_BETTER.get(metric, True))
+                if decision == NOT_ENOUGH_UNITS:
+                    kind = "volume" if by_volume else "image"
+                    decision += f" ({units} {kind}{'' if units == 1 else 's'})"
                 rows.append(
                     {
                         "model": model,
@@ -290,7 +323,7 @@ def paired_differences(
                         **desc,
                         "ci_low": lo,
                         "ci_high": hi,
-                        "verdict": verdict(lo, hi, HIGHER_IS_BETTER.get(metric, True)),
+                        "verdict": decision,
                     }
                 )
     return pd.DataFrame(rows)

@@ -5,6 +5,11 @@ A control explains PUN-IT's difference to dense on a shift when PUN-IT is better
 there but not better than that control: the control reaches the same result without sparsity
 at initialisation (more optimisation for the equal-compute control, fewer weights for the
 same-size control, regularisation for the weight-decay control).
+
+A comparison resting on fewer than two resampling units (one volume of one seed) has no interval
+and no verdict (:data:`~fastmri_pun.evaluation.stats.NOT_ENOUGH_UNITS`): its cell reads
+``[n/a] **n/a: not enough units (1 volume)**``, the lines say "no verdict against ..." with the
+reason, and such a control never explains a difference.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ...evaluation.stats import paired_differences
+from ...evaluation.stats import NOT_ENOUGH_UNITS, paired_differences
 from ...utils.markdown import markdown_table
 from .config import ExperimentConfig
 
@@ -36,6 +41,18 @@ _PHRASE = {
 }
 #: the pruning method compared with unstructured PUN-IT besides the dense controls
 STRUCTURED = "pun-it-channels"
+#: the summary's label of the comparisons without a verdict
+_NO_VERDICT = f"no verdict ({NOT_ENOUGH_UNITS})"
+
+
+def _decided(v: str | None) -> bool:
+    """Whether ``v`` is a verdict (not ``None``, not "not enough units (...)")."""
+    return v is not None and not v.startswith(NOT_ENOUGH_UNITS)
+
+
+def _no_verdict(name: str, v: str) -> str:
+    """``no verdict against `name` (not enough units (1 volume))``."""
+    return f"no verdict against `{name}` ({v})"
 
 
 @dataclass(frozen=True)
@@ -109,7 +126,7 @@ def verdict_table(
     diffs: pd.DataFrame, against: Sequence[Comparator], shifts: Sequence[str], metric: str
 ) -> list[str]:
     """Markdown table: one row per shift, one column per comparator, each cell the mean
-    difference, its 95 % CI and the verdict."""
+    difference, its 95 % CI and the verdict (``[n/a] **n/a: <reason>**`` without an interval)."""
     fmt = _FORMATS.get(metric, "{:+.4f}")
     rows = []
     for shift in shifts:
@@ -118,6 +135,9 @@ def verdict_table(
             r = _row(diffs, comp.name, shift, metric)
             if r is None:
                 cells.append("–")
+                continue
+            if not _decided(str(r["verdict"])):
+                cells.append(f"{fmt.format(r['mean_diff'])} [n/a] **n/a: {r['verdict']}**")
                 continue
             cells.append(
                 f"{fmt.format(r['mean_diff'])} [{fmt.format(r['ci_low'])}, "
@@ -158,30 +178,38 @@ def explanation_lines(
         if v_ref is None:
             continue
         per = {c.name: _verdict(diffs, c.name, shift, metric) for c in controls}
+        undecided = [n for n, v in per.items() if v is not None and not _decided(v)]
         if v_ref == "better":
-            explains = [c for c in controls if per[c.name] not in (None, "better")]
+            explains = [c for c in controls if _decided(per[c.name]) and per[c.name] != "better"]
             if explains:
                 names = ", ".join(f"`{c.name}` ({c.role})" for c in explains)
                 text = (
-                    f"better than `{ref.name}`, but not than {names}: that control reaches the "
-                    "same without pruning at initialisation, so it explains the difference"
+                    f"is better than `{ref.name}`, but not than {names}: that control reaches "
+                    "the same without pruning at initialisation, so it explains the difference"
                 )
             else:
-                text = f"better than `{ref.name}` and than every control"
+                every = "every control with a verdict" if undecided else "every control"
+                text = f"is better than `{ref.name}` and than {every}"
         else:
-            word = "worse than" if v_ref == "worse" else "no significant difference to"
+            if _decided(v_ref):
+                word = "worse than" if v_ref == "worse" else "no significant difference to"
+                text = f"is {word} `{ref.name}`"
+            else:
+                text = f"has {_no_verdict(ref.name, v_ref)}"
             beaten = [c.name for c in controls if per[c.name] == "better"]
             lost = [c.name for c in controls if per[c.name] == "worse"]
-            text = f"{word} `{ref.name}`"
             if beaten:
                 text += "; better than " + ", ".join(f"`{n}`" for n in beaten)
             if lost:
                 text += "; worse than " + ", ".join(f"`{n}`" for n in lost)
+        text += "".join(f"; {_no_verdict(n, per[n])}" for n in undecided)
         for c in others:
             v = _verdict(diffs, c.name, shift, metric)
-            if v is not None:
+            if v is not None and _decided(v):
                 text += f"; {_PHRASE[v]} `{c.name}` ({c.role})"
-        lines.append(f"- **{shift}** ({metric.upper()}): {method} is {text}.")
+            elif v is not None:
+                text += f"; {_no_verdict(c.name, v)}"
+        lines.append(f"- **{shift}** ({metric.upper()}): {method} {text}.")
     return lines
 
 
@@ -193,14 +221,15 @@ def summary_lines(
     metric: str = "psnr",
 ) -> list[str]:
     """One bullet per comparator: on which shifts ``method`` is better, worse, or not
-    significantly different (the answer in one line per comparator)."""
+    significantly different (the answer in one line per comparator), and, when there are such
+    shifts, on which it has no verdict (not enough units)."""
     lines = []
     for comp in against:
         groups: dict[str, list[str]] = {"better": [], "worse": [], "no significant difference": []}
         for shift in shifts:
             v = _verdict(diffs, comp.name, shift, metric)
             if v is not None:
-                groups[v].append(shift)
+                groups.setdefault(v if _decided(v) else _NO_VERDICT, []).append(shift)
         parts = [
             f"{label} on {len(names)}" + (f" ({', '.join(names)})" if names else "")
             for label, names in groups.items()
