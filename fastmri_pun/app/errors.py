@@ -8,13 +8,21 @@ message and an exit status. Nothing else is caught: a bug keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["USER_ERRORS", "Terminated", "interrupted_status", "one_line", "run_command"]
+__all__ = [
+    "USER_ERRORS",
+    "Terminated",
+    "deferred_termination",
+    "interrupted_status",
+    "one_line",
+    "run_command",
+]
 
 # argparse.ArgumentError: what jsonargparse raises for a bad flag with exit_on_error=False;
 # OSError: a path the user named cannot be read or written (a folder, no permission, disk full)
@@ -40,16 +48,36 @@ class Terminated(KeyboardInterrupt):
 
 
 _signals: list[int] = []
+_deferred: list[bool] = []
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
+def _on_sigterm(signum: int, frame: Any) -> None:
     _signals.append(signum)
-    raise Terminated(f"terminated by signal {signum}")
+    if not _deferred:
+        raise Terminated(f"terminated by signal {signum}")
+
+
+@contextlib.contextmanager
+def deferred_termination() -> Iterator[None]:
+    """Inside the block SIGTERM is recorded, not raised: for code that stops itself at a safe
+    point on SIGTERM (a Lightning trainer checks between batches and shuts down cleanly), where
+    an exception raised at an arbitrary line (a DataLoader's finaliser, a fork handler) would
+    be swallowed with a traceback instead."""
+    _deferred.append(True)
+    try:
+        yield
+    finally:
+        _deferred.pop()
 
 
 def interrupted_status() -> int:
     """The exit status of an interrupted command: 143 after SIGTERM, 130 after Ctrl-C."""
     return 128 + signal.SIGTERM if signal.SIGTERM in _signals else 130
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _signals.append(signum)
+    raise KeyboardInterrupt
 
 
 def run_command(prog: str, body: Callable[[], Any]) -> int:
@@ -59,7 +87,10 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
     while ``body()`` runs in the main thread."""
     _signals.clear()
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    previous = {}
+    if main_thread:
+        for signum, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
+            previous[signum] = signal.signal(signum, handler)
     try:
         body()
     except USER_ERRORS as err:
@@ -69,6 +100,9 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return interrupted_status()
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    if _signals:  # an interrupt swallowed where Python ignores exceptions (a finaliser)
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return interrupted_status()
     return 0

@@ -49,25 +49,36 @@ class FolderOwner:
         FolderBusyError: from :meth:`acquire`, when another process holds the folder.
     """
 
+    #: folder → (lock, holders) of the folders this process owns: a process shares its own
+    #: folders between its owners (e.g. a run prepared twice); the lock keeps other processes out
+    _owned: dict[str, list] = {}
+
     def __init__(self, folder: str | os.PathLike, command: str, flag: str = "--output_dir"):
         self.folder = Path(folder)
         self.command = command
         self.flag = flag
-        self._lock = FileLock(str(self.folder / LOCK_NAME))
+        self._key = str(self.folder.resolve())
         self._held = False
 
     def acquire(self) -> FolderOwner:
         """Take the folder (non-blocking); no-op on ranks other than 0 or when already held."""
         if self._held or rank_zero_only.rank != 0:
             return self
+        owned = FolderOwner._owned.get(self._key)
+        if owned is not None:  # this process owns it already
+            owned[1] += 1
+            self._held = True
+            return self
+        lock = FileLock(str(self.folder / LOCK_NAME))
         try:
-            self._lock.acquire(timeout=0)
+            lock.acquire(timeout=0)
         except Timeout:
             raise FolderBusyError(
                 f"{self.flag} {self.folder} is in use by {self._owner()}; wait for it to end, "
                 "stop it, or choose another folder"
             ) from None
         self._held = True
+        FolderOwner._owned[self._key] = [lock, 1]
         atomic_write_json(
             self.folder / OWNER_NAME,
             {
@@ -85,9 +96,16 @@ class FolderOwner:
         if not self._held:
             return
         self._held = False
+        owned = FolderOwner._owned.get(self._key)
+        if owned is None:
+            return
+        owned[1] -= 1
+        if owned[1] > 0:
+            return
+        del FolderOwner._owned[self._key]
         with contextlib.suppress(OSError):
             (self.folder / OWNER_NAME).unlink()
-        self._lock.release()
+        owned[0].release()
 
     def _owner(self) -> str:
         """``fastmri-pun train (PID 123 on host, since ...)`` from the owner record, or a

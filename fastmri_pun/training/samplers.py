@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,12 @@ class EpochSeededSampler(DistributedSampler):
 def seed_mask_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: give each worker its own mask stream, derived from the
     stream :meth:`EpochSeededSampler.set_epoch` set in the parent process; with
-    ``pl.seed_everything(..., workers=True)`` also Lightning's seeding of the global RNGs."""
+    ``pl.seed_everything(..., workers=True)`` also Lightning's seeding of the global RNGs.
+
+    Ctrl-C reaches every process of the terminal's process group; the workers ignore it, so the
+    main process alone stops the run (and shuts its workers down) instead of every worker
+    printing a ``KeyboardInterrupt`` traceback and the main process failing on a dead worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.environ.get("PL_SEED_WORKERS") == "1":
         pl_worker_init_function(worker_id)
     info = get_worker_info()

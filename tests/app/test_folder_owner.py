@@ -115,7 +115,6 @@ def test_evaluate_caches_rows_under_the_digest_of_the_bytes_it_loaded(
     monkeypatch.setattr(suite, "load_models", load_then_rewrite)
     suite.evaluate({"dense": ckpt}, _cfg(demo_root, tmp_path / "eval", shifts=["in-dist"]))
     metas = list((tmp_path / "eval").rglob("*.json"))
-    digests = {
-        json.loads(m.read_text())["checkpoint"]["sha256"] for m in metas if "partial" in str(m)
-    }
+    records = [json.loads(m.read_text()) for m in metas if "partial" in str(m)]
+    digests = {r.get("fingerprint", r)["checkpoint"]["sha256"] for r in records}
     assert digests == {loaded} != {hashlib.sha256(ckpt.read_bytes()).hexdigest()}

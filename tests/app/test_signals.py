@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from fastmri_pun.app.errors import run_command
 
 # A driver with two busy workers in a spawned pool, stopped the way the paper driver is.
@@ -81,3 +83,51 @@ def test_run_command_exit_status_says_which_signal_and_restores_the_handler(caps
     assert run_command("x", interrupted) == 130
     assert capsys.readouterr().err.splitlines() == ["x: interrupted", "x: interrupted"]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def _interrupt_when(
+    proc: subprocess.Popen, ready, how: str, timeout: float = 240
+) -> tuple[str, str]:
+    """Once ``ready()``: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or
+    SIGTERM to the main process (as ``kill`` and ``timeout`` send it)."""
+    deadline = time.monotonic() + timeout
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(1.0)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=120)
+
+
+def _group_alive(pgid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split() if _alive(int(p))]
+
+
+@pytest.mark.parametrize(("how", "status"), [("ctrl-c", 130), ("sigterm", 143)])
+def test_interrupted_training_with_loader_workers_is_one_line_and_no_process_left(
+    demo_root, tmp_path, how, status
+):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "fastmri_pun.train", "--data_path", str(demo_root),
+        "--output_dir", str(out), "--center_fractions", "0.16", "--num_workers", "2",
+        "--max_epochs", "50", "--num_unrolls", "2", "--num_cg_iters", "2", "--chans", "8",
+        "--num_layers", "3", "--accelerator", "cpu", "--enable_progress_bar", "false",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True, cwd=tmp_path,
+    )  # fmt: skip
+    _, err = _interrupt_when(proc, lambda: (out / "logs" / "csv").is_dir(), how)
+    assert proc.returncode == status, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].endswith("interrupted"), err[-2000:]
+    deadline = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _group_alive(proc.pid) == []  # the loader workers went with it

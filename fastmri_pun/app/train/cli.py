@@ -37,7 +37,7 @@ from ...models import list_models
 from ...pruning.methods import pruning_methods_help
 from ..command_line import command_parser, config_keys, parse_command
 from ..config_files import config_value, resolve_config_args
-from ..errors import run_command
+from ..errors import interrupted_status, run_command
 from ..run_folder import RunDir
 from ..settings_flags import add_settings_flags
 from .checks import check_data_folders, demo_data_dir
@@ -149,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     before any problem with ``--output_dir``.
 
     Returns:
-        the exit status: 0, 2 after bad input (one line on stderr), 130 when interrupted.
+        the exit status: 0, 2 after bad input (one line on stderr), 130 when interrupted by
+        Ctrl-C, 143 by SIGTERM.
 
     Raises:
         SystemExit: ``--help`` and ``--print_config``, after printing (status 0).
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     if results[0].interrupted:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_status()  # 143 after SIGTERM, 130 after Ctrl-C
     if rank_zero_only.rank == 0:
         print(report(results[0]))
     return 0

@@ -75,6 +75,7 @@ from .checkpoint_settings import (
 )
 from .checks import (
     check_accelerator,
+    check_data_folders,
     check_dense_checkpoint,
     check_output_dir,
     check_prune_density,
@@ -227,6 +228,7 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    check_data_folders(cfg)
     if finished_run(cfg) is not None:
         raise ValueError(
             f"--output_dir {cfg.run.output_dir} holds a finished run ({RunDir(cfg.run.output_dir).done}); "
@@ -404,6 +406,7 @@ def fit(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
         ValueError, FileNotFoundError: bad input, before anything is trained (see
             :func:`prepare`).
     """
+    check_data_folders(cfg)  # errors about the data before errors about the output folder
     done = finished_run(cfg)
     if done is not None:
         rank_zero_info(

@@ -31,6 +31,7 @@ from ...training.accounting import ComputeAccounting
 from ...training.checkpoint_io import AtomicCheckpointIO
 from ...training.finite_guard import FiniteGuard
 from ...training.sample_budget import SampleBudget
+from ..errors import deferred_termination
 from ..run_folder import RunDir
 from .config import TrainConfig
 
@@ -60,7 +61,8 @@ class InterruptibleTrainer(pl.Trainer):
         main_thread = threading.current_thread() is threading.main_thread()
         handler = signal.getsignal(signal.SIGINT) if main_thread else None
         try:
-            return method(*args, **kwargs)
+            with deferred_termination():  # Lightning stops between batches on SIGTERM
+                return method(*args, **kwargs)
         except SystemExit as exit_:
             if not self.interrupted:
                 raise
