@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -80,6 +81,39 @@ def _on_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+#: how gloo and NCCL say that another process of the group is gone
+PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "remote worker crashing",
+    "remote process exited",
+    "Broken pipe",
+)
+
+
+def _peer_gone(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because a peer process exited
+    (``torch.distributed.DistError``, or gloo's/NCCL's ``RuntimeError`` saying so; the process
+    group may already be torn down by the trainer when the error gets here)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and isinstance(err, dist.DistError):
+        return True
+    return any(m in str(err) for m in PEER_GONE)
+
+
+def _rank() -> int:
+    """This process's global rank (the launchers' variables once the group is torn down)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
 def run_command(prog: str, body: Callable[[], Any]) -> int:
     """Run ``body()``; return 0, or print ``"<prog>: error: <message>"`` and return 2 when it
     raises one of :data:`USER_ERRORS`. ``KeyboardInterrupt`` (Ctrl-C) returns 130 and SIGTERM
@@ -95,6 +129,19 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
         body()
     except USER_ERRORS as err:
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        if not _peer_gone(err):
+            raise  # a bug: its traceback
+        # a collective (gloo/NCCL) failed because another process of the distributed run
+        # stopped: that process printed why; this one says so in one line instead of a
+        # traceback of the communication library
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        print(
+            f"{prog}: error: rank {_rank()}: another process of this distributed run stopped "
+            f"(its own message says why; here: {first})",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -131,3 +131,41 @@ def test_interrupted_training_with_loader_workers_is_one_line_and_no_process_lef
     while _group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _group_alive(proc.pid) == []  # the loader workers went with it
+
+
+PEER = """
+import sys
+import torch, torch.distributed as dist
+from fastmri_pun.app.errors import run_command
+rank, store = int(sys.argv[1]), sys.argv[2]
+
+def body():
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    if rank == 1:
+        raise ValueError("file_bad.h5: slice 3 unreadable")
+    dist.all_reduce(torch.ones(3))
+
+sys.exit(run_command("train", body))
+"""
+
+
+def test_a_data_error_on_one_rank_is_one_line_and_exit_2_on_every_rank(tmp_path):
+    """The rank with the bad file says why; the other, whose collective fails because its peer
+    left, says so in one line instead of a communication library's traceback."""
+    script = tmp_path / "peer.py"
+    script.write_text(PEER)
+    store = tmp_path / "store"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), str(store)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert errs[1].strip() == "train: error: file_bad.h5: slice 3 unreadable"
+    assert len(errs[0].strip().splitlines()) == 1, errs[0]
+    assert errs[0].startswith("train: error: rank 0: another process of this distributed run")
