@@ -63,6 +63,7 @@ from ...evaluation.shift_data import (
     scan_shift_files,
 )
 from ...evaluation.stats import paired_differences, summarize
+from ...training.numerics import set_float32_precision
 from ...utils.io import atomic_write_text
 from ..folder_owner import FolderOwner
 from ..run_folder import RunDir
@@ -181,6 +182,7 @@ def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> 
     check_shift_names(cfg.shifts)
     cfg = replace(cfg, data_path=_data_path(cfg))
     device = _device(cfg.accelerator)
+    set_float32_precision("highest")  # scores in float32: no TF32 on Ampere and later GPUs
     torch.manual_seed(cfg.seed)
     models = load_models(ckpts, device, cfg.zero_filled)
     per_model = {
