@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import bench_espirit as be  # noqa: E402
 import bench_espirit_speed as bes  # noqa: E402
+import bench_gpu as bg  # noqa: E402
+import bench_host_syncs as bhs  # noqa: E402
 import bench_modl as bm  # noqa: E402
 import bench_modl_memory as bmm  # noqa: E402
 import bench_physics as bp  # noqa: E402
@@ -487,3 +490,127 @@ def test_bart_region_reads_the_calibration_block_bart_reports(monkeypatch, tmp_p
     )
     with pytest.raises(RuntimeError, match="did not report its calibration region"):
         bes.bart_region(tmp_path, [])
+
+
+# --------------------------------------------------------------------------- GPU scripts
+
+REPO = BENCH_DIR.parent
+NO_CUDA_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+
+def _run_without_cuda(cmd: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run ``cmd`` from an empty folder with no visible CUDA device and ``TMPDIR`` in ``tmp_path``;
+    returns the process and the modification times of ``benchmarks/results`` before the run."""
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
+    before = {p.name: p.stat().st_mtime_ns for p in (BENCH_DIR / "results").iterdir()}
+    env = {**os.environ, **NO_CUDA_ENV, "TMPDIR": str(tmp)}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return proc, before
+
+
+def _assert_nothing_written(tmp_path: Path, before: dict) -> None:
+    assert list((tmp_path / "cwd").iterdir()) == [] and list((tmp_path / "tmp").iterdir()) == []
+    after = {p.name: p.stat().st_mtime_ns for p in (BENCH_DIR / "results").iterdir()}
+    assert after == before
+
+
+def test_gpu_check_without_cuda_prints_one_line_and_writes_nothing(tmp_path):
+    proc, before = _run_without_cuda(["bash", str(BENCH_DIR / "gpu_check.sh")], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "no CUDA device: skipping the GPU check\n" and proc.stderr == ""
+    _assert_nothing_written(tmp_path, before)
+
+
+def test_bench_gpu_without_cuda_prints_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "cwd" / "out"
+    cmd = [sys.executable, str(BENCH_DIR / "bench_gpu.py"), "--output_dir", str(out)]
+    proc, before = _run_without_cuda(cmd, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == bg.NO_CUDA + "\n"
+    _assert_nothing_written(tmp_path, before)
+
+
+def test_bench_gpu_measurements_on_the_cpu_at_the_quick_size(one_thread):
+    """The GPU benchmark's functions on the CPU: TF32 leaves CPU numbers unchanged, float32 is
+    within rounding of float64, exported sparse and slim models compute their masked model's
+    function, the CPU and "device" ESPIRiT maps agree, and the results hold the targets."""
+    args = bg.parse_args(["--quick"])
+    assert (args.size, args.chans, args.layers, args.unrolls) == (96, 8, 3, 2)
+    cpu = torch.device("cpu")
+    step = bg.bench_modl_step(args, cpu)
+    assert step["diffs"]["tf32"] == (0.0, 0.0)  # TF32 is a CUDA setting
+    assert step["diffs"]["float32"][0] < 1e-5 and step["diffs"]["float32"][1] < 1e-3
+    assert set(step["times"]) == set(bg.VARIANTS) - set(step["skipped"])
+    assert all(m is None for m in step["memory"].values())  # peak memory on CUDA only
+    built = bg.modl_results(step, args)
+    assert [t["name"] for t in built["targets"]] == [
+        "tf32: output rel. diff. from float32",
+        "amp_bf16: output rel. diff. from float32",
+    ]
+    assert built["tables"][0]["rows"][0][3] == 1.0  # float32's speed-up over itself
+    assert built["targets"][0]["met"] is True
+
+    esp = bg.bench_espirit(args, cpu)
+    assert esp["res_max"] < 1e-6 and esp["cpu_ms"] > 0 and esp["batch_ms"] > 0
+    targets = bg.espirit_results(esp, args)["targets"]
+    assert targets[1]["met"] is True
+
+    inf = bg.bench_inference(args, cpu)
+    # 3-layer 8-channel denoiser: 2·8·9 + 8·8·9 + 8·2·9 = 864 weights; 3 % = 26; half the
+    # channels: 2·4·9 + 4·4·9 + 4·2·9 = 288; a quarter: 2·2·9 + 2·2·9 + 2·2·9 = 108
+    assert inf["weights"] == {"dense": 864, "sparse file": 26, "slim 0.5": 288, "slim 0.25": 108}
+    assert inf["rel"]["sparse file"] == 0.0
+    assert inf["rel"]["slim 0.5"] < 1e-5 and inf["rel"]["slim 0.25"] < 1e-5
+    built = bg.inference_results(inf, args)
+    assert built["targets"][0]["name"] == "dense / slim 0.25 time"
+    assert [r[0] for r in built["tables"][0]["rows"]] == list(inf["weights"])
+    assert render.render_section({**SAMPLE, **built, "title": bg.TITLES["inference"]})
+
+
+def test_gpu_description_names_the_device_or_says_none():
+    desc = bg.gpu_description(torch.device("cpu"))
+    assert desc["gpu"] == desc["gpu capability"] == desc["cudnn"] == "n/a"
+    assert desc["cuda (torch build)"] == str(torch.version.cuda) and "cpu" in desc
+
+
+def test_host_syncs_at_a_tiny_size_counts_every_step_and_its_sites(tmp_path):
+    tiny = ["--unrolls", "2", "--cg-iters", "2", "--size", "32", "--chans", "8", "--layers", "3",
+            "--coils", "4", "--steps", "1", "--repeats", "1", "--warmup", "0"]  # fmt: skip
+    cmd = [sys.executable, str(BENCH_DIR / "bench_host_syncs.py"), *tiny, "--output_dir",
+           str(tmp_path)]  # fmt: skip
+    env = {**os.environ, **NO_CUDA_ENV}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / bhs.RESULTS_FILE).read_text())
+    assert set(data) == {*render.KEYS, "sync_sites"}
+    assert data["settings"]["unrolls"] == 2 and data["settings"]["cg_iters"] == 2
+    counts, sites = data["tables"]
+    keys = [f"{kind} {maps}" for kind in bhs.STEPS for maps in bhs.MAPS]
+    assert list(data["sync_sites"]) == keys and len(counts["rows"]) == len(keys)
+    for key, row in zip(keys, counts["rows"], strict=True):
+        per_step, in_hooks, first, wall, cpu = row[2:]
+        assert per_step > 0 and per_step == int(per_step), (key, row)
+        assert sum(data["sync_sites"][key].values()) == pytest.approx(per_step)
+        assert all(":" in site for site in data["sync_sites"][key])
+        assert first >= per_step and wall > 0 and cpu > 0
+        assert (in_hooks is None) == (not key.startswith(("lightning", "pun_lightning")))
+        assert in_hooks is None or in_hooks <= per_step
+    assert len(sites["rows"]) == sum(len(s) for s in data["sync_sites"].values())
+    assert [t["name"] for t in data["targets"]] == [
+        f"{maps} maps: host syncs per Lightning MoDL training step" for maps in bhs.MAPS
+    ]
+    assert "## Host synchronisations" in "\n".join(render.render_section(data))
+
+
+def test_host_sync_count_does_not_depend_on_the_image_size(one_thread):
+    small = bhs.parse_args(["--unrolls", "2", "--cg_iters", "2", "--chans", "4", "--layers", "2",
+                            "--coils", "2", "--size", "32"])  # fmt: skip
+    large = bhs.parse_args(["--unrolls", "2", "--cg_iters", "2", "--chans", "4", "--layers", "2",
+                            "--coils", "2", "--size", "48"])  # fmt: skip
+    for maps in bhs.MAPS:
+        a, b = bhs.count("plain", small, maps), bhs.count("plain", large, maps)
+        assert a["per_step"] == b["per_step"] > 0 and a["sites"] == b["sites"], maps
+    with pytest.raises(SystemExit):
+        bhs.parse_args(["--size", "40"])  # the learned maps' U-Net needs a multiple of 16
