@@ -25,6 +25,7 @@ from fastmri.data.transforms import center_crop_to_smallest
 from torch import nn
 
 from ..models.losses import LOSS_NAMES, ReconLoss
+from ..models.modl import MoDL
 from ..models.registry import accepts_sens_maps
 from .pun import LossFn
 
@@ -56,11 +57,15 @@ def image_loss(name: str = "ssim_l1", l1_weight: float = 0.16) -> ImageLoss:
     return ReconLoss(name, l1_weight)
 
 
-def _num_low(value: Any) -> int | None:
-    """fastmri's SensitivityModel takes an int or None; a collated ``[B]`` tensor becomes one."""
+def _num_low(value: Any, model: nn.Module) -> int | torch.Tensor | None:
+    """The ACS size argument for ``model``: :class:`~fastmri_pun.models.MoDL` takes the collated
+    ``[B]`` tensor as it is (per sample, on the device: no host sync); fastmri's
+    ``SensitivityModel`` takes an int or None, so a ``[B]`` tensor becomes one."""
     if isinstance(value, torch.Tensor):
         if value.numel() == 0:
             return None
+        if isinstance(model, MoDL):
+            return value
         return int(value.reshape(-1)[0]) if bool((value == value.reshape(-1)[0]).all()) else None
     return value
 
@@ -68,7 +73,7 @@ def _num_low(value: Any) -> int | None:
 def _reconstruct(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(output, target)`` ``[B, h, w]`` float32 of ``model`` on a fastMRI sample, cropped."""
     if hasattr(batch, "masked_kspace"):
-        args = (batch.masked_kspace, batch.mask, _num_low(batch.num_low_frequencies))
+        args = (batch.masked_kspace, batch.mask, _num_low(batch.num_low_frequencies, model))
         sens_maps = getattr(batch, "sens_maps", None)
         if sens_maps is not None and sens_maps.numel() > 0 and accepts_sens_maps(model):
             output = model(*args, sens_maps=sens_maps)

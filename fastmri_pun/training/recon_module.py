@@ -40,7 +40,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from ..data.crop import center_crop, crop_to_common, crop_to_recon_size
-from ..models import accepts_sens_maps, build_model, model_settings
+from ..models import MoDL, accepts_sens_maps, build_model, model_settings
 from ..pruning import apply_masks, get_masks, is_pruned
 from .checkpoint_files import (
     PRUNING_MASKS_KEY,
@@ -241,7 +241,11 @@ class ReconstructionModule(MriModule):
         num_low: torch.Tensor | int | None,
         sens_maps: torch.Tensor | None,
     ) -> torch.Tensor:
-        if isinstance(num_low, torch.Tensor) and num_low.numel() > 1:
+        if (
+            isinstance(num_low, torch.Tensor)
+            and num_low.numel() > 1
+            and not isinstance(model, MoDL)
+        ):
             # fastmri's SensitivityModel takes an int or None (None: read from each mask);
             # a collated [B] tensor makes it fail for batch sizes > 1.
             num_low = int(num_low[0]) if bool((num_low == num_low[0]).all()) else None
