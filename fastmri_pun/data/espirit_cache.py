@@ -7,8 +7,16 @@ exact calibration block (so the file, slice, mask, added noise and readout crop)
 shape and every resolved calibration setting: a cached map is never served for other data or
 settings. When a slice has maps only under other keys (precomputed with other settings or another
 mask centre), :class:`SensitivityCache` warns once per cache folder, naming the settings that
-differ. Files are written atomically (:func:`fastmri_pun.utils.io.atomic_path`), so concurrent
-DataLoader workers are safe; non-finite maps are never written.
+differ. Files are written atomically (:func:`fastmri_pun.utils.io.atomic_open`), so concurrent
+DataLoader workers are safe, and a full disk is an ``OSError`` naming the file; non-finite maps
+are never written.
+
+Each file ends with a digest trailer (:func:`fastmri_pun.utils.io.read_sealed_bytes`: the
+SHA-256 of the ``.npy`` bytes before it; ``np.load`` of the file ignores it), checked on every
+read. A damaged entry (content not matching its digest, unreadable, of another shape or dtype,
+non-finite) is never served: it is recomputed and overwritten, with one warning naming the file.
+Files written before the digest (no trailer) are recomputed too, with one warning per cache
+folder.
 
 Maps are computed by :func:`fastmri_pun.data.espirit.espirit_maps`, looked up on that
 module at call time (a test replaces it there to prove a cache hit).
@@ -20,6 +28,7 @@ the readout crop, the default).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -27,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.io import atomic_path
+from ..utils.io import atomic_open, read_sealed_bytes
 from ..utils.seeding import default_cache_dir
 from . import espirit
 from .espirit import EspiritSettings, calibration_block
@@ -38,6 +47,8 @@ __all__ = ["SensitivityCache"]
 _KEY_VERSION = b"fastmri_pun-espirit-v3-torch"
 
 _warned_dirs: set[str] = set()
+#: cache folders already warned about for files without digest (written before it)
+_warned_undigested: set[str] = set()
 
 
 #: resolved settings in cache file names: ``k<kernel>-c<crop>-t<thresh>-w<columns>-r<rows>``
@@ -157,9 +168,12 @@ class SensitivityCache:
 
         Raises:
             ValueError: as :func:`~fastmri_pun.data.espirit.espirit_maps`.
+            OSError: the disk is full (one line naming the cache file; nothing is left behind).
 
         Warns:
-            UserWarning: once per cache folder, when the slice is cached only under other keys.
+            UserWarning: once per cache folder, when the slice is cached only under other keys;
+            once per damaged cache file (naming it), which is recomputed; once per cache folder
+            for files without digest (written by an earlier version), which are recomputed.
         """
         settings = settings or EspiritSettings()
         path, tag = self._entry(
@@ -167,17 +181,10 @@ class SensitivityCache:
         )
         self.last_hit = False
         if path.is_file():
-            try:
-                maps = np.load(path, allow_pickle=False)
-                if (
-                    maps.shape == masked_kspace.shape
-                    and maps.dtype == np.complex64
-                    and np.isfinite(maps).all()
-                ):
-                    self.last_hit = True
-                    return maps
-            except (OSError, ValueError):
-                pass  # unreadable (e.g. disk was full): recompute and overwrite
+            maps = self._read(path, masked_kspace.shape)
+            if maps is not None:
+                self.last_hit = True
+                return maps
         else:
             self._warn_other_keys(path, slice_num, tag)
         if compute is None:
@@ -186,6 +193,33 @@ class SensitivityCache:
             maps = compute()
         if not np.isfinite(maps).all():  # espirit_maps raises first; never cache such maps
             raise ValueError("ESPIRiT produced non-finite coil maps")
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_open(path, trailer=True) as fh:
             np.save(fh, maps, allow_pickle=False)
+        return maps
+
+    def _read(self, path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The maps ``[C, H, W]`` complex64 in ``path`` when its digest, shape, dtype and values
+        are right; else ``None`` after one warning naming the file (the caller recomputes)."""
+        try:
+            body, sealed = read_sealed_bytes(path)
+            maps = np.load(io.BytesIO(body), allow_pickle=False)  # a truncated file: damaged
+            if not sealed:
+                folder = str(self.cache_dir)
+                if folder not in _warned_undigested:
+                    _warned_undigested.add(folder)
+                    warnings.warn(
+                        f"ESPIRiT cache {folder}: {path} and maybe others were written without a "
+                        "content digest (an earlier version); recomputing such maps",
+                        stacklevel=4,
+                    )
+                return None
+            if maps.shape != tuple(shape) or maps.dtype != np.complex64:
+                raise ValueError(f"holds {maps.dtype} {maps.shape}, expected complex64 {shape}")
+            if not np.isfinite(maps).all():
+                raise ValueError("holds NaN or Inf")
+        except (OSError, ValueError) as err:
+            warnings.warn(
+                f"ESPIRiT cache file {path} is damaged ({err}); recomputing it", stacklevel=4
+            )
+            return None
         return maps

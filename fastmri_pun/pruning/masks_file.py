@@ -10,8 +10,15 @@ the same run loads it instead of searching again. The file is a ``torch.save`` d
      "phases": ["search"],                      # phases the search ran
      "masks": {name: BoolTensor},               # parameter name (unpruned model) -> pruning
                                                 # mask, CPU
-     "init_state_dict": {key: Tensor} | None}   # weights the sparse training starts from,
+     "init_state_dict": {key: Tensor} | None,   # weights the sparse training starts from,
                                                 # stored for methods that train first (else None)
+     "sha256": str}                             # content_digest of the rest
+
+``sha256`` (:func:`fastmri_pun.utils.io.content_digest`: every key, value, tensor dtype, shape and
+byte) is checked on every read, and the payload against its schema (keys and types above): a
+damaged file (a flipped byte, an edited value, unreadable) is one ``ValueError`` naming the file
+and saying to delete it to search again; it is never used. A file written before the digest
+(no ``sha256``) is accepted when it passes the schema (backward compatibility).
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from typing import Any
 
 import torch
 
-from ..utils.io import atomic_path
+from ..utils.io import DIGEST_KEY, content_digest, record_problem
 from .apply import PruningMasks
 from .config import PruneConfig
+from .payload_file import save_payload
 
 __all__ = [
     "MASKS_FILE_FORMAT",
@@ -87,25 +95,65 @@ def requested_pruning(path: str | os.PathLike) -> tuple[str, float, dict[str, An
         return None
 
 
+#: the masks file's schema (:func:`fastmri_pun.utils.io.record_problem`); tensors: :func:`_read`
+_SCHEMA_REQUIRED = {"format": int, "method": str, "density": float, "seed": int, "masks": dict}
+_SCHEMA_OPTIONAL = {"settings": dict, "phases": list[str], "init_state_dict": dict | None}
+
+
+def _damaged(path: Path, what: str) -> ValueError:
+    return ValueError(
+        f"masks file {path} is damaged ({what}); delete it to search again (or choose another "
+        "--output_dir)"
+    )
+
+
 def _read(path: Path) -> dict[str, Any]:
-    """The payload of a masks file.
+    """The payload of a masks file, its digest and schema checked (module docstring).
 
     Raises:
-        ValueError: the file cannot be read or is no masks file of this format.
+        ValueError: the file cannot be read, is no masks file of this format, or is damaged.
     """
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (any unreadable file: one line)
+        raise _damaged(path, f"not readable: {type(err).__name__}") from None
+    if not isinstance(data, dict):
+        raise _damaged(path, f"not a masks file: a {type(data).__name__}")
+    if data.get("format") != MASKS_FILE_FORMAT:
         raise ValueError(
-            f"masks file {path} is not readable ({type(err).__name__}: {err})"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != MASKS_FILE_FORMAT:
-        raise ValueError(f"masks file {path} is not a masks file of format {MASKS_FILE_FORMAT}")
+            f"masks file {path} is not a masks file of format {MASKS_FILE_FORMAT} (format "
+            f"{data.get('format')!r}); delete it to search again"
+        )
+    if DIGEST_KEY in data:
+        try:
+            ok = data[DIGEST_KEY] == content_digest(data)
+        except TypeError as err:
+            raise _damaged(path, str(err)) from None
+        if not ok:
+            raise _damaged(path, "its content does not match its sha256")
+    problem = record_problem(data, _SCHEMA_REQUIRED, _SCHEMA_OPTIONAL)
+    if problem is None:
+        bad = [n for n, m in data["masks"].items() if not _is_bool_tensor(m)]
+        init = data.get("init_state_dict") or {}
+        bad += [k for k, v in init.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            problem = f"{bad[0]!r} is not a tensor of the right kind"
+    if problem is not None:
+        raise _damaged(path, problem)
     return data
 
 
+def _is_bool_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype == torch.bool
+
+
 def save_masks_file(path: str | os.PathLike, saved: SavedMasks) -> Path:
-    """Write ``saved`` to ``path`` atomically (temporary file, fsync, rename); returns ``path``."""
+    """Write ``saved`` to ``path`` atomically with its digest (module docstring); returns
+    ``path``.
+
+    Raises:
+        OSError: the disk is full (one line naming ``path``; the previous file is unchanged).
+    """
     path = Path(path)
     init = saved.init_state_dict
     payload = {
@@ -120,9 +168,8 @@ def save_masks_file(path: str | os.PathLike, saved: SavedMasks) -> Path:
             {k: v.detach().to("cpu") for k, v in init.items()} if init is not None else None
         ),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    payload[DIGEST_KEY] = content_digest(payload)
+    return save_payload(path, payload)
 
 
 def load_masks_file(
@@ -144,9 +191,9 @@ def load_masks_file(
             without recorded settings is accepted).
 
     Raises:
-        ValueError: the file cannot be read, or its method, density, seed, recorded settings or
-            masked parameters differ from the run's (one line naming the first difference and the
-            file).
+        ValueError: the file cannot be read or is damaged (module docstring: "delete it to
+            search again"), or its method, density, seed, recorded settings or masked parameters
+            differ from the run's (one line naming the first difference and the file).
     """
     path = Path(path)
     data = _read(path)

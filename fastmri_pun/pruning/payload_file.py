@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..utils.io import atomic_path
+from ..utils.io import atomic_open
 
 __all__ = ["load_payload", "plain", "save_payload"]
 
@@ -31,11 +31,16 @@ def plain(obj: Any) -> Any:
 
 
 def save_payload(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
-    """``torch.save`` ``payload`` to ``path`` atomically (:func:`~fastmri_pun.utils.io.atomic_path`);
-    returns ``path``."""
+    """``torch.save`` ``payload`` to ``path`` atomically (:func:`~fastmri_pun.utils.io.atomic_open`);
+    returns ``path``.
+
+    Raises:
+        OSError: the disk is full (one line naming ``path``; the previous file is unchanged).
+    """
     path = Path(path)
-    # a file object, not a path: torch.save names the archive's records after a path's stem
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    # a file object, not a path: torch.save names the archive's records after a path's stem,
+    # and its own file writer tells a full disk as "unexpected pos"
+    with atomic_open(path) as fh:
         torch.save(dict(payload), fh)
     return path
 

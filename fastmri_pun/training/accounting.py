@@ -14,11 +14,18 @@ cut short after the checkpoint it resumes from was written) replaces the earlier
 record of a killed-and-resumed run equals the record of an uninterrupted one (wall time
 excepted). A fit without a checkpoint adds a new record, even for a phase already recorded (the
 work was done twice). Records of older versions (without ``epochs``) are left as they are.
+
+Digests and schema: every record written here carries the SHA-256 of its content (``"sha256"``,
+:func:`fastmri_pun.utils.io.seal`), and every read checks each record's digest and schema
+(:func:`compute_record_problem`: a ``phase`` string; counters non-negative integers; ``wall_time_s`` a
+number; ``epochs`` a list of objects with an integer ``epoch``). A damaged file (an edited
+number, unreadable, not a list of such records) is one ``ValueError`` naming it and what to do.
+Records without digest (written before it) are accepted when they pass the schema (backward
+compatibility) and are kept as they are.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -29,40 +36,106 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.data import extract_batch_size
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
-from ..utils.io import atomic_write_json
+from ..utils.io import (
+    DIGEST_KEY,
+    DamagedFileError,
+    atomic_write_json,
+    read_json,
+    seal,
+    unseal,
+)
+from ..utils.io import record_problem as _schema_problem
 
-__all__ = ["ComputeAccounting", "append_json_record", "read_json_records"]
+__all__ = [
+    "ComputeAccounting",
+    "append_json_record",
+    "compute_record_problem",
+    "read_json_records",
+]
 
 #: per-epoch counters, summed into the phase record
 COUNTERS = ("train_steps", "train_batches", "train_samples", "val_batches", "val_samples")
 
 
-def read_json_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The JSON list in ``path`` (``[]`` when the file does not exist).
+_REMEDY = (
+    "restore it or delete it (the compute of its phases is then no longer reported) and run again"
+)
+
+
+def compute_record_problem(record: Any) -> str | None:
+    """What is wrong with one compute record (without its digest), ``None`` if nothing (module
+    docstring; other keys, such as ``reused_from``, are allowed)."""
+    counters = dict.fromkeys(COUNTERS, int) | {"wall_time_s": float, "world_size": int}
+    problem = _schema_problem(record, {"phase": str}, {**counters, "epochs": list})
+    if problem is None:
+        negative = [k for k in COUNTERS if k in record and record[k] < 0]
+        problem = f"{negative[0]!r} is negative" if negative else None
+    for i, epoch in enumerate(record.get("epochs", []) if problem is None else []):
+        problem = _schema_problem(epoch, {"epoch": int}, counters)
+        if problem is not None:
+            return f"epochs[{i}]: {problem}"
+    return problem
+
+
+def _read_sealed(path: Path) -> list[dict[str, Any]]:
+    """The records in ``path`` as stored (digests included), each checked; ``[]`` when the file
+    does not exist.
 
     Raises:
-        ValueError: ``path`` holds something else than a JSON list (naming the file).
+        DamagedFileError: unreadable, not a JSON list, or a record fails its digest or schema.
     """
-    path = Path(path)
     if not path.exists():
         return []
     try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(records, list):
-        raise ValueError(f"{path} must hold a JSON list of records")
+        records = read_json(path)
+        if not isinstance(records, list):
+            raise ValueError(f"not a JSON list of records (a {type(records).__name__})")
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise ValueError(f"record {i}: not a JSON object")
+            try:
+                content, _ = unseal(record)
+            except ValueError as err:
+                raise ValueError(f"record {i}: {err}") from None
+            problem = compute_record_problem(content)
+            if problem is not None:
+                raise ValueError(f"record {i}: {problem}")
+    except (OSError, ValueError) as err:
+        what = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise DamagedFileError(
+            f"{path}: damaged compute record ({what}); {_REMEDY}", path
+        ) from None
     return records
 
 
-def append_json_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Append ``record`` to the JSON list in ``path`` (created if absent), atomically.
+def read_json_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The compute records in ``path`` (``[]`` when the file does not exist), without their
+    digests.
 
     Raises:
-        ValueError: ``path`` holds something else than a JSON list.
+        ValueError: (:class:`~fastmri_pun.utils.io.DamagedFileError`) ``path`` cannot be read,
+            holds something else than a JSON list of records, or a record whose digest or schema
+            does not match (one line naming the file and what to do).
     """
-    records = read_json_records(path)
-    records.append(record)
+    return [unseal(r)[0] for r in _read_sealed(Path(path))]
+
+
+def append_json_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Append ``record`` (:func:`compute_record_problem`'s schema) with its digest to the JSON list in
+    ``path`` (created if absent), atomically; earlier records are kept as stored.
+
+    Raises:
+        ValueError: ``path`` is damaged (:func:`read_json_records`), or ``record`` does not
+            pass the schema.
+        OSError: the disk is full (one line naming ``path``; the file is unchanged).
+    """
+    path = Path(path)
+    record = {k: v for k, v in record.items() if k != DIGEST_KEY}
+    problem = compute_record_problem(record)
+    if problem is not None:
+        raise ValueError(f"compute record for {path}: {problem}")
+    records = _read_sealed(path)
+    records.append(seal(record))
     return atomic_write_json(path, records)
 
 
@@ -175,7 +248,7 @@ class ComputeAccounting(pl.Callback):
         if not trainer.is_global_zero:
             return
         path = self.path
-        records = read_json_records(path)
+        records = _read_sealed(path)
         if self._index is None:
             same = [
                 i
@@ -184,16 +257,16 @@ class ComputeAccounting(pl.Callback):
             ]
             if trainer.ckpt_path is not None and same:  # a resumed fit continues its record
                 self._index = same[-1]
-                self._earlier = list(records[self._index]["epochs"])
+                self._earlier = list(unseal(records[self._index])[0]["epochs"])
             else:
                 self._index = len(records)
         mine = set(self._epochs)
         epochs = [e for e in self._earlier if e["epoch"] not in mine] + list(self._epochs.values())
         self.record = phase_record(self.phase, epochs, trainer.world_size)
         if self._index < len(records):
-            records[self._index] = self.record
+            records[self._index] = seal(self.record)
         else:
-            records.append(self.record)
+            records.append(seal(self.record))
             self._index = len(records) - 1
         atomic_write_json(path, records)
 

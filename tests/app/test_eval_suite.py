@@ -154,7 +154,8 @@ def test_rerun_skips_finished_work_and_aborts_keep_results(
     src, _ = first_run
     out = tmp_path / "out"
     shutil.copytree(src, out)
-    # mark a finished partial: a rerun must reuse it, not recompute
+    # an edited finished partial is damaged (its digest): recomputed with one warning naming
+    # it, never served; the other finished partials are reused, not recomputed
     part = out / "partial" / "sparse__in-dist.csv"
     df = pd.read_csv(part)
     df.loc[0, "psnr"] = 123.0
@@ -170,10 +171,16 @@ def test_rerun_skips_finished_work_and_aborts_keep_results(
         return real(models, *a, **k)
 
     monkeypatch.setattr(scoring, "evaluate_shift", spy)
-    evaluate({"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out, zero_filled=True))
-    assert calls == [["dense"], ["dense"]]  # sparse and zero-filled were skipped on both shifts
+    with pytest.warns(UserWarning, match=r"sparse__in-dist\.csv is damaged") as rec:
+        evaluate(
+            {"dense": dense, "sparse": ckpts["sparse"]}, _cfg(demo_root, out, zero_filled=True)
+        )
+    assert sum("is damaged" in str(w.message) for w in rec) == 1
+    # the damaged sparse pair recomputed; zero-filled and sparse elsewhere skipped
+    assert calls == [["dense", "sparse"], ["dense"]]
     res = pd.read_csv(out / "results.csv")
-    assert (res["psnr"] == 123.0).sum() == 1
+    assert (res["psnr"] == 123.0).sum() == 0
+    pd.testing.assert_frame_equal(pd.read_csv(part), pd.read_csv(src / "partial" / part.name))
 
     # an abort in the middle leaves results.csv and the finished partials untouched
     before = (out / "results.csv").read_bytes()

@@ -124,9 +124,10 @@ def test_cache_never_stores_or_serves_nan(tmp_path):
     assert not any(p.exists() for p in run.partial_results("m", "s"))
     partial_results.save_partial(run, "m", "s", fp, [row])
     assert partial_results.load_partial(run, "m", "s", fp)["psnr"].tolist() == [1.0]
-    csv, _ = run.partial_results("m", "s")  # a NaN written by an older version is not served
+    csv, _ = run.partial_results("m", "s")  # a NaN written into the file is not served
     pd.read_csv(csv).assign(psnr=float("nan")).to_csv(csv, index=False)
-    assert partial_results.load_partial(run, "m", "s", fp) is None
+    with pytest.warns(UserWarning, match="is damaged"):
+        assert partial_results.load_partial(run, "m", "s", fp) is None
 
 
 # ----------------------------------------------------------------------------- coil-map fit

@@ -39,8 +39,9 @@ def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match=r"no space left on device") as err:
         io.save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, path)
+    assert err.value.filename == str(path) and err.value.errno == 28
     monkeypatch.setattr(torch, "save", real_save)
     assert path.read_bytes() == good
     # the previous checkpoint and its matching sidecar, no temporary file

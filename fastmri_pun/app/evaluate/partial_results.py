@@ -1,20 +1,26 @@
 """Finished model × shift results, kept so that a rerun skips them.
 
 Each pair is stored as ``RunDir.partial_results(model, shift)``: a CSV of its per-image rows and a
-JSON fingerprint of everything that produced them (the checkpoint's path and SHA-256 digest;
-the resolved shift; data folder and its contents, :func:`folder_digest`; annotation files;
-transform settings: challenge, coil maps, ESPIRiT, readout crop; slice subset; seed). A rerun
-reuses the rows only when the fingerprint it computes equals the stored one, and only when every
-stored metric is a number (rows with NaN image metrics are recomputed, never served). The JSON
-is written after the CSV (and removed before a rewrite), so a CSV without its JSON is never
-trusted.
+JSON record ``{"fingerprint": ..., "csv_sha256": ..., "sha256": ...}``. The fingerprint is
+everything that produced the rows (the checkpoint's path and SHA-256 digest; the resolved shift;
+data folder and its contents, :func:`folder_digest`; annotation files; transform settings:
+challenge, coil maps, ESPIRiT, readout crop; slice subset; seed); ``csv_sha256`` the digest of
+the CSV's bytes; ``sha256`` the record's own digest (:func:`fastmri_pun.utils.io.seal`). A rerun
+reuses the rows only when the fingerprint it computes equals the stored one, both digests match
+and every stored metric is a number. A damaged pair (a digest that does not match: an edited or
+damaged CSV or record; unreadable files; rows with NaN metrics) is never served: it is
+recomputed, with one warning naming the file; so is a pair written before the digests (its
+record is the bare fingerprint). The record is written after the CSV (and removed before a
+rewrite), so a CSV without its record is never trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,14 @@ import pandas as pd
 from ...data.shifts import ResolvedShift
 from ...evaluation.metrics import IMAGE_METRICS
 from ...evaluation.scoring import RESULT_COLUMNS
-from ...utils.io import atomic_write_json, atomic_write_text, file_sha256
+from ...utils.io import (
+    atomic_write_bytes,
+    atomic_write_record,
+    file_sha256,
+    read_json,
+    record_problem,
+    unseal,
+)
 from ..run_folder import RunDir
 
 __all__ = ["fingerprint", "folder_digest", "load_partial", "save_partial"]
@@ -117,19 +130,65 @@ def fingerprint(
     }
 
 
+def _record_problem(record: Any) -> str | None:
+    """The schema of a pair's JSON record (without its digest)."""
+    problem = record_problem(record, {"fingerprint": dict, "csv_sha256": str})
+    if problem is None and len(record["csv_sha256"]) != 64:
+        problem = f"'csv_sha256' must be 64 hex digits, got {record['csv_sha256']!r}"
+    return problem
+
+
+def _damaged(path: Path, what: str) -> None:
+    warnings.warn(
+        f"evaluation cache file {path} is damaged ({what}); recomputing its rows", stacklevel=3
+    )
+
+
 def load_partial(out: RunDir, model: str, shift: str, fp: dict[str, Any]) -> pd.DataFrame | None:
-    """The stored rows of ``model`` on ``shift`` if their fingerprint equals ``fp`` and every
-    image metric is a number, else ``None`` (also for missing or unreadable files)."""
+    """The stored rows of ``model`` on ``shift`` if their fingerprint equals ``fp``, both digests
+    match and every image metric is a number, else ``None``.
+
+    ``None`` without warning: no stored pair, or one of other settings (another fingerprint).
+
+    Warns:
+        UserWarning: once per damaged pair, naming the file (unreadable, not its schema, a digest
+            mismatch, NaN metrics, written before digests); its rows are recomputed.
+    """
     csv_path, meta_path = out.partial_results(model, shift)
+    if not meta_path.is_file():
+        return None
     try:
-        if json.loads(meta_path.read_text()) != json.loads(json.dumps(fp)):
-            return None
-        rows = pd.read_csv(csv_path)
-    except (OSError, ValueError):
+        content, sealed = unseal(_object(read_json(meta_path)))
+    except (OSError, ValueError) as err:
+        _damaged(meta_path, str(err))
+        return None
+    if not sealed:
+        _damaged(meta_path, "written without content digests by an earlier version")
+        return None
+    problem = _record_problem(content)
+    if problem is not None:
+        _damaged(meta_path, problem)
+        return None
+    if content["fingerprint"] != json.loads(json.dumps(fp)):
+        return None  # other settings or inputs: not damage
+    try:
+        data = csv_path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != content["csv_sha256"]:
+            raise ValueError("its content does not match the sha256 recorded in " + meta_path.name)
+        rows = pd.read_csv(io.BytesIO(data))
+    except (OSError, ValueError) as err:
+        _damaged(csv_path, str(err))
         return None
     if list(rows.columns) != RESULT_COLUMNS or rows[list(IMAGE_METRICS)].isna().any().any():
+        _damaged(csv_path, "other columns or NaN metrics")
         return None
     return rows
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"not a JSON object (a {type(data).__name__})")
+    return data
 
 
 def save_partial(
@@ -141,6 +200,7 @@ def save_partial(
     Raises:
         ValueError: a row with a NaN image metric (never cached; one line naming model, shift,
             file and slice).
+        OSError: the disk is full (one line naming the file; the pair is left unstored).
     """
     for r in rows:
         bad = [m for m in IMAGE_METRICS if not isinstance(r.get(m), float | int) or r[m] != r[m]]
@@ -151,5 +211,7 @@ def save_partial(
             )
     csv_path, meta_path = out.partial_results(model, shift)
     meta_path.unlink(missing_ok=True)  # the CSV is only trusted once its metadata exists
-    atomic_write_text(csv_path, pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
-    atomic_write_json(meta_path, fp, indent=1, sort_keys=True)
+    data = pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False).encode("utf-8")
+    atomic_write_bytes(csv_path, data)
+    record = {"fingerprint": fp, "csv_sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_record(meta_path, record, indent=1, sort_keys=True)

@@ -1,5 +1,13 @@
 """Finished training runs: ``DONE.json`` written as a run's last step (:func:`write_done`) and
-recognised by a rerun (:func:`finished_run`), which then trains nothing again."""
+recognised by a rerun (:func:`finished_run`), which then trains nothing again.
+
+``DONE.json`` is read through one schema (:func:`done_problem`: a ``config`` object naming its
+``model``; checkpoints and output files as strings or null; ``val``/``test`` objects or null) and
+carries the SHA-256 of its content (``"sha256"``, :func:`fastmri_pun.utils.io.seal`), checked on
+every read: an emptied, truncated or edited record is one ``ValueError`` naming the file and
+saying to delete it to train again, never a finished run. A record without digest (written
+before it) is accepted when it passes the schema, for backward compatibility.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +19,41 @@ from typing import Any
 import torch
 
 from ...models import model_settings
-from ...utils.io import atomic_write_json
+from ...utils.io import atomic_write_record, read_record, record_problem
 from ..run_folder import RunDir
 from .config import TrainConfig
 from .result import TrainResult
 
 __all__ = [
+    "done_problem",
     "finished_run",
     "write_done",
 ]
+
+#: the output entries of a finished-run record: a path as a string, or null
+_PATH_KEYS = (
+    "checkpoint",
+    "best_checkpoint",
+    "last_checkpoint",
+    "metrics_md",
+    "metrics_csv",
+    "reconstructions",
+    "figure",
+)
+
+
+def done_problem(record: object) -> str | None:
+    """What is wrong with a ``DONE.json`` record (without its digest), ``None`` if nothing.
+
+    Schema: ``config`` (required) an object with a ``model`` string; :data:`_PATH_KEYS` strings
+    or null; ``val``/``test`` objects or null; other keys are allowed (a driver's additions).
+    """
+    optional = dict.fromkeys(_PATH_KEYS, str | None) | {"val": dict | None, "test": dict | None}
+    problem = record_problem(record, {"config": dict}, optional)
+    if problem is None:
+        problem = record_problem(record["config"], {"model": str})  # type: ignore[index]
+        problem = problem and f"'config' {problem}"
+    return problem
 
 
 #: flags that may differ between a finished run and a rerun that is recognised as the same run
@@ -59,35 +93,31 @@ def finished_run(cfg: TrainConfig) -> TrainResult | None:
     never finished runs.
 
     Raises:
-        ValueError: ``DONE.json`` is unreadable, or the folder holds a finished run with other
-            settings and no ``--resume`` was given.
+        ValueError: ``DONE.json`` is damaged (unreadable, not of its schema, e.g. ``{}`` or
+            without ``config``, or its content does not match its digest: module docstring), or
+            the folder holds a finished run with other settings and no ``--resume`` was given.
     """
     if cfg.run.mode != "train":
         return None
     run = RunDir(cfg.run.output_dir)
     if not run.done.is_file():
         return None
-    try:
-        record = json.loads(run.done.read_text())
-    except (OSError, ValueError) as err:
+    record, _ = read_record(
+        run.done,
+        done_problem,
+        kind="finished-run record",
+        remedy=f"delete {run.done.name} to train this run again, or choose another --output_dir",
+    )
+    old, new = _comparable(record["config"]), _comparable(cfg.to_flat())
+    if old != new:
+        if cfg.run.resume:
+            return None
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(
-            f"{run.done}: unreadable finished-run record ({type(err).__name__}); delete it to "
-            "train this run again or choose another --output_dir"
-        ) from err
-    if not isinstance(record, dict):
-        raise ValueError(f"{run.done}: not a finished-run record (no JSON object)")
-    recorded = record.get("config")
-    if isinstance(recorded, dict):
-        old, new = _comparable(recorded), _comparable(cfg.to_flat())
-        if old != new:
-            if cfg.run.resume:
-                return None
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ValueError(
-                f"--output_dir {run.root} holds a finished run with other settings (differing "
-                f"{diff}); continue it with --resume last, re-test it with --mode test --resume "
-                "best, or choose another --output_dir to train afresh"
-            )
+            f"--output_dir {run.root} holds a finished run with other settings (differing "
+            f"{diff}); continue it with --resume last, re-test it with --mode test --resume "
+            "best, or choose another --output_dir to train afresh"
+        )
     best = record.get("best_checkpoint") or record.get("checkpoint")
     return TrainResult(
         run.root,
@@ -119,12 +149,17 @@ def _finite_json(value: Any) -> Any:
 
 
 def write_done(run: RunDir, cfg: TrainConfig, result: TrainResult) -> None:
-    """``DONE.json``: the finished training run's outputs, results and configuration."""
+    """``DONE.json``: the finished training run's outputs, results and configuration, with its
+    digest (module docstring).
+
+    Raises:
+        OSError: the disk is full (one line naming the file; no record is left).
+    """
 
     def text(path: Path | None) -> str | None:
         return str(path) if path is not None else None
 
-    atomic_write_json(
+    atomic_write_record(
         run.done,
         {
             "checkpoint": text(result.best_checkpoint),
