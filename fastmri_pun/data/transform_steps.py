@@ -4,7 +4,10 @@ SNR, the readout crop, the unit coil map of single-coil data and the file's own 
 or the one-line refusal when another mask was asked for).
 
 Shapes: k-space ``[C, H, W]`` complex (numpy) or its real view ``[C, H, W, 2]`` float32 (torch),
-``H`` the readout, ``W`` the phase-encoding columns; masks ``[W]``.
+``H`` the readout, ``W`` the phase-encoding columns; masks ``[W]``. File attributes
+(``padding_left``, ``num_low_frequency``, ``acceleration``, ...) are read through
+:func:`~fastmri_pun.data.h5_validation.attr_value`, so MATLAB's one-element arrays count as
+their element even when fastMRI's own ``SliceDataset`` hands them on unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from fastmri.data.subsample import MaskFunc
 
 from .espirit import EspiritSettings
+from .h5_validation import attr_value
 from .masks import centre_run, sampled_acceleration
 
 __all__ = [
@@ -69,13 +73,13 @@ def check_slice_kspace(kspace: np.ndarray, challenge: str, where: str) -> np.nda
 
 def acquired_window(attrs: Mapping, width: int, where: str = "") -> tuple[int, int]:
     """``(padding_left, padding_right)`` from fastMRI ``attrs``, clipped to ``width`` columns;
-    ``(0, width)`` when absent.
+    ``(0, width)`` when absent (one-element arrays read as their element).
 
     Raises:
         ValueError: a window that holds no column of ``[0, width)`` (``where`` prefixes it).
     """
-    left = int(attrs.get("padding_left", 0))
-    right = min(int(attrs.get("padding_right", width)), width)
+    left = int(attr_value(attrs.get("padding_left", 0)))
+    right = min(int(attr_value(attrs.get("padding_right", width))), width)
     if left < 0 or right <= left:
         pre = f"{where}: " if where else ""
         raise ValueError(
@@ -136,7 +140,7 @@ def file_num_low_frequencies(mask_cols: np.ndarray, attrs: Mapping) -> int:
     attribute when the mask really samples that centre block (fastMRI's position
     ``(W - n + 1) // 2``), else the sampled run through the centre column."""
     cols = np.asarray(mask_cols).reshape(-1).astype(bool)
-    n = attrs.get("num_low_frequency")
+    n = attr_value(attrs.get("num_low_frequency"))
     if n is not None and int(n) > 0:
         n = int(n)
         start = (cols.shape[0] - n + 1) // 2
@@ -151,7 +155,7 @@ def file_mask_refusal(
     """The error for a file with its own ``[W]`` mask when the caller asks for another mask
     (``file_mask="error"``): names the file, its acceleration (the ``acceleration`` attribute,
     else measured inside the acquired window) and the shift ``shift_name`` that asks."""
-    acc = attrs.get("acceleration")
+    acc = attr_value(attrs.get("acceleration"))
     if acc is None:
         left, right = acquired_window(attrs, int(np.asarray(mask).size))
         acc = round(sampled_acceleration(mask, left, right), 2)

@@ -59,7 +59,7 @@ from fastmri.data.transforms import VarNetDataTransform, VarNetSample
 from ..utils.seeding import stable_seed
 from .espirit import EspiritSettings, espirit_maps
 from .espirit_cache import SensitivityCache
-from .h5_validation import FastMRIFileInfo
+from .h5_validation import FastMRIFileInfo, attr_value
 from .masks import check_mask_func, check_mask_width
 from .transform_steps import (
     CHALLENGES,
@@ -219,8 +219,8 @@ class SenseDataTransform:
     def _max_value(self, target: np.ndarray | None, attrs: Mapping, fname: str) -> float:
         if target is None:
             return 0.0
-        if "max" in attrs:
-            return float(attrs["max"])
+        if "max" in attrs:  # MATLAB's scalars are one-element arrays
+            return float(attr_value(attrs["max"]))
         if fname in self.max_values:
             return float(self.max_values[fname])
         if fname not in self._warned_max:

@@ -43,6 +43,7 @@ import h5py
 import numpy as np
 
 from ..data.crop import center_crop
+from ..data.h5_validation import h5_attrs
 from ..data.h5_writing import write_fastmri_volume
 from .simulate import ifft2c, rss
 
@@ -152,7 +153,8 @@ def derive_singlecoil_volume(multicoil_path: str | os.PathLike, path: str | os.P
     Args:
         multicoil_path: fully sampled multicoil ``.h5`` (``kspace`` ``[S, C, H, W]``,
             ``reconstruction_rss`` ``[S, h, w]``, ``ismrmrd_header``, attrs ``acquisition`` and
-            ``patient_id``).
+            ``patient_id``, read through :func:`~fastmri_pun.data.h5_validation.h5_attrs`:
+            fixed-length byte strings are copied as the ``str`` they hold).
         path: destination single-coil ``.h5``.
 
     Returns:
@@ -162,7 +164,7 @@ def derive_singlecoil_volume(multicoil_path: str | os.PathLike, path: str | os.P
         kspace = hf["kspace"][()]
         target_rss = hf["reconstruction_rss"][()]
         header = bytes(hf["ismrmrd_header"][()])
-        source_attrs = dict(hf.attrs)
+        source_attrs = h5_attrs(hf.attrs)  # fixed-length byte strings (MATLAB, C) as str
     k_esc, target_esc = emulate_single_coil(kspace, target_rss.shape[-2:])
     attrs = {
         "acquisition": str(source_attrs["acquisition"]),

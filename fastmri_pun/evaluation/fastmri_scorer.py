@@ -23,6 +23,8 @@ import numpy as np
 from fastmri import evaluate as fm_eval
 from fastmri.data import transforms
 
+from ..data.h5_validation import h5_attrs
+
 __all__ = ["RECON_KEY", "TARGET_KEYS", "format_scores", "score_folder"]
 
 #: the dataset of a predictions file (``fastmri.save_reconstructions``)
@@ -55,7 +57,10 @@ def score_folder(
             ``reconstruction`` ``[slices, h', w']`` float (``fastmri.save_reconstructions``).
         challenge: ``"multicoil"`` or ``"singlecoil"``.
         acquisition, acceleration: score only the volumes whose ``acquisition`` /
-            ``acceleration`` attribute equals this (fastMRI's filters; ``None``: all).
+            ``acceleration`` attribute equals this (fastMRI's filters; ``None``: all). The
+            attributes are read through :func:`~fastmri_pun.data.h5_validation.h5_attrs`, so a
+            fixed-length byte string or a one-element array (MATLAB and C writers) matches as
+            fastMRI's own ``str`` / number does.
 
     Returns:
         ``{"MSE" | "NMSE" | "PSNR" | "SSIM": {"mean": ..., "stddev": ..., "n": volumes}}``,
@@ -80,9 +85,10 @@ def score_folder(
         if not pred_file.is_file():
             raise FileNotFoundError(f"{pred_file}: no reconstruction for {tgt_file}")
         with h5py.File(tgt_file, "r") as target, h5py.File(pred_file, "r") as recons:
-            if acquisition and acquisition != target.attrs.get("acquisition"):
+            attrs = h5_attrs(target.attrs)
+            if acquisition and acquisition != attrs.get("acquisition"):
                 continue
-            if acceleration and target.attrs.get("acceleration") != acceleration:
+            if acceleration and attrs.get("acceleration") != acceleration:
                 continue
             if key not in target:
                 raise ValueError(f"{tgt_file}: no '{key}' target ({challenge})")

@@ -193,8 +193,13 @@ def _skipped_lines(
 
 
 def _fmt(v: float, metric: str) -> str:
-    if not math.isfinite(v):
-        return "–"
+    """A table value: 4 decimals for SSIM and NMSE, else 2; ``"n/a"`` for NaN (a value that does
+    not exist, e.g. no bootstrap interval over one unit: the verdict column says why); an
+    infinite value (PSNR of an exact reconstruction) as ``inf`` / ``-inf``."""
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
     return f"{v:.4f}" if metric in ("ssim", "roi_ssim", "nmse") else f"{v:.2f}"
 
 

@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from fastmri.data import SliceDataset
 from tqdm import tqdm
 
 from ...data.espirit import EspiritSettings
 from ...data.h5_validation import missing_max_values, validate_fastmri_folder
 from ...data.masks import MASK_TYPES
+from ...data.slice_dataset import FilteredSliceDataset
 from ...data.transform_settings import TransformSettings
 from ...data.transforms import SenseDataTransform
 from ..settings_flags import field_docs
@@ -285,9 +285,9 @@ def precompute_maps(
 
     Raises:
         FileNotFoundError: ``data_path`` does not exist.
-        ValueError: a file is not a fastMRI multicoil file (one line naming it), a bad setting
-            (e.g. ``device`` ``"cuda"`` without CUDA), or an ACS too small for ESPIRiT (naming
-            the file and slice).
+        ValueError: a file is not a fastMRI multicoil file or declares an absurd size (one line
+            naming it), a bad setting (e.g. ``device`` ``"cuda"`` without CUDA), or an ACS too
+            small for ESPIRiT (naming the file and slice).
     """
     cfg = cfg or MapsConfig()
     device = parse_device(cfg.device) if device is None else torch.device(device)
@@ -302,7 +302,9 @@ def precompute_maps(
         warnings.simplefilter("ignore")
         for folder in folders:
             transform.max_values.update(missing_max_values(folder))
-    datasets = [SliceDataset(f, "multicoil", transform=counting) for f in folders]
+    # the package's dataset, as training reads the files: attributes as fastMRI's own (MATLAB's
+    # one-element ``max``, fixed-length strings), declared sizes checked before a slice is read
+    datasets = [FilteredSliceDataset(f, "multicoil", transform=counting) for f in folders]
     bar = tqdm(
         total=sum(len(d) for d in datasets),
         desc="ESPIRiT maps",

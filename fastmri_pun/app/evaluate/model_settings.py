@@ -25,6 +25,7 @@ import yaml
 from ...data.transform_settings import TransformSettings
 from ...evaluation.scoring import Model
 from ...training import checkpoint_transform_settings
+from ..config_files import load_yaml
 from ..espirit.precompute import espirit_from_flags
 from ..run_folder import RunDir
 from .config import SuiteConfig
@@ -34,13 +35,14 @@ __all__ = ["check_training_configs", "checkpoint_settings", "common_settings", "
 
 def _training_config(checkpoint: str | os.PathLike) -> dict[str, Any]:
     """The settings in the ``config.yaml`` of the training run folder a checkpoint sits in
-    (:meth:`RunDir.of_checkpoint`); ``{}`` outside a run folder, for a missing or unreadable
-    file, or one that holds no mapping."""
+    (:meth:`RunDir.of_checkpoint`), read with YAML 1.2 floats (``lr: 1e-3`` is 0.001, as the
+    run's ``--config`` reads it; :func:`~fastmri_pun.app.config_files.load_yaml`); ``{}``
+    outside a run folder, for a missing or unreadable file, or one that holds no mapping."""
     run = RunDir.of_checkpoint(checkpoint)
     if run is None or not run.config.is_file():
         return {}
     try:
-        trained = yaml.safe_load(run.config.read_text()) or {}
+        trained = load_yaml(run.config.read_text()) or {}
     except yaml.YAMLError:
         return {}
     return trained if isinstance(trained, dict) else {}

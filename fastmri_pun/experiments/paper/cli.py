@@ -41,7 +41,7 @@ class PaperCommand:
             configs/paper_small.yaml); 'full': paper scale for a GPU (configs/paper_full.yaml).
         experiment: Experiment YAML to use instead of the budget's (keys as in the shipped
             configs/paper_small.yaml: methods, seeds, density, reference, train, evaluate, demo,
-            data_path, train_volumes, budget).
+            data_path, train_volumes, budget); an empty path is refused.
         output_dir: Output folder (default outputs/paper_<budget>).
         seed: Seed of the demo data, the evaluation noise and the bootstrap (training seeds are
             the experiment's 'seeds').
@@ -84,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         args = parse_command(build_parser(), argv)
+        if args.experiment is not None and not str(args.experiment).strip():
+            # an empty path would silently run the budget's shipped experiment instead
+            raise ValueError(
+                "--experiment: empty path; name an experiment YAML file (or leave the flag out)"
+            )
         path = Path(args.experiment) if args.experiment else shipped_config(f"paper_{args.budget}")
         if args.output_dir is not None and not str(args.output_dir).strip():
             raise ValueError("--output_dir: empty path; name a folder (or leave the flag out)")

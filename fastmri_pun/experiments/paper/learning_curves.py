@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ...app.config_files import load_yaml
 from ...app.run_folder import RunDir
 from ...training.accounting import read_json_records
 
@@ -138,7 +139,7 @@ def _main_phase(run: RunDir, records: list[dict[str, Any]]) -> str:
     """``"dense"`` or ``"sparse"``: from the run's ``config.yaml`` (``prune``), else from the
     records (``"sparse"`` once such a record exists)."""
     try:
-        prune = (yaml.safe_load(run.config.read_text()) or {}).get("prune")
+        prune = (load_yaml(run.config.read_text()) or {}).get("prune")
     except (OSError, yaml.YAMLError, AttributeError):
         prune = None
     if isinstance(prune, str):
