@@ -42,3 +42,24 @@ def test_a_second_driver_on_a_running_experiment_is_refused(tmp_path, demo_root)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_damaged_run_record_is_one_error_not_a_finished_run(tmp_path):
+    import json
+
+    from fastmri_pun.app.run_folder import RunDir
+    from fastmri_pun.experiments.paper.scheduler import finished_record
+    from fastmri_pun.utils.io import atomic_write_record
+
+    run = RunDir(tmp_path / "dense-s0")
+    run.root.mkdir()
+    assert finished_record(run) is None  # no record: not finished
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"x")
+    record = {"checkpoint": str(ckpt), "method": "dense", "seed": 0, "config": {"lr": 0.001}}
+    atomic_write_record(run.done, record)
+    assert finished_record(run)["checkpoint"] == str(ckpt)
+    for damaged in ("{}", json.dumps({**json.loads(run.done.read_text()), "seed": 1})):
+        run.done.write_text(damaged)
+        with pytest.raises(ValueError, match=r"DONE.json: damaged finished-run record .*delete"):
+            finished_record(run)

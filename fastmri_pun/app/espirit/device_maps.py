@@ -53,6 +53,7 @@ from tqdm import tqdm
 from ...data.espirit import EspiritSettings, espirit_maps
 from ...data.espirit_cache import SensitivityCache
 from ...data.transforms import SenseDataTransform
+from ...utils.io import read_sealed_bytes
 
 __all__ = [
     "DEVICE_BATCH_SLICES",
@@ -280,6 +281,17 @@ def _compute(cache: SensitivityCache, batch: list[_MapInputs], device: torch.dev
         )
 
 
+def _cached(path: Path) -> bool:
+    """Whether ``path`` holds maps the cache will serve: a file with its content digest intact
+    (a damaged or pre-digest file is computed again here, on the device)."""
+    if not path.is_file():
+        return False
+    try:
+        return read_sealed_bytes(path)[1]
+    except (OSError, ValueError):
+        return False
+
+
 def fill_on_device(
     datasets: Iterable[Dataset],
     device: torch.device,
@@ -330,7 +342,7 @@ def fill_on_device(
                     if item is None:
                         continue
                     path = cache.path_for(*item)
-                    if path in seen or path.is_file():
+                    if path in seen or _cached(path):
                         found += 1
                         continue
                     seen.add(path)

@@ -8,7 +8,6 @@ finished, longest dependency chains first. The plans come from
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import multiprocessing
 import shutil
 import time
@@ -23,20 +22,33 @@ from ...app.train.outputs import read_compute
 from ...app.train.run import fit
 from ...pruning import density_report
 from ...training import ReconstructionModule
-from ...utils.io import atomic_write_json
+from ...utils.io import atomic_write_record, read_record, record_problem
 from .config import ExperimentConfig
 from .plan import RunPlan
 
 __all__ = ["finished_record", "train_run", "train_runs"]
 
 
+def _run_record_problem(record: Any) -> str | None:
+    return record_problem(record, {"checkpoint": str, "method": str, "seed": int, "config": dict})
+
+
 def finished_record(run: RunDir) -> dict[str, Any] | None:
-    """The run's ``DONE.json`` record when it names an existing checkpoint, else ``None``."""
-    try:
-        done = json.loads(run.done.read_text())
-    except (OSError, ValueError):
+    """The run's ``DONE.json`` record (checked against its digest and schema) when it names an
+    existing checkpoint, else ``None`` (no record: not finished).
+
+    Raises:
+        ValueError: a damaged record (one line naming the file; delete it to train again).
+    """
+    if not run.done.is_file():
         return None
-    return done if Path(done.get("checkpoint", "")).is_file() else None
+    done, _ = read_record(
+        run.done,
+        _run_record_problem,
+        kind="finished-run record",
+        remedy="delete DONE.json to train this run again",
+    )
+    return done if Path(done["checkpoint"]).is_file() else None
 
 
 def train_run(
@@ -82,7 +94,7 @@ def train_run(
         "density": density_report(ReconstructionModule.load_checkpoint(checkpoint).model),
         "compute": read_compute(run) or [],
     }
-    atomic_write_json(run.done, record)
+    atomic_write_record(run.done, record)
     return record
 
 
