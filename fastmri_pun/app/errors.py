@@ -21,6 +21,7 @@ __all__ = [
     "Terminated",
     "deferred_termination",
     "interrupted_status",
+    "raise_pending_interrupt",
     "one_line",
     "run_command",
 ]
@@ -48,14 +49,51 @@ class Terminated(KeyboardInterrupt):
     and the exit status says so (143)."""
 
 
-_signals: list[int] = []
+_signals: list[int] = []  # every interrupt of this command, for its exit status
+_pending: list[int] = []  # interrupts recorded but not raised yet (see raise_pending_interrupt)
 _deferred: list[bool] = []
 
+#: functions in which an exception is not propagated but printed and dropped by Python
+#: (finalisers; the lock re-initialisation after a fork): an interrupt arriving there is
+#: recorded and raised at the next safe point instead
+_SWALLOWING = frozenset({"__del__", "_releaseLock", "_after_at_fork_child_reinit_locks"})
+_WEAKREF_FILES = ("weakref.py", "_weakrefset.py")
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+
+def _in_finaliser(frame: Any) -> bool:
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name in _SWALLOWING or code.co_filename.endswith(_WEAKREF_FILES):
+            return True  # weakref callbacks and finalizers drop exceptions too
+        frame = frame.f_back
+    return False
+
+
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    if signum == signal.SIGTERM:
+        return Terminated(f"terminated by signal {signum}")
+    return KeyboardInterrupt()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
     _signals.append(signum)
-    if not _deferred:
-        raise Terminated(f"terminated by signal {signum}")
+    if (signum == signal.SIGTERM and _deferred) or _in_finaliser(frame):
+        _pending.append(signum)  # raised at the next safe point (raise_pending_interrupt)
+        return
+    raise _interrupt(signum)
+
+
+def raise_pending_interrupt() -> None:
+    """Raise an interrupt that arrived where it could not be raised (a finaliser, a deferred
+    SIGTERM): call it at safe points of long loops (between batches, between volumes).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C pending; :class:`Terminated` for SIGTERM.
+    """
+    if _pending:
+        signum = _pending[-1]
+        _pending.clear()
+        raise _interrupt(signum)
 
 
 @contextlib.contextmanager
@@ -74,11 +112,6 @@ def deferred_termination() -> Iterator[None]:
 def interrupted_status() -> int:
     """The exit status of an interrupted command: 143 after SIGTERM, 130 after Ctrl-C."""
     return 128 + signal.SIGTERM if signal.SIGTERM in _signals else 130
-
-
-def _on_sigint(signum: int, frame: Any) -> None:
-    _signals.append(signum)
-    raise KeyboardInterrupt
 
 
 #: how gloo and NCCL say that another process of the group is gone
@@ -120,11 +153,12 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
     143, after one line; SIGTERM is turned into :class:`Terminated` (a ``KeyboardInterrupt``)
     while ``body()`` runs in the main thread."""
     _signals.clear()
+    _pending.clear()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
     if main_thread:
-        for signum, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
-            previous[signum] = signal.signal(signum, handler)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, _on_signal)
     try:
         body()
     except USER_ERRORS as err:

@@ -34,6 +34,7 @@ from ...evaluation.shift_data import (
     shift_dataset,
     shift_dir,
 )
+from ..errors import raise_pending_interrupt
 from ..espirit.device_maps import fill_map_cache
 from ..run_folder import RunDir
 from . import partial_results
@@ -89,6 +90,7 @@ def score_pairs(
     datasets: dict[str, Any] = {}
     rois: dict[str, Annotations] = {}
     for shift in shifts:
+        raise_pending_interrupt()  # a Ctrl-C dropped in a finaliser stops here
         skip = [p.name for p, _ in (skipped or {}).get(shift.name, [])]
         dataset = shift_dataset(shift, data, settings, skip=skip)
         datasets[shift.name], rois[shift.name] = dataset, shift_annotations(shift, data, dataset)

@@ -31,12 +31,13 @@ from ...training.accounting import ComputeAccounting
 from ...training.checkpoint_io import AtomicCheckpointIO
 from ...training.finite_guard import FiniteGuard
 from ...training.sample_budget import SampleBudget
-from ..errors import deferred_termination
+from ..errors import deferred_termination, raise_pending_interrupt
 from ..run_folder import RunDir
 from .config import TrainConfig
 
 __all__ = [
     "InterruptibleTrainer",
+    "SafePointInterrupts",
     "TrainingInterrupted",
     "build_trainer",
     "deterministic_mode",
@@ -46,6 +47,21 @@ __all__ = [
 
 #: metric that selects ``checkpoints/best.ckpt``
 BEST_METRIC = "val_metrics/ssim"
+
+
+class SafePointInterrupts(pl.Callback):
+    """Raises an interrupt that arrived where Python drops exceptions (a DataLoader finaliser)
+    at the next batch, so Ctrl-C always stops the run (:func:`~fastmri_pun.app.errors.
+    raise_pending_interrupt`)."""
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        raise_pending_interrupt()
+
+    def on_validation_batch_start(self, *args: Any) -> None:
+        raise_pending_interrupt()
+
+    def on_test_batch_start(self, *args: Any) -> None:
+        raise_pending_interrupt()
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -172,6 +188,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
             LearningRateMonitor(logging_interval="epoch"),
             ComputeAccounting(phase, run.compute_accounting),
             FiniteGuard(monitor=BEST_METRIC),
+            SafePointInterrupts(),
             *stopping,
             *callbacks,
         ],
@@ -195,7 +212,11 @@ def phase_trainer(cfg: TrainConfig, phase: str, **limits: Any) -> pl.Trainer:
     return InterruptibleTrainer(
         enable_checkpointing=False,
         logger=CSVLogger(run.phase_logs, name=phase),
-        callbacks=[ComputeAccounting(phase, run.compute_accounting), FiniteGuard()],
+        callbacks=[
+            ComputeAccounting(phase, run.compute_accounting),
+            FiniteGuard(),
+            SafePointInterrupts(),
+        ],
         **(limits or {"max_epochs": cfg.trainer.max_epochs}),
         **kwargs,
     )
