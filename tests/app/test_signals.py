@@ -125,12 +125,15 @@ def test_interrupted_training_with_loader_workers_is_one_line_and_no_process_lef
     )  # fmt: skip
     _, err = _interrupt_when(proc, lambda: (out / "logs" / "csv").is_dir(), how)
     assert proc.returncode == status, err[-2000:]
-    # no traceback of the command's own; multiprocessing's file-descriptor sharing thread may
-    # print one while the loader workers shut down (a thread of the standard library)
-    blocks = err.split("Traceback (most recent call last):")[1:]
-    assert all("multiprocessing/resource_sharer.py" in b.split("\n")[1] for b in blocks), err[
-        -2000:
-    ]
+    # no traceback of the command's own. Torch's loader teardown may print one that Python then
+    # ignores ("Exception ignored in ..." from a finaliser interrupted mid-construction), and
+    # multiprocessing's file-descriptor sharing thread one while the workers shut down: both
+    # are the libraries' reports of an interrupted shutdown, not a failure of the command
+    parts = err.split("Traceback (most recent call last):")
+    for before, block in zip(parts, parts[1:], strict=False):
+        last = (before.rstrip().splitlines() or [""])[-1]
+        ignored = "Exception ignored in" in last
+        assert ignored or "multiprocessing/resource_sharer.py" in block, err[-2000:]
     assert err.strip().splitlines()[-1].endswith("interrupted"), err[-2000:]
     deadline = time.monotonic() + 10
     while _group_alive(proc.pid) and time.monotonic() < deadline:
