@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ..utils.io import atomic_write_json
 
-__all__ = ["FolderBusyError", "FolderOwner"]
+__all__ = ["FolderBusyError", "FolderOwner", "remove_if_unused"]
 
 LOCK_NAME = ".owner.lock"
 OWNER_NAME = ".owner.json"
@@ -130,3 +130,17 @@ class FolderOwner:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def remove_if_unused(folder: str | os.PathLike) -> None:
+    """Remove ``folder`` when it holds nothing but the owner's lock files (a run that failed
+    before writing anything leaves no folder behind); otherwise leave it as it is."""
+    folder = Path(folder)
+    try:
+        names = {p.name for p in folder.iterdir()}
+        if names <= {LOCK_NAME, OWNER_NAME}:
+            for name in names:
+                (folder / name).unlink(missing_ok=True)
+            folder.rmdir()
+    except OSError:
+        pass

@@ -62,7 +62,7 @@ def check_values(cls: type, values: Mapping[str, Any], prefix: str = "") -> None
     hints = get_type_hints(cls)
     for name, value in values.items():
         if name in hints and isinstance(value, str) and not value.strip() and _is_path(hints[name]):
-            raise ValueError(f"{prefix}{name}: empty path; name a folder (or leave the flag out)")
+            raise ValueError(f"{prefix}{name}: empty path; give a path or leave the flag out")
         if name in hints and not _matches(value, hints[name]):
             raise ValueError(f"{prefix}{name} must be {_type_name(hints[name])}, got {value!r}")
 

@@ -21,7 +21,7 @@ def test_train_refuses_an_empty_path_flag_and_yaml_key(tmp_path, monkeypatch, ca
     assert (
         capsys.readouterr()
         .err.strip()
-        .endswith(f"train: error: {flag}: empty path; name a folder (or leave the flag out)")
+        .endswith(f"train: error: {flag}: empty path; give a path or leave the flag out")
     )
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text(f'{flag[2:]}: ""\n')

@@ -118,3 +118,16 @@ def test_evaluate_caches_rows_under_the_digest_of_the_bytes_it_loaded(
     records = [json.loads(m.read_text()) for m in metas if "partial" in str(m)]
     digests = {r.get("fingerprint", r)["checkpoint"]["sha256"] for r in records}
     assert digests == {loaded} != {hashlib.sha256(ckpt.read_bytes()).hexdigest()}
+
+
+def test_a_failed_evaluation_leaves_no_folder_behind(demo_root, tmp_path):
+    from test_eval_suite import _cfg, _save_checkpoint
+
+    from fastmri_pun.app.evaluate.suite import evaluate
+
+    ckpt = _save_checkpoint(tmp_path / "dense.ckpt", False, 0)
+    out = tmp_path / "eval"
+    # 5 ACS columns at width 64: too few for ESPIRiT, found when the first slice is read
+    with pytest.raises(ValueError, match="ESPIRiT needs a calibration region"):
+        evaluate({"dense": ckpt}, _cfg(demo_root, out, center_fractions=[0.08]))
+    assert not out.exists()

@@ -97,6 +97,8 @@ def _interrupt_when(
     time.sleep(1.0)
     if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)
+    elif how == "sigterm-group":  # timeout(1), SLURM ending a job step
+        os.killpg(proc.pid, signal.SIGTERM)
     else:
         proc.send_signal(signal.SIGTERM)
     return proc.communicate(timeout=120)
@@ -107,7 +109,9 @@ def _group_alive(pgid: int) -> list[int]:
     return [int(p) for p in out.split() if _alive(int(p))]
 
 
-@pytest.mark.parametrize(("how", "status"), [("ctrl-c", 130), ("sigterm", 143)])
+@pytest.mark.parametrize(
+    ("how", "status"), [("ctrl-c", 130), ("sigterm", 143), ("sigterm-group", 143)]
+)
 def test_interrupted_training_with_loader_workers_is_one_line_and_no_process_left(
     demo_root, tmp_path, how, status
 ):

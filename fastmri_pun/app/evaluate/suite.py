@@ -65,7 +65,7 @@ from ...evaluation.shift_data import (
 from ...evaluation.stats import paired_differences, summarize
 from ...training.numerics import set_float32_precision
 from ...utils.io import atomic_write_text
-from ..folder_owner import FolderOwner
+from ..folder_owner import FolderOwner, remove_if_unused
 from ..run_folder import RunDir
 from .config import SuiteConfig
 from .model_names import model_names
@@ -212,13 +212,19 @@ def evaluate(checkpoints: Mapping[str, str | os.PathLike], cfg: SuiteConfig) -> 
         for _path, problem in bad:
             warnings.warn(f"shift {shift!r}: skipped bad file: {problem}", stacklevel=2)
     out = RunDir(cfg.output_dir)
+    created = not out.root.exists()
     out.root.mkdir(parents=True, exist_ok=True)
-    # one writer per evaluation folder (its cached rows, tables and figures), held to the end
-    with FolderOwner(out.root, "evaluation"):
-        return _score_and_report(
-            cfg, shifts, models, ckpts, data, settings, device, out, infos, skipped, all_names,
-            reference,
-        )  # fmt: skip
+    try:
+        # one writer per evaluation folder (its cached rows, tables and figures), held to the end
+        with FolderOwner(out.root, "evaluation"):
+            return _score_and_report(
+                cfg, shifts, models, ckpts, data, settings, device, out, infos, skipped,
+                all_names, reference,
+            )  # fmt: skip
+    except BaseException:
+        if created:  # failed before writing anything: no folder left behind
+            remove_if_unused(out.root)
+        raise
 
 
 def _score_and_report(

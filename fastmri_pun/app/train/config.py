@@ -85,7 +85,7 @@ def check_paths_not_empty(settings: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(settings, name)
         if isinstance(value, str) and not value.strip():
-            raise ValueError(f"--{name}: empty path; name a folder (or leave the flag out)")
+            raise ValueError(f"--{name}: empty path; give a path or leave the flag out")
 
 
 # ------------------------------------------------------------------------------ sections

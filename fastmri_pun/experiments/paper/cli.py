@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         path = Path(args.experiment) if args.experiment else shipped_config(f"paper_{args.budget}")
         if args.output_dir is not None and not str(args.output_dir).strip():
-            raise ValueError("--output_dir: empty path; name a folder (or leave the flag out)")
+            raise ValueError("--output_dir: empty path; give a path or leave the flag out")
         out = Path(args.output_dir or f"outputs/paper_{args.budget}")
         result = run_paper(
             ExperimentConfig.from_yaml(path),

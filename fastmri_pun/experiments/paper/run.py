@@ -26,7 +26,7 @@ import yaml
 
 from ...app.evaluate.parallel import evaluate_parallel
 from ...app.evaluate.suite import SuiteResult
-from ...app.folder_owner import FolderOwner
+from ...app.folder_owner import FolderOwner, remove_if_unused
 from ...app.run_folder import RunDir
 from ...demo import ensure_demo_dataset
 from ...utils.io import atomic_write_text
@@ -145,10 +145,16 @@ def run_paper(
     if exp.reference not in methods:
         raise ValueError(f"the reference {exp.reference!r} must be among --methods {methods}")
     plans = plan_runs(exp, methods)  # control errors before any data work
+    created = not out.root.exists()
     out.root.mkdir(parents=True, exist_ok=True)
-    # one driver per experiment folder (a second one would retrain or delete the first's runs)
-    with FolderOwner(out.root, "paper experiment"):
-        return _run_owned(exp, out, plans, methods, seed, progress, jobs, shifts)
+    try:
+        # one driver per experiment folder (a second one would retrain or delete its runs)
+        with FolderOwner(out.root, "paper experiment"):
+            return _run_owned(exp, out, plans, methods, seed, progress, jobs, shifts)
+    except BaseException:
+        if created:  # failed before writing anything: no folder left behind
+            remove_if_unused(out.root)
+        raise
 
 
 def _run_owned(
