@@ -38,3 +38,10 @@ def test_evaluate_and_paper_refuse_an_empty_output_dir(tmp_path, monkeypatch, ca
     assert paper_main(["--budget", "small", "--output_dir", ""]) == 2
     assert "--output_dir: empty path" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_resume_of_a_folder_or_a_device_is_named_as_such(tmp_path, capsys):
+    for path, kind in ((tmp_path, "a folder"), ("/dev/null", "a device")):
+        assert train_main(["--resume", str(path), "--output_dir", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"--resume {path}: not a checkpoint file ({kind})"), err

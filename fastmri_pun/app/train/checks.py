@@ -101,9 +101,25 @@ def resolve_checkpoint(run: RunConfig) -> Path | None:
     out = RunDir(run.output_dir)
     named = {"last": out.last_checkpoint, "best": out.best_checkpoint}
     path = named.get(run.resume, Path(run.resume))
+    if path.exists() and not path.is_file():
+        raise ValueError(f"--resume {path}: not a checkpoint file ({_kind(path)})")
     if not path.is_file():
         raise FileNotFoundError(f"--resume checkpoint {path} does not exist")
     return path
+
+
+def _kind(path: Path) -> str:
+    """What a path that is no regular file is, for a message."""
+    import stat
+
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 def earlier_run(out: RunDir) -> Path | None:
@@ -294,5 +310,7 @@ def check_dense_checkpoint(cfg: TrainConfig) -> None:
             f"--dense_checkpoint replaces the dense pre-training of a pruning-after-training "
             f"method; --prune {cfg.prune} has none"
         )
+    if Path(path).exists() and not Path(path).is_file():
+        raise ValueError(f"--dense_checkpoint {path}: not a checkpoint file ({_kind(Path(path))})")
     if not Path(path).is_file():
         raise FileNotFoundError(f"--dense_checkpoint {path} does not exist")
