@@ -4,13 +4,12 @@ silent miss; a full disk is one line naming the file."""
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import warnings
 
 import pandas as pd
 import pytest
+from full_disk import full_disk_after
 
 from fastmri_pun.app.errors import one_line
 from fastmri_pun.app.evaluate import partial_results
@@ -81,14 +80,7 @@ def test_a_damaged_or_old_record_is_recomputed(stored, edit, fp):
 
 def test_full_disk_names_the_file_and_stores_nothing(tmp_path, monkeypatch):
     run = RunDir(tmp_path)
-    real = os.write
-
-    def write(fd, data):
-        if str(tmp_path) in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(fd, data)
-
-    monkeypatch.setattr(os, "write", write)
+    full_disk_after(monkeypatch, tmp_path, 0)
     csv, meta = run.partial_results("m", "in-dist")
     with pytest.raises(OSError) as err:
         partial_results.save_partial(run, "m", "in-dist", FP, _rows())

@@ -5,8 +5,6 @@ the next write into the folder."""
 
 from __future__ import annotations
 
-import errno
-import os
 import subprocess
 import sys
 import warnings
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from full_disk import full_disk_after
 from quirk_files import equispaced_mask, simulate_volume
 
 from fastmri_pun.app.errors import one_line
@@ -117,18 +116,7 @@ def test_full_disk_names_the_file_and_leaves_nothing_half_written(
     folder.mkdir()
     stale = folder / f".vol_s009_x.npy.{_dead_pid()}-{uio._HOST_TAG}0a0b0c0d.tmp.npy"
     stale.write_bytes(b"left by a kill")
-    real, left = os.write, [4096]
-
-    def write(fd, data):  # the disk fills after 4 KiB of the maps
-        if str(tmp_path) not in os.readlink(f"/proc/self/fd/{fd}"):
-            return real(fd, data)
-        if left[0] <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = real(fd, bytes(memoryview(data).cast("B")[: left[0]]))
-        left[0] -= n
-        return n
-
-    monkeypatch.setattr(os, "write", write)
+    full_disk_after(monkeypatch, tmp_path, 4096)  # the disk fills after 4 KiB of the maps
     path = cache.path_for(kspace, cols, "vol.h5", 2, cache_mod.EspiritSettings())
     with pytest.raises(OSError) as err:
         _get(cache, kspace, cols, _Counter(maps))

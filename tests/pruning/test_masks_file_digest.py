@@ -4,11 +4,9 @@ pass when they fit the schema; a full disk names the file and keeps the previous
 
 from __future__ import annotations
 
-import errno
-import os
-
 import pytest
 import torch
+from full_disk import full_disk_after
 
 from fastmri_pun.app.errors import one_line
 from fastmri_pun.pruning.masks_file import SavedMasks, load_masks_file, save_masks_file
@@ -78,18 +76,7 @@ def test_files_without_digest_pass_only_with_their_schema(tmp_path):
 def test_full_disk_names_the_file_and_keeps_the_previous(tmp_path, monkeypatch):
     path = save_masks_file(tmp_path / "masks.pt", _saved())
     before = path.read_bytes()
-    real, left = os.write, [500]
-
-    def write(fd, data):
-        if str(tmp_path) not in os.readlink(f"/proc/self/fd/{fd}"):
-            return real(fd, data)
-        if left[0] <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = real(fd, bytes(memoryview(data).cast("B")[: left[0]]))
-        left[0] -= n
-        return n
-
-    monkeypatch.setattr(os, "write", write)
+    full_disk_after(monkeypatch, tmp_path, 500)
     with pytest.raises(OSError) as err:
         save_masks_file(path, _saved())
     assert one_line(err.value).startswith(f"{path}: no space left on device")

@@ -6,11 +6,11 @@ Tiny MoDL on the demo set for the end-to-end case."""
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from full_disk import full_disk_after
 
 from fastmri_pun.app.errors import one_line
 from fastmri_pun.app.run_folder import RunDir
@@ -27,27 +27,6 @@ TINY = [
 ]  # fmt: skip
 
 
-def disk_full_for(monkeypatch, marker: str, budget: int = 2048) -> None:
-    """``os.write`` to files whose path holds ``marker`` fails with ``ENOSPC`` after ``budget``
-    bytes (the crossing write short, as on a real full disk)."""
-    real, left = os.write, [budget]
-
-    def write(fd, data):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            target = ""
-        if marker not in target:
-            return real(fd, data)
-        if left[0] <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        n = real(fd, bytes(memoryview(data).cast("B")[: left[0]]))
-        left[0] -= n
-        return n
-
-    monkeypatch.setattr(os, "write", write)
-
-
 def _ckpt(epoch: int, step: int) -> dict:
     return {"epoch": epoch, "global_step": step, "state_dict": {"w": torch.full((4000,), 1.0)}}
 
@@ -57,7 +36,7 @@ def test_torch_unexpected_pos_becomes_one_line_naming_the_checkpoint(tmp_path, m
     last = tmp_path / "last.ckpt"
     io.save_checkpoint(_ckpt(0, 4), last)
     good = last.read_bytes()
-    disk_full_for(monkeypatch, str(tmp_path))
+    full_disk_after(monkeypatch, str(tmp_path))
     with pytest.raises(OSError) as err:
         io.save_checkpoint(_ckpt(1, 8), last)  # torch raises "unexpected pos" inside
     assert err.value.filename == str(last) and err.value.errno == errno.ENOSPC
@@ -71,7 +50,7 @@ def test_first_best_is_removed_when_the_first_last_fails(tmp_path, monkeypatch):
     io = AtomicCheckpointIO()
     best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
     io.save_checkpoint(_ckpt(0, 4), best)  # Lightning's order: the best callback first
-    disk_full_for(monkeypatch, ".last.ckpt.")
+    full_disk_after(monkeypatch, ".last.ckpt.")
     with pytest.raises(OSError, match="no space left on device"):
         io.save_checkpoint(_ckpt(0, 4), last)
     assert list(tmp_path.iterdir()) == []  # neither of the step's checkpoints
@@ -83,7 +62,7 @@ def test_earlier_checkpoints_are_kept_when_a_later_step_fails(tmp_path, monkeypa
     io.save_checkpoint(_ckpt(0, 4), best)
     io.save_checkpoint(_ckpt(0, 4), last)
     io.save_checkpoint(_ckpt(1, 8), best)  # replaced, not created: kept on a failure
-    disk_full_for(monkeypatch, ".last.ckpt.")
+    full_disk_after(monkeypatch, ".last.ckpt.")
     with pytest.raises(OSError, match="no space left on device"):
         io.save_checkpoint(_ckpt(1, 8), last)
     monkeypatch.undo()
@@ -95,7 +74,7 @@ def test_full_disk_at_the_first_checkpoint_then_a_plain_rerun(
 ):
     out = tmp_path / "run"
     args = ["--data_path", str(demo_root), "--output_dir", str(out), *TINY]
-    disk_full_for(monkeypatch, ".last.ckpt.")
+    full_disk_after(monkeypatch, ".last.ckpt.")
     with pytest.raises(OSError) as err:
         fit(parse_args(args))
     last = RunDir(out).last_checkpoint

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from full_disk import full_disk_after
 
 from fastmri_pun.app.errors import one_line
 from fastmri_pun.utils import io as uio
@@ -27,28 +28,6 @@ def _dead_pid() -> int:
         check=True,
     )
     return int(out.stdout)
-
-
-def full_disk_after(monkeypatch, folder: Path, budget: int, code: int = errno.ENOSPC) -> None:
-    """``os.write`` to files under ``folder`` writes ``budget`` bytes in all, then fails with
-    ``code`` (the first write that crosses it is short, as on a real full disk)."""
-    real = os.write
-    left = [budget]
-
-    def write(fd, data):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            target = ""
-        if not target.startswith(str(folder)):
-            return real(fd, data)
-        if left[0] <= 0:
-            raise OSError(code, os.strerror(code))
-        n = real(fd, bytes(memoryview(data)[: left[0]]))
-        left[0] -= n
-        return n
-
-    monkeypatch.setattr(os, "write", write)
 
 
 def _only(folder: Path) -> list[str]:
