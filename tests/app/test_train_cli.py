@@ -184,6 +184,11 @@ def test_missing_or_empty_split_folders(tmp_path):
     (root / "multicoil_train" / "file1.h5").write_bytes(b"")
     with pytest.raises(ValueError, match="entries other than .h5 files"):
         fit(parse_args(base))
+    # the data are checked first: with them fixed, the missing checkpoint is named
+    (root / "multicoil_train" / "notes.txt").unlink()
+    for split in ("val", "test"):
+        (root / f"multicoil_{split}").mkdir()
+        (root / f"multicoil_{split}" / "file1.h5").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="--resume checkpoint .*last.ckpt does not exist"):
         fit(parse_args([*base, "--resume", "last"]))
 
