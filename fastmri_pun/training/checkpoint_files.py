@@ -256,9 +256,7 @@ def _check_sha256_sidecar(path: Path, digest: str) -> None:
         )
 
 
-def read_checkpoint_file(
-    path: str | Path, map_location: Any = "cpu"
-) -> tuple[dict[str, Any], str]:
+def read_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> tuple[dict[str, Any], str]:
     """:func:`load_checkpoint_file`, also returning the sha256 (hex) of the bytes it loaded.
 
     The file is read once: the checksum, the sidecar check and the checkpoint all come from the
