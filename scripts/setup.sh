@@ -2,6 +2,7 @@
 # Set up everything fastmri-pun needs on a fresh Debian/Ubuntu machine (CPU is enough):
 #   * Debian's mricron-data (real T1 brain volume used by the demo dataset), if apt-get is available
 #   * a Python virtual environment in .venv with torch 2.14.1 / torchvision 0.29.1 and the package
+#     (with its dev extra, for the tests and docs, and its slurm extra, submitit)
 # Idempotent: re-running it is cheap.
 # pyproject.toml asks for torch/torchvision ranges (the package keeps a user's torch); this script
 # pins the tested pair, also in the package's own install, so pip never picks another release.
@@ -32,6 +33,6 @@ if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.st
   echo "[setup] installing ${TORCH_PINS[*]}"
   .venv/bin/pip install -q "${TORCH_PINS[@]}"
 fi
-echo "[setup] installing fastmri-pun (editable) and its dependencies, with ${TORCH_PINS[*]}"
-.venv/bin/pip install -q -e ".[dev]" "${TORCH_PINS[@]}"
+echo "[setup] installing fastmri-pun (editable) with its dev and slurm extras, with ${TORCH_PINS[*]}"
+.venv/bin/pip install -q -e ".[dev,slurm]" "${TORCH_PINS[@]}"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, fastmri_pun; print("torch", torch.__version__)')"

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from ...data.espirit import EspiritSettings
@@ -59,6 +60,7 @@ __all__ = [
     "espirit_flag_fields",
     "espirit_from_flags",
     "precompute_maps",
+    "shard_slices",
     "split_folders",
     "with_espirit_fields",
 ]
@@ -265,10 +267,68 @@ def _identity(item: Any) -> Any:
     return item
 
 
+def _slice_range(
+    datasets: list[FilteredSliceDataset], slices: tuple[int, int] | None
+) -> list[torch.utils.data.Dataset]:
+    """The datasets restricted to the slices ``start <= i < stop`` of their concatenation
+    (``Subset`` s; datasets left without a slice are left out); all of them for ``None``."""
+    if slices is None:
+        return list(datasets)
+    start, stop = slices
+    views: list[torch.utils.data.Dataset] = []
+    offset = 0
+    for dataset in datasets:
+        low, high = max(start - offset, 0), min(stop - offset, len(dataset))
+        if low < high:
+            whole = (low, high) == (0, len(dataset))
+            views.append(dataset if whole else Subset(dataset, range(low, high)))
+        offset += len(dataset)
+    return views
+
+
+def shard_slices(
+    data_path: str | os.PathLike, cfg: MapsConfig | None = None, shards: int = 1
+) -> list[tuple[int, int]]:
+    """Split the slices of a dataset into at most ``shards`` contiguous runs of near-equal size
+    (the first ones one slice longer), for :func:`precompute_maps` ``(slices=run)``.
+
+    The order is deterministic: split folder (:func:`split_folders`), file name, slice index
+    (fastMRI's ``SliceDataset`` order). Every file is checked and the settings too, as
+    :func:`precompute_maps` does before computing anything; no map is computed.
+
+    Args:
+        data_path: as :func:`precompute_maps`.
+        cfg: settings (default: :class:`MapsConfig` ``()``); only checked.
+        shards: how many runs (>= 1); fewer when the dataset has fewer slices.
+
+    Returns:
+        ``[(start, stop), ...]``, covering ``0 .. number of slices`` in order, none empty
+        (``[]`` for a dataset without slices).
+
+    Raises:
+        FileNotFoundError: ``data_path`` does not exist.
+        ValueError: ``shards < 1``, a file that is not a fastMRI multicoil file, a bad
+            setting (as :func:`precompute_maps`).
+    """
+    if shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {shards}")
+    (cfg or MapsConfig()).transform_settings()  # a bad mask or ESPIRiT setting: one line
+    folders = split_folders(data_path)
+    for folder in folders:
+        validate_fastmri_folder(folder)
+    total = sum(len(FilteredSliceDataset(f, "multicoil")) for f in folders)
+    count = min(shards, total)
+    # total // count slices each, the first total % count runs one more
+    sizes = [total // count + (k < total % count) for k in range(count)]
+    bounds = [sum(sizes[:k]) for k in range(count + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(count)]
+
+
 def precompute_maps(
     data_path: str | os.PathLike,
     cfg: MapsConfig | None = None,
     device: torch.device | None = None,
+    slices: tuple[int, int] | None = None,
 ) -> MapsSummary:
     """Compute (or find cached) ESPIRiT maps for every slice of a fastMRI multicoil dataset.
 
@@ -279,6 +339,10 @@ def precompute_maps(
         device: where the maps are computed (default: ``cfg.device`` parsed); the CPU computes
             one slice per call in the DataLoader workers, any other device the slices of a
             volume that share one mask in one call on it (module docstring).
+        slices: ``(start, stop)``: only the slices ``start <= i < stop`` of the dataset's
+            slices in :func:`shard_slices`' order (split folder, file name, slice index); a
+            shard of a sharded precompute (:func:`shard_slices`). Default: every slice. Every
+            file is checked either way.
 
     Returns:
         :class:`MapsSummary` (slices computed vs found in the cache).
@@ -305,8 +369,9 @@ def precompute_maps(
     # the package's dataset, as training reads the files: attributes as fastMRI's own (MATLAB's
     # one-element ``max``, fixed-length strings), declared sizes checked before a slice is read
     datasets = [FilteredSliceDataset(f, "multicoil", transform=counting) for f in folders]
+    views = _slice_range(datasets, slices)
     bar = tqdm(
-        total=sum(len(d) for d in datasets),
+        total=sum(len(v) for v in views),
         desc="ESPIRiT maps",
         unit="slice",
         disable=not cfg.enable_progress_bar,
@@ -315,12 +380,12 @@ def precompute_maps(
         for dataset in datasets:
             dataset.transform = transform  # the transform itself: the fill reads its inputs
         with bar:
-            counts = fill_on_device(datasets, device, cfg.num_workers, bar)
+            counts = fill_on_device(views, device, cfg.num_workers, bar)
         return MapsSummary(sum(counts), Path(cache_dir), *counts, tuple(folders))
     with bar:
-        for dataset in datasets:
+        for view in views:
             loader = torch.utils.data.DataLoader(
-                dataset, batch_size=None, num_workers=cfg.num_workers, collate_fn=_identity
+                view, batch_size=None, num_workers=cfg.num_workers, collate_fn=_identity
             )
             for _, _, hit in loader:
                 found += hit
