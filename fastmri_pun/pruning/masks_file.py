@@ -14,7 +14,7 @@ the same run loads it instead of searching again. The file is a ``torch.save`` d
                                                 # stored for methods that train first (else None)
      "sha256": str}                             # content_digest of the rest
 
-``sha256`` (:func:`fastmri_pun.utils.io.content_digest`: every key, value, tensor dtype, shape and
+``sha256`` (:func:`fastmri_pun.utils.records.content_digest`: every key, value, tensor dtype, shape and
 byte) is checked on every read, and the payload against its schema (keys and types above): a
 damaged file (a flipped byte, an edited value, unreadable) is one ``ValueError`` naming the file
 and saying to delete it to search again; it is never used. A file written before the digest
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..utils.io import DIGEST_KEY, content_digest, record_problem
+from ..utils.records import DIGEST_KEY, content_digest, record_problem
 from .apply import PruningMasks
 from .config import PruneConfig
 from .payload_file import save_payload
@@ -95,7 +95,7 @@ def requested_pruning(path: str | os.PathLike) -> tuple[str, float, dict[str, An
         return None
 
 
-#: the masks file's schema (:func:`fastmri_pun.utils.io.record_problem`); tensors: :func:`_read`
+#: the masks file's schema (:func:`fastmri_pun.utils.records.record_problem`); tensors: :func:`_read`
 _SCHEMA_REQUIRED = {"format": int, "method": str, "density": float, "seed": int, "masks": dict}
 _SCHEMA_OPTIONAL = {"settings": dict, "phases": list[str], "init_state_dict": dict | None}
 

@@ -16,7 +16,7 @@ excepted). A fit without a checkpoint adds a new record, even for a phase alread
 work was done twice). Records of older versions (without ``epochs``) are left as they are.
 
 Digests and schema: every record written here carries the SHA-256 of its content (``"sha256"``,
-:func:`fastmri_pun.utils.io.seal`), and every read checks each record's digest and schema
+:func:`fastmri_pun.utils.records.seal`), and every read checks each record's digest and schema
 (:func:`compute_record_problem`: a ``phase`` string; counters non-negative integers; ``wall_time_s`` a
 number; ``epochs`` a list of objects with an integer ``epoch``). A damaged file (an edited
 number, unreadable, not a list of such records) is one ``ValueError`` naming it and what to do.
@@ -36,15 +36,9 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.data import extract_batch_size
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
-from ..utils.io import (
-    DIGEST_KEY,
-    DamagedFileError,
-    atomic_write_json,
-    read_json,
-    seal,
-    unseal,
-)
-from ..utils.io import record_problem as _schema_problem
+from ..utils.io import atomic_write_json
+from ..utils.records import DIGEST_KEY, DamagedFileError, read_json, seal, unseal
+from ..utils.records import record_problem as _schema_problem
 
 __all__ = [
     "ComputeAccounting",
@@ -113,7 +107,7 @@ def read_json_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     digests.
 
     Raises:
-        ValueError: (:class:`~fastmri_pun.utils.io.DamagedFileError`) ``path`` cannot be read,
+        ValueError: (:class:`~fastmri_pun.utils.records.DamagedFileError`) ``path`` cannot be read,
             holds something else than a JSON list of records, or a record whose digest or schema
             does not match (one line naming the file and what to do).
     """

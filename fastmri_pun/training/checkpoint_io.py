@@ -17,7 +17,7 @@ in between leaves a checkpoint without a sidecar (loaded unverified), never a st
 would refuse a good checkpoint.
 
 Full disk: a save that runs out of space raises an ``OSError`` whose one-line message names the
-checkpoint and says "no space left on device" (:func:`fastmri_pun.utils.io.disk_full_error`,
+checkpoint and says "no space left on device" (:func:`fastmri_pun.utils.disk_full.disk_full_error`,
 also when ``torch.save`` tells it as ``unexpected pos``); nothing half-written is left. A
 checkpoint that this plugin wrote for the first time in the same training step (same epoch and
 global step, same folder; e.g. the first ``best.ckpt``) is removed again when a later save of

@@ -1,4 +1,4 @@
-"""Atomic file writes, a full disk told in one line, and digests of what the package trusts.
+"""Atomic file writes, a full disk told in one line, and the digest trailer of binary caches.
 
 Atomic writes: one rule for every writer (text, JSON, figures, checkpoints, h5 volumes, map
 cache): write to a temporary file *in the destination folder* (or in a sibling folder the caller
@@ -13,27 +13,21 @@ writing process and host (8 hex digits of the host name's sha256), and ending in
 destination's suffix so that writers that pick a format from the file name (matplotlib's
 ``savefig``, h5py) behave as for the final file.
 
-Full disk: a write that fails for want of space (``ENOSPC``, ``EDQUOT``, or a short write, also
-when a library wraps it: torch's ``unexpected pos``, numpy's ``N requested and M written``)
-raises an ``OSError`` whose ``filename`` is the destination and whose ``strerror`` starts with
-``"no space left on device"`` (:func:`disk_full_error`); the temporary file is removed.
+Full disk: a write that fails for want of space raises the one-line ``OSError`` of
+:func:`fastmri_pun.utils.disk_full.disk_full_error` naming the destination; the temporary file is
+removed.
 
 Digests: every file the package writes and later trusts carries a SHA-256 of its content,
-checked on every read:
+checked on every read. JSON records and ``torch.save`` payloads embed theirs
+(:mod:`fastmri_pun.utils.records`); here:
 
-* JSON records (``DONE.json``, the evaluation cache's metadata, compute records) embed
-  ``"sha256"``: the digest of their canonical JSON without that key (:func:`seal`,
-  :func:`unseal`, :func:`atomic_write_record`, :func:`read_record`); a record is also checked
-  against a schema of required keys and types (:func:`record_problem`).
-* ``torch.save`` payloads (the masks file) embed ``"sha256"`` of their content
-  (:func:`content_digest`: keys, plain values, tensors' dtypes, shapes and bytes).
 * binary cache files (ESPIRiT maps) end with a digest trailer (:func:`atomic_open` with
   ``trailer=True``, :func:`read_sealed_bytes`): ``b"\\n#sha256 " + 64 hex digits + b"\\n"``
   after the file's own bytes (``np.load`` ignores it).
 * checkpoints keep their ``<file>.sha256`` sidecar (``sha256sum`` format).
 
 What a reader does with a file without a digest (written before digests) is its own choice:
-caches recompute it, records accept it when it passes their schema.
+caches recompute it.
 """
 
 from __future__ import annotations
@@ -47,36 +41,24 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .config_checks import _matches, _type_name
+from .disk_full import disk_full_error, is_disk_full, raise_if_disk_full
 
 __all__ = [
-    "DIGEST_KEY",
     "STALE_AFTER_S",
-    "DamagedFileError",
     "DigestWriter",
     "atomic_open",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
-    "atomic_write_record",
     "atomic_write_text",
-    "content_digest",
-    "disk_full_error",
     "file_sha256",
-    "is_disk_full",
-    "json_digest",
-    "read_json",
-    "read_record",
     "read_sealed_bytes",
-    "record_problem",
     "remove_stale_temp_files",
     "save_figure",
-    "seal",
-    "unseal",
 ]
 
 _TMP_MARK = ".tmp"
@@ -88,81 +70,9 @@ _TMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)-(?P<tag>[0-9a-f]{16}|[0-9a-f]{8})\.
 STALE_AFTER_S = 600.0
 _HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
-#: the key of the embedded digest in JSON records and ``torch.save`` payloads
-DIGEST_KEY = "sha256"
+#: the digest trailer of binary cache files: this marker, 64 hex digits, a newline
 _TRAILER_MARK = b"\n#sha256 "
 _TRAILER_LEN = len(_TRAILER_MARK) + 64 + 1
-
-
-class DamagedFileError(ValueError):
-    """A file the package wrote no longer holds what was written (digest mismatch, unreadable,
-    not of its schema); ``path`` is the file, the message one line naming it and what to do."""
-
-    def __init__(self, message: str, path: str | os.PathLike) -> None:
-        super().__init__(message)
-        self.path = Path(path)
-
-
-# ------------------------------------------------------------------------------ full disk
-_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
-_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
-
-
-def is_disk_full(err: BaseException) -> bool:
-    """Whether ``err`` (or an exception it was raised from or during) tells of a full disk or
-    quota: ``OSError`` ``ENOSPC``/``EDQUOT``, "No space left on device" in an ``OSError``'s text
-    (h5py), numpy's short write ``"N requested and M written"``."""
-    for e in _chain(err):
-        if isinstance(e, OSError):
-            if e.errno in _DISK_FULL_ERRNOS:
-                return True
-            text = str(e)
-            if "No space left on device" in text or _SHORT_WRITE.search(text):
-                return True
-    return False
-
-
-def disk_full_error(path: str | os.PathLike, err: BaseException | None = None) -> OSError:
-    """The one-line error of a write of ``path`` that ran out of space.
-
-    Returns:
-        ``OSError(errno, strerror, str(path))``: ``filename`` is ``path``; ``errno`` that of
-        ``err`` when it is ``EDQUOT``, else ``ENOSPC``; ``strerror`` ``"no space left on device
-        while writing it; nothing was replaced, free some space and run again"`` (with
-        ``" (disk quota exceeded)"`` after "device" for ``EDQUOT``), so that the command line
-        prints ``"<path>: no space left on device ..."``
-        (:func:`fastmri_pun.app.errors.one_line`).
-    """
-    code = errno.ENOSPC
-    for e in _chain(err) if err is not None else ():
-        if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
-            code = e.errno
-            break
-    quota = " (disk quota exceeded)" if code != errno.ENOSPC else ""
-    out = OSError(
-        code,
-        f"no space left on device{quota} while writing it; nothing was replaced, free some "
-        "space and run again",
-        str(path),
-    )
-    out._fastmri_pun_disk_full = True  # type: ignore[attr-defined]
-    return out
-
-
-def _raise_disk_full(path: Path, err: BaseException) -> None:
-    """Raise :func:`disk_full_error` from ``err`` when it tells of a full disk."""
-    if getattr(err, "_fastmri_pun_disk_full", False):
-        return  # already told (an inner writer's), keep its file name
-    if is_disk_full(err):
-        raise disk_full_error(path, err) from err
 
 
 # ------------------------------------------------------------------------------ atomic writes
@@ -232,7 +142,7 @@ def atomic_path(
             _fsync_file(tmp)
             os.replace(tmp, path)
         except Exception as err:
-            _raise_disk_full(path, err)
+            raise_if_disk_full(path, err)
             raise
         _fsync_dir(path.parent)
     finally:
@@ -437,195 +347,3 @@ def _process_alive(pid: int) -> bool:
     except OverflowError:
         return False
     return True
-
-
-# ------------------------------------------------------------------------------ digests
-def _canonical(data: Any) -> bytes:
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
-
-
-def json_digest(data: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of a JSON object's canonical form (sorted keys, no spaces, ASCII) without
-    its :data:`DIGEST_KEY` entry, as it reads back from JSON (tuples as lists)."""
-    plain = json.loads(json.dumps(dict(data), allow_nan=False))
-    plain.pop(DIGEST_KEY, None)
-    return hashlib.sha256(_canonical(plain)).hexdigest()
-
-
-def seal(record: Mapping[str, Any]) -> dict[str, Any]:
-    """``record`` with :data:`DIGEST_KEY` set to :func:`json_digest` of the rest.
-
-    Raises:
-        ValueError: NaN or infinity in ``record``.
-        TypeError: a value JSON cannot hold.
-    """
-    out = {k: v for k, v in record.items() if k != DIGEST_KEY}
-    out[DIGEST_KEY] = json_digest(out)
-    return out
-
-
-def unseal(record: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """``(record without its digest, whether it had one)``.
-
-    Raises:
-        ValueError: the digest is not a string or does not match the content.
-    """
-    content = {k: v for k, v in record.items() if k != DIGEST_KEY}
-    if DIGEST_KEY not in record:
-        return content, False
-    recorded = record[DIGEST_KEY]
-    if not isinstance(recorded, str) or recorded != json_digest(content):
-        raise ValueError("its content does not match its sha256 (changed after it was written)")
-    return content, True
-
-
-def atomic_write_record(path: str | os.PathLike, record: Mapping[str, Any], **dumps: Any) -> Path:
-    """Write the JSON object ``record`` :func:`seal` ed, atomically (:func:`atomic_write_json`,
-    same ``dumps`` options); returns ``path``.
-
-    Raises:
-        ValueError: NaN or infinity in ``record`` (nothing is written).
-        OSError: :func:`disk_full_error` naming ``path``.
-    """
-    return atomic_write_json(path, seal(record), **dumps)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """The JSON value in ``path``.
-
-    Raises:
-        OSError: the file cannot be read (``FileNotFoundError`` for a missing one).
-        ValueError: not UTF-8 JSON (``"not valid JSON (<reason>)"``).
-    """
-    text = Path(path).read_bytes()
-    try:
-        return json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"not valid JSON ({err})") from None
-
-
-def record_problem(
-    record: Any, required: Mapping[str, Any], optional: Mapping[str, Any] | None = None
-) -> str | None:
-    """What is wrong with a record of a schema, or ``None``.
-
-    Args:
-        record: the value read.
-        required: key → type annotation (``str``, ``int | None``, ``list[str]``, ``dict``, ...;
-            an ``int`` passes as ``float``, a ``bool`` never as a number) of keys it must hold.
-        optional: the same for keys it may hold; other keys are allowed.
-
-    Returns:
-        ``"not a JSON object"``, ``"no '<key>'"`` or ``"'<key>' must be <type>, got <value>"``.
-    """
-    if not isinstance(record, dict):
-        return f"not a JSON object (a {type(record).__name__})"
-    for key in required:
-        if key not in record:
-            return f"no {key!r}"
-    for key, hint in {**(optional or {}), **required}.items():
-        if key in record and not _matches(record[key], hint):
-            return f"{key!r} must be {_type_name(hint)}, got {_short(record[key])}"
-    return None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def read_record(
-    path: str | os.PathLike,
-    check: Callable[[Any], str | None],
-    *,
-    kind: str,
-    remedy: str,
-) -> tuple[dict[str, Any], bool]:
-    """Read a JSON record written by :func:`atomic_write_record`: its digest, then its schema.
-
-    Args:
-        path: the file.
-        check: the schema, e.g. a :func:`record_problem` call: the record without its digest →
-            what is wrong, or ``None``.
-        kind: what the file is, for the message (``"finished-run record"``).
-        remedy: what to do about a damaged file (``"delete it to train again"``).
-
-    Returns:
-        ``(record without its digest, whether it had one)``. A record without digest (written
-        before digests) is returned when it passes ``check``; the caller decides whether to
-        trust it.
-
-    Raises:
-        FileNotFoundError: no such file.
-        DamagedFileError: ``"<path>: damaged <kind> (<what>); <remedy>"``: unreadable, not JSON,
-            digest mismatch, or ``check`` failed.
-    """
-    path = Path(path)
-    try:
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise ValueError(f"not a JSON object (a {type(data).__name__})")
-        content, sealed = unseal(data)
-        problem = check(content)
-        if problem is not None:
-            raise ValueError(problem)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as err:
-        what = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise DamagedFileError(f"{path}: damaged {kind} ({what}); {remedy}", path) from None
-    return content, sealed
-
-
-def content_digest(obj: Any) -> str:
-    """SHA-256 (hex) of a ``torch.save``/``np.save`` payload's content: mappings (keys sorted,
-    :data:`DIGEST_KEY` left out at the top), lists and tuples (alike), ``None``, booleans,
-    integers, floats (exact), strings, and arrays/tensors (dtype, shape, bytes; moved to the
-    CPU).
-
-    Raises:
-        TypeError: another type.
-    """
-    h = hashlib.sha256()
-    top = dict(obj) if isinstance(obj, Mapping) else obj
-    if isinstance(top, dict):
-        top.pop(DIGEST_KEY, None)
-    _feed(h, top)
-    return h.hexdigest()
-
-
-def _feed(h: Any, obj: Any) -> None:
-    if obj is None:
-        h.update(b"N")
-    elif isinstance(obj, bool):
-        h.update(b"T" if obj else b"F")
-    elif isinstance(obj, int):
-        h.update(b"i%d;" % obj)
-    elif isinstance(obj, float):
-        h.update(b"f" + obj.hex().encode() + b";")
-    elif isinstance(obj, str):
-        raw = obj.encode("utf-8")
-        h.update(b"s%d:" % len(raw) + raw)
-    elif isinstance(obj, Mapping):
-        items = sorted(obj.items(), key=lambda kv: str(kv[0]))
-        h.update(b"d%d:" % len(items))
-        for key, value in items:
-            _feed(h, str(key))
-            _feed(h, value)
-    elif isinstance(obj, (list, tuple)):
-        h.update(b"l%d:" % len(obj))
-        for value in obj:
-            _feed(h, value)
-    elif hasattr(obj, "detach") and hasattr(obj, "dtype"):  # a torch tensor (any dtype)
-        import torch
-
-        flat = obj.detach().cpu().contiguous().reshape(-1)
-        h.update(f"t{obj.dtype}{tuple(obj.shape)}:".encode())
-        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    elif hasattr(obj, "dtype") and hasattr(obj, "tobytes"):  # a numpy array
-        h.update(f"a{obj.dtype.str}{tuple(obj.shape)}:".encode())
-        h.update(obj.tobytes(order="C"))
-    else:
-        raise TypeError(f"content_digest: cannot hash a {type(obj).__name__}")

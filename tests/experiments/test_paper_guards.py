@@ -49,7 +49,7 @@ def test_a_damaged_run_record_is_one_error_not_a_finished_run(tmp_path):
 
     from fastmri_pun.app.run_folder import RunDir
     from fastmri_pun.experiments.paper.scheduler import finished_record
-    from fastmri_pun.utils.io import atomic_write_record
+    from fastmri_pun.utils.records import atomic_write_record
 
     run = RunDir(tmp_path / "dense-s0")
     run.root.mkdir()

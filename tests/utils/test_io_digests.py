@@ -6,28 +6,17 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from full_disk import full_disk_after
+from full_disk import dead_pid, full_disk_after
 
 from fastmri_pun.app.errors import one_line
 from fastmri_pun.utils import io as uio
-
-
-def _dead_pid() -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(out.stdout)
+from fastmri_pun.utils import records
 
 
 def _only(folder: Path) -> list[str]:
@@ -87,7 +76,7 @@ def test_other_errors_are_left_alone(tmp_path):
 
 # ----------------------------------------------------------------------------- stale temp files
 def test_stale_temp_files_are_removed_by_the_next_write_into_the_folder(tmp_path):
-    dead, me = _dead_pid(), os.getpid()
+    dead, me = dead_pid(), os.getpid()
     host, other = uio._HOST_TAG, "0" * 8 if uio._HOST_TAG != "0" * 8 else "1" * 8
     names = {
         "killed": f".maps.npy.{dead}-{host}0a0b0c0d.tmp.npy",  # this host, dead process
@@ -109,40 +98,40 @@ def test_stale_temp_files_are_removed_by_the_next_write_into_the_folder(tmp_path
 
 # ----------------------------------------------------------------------------- JSON records
 def _check(record):
-    return uio.record_problem(record, {"config": dict}, {"val": dict | None, "n": int})
+    return records.record_problem(record, {"config": dict}, {"val": dict | None, "n": int})
 
 
 def test_record_digest_schema_and_old_records(tmp_path):
     path = tmp_path / "DONE.json"
-    uio.atomic_write_record(path, {"config": {"lr": 0.001}, "val": {"psnr": 31.5}, "n": 3})
+    records.atomic_write_record(path, {"config": {"lr": 0.001}, "val": {"psnr": 31.5}, "n": 3})
     stored = json.loads(path.read_text())
-    assert stored["sha256"] == uio.json_digest(stored) and len(stored["sha256"]) == 64
-    got, sealed = uio.read_record(path, _check, kind="record", remedy="delete it")
+    assert stored["sha256"] == records.json_digest(stored) and len(stored["sha256"]) == 64
+    got, sealed = records.read_record(path, _check, kind="record", remedy="delete it")
     assert sealed and got == {"config": {"lr": 0.001}, "val": {"psnr": 31.5}, "n": 3}
 
     # an edited number
     path.write_text(path.read_text().replace("31.5", "99.0"))
-    with pytest.raises(uio.DamagedFileError, match=r"DONE.json: damaged record \(its content "
+    with pytest.raises(records.DamagedFileError, match=r"DONE.json: damaged record \(its content "
                        r"does not match its sha256.*\); delete it$"):  # fmt: skip
-        uio.read_record(path, _check, kind="record", remedy="delete it")
+        records.read_record(path, _check, kind="record", remedy="delete it")
     # emptied, truncated, not an object, wrong type
     for text, what in [("{}", "no 'config'"), ('{"conf', "not valid JSON"),
                        ("[]", "not a JSON object"), ('{"config": {}, "n": true}', "'n' must be int")]:  # fmt: skip
         path.write_text(text)
         with pytest.raises(ValueError, match=what):
-            uio.read_record(path, _check, kind="record", remedy="delete it")
+            records.read_record(path, _check, kind="record", remedy="delete it")
     # written before digests: accepted only when it passes the schema
     path.write_text(json.dumps({"config": {"lr": 1}}))
-    assert uio.read_record(path, _check, kind="r", remedy="-") == ({"config": {"lr": 1}}, False)
+    assert records.read_record(path, _check, kind="r", remedy="-") == ({"config": {"lr": 1}}, False)
 
 
 def test_seal_is_canonical():
-    a = uio.seal({"b": (1, 2), "a": {"y": 1.5, "x": "é"}})
-    b = uio.seal(json.loads(json.dumps({"a": {"x": "é", "y": 1.5}, "b": [1, 2]})))
+    a = records.seal({"b": (1, 2), "a": {"y": 1.5, "x": "é"}})
+    b = records.seal(json.loads(json.dumps({"a": {"x": "é", "y": 1.5}, "b": [1, 2]})))
     assert a["sha256"] == b["sha256"]
-    assert uio.unseal(a) == ({"b": (1, 2), "a": {"y": 1.5, "x": "é"}}, True)
+    assert records.unseal(a) == ({"b": (1, 2), "a": {"y": 1.5, "x": "é"}}, True)
     with pytest.raises(ValueError, match="does not match"):
-        uio.unseal({**a, "b": [1, 3]})
+        records.unseal({**a, "b": [1, 3]})
 
 
 # ----------------------------------------------------------------------------- binary files
@@ -165,12 +154,12 @@ def test_digest_trailer_is_checked_and_invisible_to_np_load(tmp_path):
 
 def test_content_digest_sees_every_value():
     base = {"masks": {"w": torch.tensor([True, False])}, "density": 0.5, "phases": ["search"]}
-    d = uio.content_digest(base)
-    assert d == uio.content_digest({**base, "sha256": "x"})  # the digest key is left out
-    assert d != uio.content_digest({**base, "masks": {"w": torch.tensor([True, True])}})
-    assert d != uio.content_digest({**base, "density": 0.5000001})
-    assert d != uio.content_digest({**base, "masks": {"w": torch.tensor([1, 0])}})  # dtype
+    d = records.content_digest(base)
+    assert d == records.content_digest({**base, "sha256": "x"})  # the digest key is left out
+    assert d != records.content_digest({**base, "masks": {"w": torch.tensor([True, True])}})
+    assert d != records.content_digest({**base, "density": 0.5000001})
+    assert d != records.content_digest({**base, "masks": {"w": torch.tensor([1, 0])}})  # dtype
     half = torch.ones(3, dtype=torch.bfloat16)
-    assert uio.content_digest(half) != uio.content_digest(half * 2)
+    assert records.content_digest(half) != records.content_digest(half * 2)
     with pytest.raises(TypeError):
-        uio.content_digest(object())
+        records.content_digest(object())

@@ -5,7 +5,7 @@ JSON record ``{"fingerprint": ..., "csv_sha256": ..., "sha256": ...}``. The fing
 everything that produced the rows (the checkpoint's path and SHA-256 digest; the resolved shift;
 data folder and its contents, :func:`folder_digest`; annotation files; transform settings:
 challenge, coil maps, ESPIRiT, readout crop; slice subset; seed); ``csv_sha256`` the digest of
-the CSV's bytes; ``sha256`` the record's own digest (:func:`fastmri_pun.utils.io.seal`). A rerun
+the CSV's bytes; ``sha256`` the record's own digest (:func:`fastmri_pun.utils.records.seal`). A rerun
 reuses the rows only when the fingerprint it computes equals the stored one, both digests match
 and every stored metric is a number. A damaged pair (a digest that does not match: an edited or
 damaged CSV or record; unreadable files; rows with NaN metrics) is never served: it is
@@ -30,14 +30,8 @@ import pandas as pd
 from ...data.shifts import ResolvedShift
 from ...evaluation.metrics import IMAGE_METRICS
 from ...evaluation.scoring import RESULT_COLUMNS
-from ...utils.io import (
-    atomic_write_bytes,
-    atomic_write_record,
-    file_sha256,
-    read_json,
-    record_problem,
-    unseal,
-)
+from ...utils.io import atomic_write_bytes, file_sha256
+from ...utils.records import atomic_write_record, read_json, record_problem, unseal
 from ..run_folder import RunDir
 
 __all__ = ["fingerprint", "folder_digest", "load_partial", "save_partial"]

@@ -3,7 +3,7 @@ recognised by a rerun (:func:`finished_run`), which then trains nothing again.
 
 ``DONE.json`` is read through one schema (:func:`done_problem`: a ``config`` object naming its
 ``model``; checkpoints and output files as strings or null; ``val``/``test`` objects or null) and
-carries the SHA-256 of its content (``"sha256"``, :func:`fastmri_pun.utils.io.seal`), checked on
+carries the SHA-256 of its content (``"sha256"``, :func:`fastmri_pun.utils.records.seal`), checked on
 every read: an emptied, truncated or edited record is one ``ValueError`` naming the file and
 saying to delete it to train again, never a finished run. A record without digest (written
 before it) is accepted when it passes the schema, for backward compatibility.
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ...models import model_settings
-from ...utils.io import atomic_write_record, read_record, record_problem
+from ...utils.records import atomic_write_record, read_record, record_problem
 from ..run_folder import RunDir
 from .config import TrainConfig
 from .result import TrainResult

@@ -22,7 +22,7 @@ from ...app.train.outputs import read_compute
 from ...app.train.run import fit
 from ...pruning import density_report
 from ...training import ReconstructionModule
-from ...utils.io import atomic_write_record, read_record, record_problem
+from ...utils.records import atomic_write_record, read_record, record_problem
 from .config import ExperimentConfig
 from .plan import RunPlan
 
