@@ -1,11 +1,12 @@
-"""A full disk for the tests, without one: ``os.write`` to files under a folder writes ``budget``
-bytes in all, then fails with ``ENOSPC`` (or another errno); the write that crosses the budget is
-short, as on a real full disk."""
+"""Failed writes for the tests: a full disk without one (:func:`full_disk_after`) and the PID of a
+process that is gone (:func:`dead_pid`, for the temporary files a killed writer leaves)."""
 
 from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,14 @@ def full_disk_after(
         return n
 
     monkeypatch.setattr(os, "write", write)
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended (a child that printed it and exited)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout)

@@ -5,14 +5,12 @@ the next write into the folder."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from full_disk import full_disk_after
+from full_disk import dead_pid, full_disk_after
 from quirk_files import equispaced_mask, simulate_volume
 
 from fastmri_pun.app.errors import one_line
@@ -97,16 +95,6 @@ def test_maps_of_an_earlier_version_without_digest_are_recomputed_once_warned(
     assert all(uio.read_sealed_bytes(p)[1] for p in paths)  # rewritten with their digest
 
 
-def _dead_pid() -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(out.stdout)
-
-
 def test_full_disk_names_the_file_and_leaves_nothing_half_written(
     tmp_path, slice_and_maps, monkeypatch
 ):
@@ -114,7 +102,7 @@ def test_full_disk_names_the_file_and_leaves_nothing_half_written(
     cache = SensitivityCache(tmp_path)
     folder = tmp_path / "vol"
     folder.mkdir()
-    stale = folder / f".vol_s009_x.npy.{_dead_pid()}-{uio._HOST_TAG}0a0b0c0d.tmp.npy"
+    stale = folder / f".vol_s009_x.npy.{dead_pid()}-{uio._HOST_TAG}0a0b0c0d.tmp.npy"
     stale.write_bytes(b"left by a kill")
     full_disk_after(monkeypatch, tmp_path, 4096)  # the disk fills after 4 KiB of the maps
     path = cache.path_for(kspace, cols, "vol.h5", 2, cache_mod.EspiritSettings())

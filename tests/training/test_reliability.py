@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from full_disk import dead_pid
 
 from fastmri_pun.training.checkpoint_io import AtomicCheckpointIO
-
-
-def _dead_pid() -> int:
-    proc = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return int(proc.stdout)
 
 
 def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
@@ -47,7 +36,7 @@ def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
     # the previous checkpoint and its matching sidecar, no temporary file
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
 
-    stale = path.parent / f".last.ckpt.{_dead_pid()}-0a0b0c0d.tmp.ckpt"
+    stale = path.parent / f".last.ckpt.{dead_pid()}-0a0b0c0d.tmp.ckpt"
     stale.write_bytes(b"half")
     io.save_checkpoint({"epoch": 3, "w": torch.ones(10)}, path)
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
