@@ -366,7 +366,9 @@ def test_precompute_command_line_errors(tmp_path: Path, capsys) -> None:
     assert espirit_cli.main(["--config", str(conf)]) == 2
     err = capsys.readouterr().err
     assert "unknown key(s) 'mask_typ' (did you mean 'mask_type'?)" in err
-    assert "valid keys: accelerations, center_fractions, cpus_per_task, crop_readout, data_path" in err
+    assert (
+        "valid keys: accelerations, center_fractions, cpus_per_task, crop_readout, data_path" in err
+    )
     conf.write_text("data_path: x\naccelerations: 8\n")
     assert espirit_cli.main(["--config", str(conf)]) == 2
     assert "'accelerations' must be a list, e.g. accelerations: [8]" in capsys.readouterr().err
