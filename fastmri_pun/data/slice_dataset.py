@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 from fastmri.data import SliceDataset
 
-from .h5_validation import attr_value, check_declared_size, h5_attrs
+from .h5_reading import attr_value, check_declared_size, h5_attrs
 
 __all__ = ["FilteredSliceDataset"]
 
@@ -30,10 +30,10 @@ class FilteredSliceDataset(SliceDataset):
     transform's output), with two differences for files written by other tools than fastMRI's:
 
     - before a slice is read, the declared sizes of ``kspace``, the target and ``mask`` are
-      checked (:func:`~fastmri_pun.data.h5_validation.check_declared_size`), so a compression
+      checked (:func:`~fastmri_pun.data.h5_reading.check_declared_size`), so a compression
       bomb is refused in one line naming the file instead of failing to allocate;
     - ``attrs`` and the samples' metadata hold the attributes through
-      :func:`~fastmri_pun.data.h5_validation.attr_value`: a one-element array (MATLAB's scalars)
+      :func:`~fastmri_pun.data.h5_reading.attr_value`: a one-element array (MATLAB's scalars)
       is its element, fixed-length bytes a ``str`` without padding.
 
     Args:

@@ -6,7 +6,7 @@ or the one-line refusal when another mask was asked for).
 Shapes: k-space ``[C, H, W]`` complex (numpy) or its real view ``[C, H, W, 2]`` float32 (torch),
 ``H`` the readout, ``W`` the phase-encoding columns; masks ``[W]``. File attributes
 (``padding_left``, ``num_low_frequency``, ``acceleration``, ...) are read through
-:func:`~fastmri_pun.data.h5_validation.attr_value`, so MATLAB's one-element arrays count as
+:func:`~fastmri_pun.data.h5_reading.attr_value`, so MATLAB's one-element arrays count as
 their element even when fastMRI's own ``SliceDataset`` hands them on unchanged.
 """
 
@@ -21,7 +21,7 @@ import torch
 from fastmri.data.subsample import MaskFunc
 
 from .espirit import EspiritSettings
-from .h5_validation import attr_value
+from .h5_reading import attr_value
 from .masks import centre_run, sampled_acceleration
 
 __all__ = [

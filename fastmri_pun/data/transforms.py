@@ -59,7 +59,8 @@ from fastmri.data.transforms import VarNetDataTransform, VarNetSample
 from ..utils.seeding import stable_seed
 from .espirit import EspiritSettings, espirit_maps
 from .espirit_cache import SensitivityCache
-from .h5_validation import FastMRIFileInfo, attr_value
+from .h5_reading import attr_value
+from .h5_validation import FastMRIFileInfo
 from .masks import check_mask_func, check_mask_width
 from .transform_steps import (
     CHALLENGES,

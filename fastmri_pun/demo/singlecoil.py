@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 
 from ..data.crop import center_crop
-from ..data.h5_validation import h5_attrs
+from ..data.h5_reading import h5_attrs
 from ..data.h5_writing import write_fastmri_volume
 from .simulate import ifft2c, rss
 
@@ -153,7 +153,7 @@ def derive_singlecoil_volume(multicoil_path: str | os.PathLike, path: str | os.P
     Args:
         multicoil_path: fully sampled multicoil ``.h5`` (``kspace`` ``[S, C, H, W]``,
             ``reconstruction_rss`` ``[S, h, w]``, ``ismrmrd_header``, attrs ``acquisition`` and
-            ``patient_id``, read through :func:`~fastmri_pun.data.h5_validation.h5_attrs`:
+            ``patient_id``, read through :func:`~fastmri_pun.data.h5_reading.h5_attrs`:
             fixed-length byte strings are copied as the ``str`` they hold).
         path: destination single-coil ``.h5``.
 

@@ -23,7 +23,7 @@ import numpy as np
 from fastmri import evaluate as fm_eval
 from fastmri.data import transforms
 
-from ..data.h5_validation import h5_attrs
+from ..data.h5_reading import h5_attrs
 
 __all__ = ["RECON_KEY", "TARGET_KEYS", "format_scores", "score_folder"]
 
@@ -58,7 +58,7 @@ def score_folder(
         challenge: ``"multicoil"`` or ``"singlecoil"``.
         acquisition, acceleration: score only the volumes whose ``acquisition`` /
             ``acceleration`` attribute equals this (fastMRI's filters; ``None``: all). The
-            attributes are read through :func:`~fastmri_pun.data.h5_validation.h5_attrs`, so a
+            attributes are read through :func:`~fastmri_pun.data.h5_reading.h5_attrs`, so a
             fixed-length byte string or a one-element array (MATLAB and C writers) matches as
             fastMRI's own ``str`` / number does.
 

@@ -14,16 +14,9 @@ import numpy as np
 import pytest
 from quirk_files import READOUT, RECON, header_xml, write_quirk_dataset
 
-from fastmri_pun.data import h5_validation
-from fastmri_pun.data.h5_validation import (
-    MAX_SLICE_BYTES,
-    attr_value,
-    h5_attrs,
-    memory_limit_bytes,
-    missing_max_values,
-    validate_fastmri_file,
-    volume_max,
-)
+from fastmri_pun.data import h5_reading
+from fastmri_pun.data.h5_reading import MAX_SLICE_BYTES, attr_value, h5_attrs, memory_limit_bytes
+from fastmri_pun.data.h5_validation import missing_max_values, validate_fastmri_file, volume_max
 from fastmri_pun.data.slice_dataset import FilteredSliceDataset
 
 GIB = 1 << 30
@@ -87,7 +80,7 @@ def test_slice_limit_follows_the_memory_the_process_may_use(
     only 64 MiB (a slice needs several copies in the transform)."""
     path = _declared_file(tmp_path / "big.h5", (2, 16, 256, 512))
     assert validate_fastmri_file(path).num_coils == 16
-    monkeypatch.setattr(h5_validation, "memory_limit_bytes", lambda: 64 << 20)
+    monkeypatch.setattr(h5_reading, "memory_limit_bytes", lambda: 64 << 20)
     with pytest.raises(ValueError, match=r"big\.h5: 'kspace' declares .*16\.0 MiB per slice"):
         validate_fastmri_file(path)
 
