@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import os
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 __all__ = ["check_field_types", "check_values", "unknown_keys_message"]
@@ -61,10 +61,29 @@ def check_values(cls: type, values: Mapping[str, Any], prefix: str = "") -> None
     """
     hints = get_type_hints(cls)
     for name, value in values.items():
-        if name in hints and isinstance(value, str) and not value.strip() and _is_path(hints[name]):
-            raise ValueError(f"{prefix}{name}: empty path; give a path or leave the flag out")
+        if name in hints and _is_empty_path(value) and _is_path(hints[name]):
+            raise ValueError(empty_path_message(name, prefix))
         if name in hints and not _matches(value, hints[name]):
             raise ValueError(f"{prefix}{name} must be {_type_name(hints[name])}, got {value!r}")
+
+
+def _is_empty_path(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+def empty_path_message(name: str, prefix: str = "--") -> str:
+    """The refusal of a path setting given as an empty string."""
+    return f"{prefix}{name}: empty path; give a path or leave the flag out"
+
+
+def check_paths_not_empty(settings: Any, names: Sequence[str], prefix: str = "--") -> None:
+    """Raise ``ValueError`` (:func:`empty_path_message`) for a path setting of ``settings`` given
+    as an empty string (``--output_dir ""`` would otherwise mean the current folder, whose files
+    a run would replace); what :func:`check_values` does for fields annotated as paths, for
+    settings that hold their paths as strings."""
+    for name in names:
+        if _is_empty_path(getattr(settings, name)):
+            raise ValueError(empty_path_message(name, prefix))
 
 
 def _is_path(hint: Any) -> bool:

@@ -12,8 +12,9 @@ from ...data.shifts import DEFAULT_SHIFTS
 from ...demo import DemoConfig
 from ...evaluation.metrics import IMAGE_METRICS, ROI_METRICS
 from ...evaluation.stats import N_BOOT
+from ...utils.config_checks import check_paths_not_empty
 from ..espirit.precompute import with_espirit_fields
-from ..train.config import DataConfig, TrainerConfig, check_paths_not_empty
+from ..train.config import DataConfig, TrainerConfig
 
 __all__ = ["SuiteConfig"]
 

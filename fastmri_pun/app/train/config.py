@@ -34,7 +34,7 @@ from ...models import ModelSettings, model_settings
 from ...pruning.config import PruneConfig
 from ...pruning.methods import list_pruning_methods
 from ...training.mri_module import NUM_LOG_IMAGES
-from ...utils.config_checks import check_field_types
+from ...utils.config_checks import check_field_types, check_paths_not_empty
 from ..settings_flags import (
     FLAG_PREFIX,
     NOT_FLAGS,
@@ -77,15 +77,6 @@ def _as_list(value: Any) -> Any:
 
 def _as_str(value: Any) -> Any:
     return os.fspath(value) if isinstance(value, os.PathLike) else value
-
-
-def check_paths_not_empty(settings: Any, names: tuple[str, ...]) -> None:
-    """Raise ``ValueError`` for a path setting given as an empty string (``--output_dir ""``
-    would otherwise mean the current folder, whose files a run would replace)."""
-    for name in names:
-        value = getattr(settings, name)
-        if isinstance(value, str) and not value.strip():
-            raise ValueError(f"--{name}: empty path; give a path or leave the flag out")
 
 
 # ------------------------------------------------------------------------------ sections

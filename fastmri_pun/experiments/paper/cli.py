@@ -24,6 +24,7 @@ from ...app.command_line import command_parser, parse_command
 from ...app.config_files import shipped_config
 from ...app.errors import run_command
 from ...app.settings_flags import add_settings_flags
+from ...utils.config_checks import empty_path_message
 from .config import ExperimentConfig
 from .run import run_paper
 
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         path = Path(args.experiment) if args.experiment else shipped_config(f"paper_{args.budget}")
         if args.output_dir is not None and not str(args.output_dir).strip():
-            raise ValueError("--output_dir: empty path; give a path or leave the flag out")
+            raise ValueError(empty_path_message("output_dir"))
         out = Path(args.output_dir or f"outputs/paper_{args.budget}")
         result = run_paper(
             ExperimentConfig.from_yaml(path),
