@@ -151,7 +151,8 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
     """Run ``body()``; return 0, or print ``"<prog>: error: <message>"`` and return 2 when it
     raises one of :data:`USER_ERRORS`. ``KeyboardInterrupt`` (Ctrl-C) returns 130 and SIGTERM
     143, after one line; SIGTERM is turned into :class:`Terminated` (a ``KeyboardInterrupt``)
-    while ``body()`` runs in the main thread."""
+    while ``body()`` runs in the main thread. An error raised after an interrupt arrived is
+    reported as the interrupt (it is its consequence), not as an error."""
     _signals.clear()
     _pending.clear()
     main_thread = threading.current_thread() is threading.main_thread()
@@ -161,10 +162,18 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
             previous[signum] = signal.signal(signum, _on_signal)
     try:
         body()
-    except USER_ERRORS as err:
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return interrupted_status()
+    except Exception as err:
+        if _signals:
+            # what broke after an interrupt is its consequence (e.g. a DataLoader worker the
+            # SIGTERM to the process group killed first): the command was interrupted
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return interrupted_status()
+        if isinstance(err, USER_ERRORS):
+            print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+            return 2
         if not _peer_gone(err):
             raise  # a bug: its traceback
         # a collective (gloo/NCCL) failed because another process of the distributed run
@@ -177,9 +186,6 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
             file=sys.stderr,
         )
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return interrupted_status()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)

@@ -88,13 +88,13 @@ def seed_mask_worker(worker_id: int) -> None:
     stream :meth:`EpochSeededSampler.set_epoch` set in the parent process; with
     ``pl.seed_everything(..., workers=True)`` also Lightning's seeding of the global RNGs.
 
-    Ctrl-C reaches every process of the terminal's process group, and SIGTERM too when it is
-    sent to the group (``timeout``, SLURM ending a job step); the workers ignore both, so the
+    Ctrl-C reaches every process of the terminal's process group; the workers ignore it, so the
     main process alone stops the run (and shuts its workers down) instead of every worker
-    printing a traceback and the main process failing on a dead worker. A worker still ends
-    with its parent (the DataLoader's own watchdog)."""
+    printing a ``KeyboardInterrupt`` traceback and the main process failing on a dead worker.
+    SIGTERM keeps its default: the DataLoader and multiprocessing stop workers with it (a worker
+    ignoring it would hang the parent's exit); when SIGTERM to the whole group kills a worker
+    first, the command reports the interrupt (``app.errors.run_command``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if os.environ.get("PL_SEED_WORKERS") == "1":
         pl_worker_init_function(worker_id)
     info = get_worker_info()
