@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .jobs import JobFailedError
+
 __all__ = [
     "USER_ERRORS",
     "Terminated",
@@ -149,7 +151,8 @@ def _rank() -> int:
 
 def run_command(prog: str, body: Callable[[], Any]) -> int:
     """Run ``body()``; return 0, or print ``"<prog>: error: <message>"`` and return 2 when it
-    raises one of :data:`USER_ERRORS`. ``KeyboardInterrupt`` (Ctrl-C) returns 130 and SIGTERM
+    raises one of :data:`USER_ERRORS` (1 for a :class:`~fastmri_pun.app.jobs.JobFailedError`:
+    a job failed, its log named). ``KeyboardInterrupt`` (Ctrl-C) returns 130 and SIGTERM
     143, after one line; SIGTERM is turned into :class:`Terminated` (a ``KeyboardInterrupt``)
     while ``body()`` runs in the main thread. An error raised after an interrupt arrived is
     reported as the interrupt (it is its consequence), not as an error."""
@@ -171,6 +174,9 @@ def run_command(prog: str, body: Callable[[], Any]) -> int:
             # SIGTERM to the process group killed first): the command was interrupted
             print(f"{prog}: interrupted", file=sys.stderr)
             return interrupted_status()
+        if isinstance(err, JobFailedError):  # the job's traceback is in the log it names
+            print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+            return 1
         if isinstance(err, USER_ERRORS):
             print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
             return 2

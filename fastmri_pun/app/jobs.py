@@ -42,12 +42,14 @@ class ExecutorSettings:
 
     Attributes:
         executor: 'local': the jobs run one after the other in this process, in submission
-            order (nothing to install); 'slurm': each job is a SLURM batch job submitted
+            order, or (a command with --jobs N > 1) in N worker processes of this machine
+            (nothing to install); 'slurm': each job is a SLURM batch job submitted
             through submitit (pip install 'fastmri-pun[slurm]'; run from a machine with sbatch
             and srun); the command waits for them and reports.
         partition: SLURM partition of the jobs (default: the cluster's default partition).
         gpus_per_task: GPUs of each SLURM job (0: none).
-        cpus_per_task: CPU cores of each SLURM job.
+        cpus_per_task: CPU cores of each SLURM job; torch threads of each local worker
+            process (--jobs N > 1).
         mem_gb: memory of each SLURM job in GB (default: the partition's default).
         time_min: time limit of each SLURM job in minutes (SLURM ends a job that runs longer).
         sbatch_lines: extra sbatch options, one '#SBATCH --option=value' line each, e.g.
@@ -152,8 +154,13 @@ class Job(abc.ABC):
                 cancelled), or it never ran because a job it runs after failed.
         """
 
-    def cancel(self) -> None:  # noqa: B027 - a local job has nothing to cancel
-        """Cancel the job if it has not ended (nothing for a local job, which has)."""
+    def done(self) -> bool:
+        """Whether the job has ended (its :meth:`result` no longer waits); never blocks for
+        long (a SLURM job asks ``scontrol`` once)."""
+        return True
+
+    def cancel(self) -> None:  # noqa: B027 - a job run at submission has nothing to cancel
+        """Cancel the job if it has not ended (nothing for a job that ran at submission)."""
 
     def _failed(self, reason: str) -> JobFailedError:
         return JobFailedError(
@@ -208,7 +215,18 @@ class Executor(abc.ABC):
         arguments each), as one SLURM job array (at most ``max_parallel`` running at once), in
         order; as :meth:`submit` otherwise. Returns the jobs in the order of ``arguments``."""
 
-    def _check_after(self, after: Sequence[Job], kind: type) -> None:
+    def attach(self, job_id: str, name: str, log_dir: Path | None = None) -> Job | None:
+        """The job ``job_id`` that an earlier command submitted (its logs in ``log_dir``,
+        default this executor's), to wait for it again (a rerun after the submitting command
+        was killed), or ``None``: the job is no longer known to the scheduler, or this
+        executor's jobs end with the command that submitted them (``local``)."""
+        return None
+
+    def close(self, cancel: bool = False) -> None:  # noqa: B027 - nothing held by default
+        """Release what the executor holds (a local executor's worker processes); with
+        ``cancel``, first stop the jobs that have not ended (Ctrl-C, SIGTERM, a failure)."""
+
+    def _check_after(self, after: Sequence[Job], kind: type | tuple[type, ...]) -> None:
         for job in after:
             if not isinstance(job, kind):
                 raise ValueError(f"after: {job!r} is not a job of this {self.kind} executor")

@@ -81,33 +81,45 @@ class SlurmJob(Job):
         super().__init__(name, str(job.job_id), Path(job.paths.stderr))
         self._job = job
         self._submitit = submitit
+        self._state, self._reason = "UNKNOWN", "None"
+        self._since: float | None = None  # since when it looks ended (or unknown)
 
     def _result_file(self) -> Path:
         return Path(self._job.paths.result_pickle)
 
+    def _look(self) -> bool:
+        """Look at the job once: whether it has ended (a result file, or a state it never
+        leaves, past the grace a late result file or a slow controller gets); the state and
+        reason seen are kept for :meth:`result`."""
+        if self._result_file().exists():
+            return True
+        known = _scontrol_state(self.job_id)
+        if known is None:  # purged by slurmctld: sacct (submitit), if the cluster keeps it
+            self._state, self._reason = self._job.state.split(" ")[0] or "UNKNOWN", "None"
+        else:
+            self._state, self._reason = known
+        state = self._state
+        if state in _FINISHED and state not in ("COMPLETED", "FAILED"):
+            return True  # ended by SLURM: no result will come
+        # a completed or failed job's result or traceback is written before it ends, but a
+        # shared file system may show it late; an unknown job may be a slow controller
+        if state in _FINISHED or state == "UNKNOWN":
+            grace = RESULT_GRACE_S if state in _FINISHED else UNKNOWN_GRACE_S
+            self._since = time.monotonic() if self._since is None else self._since
+            return time.monotonic() - self._since > grace
+        self._since = None
+        return False
+
+    def done(self) -> bool:
+        return self._look()
+
     def _wait(self) -> tuple[str, str]:
         """Wait until the job has a result file or has ended; its last ``(state, reason)``."""
-        pause, since, state, reason = POLL_S[0], None, "UNKNOWN", "None"
-        while not self._result_file().exists():
-            known = _scontrol_state(self.job_id)
-            if known is None:  # purged by slurmctld: sacct (submitit), if the cluster keeps it
-                state, reason = self._job.state.split(" ")[0] or "UNKNOWN", "None"
-            else:
-                state, reason = known
-            if state in _FINISHED and state not in ("COMPLETED", "FAILED"):
-                return state, reason  # ended by SLURM: no result will come
-            # a completed or failed job's result or traceback is written before it ends, but a
-            # shared file system may show it late; an unknown job may be a slow controller
-            grace = RESULT_GRACE_S if state in _FINISHED else UNKNOWN_GRACE_S
-            if state in _FINISHED or state == "UNKNOWN":
-                since = time.monotonic() if since is None else since
-                if time.monotonic() - since > grace:
-                    return state, reason
-            else:
-                since = None
+        pause = POLL_S[0]
+        while not self._look():
             time.sleep(pause)
             pause = min(POLL_S[1], pause * 1.5)
-        return state, reason
+        return self._state, self._reason
 
     def result(self) -> Any:
         state, reason = self._wait()
@@ -153,6 +165,19 @@ class SlurmExecutor(Executor):
             params["mem"] = f"{max(1, round(settings.mem_gb * 1024))}M"
         self._executor.update_parameters(**params)
         self._options = settings.sbatch_options()
+
+    def attach(self, job_id: str, name: str, log_dir: Path | None = None) -> Job | None:
+        """The SLURM job ``job_id`` (submitted through submitit with logs in ``log_dir``,
+        default this executor's) while SLURM still knows it or its result is there, else
+        ``None``."""
+        folder = self.log_dir if log_dir is None else log_dir
+        job = SlurmJob(name, self._submitit.SlurmJob(folder=folder, job_id=job_id), self._submitit)
+        if job._result_file().exists() or _scontrol_state(job_id) is not None:
+            return job
+        return None
+
+    def close(self, cancel: bool = False) -> None:
+        """Nothing is held; jobs are cancelled one by one (:meth:`SlurmJob.cancel`)."""
 
     def _prepare(self, name: str, after: Sequence[Job], count: int) -> None:
         self._check_after(after, SlurmJob)

@@ -17,7 +17,7 @@ from fastmri_pun.app.errors import run_command
 DRIVER = """
 import concurrent.futures as cf, multiprocessing, os, sys, time
 from fastmri_pun.app.errors import run_command
-from fastmri_pun.experiments.paper.scheduler import stop_workers
+from fastmri_pun.app.executor import stop_workers
 
 def busy(i):
     time.sleep(300)

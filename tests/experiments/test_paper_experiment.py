@@ -2,6 +2,7 @@
 the experiment configuration is checked before any work."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -46,7 +47,7 @@ def _run(tmp_path, demo_root, out):
     return paper_cli.main(argv)
 
 
-def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch):
+def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch, capsys):
     out = tmp_path / "exp"
     assert _run(tmp_path, demo_root, out) == 0
     report = (out / "REPORT.md").read_text()
@@ -83,8 +84,13 @@ def test_paper_end_to_end_and_resume(tmp_path, demo_root, monkeypatch):
     assert _run(tmp_path, demo_root, out) == 0
     assert (out / "eval" / "results.csv").read_bytes() == before
     (out / "runs" / "pun-it" / "DONE.json").unlink()
-    with pytest.raises(AssertionError, match="retrained"):
-        _run(tmp_path, demo_root, out)
+    capsys.readouterr()
+    assert _run(tmp_path, demo_root, out) == 1  # a failed run: one line naming its log
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "run pun-it: job paper-pun-it (local-" in err and "AssertionError: retrained" in err
+    log = Path(err.split("; log: ")[1].split(";")[0])
+    assert "Traceback" in log.read_text() and "no_training" in log.read_text()
     assert (out / "runs" / "dense" / "DONE.json").is_file()
     assert not (out / "runs" / "pun-it").exists()  # the unfinished folder was cleared
 

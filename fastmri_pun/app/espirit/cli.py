@@ -29,7 +29,6 @@ still missing. ``--shards 1 --executor local`` (the default) runs in this proces
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from jsonargparse import ArgumentParser
 
 from ..command_line import command_parser, parse_command
 from ..errors import run_command
-from ..executor import ExecutorSettings, JobFailedError, gather, make_executor
+from ..executor import ExecutorSettings, gather, make_executor
 from ..settings_flags import add_settings_flags, settings_flags, settings_from_flat
 from .device_maps import parse_device
 from .precompute import MapsConfig, MapsSummary, precompute_maps, shard_slices, split_folders
@@ -177,15 +176,10 @@ def run_espirit(command: EspiritCommand) -> tuple[MapsSummary, list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Precompute the maps of the command line ``argv``; returns the exit status (0; 2 after
     one error line on stderr for bad input; 1 after one line naming the log of a failed job)."""
-    failed: list[JobFailedError] = []
 
     def body() -> None:
         command = parse_command_line(argv)
-        try:
-            summary, ids = run_espirit(command)
-        except JobFailedError as err:
-            failed.append(err)
-            return
+        summary, ids = run_espirit(command)  # a failed job: JobFailedError, exit status 1
         print(
             f"maps for {summary.num_slices} slices in {summary.maps_cache_dir}: "
             f"{summary.computed} computed, {summary.found} found in the cache "
@@ -193,11 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f"; {len(ids)} {command.jobs.executor} job(s): {', '.join(ids)}" if ids else "")
         )
 
-    status = run_command(PROG, body)
-    if failed:
-        print(f"{PROG}: error: {failed[0]}", file=sys.stderr)
-        return 1
-    return status
+    return run_command(PROG, body)
 
 
 if __name__ == "__main__":

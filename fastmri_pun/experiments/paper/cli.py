@@ -3,6 +3,8 @@
     python -m fastmri_pun.experiments.paper --budget small --jobs 2   # CPU, ~1.5 h on 2 cores
     python -m fastmri_pun.experiments.paper --budget full      # paper scale, one GPU
     python -m fastmri_pun.experiments.paper --experiment my_experiment.yaml --output_dir out
+    python -m fastmri_pun.experiments.paper --budget full --executor slurm --gpus_per_task 1 \
+        --partition gpu --time_min 720                          # every run a SLURM job
 
 Parses the flags (the fields of :class:`PaperCommand`, by the application's command-line
 machinery: :mod:`fastmri_pun.app.settings_flags`, :mod:`fastmri_pun.app.command_line`), reads
@@ -14,7 +16,7 @@ the experiment into :class:`~fastmri_pun.experiments.paper.config.ExperimentConf
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +25,8 @@ from jsonargparse import ArgumentParser
 from ...app.command_line import command_parser, parse_command
 from ...app.config_files import shipped_config
 from ...app.errors import run_command
-from ...app.settings_flags import add_settings_flags
+from ...app.executor import ExecutorSettings
+from ...app.settings_flags import add_settings_flags, settings_flags, settings_from_flat
 from ...utils.config_checks import empty_path_message
 from .config import ExperimentConfig
 from .run import run_paper
@@ -48,11 +51,15 @@ class PaperCommand:
             the experiment's 'seeds').
         methods: Subset of the experiment's methods (must include the reference).
         shifts: Shifts to evaluate instead of the experiment's.
-        jobs: Trainings (and evaluation shares) run at once, each in its own process with one
-            torch thread; a run starts when the runs it depends on (e.g. an equal-compute control
-            on its PUN-IT run) are finished. 1 = everything in this process. Use the number of
-            CPU cores (2 for --budget small on a 2-core machine).
-        enable_progress_bar: Show progress bars (worker processes of --jobs > 1 show none).
+        jobs: Trainings (and evaluation shards) run at once; a run starts when the runs it
+            depends on (e.g. an equal-compute control on its PUN-IT run) are finished. With
+            --executor local: that many worker processes with --cpus_per_task torch threads
+            each; 1 (the default) = everything in this process; use the number of CPU cores (2
+            for --budget small on a 2-core machine). With --executor slurm: at most that many
+            jobs queued or running at once (default: no limit).
+        enable_progress_bar: Show progress bars (jobs outside this process show none).
+        cluster: Where the trainings and evaluation shards run (defaults from the
+            experiment's 'executor' section; these flags override it).
     """
 
     budget: Literal["small", "full"] = "small"
@@ -61,8 +68,9 @@ class PaperCommand:
     seed: int = 0
     methods: list[str] | None = None
     shifts: list[str] | None = None
-    jobs: int = 1
+    jobs: int | None = None
     enable_progress_bar: bool = True
+    cluster: ExecutorSettings = field(default_factory=ExecutorSettings)
 
 
 def build_parser() -> ArgumentParser:
@@ -84,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, print where the report is; bad input: one error line, exit status 2."""
 
     def body() -> None:
-        args = parse_command(build_parser(), argv)
+        parser = build_parser()
+        args = parse_command(parser, argv)
         if args.experiment is not None and not str(args.experiment).strip():
             # an empty path would silently run the budget's shipped experiment instead
             raise ValueError(
@@ -93,15 +102,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = Path(args.experiment) if args.experiment else shipped_config(f"paper_{args.budget}")
         if args.output_dir is not None and not str(args.output_dir).strip():
             raise ValueError(empty_path_message("output_dir"))
+        exp = ExperimentConfig.from_yaml(path)
+        if exp.executor:  # the experiment's executor section as defaults: flags override it
+            parser.set_defaults(**exp.executor)
+            args = parse_command(parser, argv)
+        flat = {f.name: args[f.name] for f in settings_flags(PaperCommand)}
+        command = settings_from_flat(PaperCommand, flat, where=PROG)
         out = Path(args.output_dir or f"outputs/paper_{args.budget}")
         result = run_paper(
-            ExperimentConfig.from_yaml(path),
+            exp,
             out,
-            args.seed,
-            args.methods,
-            args.shifts,
-            args.enable_progress_bar,
-            args.jobs,
+            command.seed,
+            command.methods,
+            command.shifts,
+            command.enable_progress_bar,
+            command.jobs,
+            command.cluster,
         )
         print(f"report: {result.report}")
 

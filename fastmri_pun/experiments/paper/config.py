@@ -23,6 +23,7 @@ import yaml
 
 from ...app.config_files import check_regular_file, load_yaml, shipped_config
 from ...app.evaluate.suite import SuiteConfig
+from ...app.executor import ExecutorSettings
 from ...app.train.run import TrainConfig
 from ...utils.config_checks import unknown_keys_message
 
@@ -96,6 +97,11 @@ class ExperimentConfig:
         train_volumes: train on this many training volumes only (evenly spaced), to reach the
             over-parameterised regime; ``None``: all.
         budget: a label for the report.
+        executor: where the jobs run by default: keys of
+            :class:`~fastmri_pun.app.executor.ExecutorSettings` (``executor: slurm``,
+            ``partition``, ``gpus_per_task``, ``cpus_per_task``, ``mem_gb``, ``time_min``,
+            ``sbatch_lines``, ``log_dir``, ``max_parallel``); the command's flags of the same
+            names override them.
         source: where the configuration was read from (for messages).
     """
 
@@ -109,6 +115,7 @@ class ExperimentConfig:
     data_path: str | None = None
     train_volumes: int | None = None
     budget: str = "custom"
+    executor: dict[str, Any] = field(default_factory=dict)
     source: str = "<experiment>"
 
     def __post_init__(self) -> None:
@@ -138,6 +145,9 @@ class ExperimentConfig:
                 f"{where}: reference {self.reference!r} is not one of the methods "
                 f"{list(self.methods)}"
             )
+        if not isinstance(self.executor, dict):
+            raise ValueError(f"{where}: executor must be a mapping of executor settings")
+        self.executor_settings()  # checks the keys and values
         if self.train_volumes is not None and self.train_volumes < 1:
             raise ValueError(f"{where}: train_volumes must be >= 1, got {self.train_volumes}")
         for name in self.methods:
@@ -166,6 +176,21 @@ class ExperimentConfig:
             )
         if grid is not None and "weight_decay" in self.methods[name]:
             raise ValueError(f"{where}: give weight_decay or select_weight_decay, not both")
+
+    def executor_settings(self) -> ExecutorSettings:
+        """The ``executor`` section as :class:`~fastmri_pun.app.executor.ExecutorSettings`.
+
+        Raises:
+            ValueError: unknown keys (naming the valid ones) or invalid values.
+        """
+        valid = {f.name for f in dataclasses.fields(ExecutorSettings)}
+        bad = sorted(set(self.executor) - valid)
+        if bad:
+            raise ValueError(unknown_keys_message(bad, valid, f"{self.source}: executor"))
+        try:
+            return ExecutorSettings(**self.executor)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.source}: executor: {err}") from None
 
     def controls(self, method: str) -> dict[str, Any]:
         """The control keys of ``method`` (:data:`CONTROL_KEYS`) with their values."""

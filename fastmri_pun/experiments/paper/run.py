@@ -6,9 +6,11 @@ every shift, write ``REPORT.md``.
     run_paper(ExperimentConfig.from_yaml(packaged_config("paper_small")), Path("outputs/paper"))
 
 Trainings run through :func:`fastmri_pun.app.train.run.fit`, planned and scheduled by
-:mod:`fastmri_pun.experiments.paper.plan` and :mod:`fastmri_pun.experiments.paper.scheduler` (controls resolved from other runs; ``jobs`` worker
-processes at once), the evaluation through
-:func:`fastmri_pun.app.evaluate.parallel.evaluate_parallel`. Resumable: a run is finished
+:mod:`fastmri_pun.experiments.paper.plan` and :mod:`fastmri_pun.experiments.paper.scheduler`
+(controls resolved from other runs), each a job of the executor
+(:mod:`fastmri_pun.app.executor`: this process, ``jobs`` local worker processes, or SLURM jobs
+through submitit); the evaluation as model × shift shards of the same executor
+(:func:`fastmri_pun.app.evaluate.shards.evaluate_sharded`). Resumable: a run is finished
 when its ``DONE.json`` names an existing checkpoint; finished runs are skipped, an unfinished run
 folder is removed and trained again, and the evaluation reuses the model × shift pairs it
 already scored. The output folder's names are those of :class:`fastmri_pun.utils.RunDir`.
@@ -16,6 +18,7 @@ already scored. The output folder's names are those of :class:`fastmri_pun.utils
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +27,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ...app.evaluate.parallel import evaluate_parallel
+from ...app.evaluate.shards import evaluate_sharded
 from ...app.evaluate.suite import SuiteResult
+from ...app.executor import Executor, ExecutorSettings, make_executor
 from ...app.folder_owner import FolderOwner, remove_if_unused
 from ...app.run_folder import RunDir
 from ...demo import ensure_demo_dataset
@@ -116,7 +120,8 @@ def run_paper(
     methods: Sequence[str] | None = None,
     shifts: Sequence[str] | None = None,
     progress: bool = True,
-    jobs: int = 1,
+    jobs: int | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> PaperResult:
     """Train every run (skipping finished ones), evaluate them, write the report.
 
@@ -128,14 +133,18 @@ def run_paper(
         methods: a subset of ``exp.methods`` (must include the reference and every method a
             control names).
         shifts: shifts to evaluate instead of ``exp.evaluate["shifts"]``.
-        progress: progress bars (in this process; worker processes run without).
-        jobs: trainings (and evaluation shares) run at once, each in its own process with one
-            torch thread; 1 = everything in this process.
+        progress: progress bars (in this process; jobs elsewhere run without).
+        jobs: trainings (and evaluation shards) run at once. Local executor: that many worker
+            processes with ``cpus_per_task`` torch threads each; ``None`` or 1: everything in
+            this process. SLURM: at most that many jobs queued or running; ``None``: every run
+            whose dependencies are finished.
+        executor: where the jobs run (default: ``exp.executor``'s settings, else local).
 
     Raises:
         ValueError: unknown methods, the reference or a control's method left out, invalid
-            settings.
+            settings, ``--executor slurm`` without submitit or ``srun``.
         FileNotFoundError: missing data.
+        JobFailedError: a run or an evaluation shard failed (one line naming its job and log).
     """
     out = RunDir(output_dir)
     methods = list(methods or exp.methods)
@@ -145,16 +154,24 @@ def run_paper(
     if exp.reference not in methods:
         raise ValueError(f"the reference {exp.reference!r} must be among --methods {methods}")
     plans = plan_runs(exp, methods)  # control errors before any data work
+    settings = executor if executor is not None else exp.executor_settings()
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    workers = (jobs or 1) if settings.executor == "local" else 1
+    runner = make_executor(settings, out.root, workers)  # submitit and srun checked first
     created = not out.root.exists()
     out.root.mkdir(parents=True, exist_ok=True)
     try:
         # one driver per experiment folder (a second one would retrain or delete its runs)
         with FolderOwner(out.root, "paper experiment"):
-            return _run_owned(exp, out, plans, methods, seed, progress, jobs, shifts)
+            return _run_owned(exp, out, plans, methods, seed, progress, runner, jobs, shifts)
     except BaseException:
+        runner.close(cancel=True)
         if created:  # failed before writing anything: no folder left behind
             remove_if_unused(out.root)
         raise
+    finally:
+        runner.close()
 
 
 def _run_owned(
@@ -164,19 +181,26 @@ def _run_owned(
     methods: list[str],
     seed: int,
     progress: bool,
-    jobs: int,
+    executor: Executor,
+    jobs: int | None,
     shifts: Sequence[str] | None,
 ) -> PaperResult:
-    """The experiment of :func:`run_experiment`, its folder owned."""
+    """The experiment of :func:`run_paper`, its folder owned."""
     data_path = resolve_data(exp, out, seed, progress)
     atomic_write_text(
         out.experiment_config,
         yaml.safe_dump(
-            {**exp.to_dict(), "data_path": str(data_path), "driver_seed": seed, "jobs": jobs},
+            {
+                **exp.to_dict(),
+                "data_path": str(data_path),
+                "driver_seed": seed,
+                "jobs": jobs,
+                "executor": dataclasses.asdict(executor.settings),
+            },
             sort_keys=False,
         ),
     )
-    all_records, evaluated = train_runs(exp, plans, data_path, out, jobs, progress)
+    all_records, evaluated = train_runs(exp, plans, data_path, out, executor, jobs, progress)
     records = {name: all_records[run] for name, run in evaluated.items()}
     runs = {name: (r["method"], int(r["seed"])) for name, r in records.items()}
     reference_run = next(n for n, (m, _) in runs.items() if m == exp.reference)
@@ -184,8 +208,8 @@ def _run_owned(
     suite_cfg = exp.suite_config(
         data_path, out.evaluation.root, reference_run, seed, enable_progress_bar=progress, **extra
     )
-    suite = evaluate_parallel(
-        {n: Path(r["checkpoint"]) for n, r in records.items()}, suite_cfg, jobs
+    suite = evaluate_sharded(
+        {n: Path(r["checkpoint"]) for n, r in records.items()}, suite_cfg, executor
     )
     curves = learning_curves(
         {run: (all_records[run]["method"], int(all_records[run]["seed"]), out.run(run))
