@@ -28,6 +28,7 @@ from fastmri_pun.app.executor import (
     JobFailedError,
     gather,
     make_executor,
+    wait_any,
 )
 
 
@@ -120,6 +121,51 @@ def test_interrupting_gather_cancels_the_jobs_and_is_not_a_job_failure(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         gather(jobs)
     assert cancelled == [j.job_id for j in jobs]
+
+
+def test_local_worker_processes_run_jobs_with_their_threads_and_log_failures(tmp_path):
+    """``workers > 1``: each job in a spawned worker with ``cpus_per_task`` torch threads; a
+    failure's traceback is written by the worker; the first job to end is returned first."""
+    import torch
+
+    executor = make_executor(ExecutorSettings(cpus_per_task=2), tmp_path, workers=2)
+    try:
+        slow = executor.submit(time.sleep, 3, name="slow")
+        pid = executor.submit(os.getpid, name="pid")
+        threads = executor.submit(torch.get_num_threads, name="threads")
+        failing = executor.submit(math.sqrt, -1.0, name="failing")
+        assert not slow.done()
+        first = wait_any([slow, pid])
+        assert first == [pid] and pid.result() != os.getpid()  # ran in a worker process
+        assert threads.result() == 2
+        with pytest.raises(JobFailedError) as info:
+            failing.result()
+        assert str(info.value) == (
+            f"job failing ({failing.job_id}) failed: ValueError: math domain error; "
+            f"log: {failing.log_path}"
+        )
+        assert "Traceback" in failing.log_path.read_text()
+        # a job submitted after a failed one never runs; after a finished one it does
+        blocked = executor.submit(os.getpid, name="blocked", after=[failing])
+        with pytest.raises(JobFailedError, match=r"did not run: job failing \("):
+            blocked.result()
+        assert executor.submit(abs, -3, name="after", after=[pid]).result() == 3
+        assert wait_any([slow]) == [slow] and slow.result() is None
+    finally:
+        executor.close()
+
+
+def test_closing_a_local_executor_with_cancel_stops_running_workers(tmp_path):
+    executor = make_executor(ExecutorSettings(), tmp_path, workers=2)
+    job = executor.submit(time.sleep, 300, name="sleeper")
+    time.sleep(1.0)  # started in its worker
+    start = time.monotonic()
+    executor.close(cancel=True)
+    assert time.monotonic() - start < 30
+    with pytest.raises(
+        JobFailedError, match=r"job sleeper \(local-.*\) failed: its worker process"
+    ):
+        job.result()
 
 
 # ------------------------------------------------------------------------------ settings
