@@ -59,9 +59,10 @@ SHIPPED_CONFIGS = "fastmri_pun.configs"
 _OLD_FOLDER = ("fastmri_pun", "configs")
 
 
-#: shipped configs of the paper experiment (``paper_small``, ``paper_full``): read by
-#: ``fastmri-pun paper --budget NAME``, not by ``--config``
-EXPERIMENT_PREFIX = "paper_"
+#: name prefixes of the shipped experiment configs (``paper_small``, ``paper_full``: read by
+#: ``fastmri-pun paper --budget NAME``; ``regime_map``: by ``fastmri-pun regime``), not run
+#: configs for ``--config``
+EXPERIMENT_PREFIX = ("paper_", "regime_")
 
 
 class ConfigLoader(yaml.SafeLoader):

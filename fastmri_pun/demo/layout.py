@@ -77,6 +77,12 @@ LAYOUTS = {
     "default": DemoLayout(
         train=(8,) * 6, val=(6, 6), test=(10, 10, 10), gap=4, contrast=(5, 5), anatomy_repeats=4
     ),
+    # the regime map: the default's val/test sets, its 48 training slices as 24 two-slice
+    # volumes, so that 1, 4 and 24 training volumes are 2, 8 and 48 slices and the ``train``
+    # shift scores exactly the slices trained on
+    "regime": DemoLayout(
+        train=(2,) * 24, val=(6, 6), test=(10, 10, 10), gap=2, contrast=(5, 5), anatomy_repeats=4
+    ),
     # for tests: seconds to build
     "tiny": DemoLayout(
         train=(2, 2), val=(2,), test=(2, 2), gap=3, contrast=(2,), anatomy_repeats=1, max_lesions=2

@@ -65,6 +65,9 @@ class RunPlan:
             weight-decay candidate); resolved by :attr:`select` when set.
         select: records → whether this run is the one that stands for ``stands_for`` (the
             chosen weight-decay candidate).
+        experiment: the experiment whose settings it trains with, when not the scheduler's
+            (a cell of a grid of experiments).
+        data_path: its data root, when not the scheduler's.
     """
 
     name: str
@@ -74,6 +77,8 @@ class RunPlan:
     overrides: Callable[[dict[str, dict[str, Any]]], dict[str, Any]] = lambda records: {}
     stands_for: str | None = None
     select: Callable[[dict[str, dict[str, Any]]], bool] | None = None
+    experiment: ExperimentConfig | None = None
+    data_path: Path | None = None
 
 
 def prunable_weight_count(exp: ExperimentConfig, method: str, **flags: Any) -> int:

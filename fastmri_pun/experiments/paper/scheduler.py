@@ -285,8 +285,9 @@ def _submit(
     overrides = p.overrides(records)
     print(f"[paper] training {p.name} ({p.method}, seed {p.seed})", flush=True)
     job = executor.submit(
-        _train_job, exp, p.method, p.seed, data_path, out.run(p.name).root, overrides, progress,
-        threads, name=f"paper-{p.name}",
+        _train_job, p.experiment or exp, p.method, p.seed, p.data_path or data_path,
+        out.run(p.name).root, overrides, progress, threads,
+        name=f"paper-{p.name.replace('/', '-')}",
     )  # fmt: skip
     if executor.kind != "local":
         atomic_write_record(
