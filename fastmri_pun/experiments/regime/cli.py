@@ -1,5 +1,6 @@
-"""The regime map, end to end (``python -m fastmri_pun.experiments.regime``, ``fastmri-pun
-regime``).
+"""The regime map, end to end (``python -m fastmri_pun.experiments.regime``).
+
+Also ``fastmri-pun regime``:
 
     python -m fastmri_pun.experiments.regime --jobs 2                 # CPU, the shipped grid
     python -m fastmri_pun.experiments.regime --jobs 2 --report_dir docs/results/regime
