@@ -1,6 +1,6 @@
 """Checks of a training run against the file system and the machine, before any work: data and
-checkpoint paths, an earlier run to continue, the output folder, the accelerator, the pruning
-density and a resumed checkpoint's pruning. Each raises a one-line ``ValueError`` or
+checkpoint paths, an earlier run to continue, the output folder, the accelerator, the SLURM
+allocation of a run started by ``srun``, the pruning density and a resumed checkpoint's pruning. Each raises a one-line ``ValueError`` or
 ``FileNotFoundError`` naming the flag. The data folders come first (:func:`check_data_folders`):
 a mistyped ``--data_path`` is reported as such, also when ``--output_dir`` holds another run."""
 
@@ -34,12 +34,17 @@ __all__ = [
     "check_prune_density",
     "check_resume_epochs",
     "check_resume_pruning",
+    "check_slurm_tasks",
     "demo_data_dir",
     "earlier_run",
     "pruning_method_beside",
     "resolve_checkpoint",
     "resolve_data_path",
+    "slurm_task",
 ]
+
+#: job names under which Lightning ignores SLURM's variables (``srun --job-name=interactive``)
+_SLURM_INTERACTIVE = ("bash", "interactive")
 
 
 def demo_data_dir(data: DataConfig) -> Path:
@@ -164,6 +169,57 @@ def check_output_dir(root: Path) -> bool:
                 root.rmdir()
         raise ValueError(f"--output_dir {root}: not writable ({err.strerror})") from err
     return created
+
+
+def slurm_task() -> bool:
+    """Whether this process is a task started by SLURM (``SLURM_NTASKS`` set, the job not named
+    ``bash`` or ``interactive``): Lightning's ``SLURMEnvironment.detect()``, without its warning
+    about an unused ``srun`` on machines that have one."""
+    return (
+        "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in _SLURM_INTERACTIVE
+    )
+
+
+def _device_count(devices: Any) -> int | None:
+    """The number of devices ``--devices`` names (``4``, ``"4"``, ``"0,1"``); ``None`` for
+    ``auto``, ``-1`` and the like."""
+    text = str(devices).strip().strip("[]")
+    if text.isdigit():
+        return int(text)
+    ids = [d.strip() for d in text.split(",") if d.strip()]
+    return len(ids) if len(ids) > 1 and all(d.isdigit() for d in ids) else None
+
+
+def check_slurm_tasks(cfg: TrainConfig) -> None:
+    """In a task started by SLURM (:func:`slurm_task`), refuse what Lightning's SLURM environment
+    refuses only once the trainer is built (a traceback for the first, after the output folder
+    was written): a job of several tasks without ``--ntasks-per-node``, ``--devices`` other than
+    ``SLURM_NTASKS_PER_NODE`` and ``--num_nodes`` other than ``SLURM_NNODES``.
+
+    Raises:
+        ValueError: one line naming the flag and the SLURM setting to match.
+    """
+    if not slurm_task():
+        return
+    ntasks = os.environ.get("SLURM_NTASKS", "1")
+    per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "")
+    if not per_node and ntasks.isdigit() and int(ntasks) > 1:
+        raise ValueError(
+            f"this SLURM job runs {ntasks} tasks without --ntasks-per-node, which Lightning needs: "
+            "submit with --nodes=<nodes> --ntasks-per-node=<devices per node> instead of --ntasks"
+        )
+    wanted = _device_count(cfg.trainer.devices)
+    if per_node.isdigit() and wanted is not None and wanted != int(per_node):
+        raise ValueError(
+            f"--devices {cfg.trainer.devices}: this SLURM job runs {per_node} tasks per node "
+            f"(--ntasks-per-node), one per device; use --devices {per_node}"
+        )
+    nodes = os.environ.get("SLURM_NNODES", "")
+    if nodes.isdigit() and int(nodes) != cfg.trainer.num_nodes:
+        raise ValueError(
+            f"--num_nodes {cfg.trainer.num_nodes}: this SLURM job has {nodes} node(s) (--nodes); "
+            f"use --num_nodes {nodes}"
+        )
 
 
 def check_accelerator(cfg: TrainConfig) -> None:

@@ -79,6 +79,7 @@ from .checks import (
     check_prune_density,
     check_resume_epochs,
     check_resume_pruning,
+    check_slurm_tasks,
     earlier_run,
     resolve_checkpoint,
     resolve_data_path,
@@ -127,7 +128,9 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
         ValueError: the folder holds a finished run (:func:`finished_run`; :func:`fit` returns
             its record instead), another live process owns the folder
             (:class:`~fastmri_pun.app.folder_owner.FolderBusyError`, naming it), an output folder that is a file or not writable,
-            ``--accelerator gpu`` without CUDA (or more ``--devices`` than GPUs), empty or
+            ``--accelerator gpu`` without CUDA (or more ``--devices`` than GPUs), a SLURM task
+            whose allocation does not match ``--devices``/``--num_nodes``
+            (:func:`~fastmri_pun.app.train.checks.check_slurm_tasks`), empty or
             malformed split folders, a checkpoint that is damaged, not safe to load, holds
             non-finite weights or belongs to another model, a checkpoint whose pruning
             contradicts ``--prune``/``--density``, a ``--density`` too small for the model's
@@ -145,6 +148,7 @@ def prepare(cfg: TrainConfig) -> PreparedRun:
             "afresh"
         )
     check_accelerator(cfg)
+    check_slurm_tasks(cfg)
     check_dense_checkpoint(cfg)
     root = RunDir(cfg.run.output_dir).root
     created = check_output_dir(root)

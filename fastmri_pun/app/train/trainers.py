@@ -13,6 +13,10 @@ Every trainer carries a :class:`~fastmri_pun.training.finite_guard.FiniteGuard`:
 non-finite training loss, gradient norm, end-of-epoch weight or best-checkpoint metric stops the
 run with a :class:`~fastmri_pun.training.finite_guard.NonFiniteError` (a ``ValueError``) naming
 the files and slices of the batch, the step and the epoch; no checkpoint is written after it.
+
+Started by ``srun`` (SLURM), the trainers take their ranks and world size from SLURM as
+Lightning's ``SLURMEnvironment`` does, but without its auto-requeue (:func:`cluster_plugins`):
+a run is resumed by running it again, from ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
@@ -33,6 +38,7 @@ from ...training.finite_guard import FiniteGuard
 from ...training.sample_budget import SampleBudget
 from ..errors import deferred_termination, raise_pending_interrupt
 from ..run_folder import RunDir
+from .checks import slurm_task
 from .config import TrainConfig
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "SafePointInterrupts",
     "TrainingInterrupted",
     "build_trainer",
+    "cluster_plugins",
     "deterministic_mode",
     "phase_trainer",
     "run_device",
@@ -107,11 +114,29 @@ def deterministic_mode(value: bool | str) -> bool | str:
     return "warn" if value is True else value
 
 
+def cluster_plugins() -> list[SLURMEnvironment]:
+    """``[SLURMEnvironment(auto_requeue=False)]`` in a task started by SLURM
+    (:func:`~fastmri_pun.app.train.checks.slurm_task`), else ``[]``: the trainers' ``plugins``.
+
+    Ranks, world size, ``MASTER_ADDR`` and ``MASTER_PORT`` come from SLURM as with Lightning's
+    default environment; only its auto-requeue is off. That feature answers SIGUSR1 (``sbatch
+    --signal=USR1@...``) by saving a checkpoint inside the signal handler (a barrier of all
+    ranks, which hangs a DDP run whose other ranks are elsewhere, e.g. in a gradient all-reduce)
+    and requeueing the job; the checkpoint, ``hpc_ckpt_<n>.ckpt`` in the output folder, is what
+    Lightning loads under SLURM whenever a trainer is called without a checkpoint (``--mode
+    test``, a training without ``last.ckpt``), past the checks of ``--resume``. Without it
+    SIGUSR1 ends the run like any unhandled signal; the run is resumed by submitting it again,
+    from ``checkpoints/last.ckpt``."""
+    return [SLURMEnvironment(auto_requeue=False)] if slurm_task() else []
+
+
 def trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """Trainer settings shared by the main training and the pruning phases."""
+    """Trainer settings shared by the main training and the pruning phases (``plugins``: the
+    :func:`cluster_plugins`)."""
     t = cfg.trainer
     return {
         "default_root_dir": RunDir(cfg.run.output_dir).root,
+        "plugins": cluster_plugins(),
         "accelerator": t.accelerator,
         "devices": t.devices,
         "strategy": t.strategy,
@@ -177,11 +202,12 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
                 check_finite=False,  # the finite guard names the files instead
             )
         )
+    kwargs = trainer_kwargs(cfg)
+    kwargs["plugins"] = [AtomicCheckpointIO(), *kwargs["plugins"]]
     trainer = InterruptibleTrainer(
         max_epochs=cfg.trainer.max_epochs,
         use_distributed_sampler=False,
         logger=loggers,
-        plugins=[AtomicCheckpointIO()],
         callbacks=[
             best,  # first: trainer.checkpoint_callback is the best checkpoint's callback
             last,
@@ -192,7 +218,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> pl
             *stopping,
             *callbacks,
         ],
-        **trainer_kwargs(cfg),
+        **kwargs,
     )
     return trainer
 
@@ -232,6 +258,7 @@ def run_device(cfg: TrainConfig) -> torch.device:
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
+        plugins=cluster_plugins(),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
