@@ -176,10 +176,15 @@ def resolve_config_path(value: str) -> Path:
             f"as {SHIPPED_CONFIGS}); use --config {stem}"
         )
     if len(path.parts) == 1 and stem.startswith(EXPERIMENT_PREFIX):
-        budget = stem[len(EXPERIMENT_PREFIX) :]
+        run_it = (
+            f"fastmri-pun paper --budget {stem.removeprefix('paper_')}"
+            if stem.startswith("paper_")
+            else "fastmri-pun regime"
+        )
+        kind = "paper experiment's" if stem.startswith("paper_") else "regime map's"
         raise FileNotFoundError(
-            f"--config {value}: {stem} is the paper experiment's configuration, not a run's; run "
-            f"it with: fastmri-pun paper --budget {budget}"
+            f"--config {value}: {stem} is the {kind} configuration, not a run's; run it with: "
+            f"{run_it}"
         )
     if len(path.parts) == 1 and stem in shipped_config_names():
         return shipped_config(stem)

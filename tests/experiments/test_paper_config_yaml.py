@@ -49,3 +49,26 @@ def test_paths_that_are_no_regular_file(path: str, said: str) -> None:
 def test_a_folder_is_no_experiment_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"is not a regular file \(a directory\)$"):
         ExperimentConfig.from_yaml(tmp_path)
+
+
+def test_a_shift_whose_mask_breaks_a_rule_is_refused_before_any_training() -> None:
+    data = {
+        "seeds": [0],
+        "density": 0.1,
+        "methods": {"dense": {"prune": "none"}},
+        "train": {"center_fractions": [0.16], "accelerations": [4]},
+        "evaluate": {"shifts": ["in-dist", "accel-8x"]},
+    }
+    with pytest.raises(ValueError, match=r"^exp.yaml: evaluate.shifts: shift 'accel-8x' .* 1.28"):
+        ExperimentConfig.from_dict(data, "exp.yaml")
+    data["train"]["center_fractions"] = [0.12]  # 0.96 of the 8x columns: allowed
+    assert ExperimentConfig.from_dict(data, "exp.yaml").evaluate["shifts"][1] == "accel-8x"
+
+
+def test_a_regime_config_named_as_a_run_config_says_which_command_runs_it(tmp_path) -> None:
+    from fastmri_pun.app.config_files import resolve_config_args
+
+    for name, command in (("paper_small", "fastmri-pun paper --budget small"),
+                          ("regime_map", "fastmri-pun regime")):  # fmt: skip
+        with pytest.raises(FileNotFoundError, match=re.escape(f"run it with: {command}")):
+            resolve_config_args(["--config", name])

@@ -25,6 +25,8 @@ from ...app.config_files import check_regular_file, load_yaml, shipped_config
 from ...app.evaluate.suite import SuiteConfig
 from ...app.executor import ExecutorSettings
 from ...app.train.run import TrainConfig
+from ...data.shifts import DEFAULT_SHIFTS
+from ...evaluation.shift_data import resolve_shifts
 from ...utils.config_checks import unknown_keys_message
 
 __all__ = [
@@ -154,6 +156,18 @@ class ExperimentConfig:
             self._check_controls(name)
         for name in self.methods:  # every method's settings make a valid training config
             self.train_config(name, self.seeds[0], Path("."), Path("."))
+        # every shift's mask rules against the training mask, before any training
+        data = self.train_config(self.reference, self.seeds[0], Path("."), Path(".")).data
+        try:
+            resolve_shifts(
+                self.evaluate.get("shifts", list(DEFAULT_SHIFTS)),
+                data.mask_type,
+                data.center_fractions[0],
+                data.accelerations[0],
+                self.evaluate.get("noise_snr_db"),
+            )
+        except ValueError as err:
+            raise ValueError(f"{where}: evaluate.shifts: {err}") from None
 
     def _check_controls(self, name: str) -> None:
         c = self.controls(name)
