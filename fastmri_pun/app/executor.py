@@ -51,6 +51,7 @@ __all__ = [
     "gather",
     "make_executor",
     "stop_workers",
+    "visible_gpus",
     "wait_any",
 ]
 
@@ -144,15 +145,45 @@ def stop_workers(pool: cf.ProcessPoolExecutor, grace_s: float = 10.0) -> None:
             proc.join()
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them: that variable's
+    entries when set, else ``"0" .. str(n - 1)`` for the ``n`` CUDA devices torch counts (no
+    CUDA context is created), else ``[]``."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def _pin_worker_gpu(counter: Any, gpus: list[str]) -> None:
+    """Pool initializer: the ``k``-th worker started sees only GPU ``gpus[k % len(gpus)]``
+    (``CUDA_VISIBLE_DEVICES``, set before the worker initialises CUDA)."""
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+
+
 class _LocalExecutor(Executor):
     """Runs each job in this process at submission (``workers == 1``), or in one of ``workers``
-    spawned worker processes with ``cpus_per_task`` torch threads each."""
+    spawned worker processes with ``cpus_per_task`` torch threads each; with several ``gpus``
+    each worker sees one of them (round robin)."""
 
-    def __init__(self, settings: ExecutorSettings, log_dir: Path, workers: int = 1) -> None:
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        log_dir: Path,
+        workers: int = 1,
+        gpus: Sequence[str] = (),
+    ) -> None:
         super().__init__(settings, log_dir)
         if workers < 1:
             raise ValueError(f"--jobs must be >= 1, got {workers}")
         self.workers = workers
+        self.gpus = list(gpus)
         self._count = 0
         self._pool: cf.ProcessPoolExecutor | None = None
 
@@ -187,7 +218,14 @@ class _LocalExecutor(Executor):
                 return job
             if self._pool is None:
                 ctx = multiprocessing.get_context("spawn")
-                self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx)
+                pin = (
+                    (_pin_worker_gpu, (ctx.Value("i", 0), self.gpus))
+                    if len(self.gpus) > 1
+                    else (None, ())
+                )
+                self._pool = cf.ProcessPoolExecutor(
+                    self.workers, mp_context=ctx, initializer=pin[0], initargs=pin[1]
+                )
             threads = self.settings.cpus_per_task
             future = self._pool.submit(_run_in_worker, threads, log_path, fn, args)
             return _PooledJob(name, job_id, log_path, future)
@@ -239,7 +277,10 @@ def make_executor(
         folder: the command's output folder.
         workers: ``local`` only: 1 runs each job in this process at submission; more run the
             jobs in that many spawned worker processes (``cpus_per_task`` torch threads each),
-            started on the first submission and stopped by :meth:`Executor.close`.
+            started on the first submission and stopped by :meth:`Executor.close`. With two or
+            more GPUs (:func:`visible_gpus`) the ``k``-th worker sees only the ``k``-th GPU,
+            round robin (``CUDA_VISIBLE_DEVICES``): ``--jobs`` = the number of GPUs trains one
+            run per GPU.
 
     Raises:
         ValueError: ``slurm`` without submitit installed (one line: ``pip install
@@ -251,7 +292,7 @@ def make_executor(
         from .slurm_executor import SlurmExecutor  # submitit only for SLURM
 
         return SlurmExecutor(settings, log_dir)
-    return _LocalExecutor(settings, log_dir, workers)
+    return _LocalExecutor(settings, log_dir, workers, visible_gpus() if workers > 1 else ())
 
 
 def wait_any(jobs: Sequence[Job]) -> list[Job]:

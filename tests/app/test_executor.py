@@ -168,6 +168,39 @@ def test_closing_a_local_executor_with_cancel_stops_running_workers(tmp_path):
         job.result()
 
 
+def test_local_workers_on_a_machine_with_several_gpus_each_see_one(monkeypatch, tmp_path):
+    """``CUDA_VISIBLE_DEVICES`` round robin over the visible GPUs (no GPU here: the pieces)."""
+    import multiprocessing
+
+    import torch
+
+    from fastmri_pun.app import executor as ex
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert ex.visible_gpus() == ["0", "1", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 6,7")
+    assert ex.visible_gpus() == ["4", "6", "7"]  # the names the variable gives
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    seen = []
+    for _ in range(4):  # the initializer of four workers, in start order
+        ex._pin_worker_gpu(counter, ["4", "6"])
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["4", "6", "4", "6"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")
+    local = make_executor(ExecutorSettings(), tmp_path, workers=2)
+    assert local.gpus == ["4", "6", "7"]
+    job = local.submit(abs, -2, name="abs")  # a pool with the initializer starts and runs
+    try:
+        assert job.result() == 2
+        assert local._pool._initializer is ex._pin_worker_gpu
+    finally:
+        local.close()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert make_executor(ExecutorSettings(), tmp_path, workers=2).gpus == []
+
+
 # ------------------------------------------------------------------------------ settings
 def test_settings_are_checked_in_one_line_naming_the_flag():
     cases = {
