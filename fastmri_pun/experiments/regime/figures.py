@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from ...utils.io import save_figure  # noqa: E402
 
@@ -61,8 +62,8 @@ def regime_figure(
 ) -> Path:
     """Δ ``metric`` of ``comparison`` against the over-parameterisation ratio (log x): a top
     panel with the train–test gap (bars: per-seed min/max), then one panel per shift with the
-    95 % CI bars and a zero line. Marker and colour: the denoiser width (``chans``); the text
-    next to a point: its number of training slices.
+    95 % CI bars and a zero line. Marker and colour: the denoiser width (``chans``, legend in the
+    top panel); the text next to a point: its number of training slices (``48 sl``).
 
     Args:
         diffs: rows of :func:`~fastmri_pun.experiments.regime.report.regime_differences`
@@ -105,15 +106,10 @@ def regime_figure(
     for ax, shift in zip(axes[1:], shifts, strict=True):
         s = d[d["shift"] == shift]
         for chans, grp in s.groupby("chans"):
-            _bars(
-                ax,
-                *_xy(grp, "mean_diff", "ci_low", "ci_high"),
-                label=f"chans {int(chans)}",
-                **style[int(chans)],
-            )
+            _bars(ax, *_xy(grp, "mean_diff", "ci_low", "ci_high"), **style[int(chans)])
         for r in s.itertuples(index=False):
             ax.annotate(
-                f"n{r.train_slices}",
+                f"{r.train_slices} sl",
                 (r.ratio, r.mean_diff),
                 textcoords="offset points",
                 xytext=(4, 3),
@@ -125,7 +121,9 @@ def regime_figure(
         ax.grid(alpha=0.3)
     for ax in axes:
         ax.set_xscale("log")
-    axes[1].legend(fontsize=7, loc="best")
+    top.grid(alpha=0.3)
+    handles = [Line2D([], [], linestyle="none", **style[c]) for c in widths]
+    top.legend(handles, [f"chans {c}" for c in widths], fontsize=7, loc="best")
     axes[-1].set_xlabel("prunable weights per training pixel (log)")
     return _save(fig, path)
 
