@@ -82,7 +82,7 @@ def test_plans_of_a_cell_are_prefixed_and_resolve_their_controls_within_the_cell
 
 def test_the_shipped_grid_is_valid_and_as_documented():
     cfg = RegimeConfig.from_yaml(shipped_config("regime_map"))
-    assert cfg.chans == [8, 16, 32, 64] and len(cfg.sizes) == 3
+    assert cfg.chans == [4, 8, 16, 64] and len(cfg.sizes) == 3
     assert set(cfg.base.methods) == {"dense", "pun-it", "dense-wd", "magnitude"}
     assert len(cfg.base.seeds) == 3 and cfg.density_sweep == [0.01, 0.03, 0.1, 0.3]
     assert {"train", "in-dist", "accel-8x", "noise", "anatomy"} <= set(cfg.base.evaluate["shifts"])
