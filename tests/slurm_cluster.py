@@ -6,6 +6,8 @@
   ``FASTMRI_PUN_REQUIRE_SLURM=1`` (CI) a missing cluster is ``pytest.fail`` instead.
 - :func:`sbatch`, :func:`job_fields`, :func:`wait_for_job`, :func:`scancel` — submit a job and poll
   ``scontrol show job`` (the cluster keeps no accounting: no ``sacct``).
+- :class:`Cluster` / :func:`cluster_session` — jobs submitted from a folder, cancelled at the end;
+  :func:`use_slurm_env` — this process's environment set to the cluster's (for submitit).
 
 The cluster's ``slurm.conf`` is ``$SLURM_CONF`` when set, else the one ``slurm_cluster.sh start``
 writes into its default state folder (``$TMPDIR/fastmri_pun_slurm``).
@@ -19,7 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,39 @@ def scancel(env: dict[str, str], *job_ids: str) -> None:
     """Cancel ``job_ids`` (finished or unknown ones are ignored)."""
     if job_ids:
         subprocess.run(["scancel", *job_ids], env=env, capture_output=True, timeout=30)
+
+
+class Cluster:
+    """Submits to the cluster from ``workdir``; remembers its jobs so that
+    :func:`cluster_session` cancels them."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.jobs: list[str] = []
+
+    def submit(self, *args: str) -> str:
+        """``sbatch`` with a 1-minute limit from ``workdir``, output discarded; the job id."""
+        job = sbatch(self.env, "--time=1", f"--chdir={self.workdir}", "--output=/dev/null", *args)
+        self.jobs.append(job)
+        return job
+
+
+def cluster_session(cls: type[Cluster], workdir: Path) -> Iterator[Cluster]:
+    """A fixture's body: ``cls(require_slurm(), workdir)``, its jobs cancelled afterwards."""
+    c = cls(require_slurm(), workdir)
+    yield c
+    scancel(c.env, *c.jobs)
+
+
+def use_slurm_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Set this process's environment to :func:`require_slurm`'s (submitit runs ``sbatch`` with
+    it; inherited ``SLURM_*`` variables removed); skips without submitit. Returns it."""
+    pytest.importorskip("submitit")
+    env = require_slurm()
+    for key in list(os.environ):
+        if key not in env:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

@@ -25,3 +25,17 @@ def untrained_checkpoint(path: Path, **settings) -> Path:
     module.on_save_checkpoint(ckpt)
     torch.save(ckpt, path)
     return path
+
+
+#: training settings of a tiny paper experiment (seconds per run on the ``demo_root`` set:
+#: 64 × 64, 10 ACS columns at centre fraction 0.16, which ESPIRiT needs, >= 7)
+TINY_EXPERIMENT_TRAIN = {
+    "center_fractions": [0.16],
+    "num_unrolls": 1,
+    "num_cg_iters": 2,
+    "chans": 8,
+    "num_layers": 3,
+    "max_epochs": 1,
+    "search_steps": 3,
+    "accelerator": "cpu",
+}

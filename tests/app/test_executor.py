@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_cluster import require_slurm
+from slurm_cluster import use_slurm_env
 
 from fastmri_pun.app.espirit import cli as espirit_cli
 from fastmri_pun.app.executor import (
@@ -299,14 +299,7 @@ def test_slurm_without_srun_is_one_line(tmp_path, monkeypatch):
 @pytest.fixture
 def slurm(monkeypatch) -> dict[str, str]:
     """This process's environment set to the test cluster's (submitit runs sbatch with it)."""
-    pytest.importorskip("submitit")
-    env = require_slurm()
-    for key in list(os.environ):
-        if key not in env:
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
+    return use_slurm_env(monkeypatch)
 
 
 def test_slurm_runs_a_chain_in_order_and_an_array(slurm, tmp_path):

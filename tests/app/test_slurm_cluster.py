@@ -14,28 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slurm_cluster import job_fields, require_slurm, sbatch, scancel, wait_for_job
-
-
-class Cluster:
-    """Submits to the cluster from ``workdir``; remembers its jobs so the fixture cancels them."""
-
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.env = env
-        self.workdir = workdir
-        self.jobs: list[str] = []
-
-    def submit(self, *args: str) -> str:
-        job = sbatch(self.env, "--time=1", f"--chdir={self.workdir}", "--output=/dev/null", *args)
-        self.jobs.append(job)
-        return job
+from slurm_cluster import Cluster, cluster_session, job_fields, wait_for_job
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(require_slurm(), tmp_path)
-    yield c
-    scancel(c.env, *c.jobs)
+    yield from cluster_session(Cluster, tmp_path)
 
 
 @pytest.mark.parametrize("node", ["n1", "n2"])

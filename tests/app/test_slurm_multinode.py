@@ -40,9 +40,10 @@ import h5py
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import slurm_cluster
 import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
-from slurm_cluster import job_fields, require_slurm, sbatch, scancel, wait_for_job
+from slurm_cluster import job_fields, sbatch, wait_for_job
 
 from fastmri_pun.app.train.cli import main
 from fastmri_pun.app.train.config import TrainConfig
@@ -73,13 +74,8 @@ SLURM_TASK = {
 }
 
 
-class Cluster:
+class Cluster(slurm_cluster.Cluster):
     """Submits the example script from ``workdir``; remembers the jobs the fixture cancels."""
-
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.env = env
-        self.workdir = workdir
-        self.jobs: list[str] = []
 
     def submit_training(self, name: str, *train_flags: str) -> str:
         """Submit the script for a 2-node CPU run into ``workdir/name`` (its own cache folder;
@@ -115,9 +111,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(require_slurm(), tmp_path)
-    yield c
-    scancel(c.env, *c.jobs)
+    yield from slurm_cluster.cluster_session(Cluster, tmp_path)
 
 
 def _train_here(env: dict[str, str], out: Path, *train_flags: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from tiny_checkpoints import TINY_EXPERIMENT_TRAIN
 
 from fastmri_pun.experiments.paper import cli as paper_cli
 from fastmri_pun.experiments.paper import run as paper
@@ -22,17 +23,7 @@ def _config(tmp_path, demo_root, **over):
         "density": 0.3,
         "reference": "dense",
         "methods": {"dense": {"prune": "none"}, "pun-it": {"prune": "pun-it"}},
-        "train": {
-            "center_fractions": [0.16],  # 10 ACS columns at width 64 (ESPIRiT needs >= 7)
-            "num_unrolls": 1,
-            "num_cg_iters": 2,
-            "chans": 8,
-            "num_layers": 3,
-            "max_epochs": 1,
-            "search_steps": 3,
-            "accelerator": "cpu",
-            "num_log_images": 1,
-        },
+        "train": {**TINY_EXPERIMENT_TRAIN, "num_log_images": 1},
         "evaluate": {"shifts": ["in-dist", "lesions"], "n_boot": 500, "zero_filled": False},
         **over,
     }

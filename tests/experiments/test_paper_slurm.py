@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from slurm_cluster import require_slurm, scancel
+from slurm_cluster import scancel, use_slurm_env
+from tiny_checkpoints import TINY_EXPERIMENT_TRAIN
 
 from fastmri_pun.experiments.paper import cli as paper_cli
 
@@ -40,17 +41,7 @@ def _experiment(tmp_path: Path, demo_root: Path) -> Path:
             "dense": {"prune": "none"},
             "pun-at": {"prune": "pun-at", "dense_from": "dense"},
         },
-        "train": {
-            "center_fractions": [0.16],
-            "num_unrolls": 1,
-            "num_cg_iters": 2,
-            "chans": 8,
-            "num_layers": 3,
-            "max_epochs": 1,
-            "search_steps": 3,
-            "accelerator": "cpu",
-            "num_log_images": 0,
-        },
+        "train": {**TINY_EXPERIMENT_TRAIN, "num_log_images": 0},
         "evaluate": {"shifts": ["in-dist", "lesions"], "n_boot": 200, "zero_filled": False},
         "executor": {"time_min": 10},
     }
@@ -79,14 +70,7 @@ def _results(out: Path) -> pd.DataFrame:
 @pytest.fixture
 def slurm(monkeypatch) -> dict[str, str]:
     """This process's environment set to the test cluster's (submitit runs sbatch with it)."""
-    pytest.importorskip("submitit")
-    env = require_slurm()
-    for key in list(os.environ):
-        if key not in env:
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
+    return use_slurm_env(monkeypatch)
 
 
 def _job_ids(out: Path) -> dict[str, str]:

@@ -137,3 +137,31 @@ def test_yaml_roundtrip_of_the_config():
     cfg = RegimeConfig.from_dict(copy.deepcopy(GRID))
     again = RegimeConfig.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
     assert [c.name for c in again.cells()] == [c.name for c in cfg.cells()]
+
+
+def test_command_flags_override_the_experiments_executor_section(tmp_path, monkeypatch, capsys):
+    from fastmri_pun.experiments.regime import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "run_regime", lambda *args: calls.append(args) or _Done())
+    data = copy.deepcopy(GRID)
+    data["executor"] = {"time_min": 7, "cpus_per_task": 2, "partition": "gpu"}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["--experiment", str(path), "--time_min", "9", "--jobs", "3"]) == 0
+    cfg, out, seed, progress, jobs, executor, report_dir = calls[0]
+    assert [c.name for c in cfg.cells()] == ["c4-v1", "c4-v2", "c8-v1", "c8-v2"]
+    assert (out, seed, jobs, report_dir) == (Path("outputs/regime"), 0, 3, None)
+    assert (executor.time_min, executor.cpus_per_task, executor.partition) == (9, 2, "gpu")
+    # bad input: one line, exit status 2, nothing run
+    data["executor"] = {"nodes": 2}
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["--experiment", str(path)]) == 2
+    assert "executor" in capsys.readouterr().err and len(calls) == 1
+    for flag in ("--experiment", "--output_dir", "--report_dir"):
+        assert cli.main([flag, " "]) == 2
+        assert f"{flag}: empty path" in capsys.readouterr().err
+
+
+class _Done:
+    report = Path("REPORT.md")

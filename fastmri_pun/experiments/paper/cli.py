@@ -22,12 +22,12 @@ from typing import Literal
 
 from jsonargparse import ArgumentParser
 
-from ...app.command_line import command_parser, parse_command
+from ...app.command_line import command_parser
 from ...app.config_files import shipped_config
 from ...app.errors import run_command
 from ...app.executor import ExecutorSettings
-from ...app.settings_flags import add_settings_flags, settings_flags, settings_from_flat
-from ...utils.config_checks import empty_path_message
+from ...app.settings_flags import add_settings_flags
+from ..command_line import parse_experiment_command
 from .config import ExperimentConfig
 from .run import run_paper
 
@@ -93,22 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         parser = build_parser()
-        args = parse_command(parser, argv)
-        if args.experiment is not None and not str(args.experiment).strip():
-            # an empty path would silently run the budget's shipped experiment instead
-            raise ValueError(
-                "--experiment: empty path; name an experiment YAML file (or leave the flag out)"
-            )
-        path = Path(args.experiment) if args.experiment else shipped_config(f"paper_{args.budget}")
-        if args.output_dir is not None and not str(args.output_dir).strip():
-            raise ValueError(empty_path_message("output_dir"))
-        exp = ExperimentConfig.from_yaml(path)
-        if exp.executor:  # the experiment's executor section as defaults: flags override it
-            parser.set_defaults(**exp.executor)
-            args = parse_command(parser, argv)
-        flat = {f.name: args[f.name] for f in settings_flags(PaperCommand)}
-        command = settings_from_flat(PaperCommand, flat, where=PROG)
-        out = Path(args.output_dir or f"outputs/paper_{args.budget}")
+        command, exp = parse_experiment_command(
+            parser, argv, PaperCommand,
+            lambda args: shipped_config(f"paper_{args.budget}"),
+            ExperimentConfig.from_yaml, lambda exp: exp, PROG,
+        )  # fmt: skip
+        out = Path(command.output_dir or f"outputs/paper_{command.budget}")
         result = run_paper(
             exp,
             out,

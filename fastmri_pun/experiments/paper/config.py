@@ -35,6 +35,7 @@ __all__ = [
     "DemoSettings",
     "ExperimentConfig",
     "packaged_config",
+    "read_experiment_yaml",
 ]
 
 # Training settings the driver sets for every run itself.
@@ -247,15 +248,7 @@ class ExperimentConfig:
             ValueError: an empty path or not a regular file (a folder, a device, a FIFO), not
                 YAML, not a mapping, unknown keys, invalid settings.
         """
-        if not check_regular_file(path, "experiment config"):
-            raise FileNotFoundError(f"experiment config {path} does not exist")
-        path = Path(path)
-        try:
-            data = load_yaml(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            first = " ".join(str(err).split())
-            raise ValueError(f"experiment config {path} is not plain YAML: {first}") from err
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_experiment_yaml(path, "experiment config"), str(path))
 
     # ------------------------------------------------------------------ derived configs
     def run_name(self, method: str, seed: int) -> str:
@@ -304,6 +297,24 @@ class ExperimentConfig:
         out = dataclasses.asdict(self)
         out.pop("source")
         return out
+
+
+def read_experiment_yaml(path: str | os.PathLike, kind: str) -> Any:
+    """The parsed YAML of an experiment file (``{}`` when empty), read with
+    :func:`~fastmri_pun.app.config_files.load_yaml`; ``kind`` names the file in messages.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an empty path, not a regular file, not YAML.
+    """
+    if not check_regular_file(path, kind):
+        raise FileNotFoundError(f"{kind} {path} does not exist")
+    path = Path(path)
+    try:
+        return load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        first = " ".join(str(err).split())
+        raise ValueError(f"{kind} {path} is not plain YAML: {first}") from err
 
 
 #: a shipped config's path by name (``"paper_small"``): the application's lookup, under the name

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from ...app.command_line import command_parser, parse_command
+from ...app.command_line import command_parser
 from ...app.config_files import shipped_config
 from ...app.errors import run_command
 from ...app.executor import ExecutorSettings
-from ...app.settings_flags import add_settings_flags, settings_flags, settings_from_flat
-from ...utils.config_checks import empty_path_message
+from ...app.settings_flags import add_settings_flags
+from ..command_line import parse_experiment_command
 from .config import RegimeConfig
 from .run import run_regime
 
@@ -84,17 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         parser = build_parser()
-        args = parse_command(parser, argv)
-        for name in ("experiment", "output_dir", "report_dir"):
-            if args[name] is not None and not str(args[name]).strip():
-                raise ValueError(empty_path_message(name))
-        path = Path(args.experiment) if args.experiment else shipped_config(DEFAULT_CONFIG)
-        cfg = RegimeConfig.from_yaml(path)
-        if cfg.base.executor:  # the experiment's executor section as defaults: flags win
-            parser.set_defaults(**cfg.base.executor)
-            args = parse_command(parser, argv)
-        flat = {f.name: args[f.name] for f in settings_flags(RegimeCommand)}
-        command = settings_from_flat(RegimeCommand, flat, where=PROG)
+        command, cfg = parse_experiment_command(
+            parser, argv, RegimeCommand, lambda args: shipped_config(DEFAULT_CONFIG),
+            RegimeConfig.from_yaml, lambda cfg: cfg.base, PROG, ("output_dir", "report_dir"),
+        )  # fmt: skip
         result = run_regime(
             cfg,
             Path(command.output_dir or "outputs/regime"),

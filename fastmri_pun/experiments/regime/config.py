@@ -22,16 +22,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ...app.config_files import check_regular_file, load_yaml
 from ...utils.config_checks import unknown_keys_message
-from ..paper.config import ExperimentConfig
+from ..paper.config import ExperimentConfig, read_experiment_yaml
 
-__all__ = ["Cell", "RegimeConfig"]
+__all__ = ["Cell", "RegimeConfig", "sweep_method_name"]
 
 _GRID_KEYS = {"chans", "sizes", "density_sweep", "sweep_method"}
 
@@ -129,15 +125,7 @@ class RegimeConfig:
             FileNotFoundError: no such file.
             ValueError: not a regular file, not YAML, bad keys or values.
         """
-        if not check_regular_file(path, "regime config"):
-            raise FileNotFoundError(f"regime config {path} does not exist")
-        path = Path(path)
-        try:
-            data = load_yaml(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            first = " ".join(str(err).split())
-            raise ValueError(f"regime config {path} is not plain YAML: {first}") from err
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_experiment_yaml(path, "regime config"), str(path))
 
     # ------------------------------------------------------------------ cells
     def cell(self, chans: int, size: dict[str, Any]) -> Cell:
