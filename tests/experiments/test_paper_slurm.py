@@ -167,3 +167,41 @@ def test_a_failed_slurm_run_is_one_line_and_its_dependant_never_starts(
     assert (out / "runs" / "dense-s0" / "DONE.json").is_file()
     assert (out / "runs" / "pun-at-s0" / "DONE.json").is_file()
     assert not (out / "REPORT.md").exists()
+
+
+def test_sigterm_to_the_driver_cancels_its_slurm_jobs_and_exits_143(slurm, tmp_path, demo_root):
+    from slurm_cluster import wait_for_job
+
+    exp = _experiment(tmp_path, demo_root)
+    out = tmp_path / "stopped"
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastmri_pun.experiments.paper",
+            *_argv(exp, out),
+            "--executor",
+            "slurm",
+        ],  # fmt: skip
+        env=slurm,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ids: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not ids and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+            ids = _job_ids(out) if (out / "jobs").is_dir() else {}
+        assert ids, driver.communicate()
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        scancel(slurm, *_job_ids(out).values())
+    assert driver.returncode == 143
+    assert err.strip().splitlines()[-1] == "python -m fastmri_pun.experiments.paper: interrupted"
+    states = [wait_for_job(slurm, job, timeout=30)["JobState"] for job in ids.values()]
+    assert set(states) <= {"CANCELLED", "COMPLETED"} and "CANCELLED" in states, states
