@@ -106,6 +106,12 @@ class ExecutorSettings:
                     "'=' before its value, e.g. qos=normal"
                 )
             name, value = match.group(1).replace("_", "-"), match.group(2)
+            if len(name) == 1:
+                raise ValueError(
+                    f"--sbatch_lines: {line!r}: write the option's long name (e.g. job-name, not J)"
+                )
+            if value is not None and not value.strip():
+                raise ValueError(f"--sbatch_lines: {line!r} has an empty value")
             if name in _RESERVED:
                 use = _RESERVED[name]
                 instead = f"; use {use}" if use else ""

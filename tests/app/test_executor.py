@@ -229,6 +229,9 @@ def test_settings_are_checked_in_one_line_naming_the_flag():
     settings = ExecutorSettings(sbatch_lines=("--qos=normal", "account=my lab", "exclusive"))
     assert settings.sbatch_lines == ["--qos=normal", "account=my lab", "exclusive"]
     assert settings.sbatch_options() == {"qos": "normal", "account": "my lab", "exclusive": True}
+    for line, said in (("J=x", "long name"), ("qos=", "empty value")):
+        with pytest.raises(ValueError, match=said):
+            ExecutorSettings(sbatch_lines=[line])
 
 
 def test_the_executor_settings_are_flags_of_the_espirit_command(tmp_path, capsys):

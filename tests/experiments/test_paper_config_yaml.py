@@ -72,3 +72,22 @@ def test_a_regime_config_named_as_a_run_config_says_which_command_runs_it(tmp_pa
                           ("regime_map", "fastmri-pun regime")):  # fmt: skip
         with pytest.raises(FileNotFoundError, match=re.escape(f"run it with: {command}")):
             resolve_config_args(["--config", name])
+
+
+def test_shifts_given_as_a_flag_are_checked_before_any_training(tmp_path, capsys) -> None:
+    import yaml
+
+    from fastmri_pun.experiments.paper import cli
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"seeds": [0], "density": 0.1,
+                                    "methods": {"dense": {"prune": "none"}},
+                                    "train": {"center_fractions": [0.16]},
+                                    "evaluate": {"shifts": ["in-dist"]}}))  # fmt: skip
+    out = tmp_path / "out"
+    for shifts, said in ((["bogus"], "unknown shift"), (["accel-8x"], "1.28")):
+        argv = ["--experiment", str(path), "--output_dir", str(out), "--shifts", *shifts]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--shifts" in err and said in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()  # nothing trained, nothing written

@@ -85,7 +85,7 @@ def test_the_shipped_grid_is_valid_and_as_documented():
     assert cfg.chans == [4, 8, 16, 64] and len(cfg.sizes) == 3
     assert set(cfg.base.methods) == {"dense", "pun-it", "dense-wd", "magnitude"}
     assert len(cfg.base.seeds) == 3 and cfg.density_sweep == [0.01, 0.03, 0.1, 0.3]
-    assert {"train", "in-dist", "accel-8x", "noise", "anatomy"} <= set(cfg.base.evaluate["shifts"])
+    assert {"train", "in-dist", "mask-type", "noise", "anatomy"} <= set(cfg.base.evaluate["shifts"])
     assert cfg.base.demo.layout == "regime" and cfg.sweep_cell().name == "c64-v1"
 
 

@@ -157,18 +157,7 @@ class ExperimentConfig:
             self._check_controls(name)
         for name in self.methods:  # every method's settings make a valid training config
             self.train_config(name, self.seeds[0], Path("."), Path("."))
-        # every shift's mask rules against the training mask, before any training
-        data = self.train_config(self.reference, self.seeds[0], Path("."), Path(".")).data
-        try:
-            resolve_shifts(
-                self.evaluate.get("shifts", list(DEFAULT_SHIFTS)),
-                data.mask_type,
-                data.center_fractions[0],
-                data.accelerations[0],
-                self.evaluate.get("noise_snr_db"),
-            )
-        except ValueError as err:
-            raise ValueError(f"{where}: evaluate.shifts: {err}") from None
+        self.check_shifts(self.evaluate.get("shifts", list(DEFAULT_SHIFTS)), "evaluate.shifts")
 
     def _check_controls(self, name: str) -> None:
         c = self.controls(name)
@@ -191,6 +180,25 @@ class ExperimentConfig:
             )
         if grid is not None and "weight_decay" in self.methods[name]:
             raise ValueError(f"{where}: give weight_decay or select_weight_decay, not both")
+
+    def check_shifts(self, shifts: list[str], where: str = "--shifts") -> None:
+        """Check the names and mask rules of ``shifts`` against the training mask of the
+        reference method, before any training.
+
+        Raises:
+            ValueError: an unknown shift or a mask rule broken (one line naming ``where``).
+        """
+        data = self.train_config(self.reference, self.seeds[0], Path("."), Path(".")).data
+        try:
+            resolve_shifts(
+                shifts,
+                data.mask_type,
+                data.center_fractions[0],
+                data.accelerations[0],
+                self.evaluate.get("noise_snr_db"),
+            )
+        except ValueError as err:
+            raise ValueError(f"{self.source}: {where}: {err}") from None
 
     def executor_settings(self) -> ExecutorSettings:
         """The ``executor`` section as :class:`~fastmri_pun.app.executor.ExecutorSettings`.

@@ -154,6 +154,8 @@ def run_paper(
     if exp.reference not in methods:
         raise ValueError(f"the reference {exp.reference!r} must be among --methods {methods}")
     plans = plan_runs(exp, methods)  # control errors before any data work
+    if shifts:
+        exp.check_shifts(list(shifts))  # before any training, as the YAML's shifts are
     settings = executor if executor is not None else exp.executor_settings()
     if jobs is not None and jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
