@@ -45,7 +45,7 @@ class PaperCommand:
             configs/paper_small.yaml); 'full': paper scale for a GPU (configs/paper_full.yaml).
         experiment: Experiment YAML to use instead of the budget's (keys as in the shipped
             configs/paper_small.yaml: methods, seeds, density, reference, train, evaluate, demo,
-            data_path, train_volumes, budget); an empty path is refused.
+            data_path, train_volumes, budget, executor); an empty path is refused.
         output_dir: Output folder (default outputs/paper_<budget>).
         seed: Seed of the demo data, the evaluation noise and the bootstrap (training seeds are
             the experiment's 'seeds').
