@@ -230,8 +230,10 @@ def test_the_nav_lists_every_page_once():
     }
     nav = _nav_pages()
     assert len(nav) == len(set(nav))
-    assert set(nav) == pages | {"results/paper_small/REPORT.md"}
-    assert {f"guides/{g}.md" for g in ("configuration", "pruning", "paper", "gpu")} <= set(nav)
+    assert set(nav) == pages | {"results/paper_small/REPORT.md", "results/regime/REPORT.md"}
+    assert {
+        f"guides/{g}.md" for g in ("configuration", "pruning", "paper", "regime", "gpu")
+    } <= set(nav)
 
 
 def test_readme_is_short_and_gives_the_two_commands_ci_runs():
