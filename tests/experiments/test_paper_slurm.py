@@ -77,6 +77,25 @@ def _job_ids(out: Path) -> dict[str, str]:
     return {p.stem: json.loads(p.read_text())["job_id"] for p in (out / "jobs").glob("*.json")}
 
 
+def _driver_with_a_job(
+    exp: Path, out: Path, env: dict[str, str], **popen
+) -> tuple[subprocess.Popen, dict[str, str]]:
+    """Start the SLURM paper driver in a process; wait (up to 120 s) until it has submitted a
+    job; returns the process and ``{run: job id}`` (the assertion names its output if none)."""
+    argv = [sys.executable, "-m", "fastmri_pun.experiments.paper", *_argv(exp, out),
+            "--executor", "slurm"]  # fmt: skip
+    driver = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True, **popen)
+    ids: dict[str, str] = {}
+    deadline = time.monotonic() + 120
+    while not ids and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+        ids = _job_ids(out) if (out / "jobs").is_dir() else {}
+    if not ids:
+        driver.kill()
+        raise AssertionError(driver.communicate())
+    return driver, ids
+
+
 def test_a_killed_slurm_sweep_resumes_and_equals_the_local_executor(
     slurm, tmp_path, demo_root, capsys
 ):
@@ -87,31 +106,11 @@ def test_a_killed_slurm_sweep_resumes_and_equals_the_local_executor(
 
     # the SLURM sweep, its driver killed (kill -9: no clean-up) once a training is under way
     remote = tmp_path / "slurm"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fastmri_pun.experiments.paper",
-            *_argv(exp, remote),
-            "--executor",
-            "slurm",
-        ],  # fmt: skip
-        env=slurm,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    driver, first_ids = _driver_with_a_job(
+        exp, remote, slurm, stderr=subprocess.STDOUT, start_new_session=True
     )
-    first_ids: dict[str, str] = {}
-    try:
-        deadline = time.monotonic() + 120
-        while not first_ids and time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-            first_ids = _job_ids(remote) if (remote / "jobs").is_dir() else {}
-        assert first_ids, driver.stdout.read() if driver.poll() is not None else "no job"
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
     # the first job was queued or running when its driver died (a training takes seconds)
     unfinished = [n for n in first_ids if not (remote / "runs" / n / "DONE.json").exists()]
     assert unfinished
@@ -174,27 +173,8 @@ def test_sigterm_to_the_driver_cancels_its_slurm_jobs_and_exits_143(slurm, tmp_p
 
     exp = _experiment(tmp_path, demo_root)
     out = tmp_path / "stopped"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fastmri_pun.experiments.paper",
-            *_argv(exp, out),
-            "--executor",
-            "slurm",
-        ],  # fmt: skip
-        env=slurm,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    ids: dict[str, str] = {}
+    driver, ids = _driver_with_a_job(exp, out, slurm, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not ids and time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-            ids = _job_ids(out) if (out / "jobs").is_dir() else {}
-        assert ids, driver.communicate()
         driver.send_signal(signal.SIGTERM)
         _, err = driver.communicate(timeout=60)
     finally:
