@@ -14,7 +14,16 @@ from fastmri_pun.app import main as cli_main
 
 def test_fastmri_pun_command_lists_and_dispatches(capsys):
     commands = cli_main.commands()  # the entry points of the group fastmri_pun.commands
-    assert sorted(commands) == ["demo", "espirit", "evaluate", "export", "paper", "score", "train"]
+    assert sorted(commands) == [
+        "demo",
+        "espirit",
+        "evaluate",
+        "export",
+        "paper",
+        "regime",
+        "score",
+        "train",
+    ]
     assert cli_main.main(["--help"]) == 0
     listing = capsys.readouterr().out
     assert "  train     Train / test a model, dense or pruned (python -m fastmri_pun.train)\n" in (
@@ -38,7 +47,7 @@ def test_dispatcher_does_not_name_the_experiment_layer():
 
 
 @pytest.mark.parametrize(
-    "command", ["train", "evaluate", "paper", "export", "demo", "espirit", "score"]
+    "command", ["train", "evaluate", "paper", "regime", "export", "demo", "espirit", "score"]
 )
 def test_every_command_reports_a_bad_flag_in_one_line(command, capsys):
     assert cli_main.main([command, "--no_such_flag", "1"]) == 2
