@@ -187,6 +187,10 @@ class _LocalExecutor(Executor):
         self._count = 0
         self._pool: cf.ProcessPoolExecutor | None = None
 
+    @property
+    def in_process(self) -> bool:
+        return self.workers == 1
+
     def _next_id(self) -> str:
         job_id = f"local-{os.getpid()}-{self._count}"
         self._count += 1

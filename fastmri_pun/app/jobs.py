@@ -192,6 +192,12 @@ class Executor(abc.ABC):
         self.log_dir = log_dir
 
     @property
+    def in_process(self) -> bool:
+        """Whether each job runs in this process at submission (a local executor of one
+        worker)."""
+        return False
+
+    @property
     def kind(self) -> str:
         """``"local"`` or ``"slurm"``."""
         return self.settings.executor

@@ -61,9 +61,7 @@ def evaluate_sharded(
         as :func:`evaluate`.
     """
     models = {n: Path(p) for n, p in checkpoints.items()}
-    sharded = executor is not None and not (
-        executor.kind == "local" and getattr(executor, "workers", 1) == 1
-    )
+    sharded = executor is not None and not executor.in_process
     if sharded and models:
         out = RunDir(cfg.output_dir)
         # a SLURM job gets its CPUs' worth of threads (local workers have theirs already)

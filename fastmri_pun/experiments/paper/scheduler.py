@@ -210,7 +210,7 @@ def train_runs(
             records[p.name] = done
         else:
             pending.append(p)
-    in_process = executor.kind == "local" and getattr(executor, "workers", 1) == 1
+    in_process = executor.in_process
     threads = None if executor.kind == "local" else executor.settings.cpus_per_task
     running: dict[Job, RunPlan] = {}
     for p in list(pending):  # SLURM jobs of an earlier driver: wait for them
